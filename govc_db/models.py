@@ -1,0 +1,178 @@
+"""SQLAlchemy 2 ORM models: the tables users import, join against and migrate.
+
+Every table hangs off one declarative :class:`Base` whose metadata carries a
+naming convention, so constraint names are stable across SQLite and PostgreSQL
+and Alembic autogenerate sees no drift. Object ids are raw 20-byte SHA-1 values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Base",
+    "CommitIndex",
+    "CommitParent",
+    "CommitPath",
+    "ObjectRow",
+    "Ref",
+    "RefLog",
+    "Repository",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only gives an auto-incrementing rowid to a column declared INTEGER PRIMARY KEY.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+OID = LargeBinary(20)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every govc_db table."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Repository(Base):
+    """A repository: its name and the branch ``HEAD`` stands for."""
+
+    __tablename__ = "govc_repositories"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    default_branch: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.current_timestamp()
+    )
+
+    refs: Mapped[list[Ref]] = relationship(
+        back_populates="repository", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ObjectRow(Base):
+    """A git object of one repository, stored once per (repository, id).
+
+    ``encoding`` says how ``data`` is stored: 0 raw, 1 zlib, 2 zstd. ``size`` is the
+    uncompressed length, which is also the size in git's object header.
+    """
+
+    __tablename__ = "govc_objects"
+
+    repo_id: Mapped[int] = mapped_column(
+        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    oid: Mapped[bytes] = mapped_column(OID, primary_key=True)
+    type: Mapped[int] = mapped_column(SmallInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    encoding: Mapped[int] = mapped_column(SmallInteger, default=0)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Ref(Base):
+    """A named pointer (``refs/heads/main``, ``refs/tags/v1``) changed only by CAS."""
+
+    __tablename__ = "govc_refs"
+
+    repo_id: Mapped[int] = mapped_column(
+        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    target: Mapped[bytes] = mapped_column(OID)
+
+    repository: Mapped[Repository] = relationship(back_populates="refs")
+
+
+class RefLog(Base):
+    """Every ref move, so a forced move can be undone. ``old``/``new`` are None for create/delete."""
+
+    __tablename__ = "govc_reflog"
+    __table_args__ = (Index("ix_govc_reflog_repo_ref", "repo_id", "ref", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    repo_id: Mapped[int] = mapped_column(
+        ForeignKey("govc_repositories.id", ondelete="CASCADE")
+    )
+    ref: Mapped[str] = mapped_column(String(1024))
+    old: Mapped[bytes | None] = mapped_column(OID)
+    new: Mapped[bytes | None] = mapped_column(OID)
+    time: Mapped[float] = mapped_column(BigInteger)
+    """Microseconds since the epoch."""
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class CommitIndex(Base):
+    """One row per commit: what log, ancestry and merge-base queries read instead of objects.
+
+    ``generation`` is 1 for a root commit, else 1 + the maximum of its parents'.
+    """
+
+    __tablename__ = "govc_commits"
+    __table_args__ = (
+        Index("ix_govc_commits_repo_ctime", "repo_id", "committer_time"),
+        Index("ix_govc_commits_repo_gen", "repo_id", "generation"),
+    )
+
+    repo_id: Mapped[int] = mapped_column(
+        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    oid: Mapped[bytes] = mapped_column(OID, primary_key=True)
+    tree: Mapped[bytes] = mapped_column(OID)
+    generation: Mapped[int] = mapped_column(Integer)
+    author_time: Mapped[int] = mapped_column(BigInteger)
+    committer_time: Mapped[int] = mapped_column(BigInteger)
+    parent_count: Mapped[int] = mapped_column(SmallInteger)
+
+
+class CommitParent(Base):
+    """The ordered parents of a commit (``position`` 0 is the first parent)."""
+
+    __tablename__ = "govc_commit_parents"
+    __table_args__ = (Index("ix_govc_commit_parents_repo_parent", "repo_id", "parent"),)
+
+    repo_id: Mapped[int] = mapped_column(
+        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    oid: Mapped[bytes] = mapped_column(OID, primary_key=True)
+    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    parent: Mapped[bytes] = mapped_column(OID)
+
+
+class CommitPath(Base):
+    """A file path a commit changed relative to one parent (``position``; 0 for a root commit).
+
+    A merge records its changes against each parent, which is what git's history
+    simplification needs for a path-limited log.
+    """
+
+    __tablename__ = "govc_commit_paths"
+    __table_args__ = (Index("ix_govc_commit_paths_repo_path", "repo_id", "path", "oid"),)
+
+    repo_id: Mapped[int] = mapped_column(
+        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    oid: Mapped[bytes] = mapped_column(OID, primary_key=True)
+    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    path: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    """UTF-8 bytes, so range scans compare bytewise on every dialect and collation."""

@@ -1,0 +1,324 @@
+"""Blob, tree, commit and tag values with git's exact serialization.
+
+Pure functions and frozen dataclasses only: nothing here touches a database.
+``parse(kind.serialize()) == kind`` for every value, and ``kind.id`` is the id
+``git hash-object -t <type>`` gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Final
+
+from govc_db.errors import InvalidInput
+from govc_db.objects.ids import RAW_LEN, ObjectId, hash_object, hex_to_oid
+from govc_db.objects.signature import Signature, parse_signature
+
+__all__ = [
+    "MODE_DIR",
+    "MODE_EXEC",
+    "MODE_FILE",
+    "MODE_GITLINK",
+    "MODE_LINK",
+    "TYPE_NAMES",
+    "TYPE_NUMBERS",
+    "Blob",
+    "Commit",
+    "GitObject",
+    "Tag",
+    "Tree",
+    "TreeItem",
+    "mode_type",
+    "parse_object",
+    "tree_sort_key",
+]
+
+MODE_FILE: Final = 0o100644
+MODE_EXEC: Final = 0o100755
+MODE_LINK: Final = 0o120000
+MODE_DIR: Final = 0o40000
+MODE_GITLINK: Final = 0o160000
+
+#: Modes a tree we build may hold; 160000 (submodule) is accepted only when parsing.
+WRITABLE_MODES: Final = frozenset({MODE_FILE, MODE_EXEC, MODE_LINK, MODE_DIR})
+PARSEABLE_MODES: Final = WRITABLE_MODES | {MODE_GITLINK}
+
+#: git's pack type numbers, used as the ``type`` column in the database.
+TYPE_NUMBERS: Final = {b"commit": 1, b"tree": 2, b"blob": 3, b"tag": 4}
+TYPE_NAMES: Final = {v: k for k, v in TYPE_NUMBERS.items()}
+
+
+def mode_type(mode: int) -> str:
+    """The object type a tree entry of ``mode`` points at."""
+    if mode == MODE_DIR:
+        return "tree"
+    if mode == MODE_GITLINK:
+        return "commit"
+    return "blob"
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """File content."""
+
+    type_name: ClassVar[bytes] = b"blob"
+    data: bytes
+
+    def serialize(self) -> bytes:
+        """Raw git content (the blob's bytes)."""
+        return self.data
+
+    @property
+    def id(self) -> ObjectId:
+        """The git object id."""
+        return hash_object(b"blob", self.data)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Blob:
+        """Build from raw git content."""
+        return cls(bytes(raw))
+
+
+def tree_sort_key(name: bytes, mode: int) -> bytes:
+    """git orders tree entries by name, comparing a directory as ``name + '/'``."""
+    return name + b"/" if mode == MODE_DIR else name
+
+
+@dataclass(frozen=True, slots=True)
+class TreeItem:
+    """One entry of a tree object."""
+
+    name: bytes
+    mode: int
+    oid: ObjectId
+
+    def __post_init__(self) -> None:
+        if not self.name or b"/" in self.name or b"\0" in self.name or self.name in (b".", b".."):
+            raise InvalidInput(f"invalid tree entry name: {self.name!r}")
+        if self.mode not in PARSEABLE_MODES:
+            raise InvalidInput(f"invalid tree entry mode: {self.mode:o}")
+        if len(self.oid) != RAW_LEN:
+            raise InvalidInput("tree entry id must be 20 raw bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """A directory: entries kept in git's order, names unique."""
+
+    type_name: ClassVar[bytes] = b"tree"
+    items: tuple[TreeItem, ...] = ()
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.items, key=lambda i: tree_sort_key(i.name, i.mode)))
+        names = [i.name for i in ordered]
+        if len(set(names)) != len(names):
+            raise InvalidInput("tree has duplicate entry names")
+        object.__setattr__(self, "items", ordered)
+
+    @classmethod
+    def of(cls, items: Iterable[TreeItem]) -> Tree:
+        """Build from entries in any order."""
+        return cls(tuple(items))
+
+    def serialize(self) -> bytes:
+        """Raw git content: ``<octal mode> <name>\\0<20-byte id>`` per entry."""
+        return b"".join(b"%o %s\0%s" % (i.mode, i.name, i.oid) for i in self.items)
+
+    @property
+    def id(self) -> ObjectId:
+        """The git object id."""
+        return hash_object(b"tree", self.serialize())
+
+    def get(self, name: bytes) -> TreeItem | None:
+        """The entry called ``name``, or None."""
+        for item in self.items:
+            if item.name == name:
+                return item
+        return None
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Tree:
+        """Build from raw git content; ``InvalidInput`` when malformed."""
+        items: list[TreeItem] = []
+        pos, end = 0, len(raw)
+        while pos < end:
+            space = raw.find(b" ", pos)
+            nul = raw.find(b"\0", space + 1) if space >= 0 else -1
+            if space < 0 or nul < 0 or nul + 1 + RAW_LEN > end:
+                raise InvalidInput("malformed tree object")
+            mode_text = raw[pos:space]
+            if not mode_text or mode_text.startswith(b"0") or not mode_text.isdigit():
+                raise InvalidInput(f"malformed tree entry mode {mode_text!r}")
+            try:
+                mode = int(mode_text, 8)
+            except ValueError:
+                raise InvalidInput(f"malformed tree entry mode {mode_text!r}") from None
+            oid = ObjectId(raw[nul + 1 : nul + 1 + RAW_LEN])
+            items.append(TreeItem(raw[space + 1 : nul], mode, oid))
+            pos = nul + 1 + RAW_LEN
+        return cls(tuple(items))
+
+
+def _parse_headers(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Split a commit/tag into (key, value) headers (continuations joined) and message."""
+    sep = raw.find(b"\n\n")
+    if sep < 0:
+        raise InvalidInput("malformed object: no blank line after the headers")
+    head, message = raw[:sep], raw[sep + 2 :]
+    headers: list[tuple[bytes, bytes]] = []
+    for line in head.split(b"\n"):
+        if line.startswith(b" "):
+            if not headers:
+                raise InvalidInput("malformed object: continuation before any header")
+            key, value = headers[-1]
+            headers[-1] = (key, value + b"\n" + line[1:])
+            continue
+        key, sp, value = line.partition(b" ")
+        if not sp or not key:
+            raise InvalidInput(f"malformed object header line {line[:60]!r}")
+        headers.append((key, value))
+    return headers, message
+
+
+def _header_lines(key: bytes, value: bytes) -> bytes:
+    return key + b" " + value.replace(b"\n", b"\n ") + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A commit: tree, ordered parents, author, committer, extra headers, message bytes."""
+
+    type_name: ClassVar[bytes] = b"commit"
+    tree: ObjectId
+    parents: tuple[ObjectId, ...]
+    author: Signature
+    committer: Signature
+    message: bytes
+    extra: tuple[tuple[bytes, bytes], ...] = field(default=())
+    """Headers after committer (``encoding``, ``gpgsig``, ``mergetag`` ...), kept verbatim."""
+
+    def __post_init__(self) -> None:
+        if len(self.tree) != RAW_LEN or any(len(p) != RAW_LEN for p in self.parents):
+            raise InvalidInput("commit tree and parents must be 20-byte ids")
+        if not isinstance(self.message, bytes):
+            raise InvalidInput("commit message must be bytes")
+
+    def serialize(self) -> bytes:
+        """Raw git content."""
+        parts = [b"tree " + self.tree.hex().encode() + b"\n"]
+        parts.extend(b"parent " + p.hex().encode() + b"\n" for p in self.parents)
+        parts.append(b"author " + self.author.serialize() + b"\n")
+        parts.append(b"committer " + self.committer.serialize() + b"\n")
+        parts.extend(_header_lines(k, v) for k, v in self.extra)
+        parts.append(b"\n")
+        parts.append(self.message)
+        return b"".join(parts)
+
+    @property
+    def id(self) -> ObjectId:
+        """The git object id."""
+        return hash_object(b"commit", self.serialize())
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Commit:
+        """Build from raw git content; ``InvalidInput`` when malformed."""
+        headers, message = _parse_headers(raw)
+        keys = [k for k, _ in headers]
+        if not keys or keys[0] != b"tree":
+            raise InvalidInput("malformed commit: first header must be tree")
+        tree = _hex_field(headers[0][1])
+        i = 1
+        parents: list[ObjectId] = []
+        while i < len(headers) and headers[i][0] == b"parent":
+            parents.append(_hex_field(headers[i][1]))
+            i += 1
+        if i + 1 >= len(headers) or keys[i] != b"author" or keys[i + 1] != b"committer":
+            raise InvalidInput("malformed commit: author and committer required after parents")
+        author = parse_signature(headers[i][1])
+        committer = parse_signature(headers[i + 1][1])
+        return cls(tree, tuple(parents), author, committer, message, tuple(headers[i + 2 :]))
+
+
+def _hex_field(value: bytes) -> ObjectId:
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidInput("malformed object id in header") from None
+    if text != text.lower():
+        raise InvalidInput("malformed object id in header (uppercase hex)")
+    return hex_to_oid(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """An annotated tag: target id and type, tag name, optional tagger, message bytes."""
+
+    type_name: ClassVar[bytes] = b"tag"
+    object: ObjectId
+    object_type: bytes
+    name: bytes
+    tagger: Signature | None
+    message: bytes
+    extra: tuple[tuple[bytes, bytes], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if len(self.object) != RAW_LEN:
+            raise InvalidInput("tag target must be a 20-byte id")
+        if self.object_type not in TYPE_NUMBERS:
+            raise InvalidInput(f"invalid tag target type {self.object_type!r}")
+        if not self.name or any(c in self.name for c in b"\n\0 "):
+            raise InvalidInput(f"invalid tag name {self.name!r}")
+
+    def serialize(self) -> bytes:
+        """Raw git content."""
+        parts = [
+            b"object " + self.object.hex().encode() + b"\n",
+            b"type " + self.object_type + b"\n",
+            b"tag " + self.name + b"\n",
+        ]
+        if self.tagger is not None:
+            parts.append(b"tagger " + self.tagger.serialize() + b"\n")
+        parts.extend(_header_lines(k, v) for k, v in self.extra)
+        parts.append(b"\n")
+        parts.append(self.message)
+        return b"".join(parts)
+
+    @property
+    def id(self) -> ObjectId:
+        """The git object id."""
+        return hash_object(b"tag", self.serialize())
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Tag:
+        """Build from raw git content; ``InvalidInput`` when malformed."""
+        headers, message = _parse_headers(raw)
+        keys = [k for k, _ in headers]
+        if keys[:3] != [b"object", b"type", b"tag"]:
+            raise InvalidInput("malformed tag: object, type and tag headers required")
+        rest = headers[3:]
+        tagger = None
+        if rest and rest[0][0] == b"tagger":
+            tagger = parse_signature(rest[0][1])
+            rest = rest[1:]
+        return cls(
+            _hex_field(headers[0][1]), headers[1][1], headers[2][1], tagger, message, tuple(rest)
+        )
+
+
+GitObject = Blob | Tree | Commit | Tag
+
+_PARSERS: Final = {b"blob": Blob.parse, b"tree": Tree.parse, b"commit": Commit.parse, b"tag": Tag.parse}
+
+
+def parse_object(type_name: bytes, raw: bytes) -> GitObject:
+    """Parse raw content of the given git type; ``InvalidInput`` on unknown type or bad bytes."""
+    parser = _PARSERS.get(type_name)
+    if parser is None:
+        raise InvalidInput(f"unknown object type {type_name!r}")
+    return parser(raw)
+
+
+def tree_items_from(entries: Sequence[tuple[bytes, int, ObjectId]]) -> Tree:
+    """Convenience: a tree from ``(name, mode, oid)`` triples."""
+    return Tree.of(TreeItem(n, m, o) for n, m, o in entries)

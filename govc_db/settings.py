@@ -1,0 +1,177 @@
+"""Runtime configuration: one frozen dataclass, validated on construction.
+
+``Settings.from_env()`` is the only place besides the CLI that reads the
+environment. Every optimizer has a switch here so its effect can be measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from govc_db.errors import InvalidInput
+
+__all__ = ["Settings"]
+
+_ENV_PREFIX = "GOVC_DB_"
+
+
+def _check_range(name: str, value: float, lo: float, hi: float | None = None) -> None:
+    if value < lo or (hi is not None and value > hi):
+        upper = "" if hi is None else f" and <= {hi}"
+        raise InvalidInput(f"Settings.{name} must be >= {lo}{upper}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every tunable of a :class:`~govc_db.Store`.
+
+    Construct with keywords; out-of-range values raise ``InvalidInput`` (a ``ValueError``)
+    naming the field and the allowed range.
+    """
+
+    pool_size: int = 5
+    """Connections kept open in the pool (PostgreSQL)."""
+    max_overflow: int = 10
+    """Extra connections allowed above ``pool_size`` under load."""
+    pool_timeout: float = 30.0
+    """Seconds to wait for a free connection before failing with StoreUnavailable."""
+    pool_recycle: float = 1800.0
+    """Seconds after which a pooled connection is replaced (-1 disables)."""
+    pool_pre_ping: bool = True
+    """Check a connection with a cheap round trip before handing it out."""
+    connect_timeout: float = 10.0
+    """Seconds allowed to establish one database connection."""
+    sqlite_busy_timeout: float = 30.0
+    """Seconds SQLite waits on a locked database before failing."""
+
+    prepare_threshold: int | None = 5
+    """psycopg server-side prepare after this many executions; None disables (PgBouncer)."""
+    prepared_max: int = 100
+    """How many prepared statements psycopg keeps per connection."""
+
+    cache_enabled: bool = True
+    """Query-result cache on or off."""
+    cache_max_bytes: int = 64 * 1024 * 1024
+    """Upper bound on the bytes held by the immutable-object cache."""
+    cache_ref_ttl: float = 5.0
+    """Seconds a cached ref or repository row may live (invalidation also clears it)."""
+
+    compression: str = "zlib"
+    """Object compression: ``"none"``, ``"zlib"`` or ``"zstd"``."""
+    compression_min_size: int = 64
+    """Objects smaller than this many bytes are stored uncompressed."""
+    compression_level: int = 3
+    """Compression level passed to the codec."""
+
+    batch_max_rows: int = 1000
+    """Object writes are flushed after this many rows."""
+    batch_max_bytes: int = 8 * 1024 * 1024
+    """Object writes are flushed after this many bytes."""
+
+    retry_attempts: int = 5
+    """How many times a transaction is attempted on serialization failure or disconnect."""
+    retry_base_delay: float = 0.01
+    """First backoff delay in seconds; doubles per attempt with full jitter."""
+    retry_max_delay: float = 1.0
+    """Cap on one backoff delay in seconds."""
+    commit_rebase_attempts: int = 10
+    """How often commit() re-applies a change set on a branch moved by a concurrent commit."""
+
+    metrics_enabled: bool = True
+    """The metrics middleware (per-operation counts, errors, latency percentiles)."""
+
+    rate_limit: float | None = None
+    """Operations per second allowed by the API optimizer; None disables rate limiting."""
+    rate_burst: int = 100
+    """Token-bucket burst size of the rate limiter."""
+    breaker_failures: int | None = None
+    """Consecutive StoreUnavailable failures that open the circuit breaker; None disables it."""
+    breaker_reset: float = 30.0
+    """Seconds an open breaker waits before letting a trial call through."""
+
+    replica_urls: tuple[str, ...] = field(default_factory=tuple)
+    """Read-replica URLs (reserved for read routing)."""
+
+    def __post_init__(self) -> None:
+        _check_range("pool_size", self.pool_size, 1, 1000)
+        _check_range("max_overflow", self.max_overflow, 0, 1000)
+        _check_range("pool_timeout", self.pool_timeout, 0.0)
+        if self.pool_recycle != -1:
+            _check_range("pool_recycle", self.pool_recycle, 1.0)
+        _check_range("connect_timeout", self.connect_timeout, 0.1)
+        _check_range("sqlite_busy_timeout", self.sqlite_busy_timeout, 0.0)
+        if self.prepare_threshold is not None:
+            _check_range("prepare_threshold", self.prepare_threshold, 0, 1_000_000)
+        _check_range("prepared_max", self.prepared_max, 1, 100_000)
+        _check_range("cache_max_bytes", self.cache_max_bytes, 0)
+        _check_range("cache_ref_ttl", self.cache_ref_ttl, 0.0)
+        if self.compression not in ("none", "zlib", "zstd"):
+            raise InvalidInput(
+                f"Settings.compression must be 'none', 'zlib' or 'zstd', got {self.compression!r}"
+            )
+        _check_range("compression_min_size", self.compression_min_size, 0)
+        level_max = 19 if self.compression == "zstd" else 9
+        _check_range("compression_level", self.compression_level, 1, level_max)
+        _check_range("batch_max_rows", self.batch_max_rows, 1, 1_000_000)
+        _check_range("batch_max_bytes", self.batch_max_bytes, 1)
+        _check_range("retry_attempts", self.retry_attempts, 1, 100)
+        _check_range("retry_base_delay", self.retry_base_delay, 0.0)
+        _check_range("retry_max_delay", self.retry_max_delay, 0.0)
+        _check_range("commit_rebase_attempts", self.commit_rebase_attempts, 0, 1000)
+        if self.rate_limit is not None:
+            _check_range("rate_limit", self.rate_limit, 0.001)
+        _check_range("rate_burst", self.rate_burst, 1)
+        if self.breaker_failures is not None:
+            _check_range("breaker_failures", self.breaker_failures, 1)
+        _check_range("breaker_reset", self.breaker_reset, 0.0)
+        if not isinstance(self.replica_urls, tuple):
+            object.__setattr__(self, "replica_urls", tuple(self.replica_urls))
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``GOVC_DB_<FIELD>`` variables (e.g. ``GOVC_DB_POOL_SIZE=10``).
+
+        Booleans accept 1/0, true/false, yes/no, on/off; ``none`` sets an optional
+        field to None; ``GOVC_DB_REPLICA_URLS`` is comma-separated.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(_ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _parse_env_value(f.name, str(f.type), raw)
+        return cls(**values)
+
+
+def _parse_env_value(name: str, type_text: str, raw: str) -> Any:
+    text = raw.strip()
+    if "None" in type_text and text.lower() in ("none", "null", ""):
+        return None
+    try:
+        if type_text.startswith("bool"):
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if type_text.startswith("int"):
+            return int(text)
+        if type_text.startswith("float"):
+            return float(text)
+        if type_text.startswith("tuple"):
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"environment variable {_ENV_PREFIX}{name.upper()} has an invalid value {raw!r}"
+        ) from None
+    return text
