@@ -105,15 +105,13 @@ class Ref(Base):
 
 
 class RefLog(Base):
-    """Every ref move, so a forced move can be undone. ``old``/``new`` are None for create/delete."""
+    """Every ref move, so a forced move can be undone; ``old``/``new`` None on create/delete."""
 
     __tablename__ = "govc_reflog"
     __table_args__ = (Index("ix_govc_reflog_repo_ref", "repo_id", "ref", "id"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    repo_id: Mapped[int] = mapped_column(
-        ForeignKey("govc_repositories.id", ondelete="CASCADE")
-    )
+    repo_id: Mapped[int] = mapped_column(ForeignKey("govc_repositories.id", ondelete="CASCADE"))
     ref: Mapped[str] = mapped_column(String(1024))
     old: Mapped[bytes | None] = mapped_column(OID)
     new: Mapped[bytes | None] = mapped_column(OID)

@@ -7,7 +7,7 @@ Pure functions and frozen dataclasses only: nothing here touches a database.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
@@ -81,7 +81,7 @@ class Blob:
 
 
 def tree_sort_key(name: bytes, mode: int) -> bytes:
-    """git orders tree entries by name, comparing a directory as ``name + '/'``."""
+    """Git orders tree entries by name, comparing a directory as ``name + '/'``."""
     return name + b"/" if mode == MODE_DIR else name
 
 
@@ -94,6 +94,12 @@ class TreeItem:
     oid: ObjectId
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, bytes):
+            raise InvalidInput("tree entry name must be bytes")
+        if isinstance(self.mode, bool) or not isinstance(self.mode, int):
+            raise InvalidInput("tree entry mode must be an int")
+        if not isinstance(self.oid, bytes):
+            raise InvalidInput("tree entry id must be 20 raw bytes")
         if not self.name or b"/" in self.name or b"\0" in self.name or self.name in (b".", b".."):
             raise InvalidInput(f"invalid tree entry name: {self.name!r}")
         if self.mode not in PARSEABLE_MODES:
@@ -157,7 +163,11 @@ class Tree:
             oid = ObjectId(raw[nul + 1 : nul + 1 + RAW_LEN])
             items.append(TreeItem(raw[space + 1 : nul], mode, oid))
             pos = nul + 1 + RAW_LEN
-        return cls(tuple(items))
+        tree = cls(tuple(items))
+        if tree.items != tuple(items):
+            # Reordering would change the bytes and so the id: refuse (git fsck: treeNotSorted).
+            raise InvalidInput("malformed tree object: entries are not in git order")
+        return tree
 
 
 def _parse_headers(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -181,6 +191,23 @@ def _parse_headers(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return headers, message
 
 
+def _check_extra(extra: object) -> tuple[tuple[bytes, bytes], ...]:
+    """Extra headers as a tuple of ``(key, value)`` that serialize and parse back unchanged."""
+    if not isinstance(extra, (tuple, list)):
+        raise InvalidInput("extra headers must be a sequence of (key, value) pairs")
+    out: list[tuple[bytes, bytes]] = []
+    for pair in extra:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InvalidInput("extra headers must be (key, value) pairs")
+        key, value = pair
+        if not isinstance(key, bytes) or not isinstance(value, bytes):
+            raise InvalidInput("extra header keys and values must be bytes")
+        if not key or any(c in key for c in b" \n"):
+            raise InvalidInput(f"invalid extra header key {key[:60]!r}")
+        out.append((key, value))
+    return tuple(out)
+
+
 def _header_lines(key: bytes, value: bytes) -> bytes:
     return key + b" " + value.replace(b"\n", b"\n ") + b"\n"
 
@@ -199,10 +226,15 @@ class Commit:
     """Headers after committer (``encoding``, ``gpgsig``, ``mergetag`` ...), kept verbatim."""
 
     def __post_init__(self) -> None:
-        if len(self.tree) != RAW_LEN or any(len(p) != RAW_LEN for p in self.parents):
+        object.__setattr__(self, "parents", tuple(self.parents))
+        ids = (self.tree, *self.parents)
+        if any(not isinstance(i, bytes) or len(i) != RAW_LEN for i in ids):
             raise InvalidInput("commit tree and parents must be 20-byte ids")
+        if not isinstance(self.author, Signature) or not isinstance(self.committer, Signature):
+            raise InvalidInput("commit author and committer must be Signatures")
         if not isinstance(self.message, bytes):
             raise InvalidInput("commit message must be bytes")
+        object.__setattr__(self, "extra", _check_extra(self.extra))
 
     def serialize(self) -> bytes:
         """Raw git content."""
@@ -263,12 +295,23 @@ class Tag:
     extra: tuple[tuple[bytes, bytes], ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if len(self.object) != RAW_LEN:
+        if not isinstance(self.object, bytes) or len(self.object) != RAW_LEN:
             raise InvalidInput("tag target must be a 20-byte id")
         if self.object_type not in TYPE_NUMBERS:
             raise InvalidInput(f"invalid tag target type {self.object_type!r}")
+        if not isinstance(self.name, bytes):
+            raise InvalidInput("tag name must be bytes")
         if not self.name or any(c in self.name for c in b"\n\0 "):
             raise InvalidInput(f"invalid tag name {self.name!r}")
+        if self.tagger is not None and not isinstance(self.tagger, Signature):
+            raise InvalidInput("tag tagger must be a Signature or None")
+        if not isinstance(self.message, bytes):
+            raise InvalidInput("tag message must be bytes")
+        extra = _check_extra(self.extra)
+        if self.tagger is None and extra and extra[0][0] == b"tagger":
+            # It would serialize exactly like a tag with a tagger and parse back as one.
+            raise InvalidInput("a 'tagger' extra header must be given as the tagger")
+        object.__setattr__(self, "extra", extra)
 
     def serialize(self) -> bytes:
         """Raw git content."""
@@ -308,7 +351,12 @@ class Tag:
 
 GitObject = Blob | Tree | Commit | Tag
 
-_PARSERS: Final = {b"blob": Blob.parse, b"tree": Tree.parse, b"commit": Commit.parse, b"tag": Tag.parse}
+_PARSERS: Final[dict[bytes, Callable[[bytes], GitObject]]] = {
+    b"blob": Blob.parse,
+    b"tree": Tree.parse,
+    b"commit": Commit.parse,
+    b"tag": Tag.parse,
+}
 
 
 def parse_object(type_name: bytes, raw: bytes) -> GitObject:

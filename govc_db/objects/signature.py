@@ -10,7 +10,9 @@ from govc_db.errors import InvalidInput
 __all__ = ["Signature", "format_offset", "parse_signature"]
 
 _MAX_OFFSET = 14 * 60 + 59  # git accepts any +hhmm; real zones stay within +-14:00
-_SIG_RE = re.compile(rb"^(.*) <(.*)> (-?\d+) ([+-])(\d{2})(\d{2})$", re.DOTALL)
+# Only the canonical form git writes is accepted (no zero-padded time, minutes < 60,
+# no "-0000"), so that parsing and re-serializing gives back the same bytes and id.
+_SIG_RE = re.compile(rb"(.*) <(.*)> (0|[1-9][0-9]*) ([+-])([0-9]{2})([0-5][0-9])", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,14 @@ class Signature:
                 raise InvalidInput(f"signature {label} must not contain '<', '>', newline or NUL")
             if value != value.strip():
                 raise InvalidInput(f"signature {label} must not start or end with whitespace")
+            # Non-UTF-8 bytes of parsed objects live on as surrogate escapes; any other
+            # surrogate could not be written, or would read back as a different str.
+            try:
+                raw = value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raw = None
+            if raw is None or raw.decode("utf-8", "surrogateescape") != value:
+                raise InvalidInput(f"signature {label} is not valid Unicode")
         if not self.name:
             raise InvalidInput("signature name must not be empty")
         if isinstance(self.time, bool) or not isinstance(self.time, int):
@@ -64,12 +74,14 @@ def format_offset(offset: int) -> str:
 
 def parse_signature(raw: bytes) -> Signature:
     """Parse git's signature syntax; ``InvalidInput`` when malformed."""
-    m = _SIG_RE.match(raw)
+    m = _SIG_RE.fullmatch(raw)
     if m is None:
         raise InvalidInput(f"malformed signature: {raw[:80]!r}")
     name, email, time_text, sign, hh, mm = m.groups()
     offset = int(hh) * 60 + int(mm)
     if sign == b"-":
+        if offset == 0:
+            raise InvalidInput(f"malformed signature (zone -0000 is not canonical): {raw[:80]!r}")
         offset = -offset
     try:
         return Signature(

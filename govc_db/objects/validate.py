@@ -61,18 +61,15 @@ def check_path(path: str) -> str:
 
 def check_path_set(paths: Iterable[str]) -> None:
     """Reject a set of file paths where one path is also a directory of another."""
-    ordered = sorted(paths)
-    for i in range(len(ordered) - 1):
-        # In sorted order "a" < "a/b" < "a0"; a prefix directory sorts right before
-        # its children, but "a" < "a-b" < "a/b" can sit between, so scan forward.
-        prefix = ordered[i] + "/"
-        for other in ordered[i + 1 :]:
-            if other.startswith(prefix):
-                raise InvalidInput(
-                    f"change set makes {ordered[i]!r} both a file and a directory"
-                )
-            if other[: len(ordered[i])] != ordered[i]:
-                break
+    # Look every directory prefix up in the set: linear in the total length, and free
+    # of the sort trap where "a" < "a-b" < "a/b" puts other paths between "a" and "a/b".
+    files = set(paths)
+    for path in sorted(files):
+        cut = path.find("/")
+        while cut >= 0:
+            if path[:cut] in files:
+                raise InvalidInput(f"change set makes {path[:cut]!r} both a file and a directory")
+            cut = path.find("/", cut + 1)
 
 
 def check_ref_name(name: str) -> str:
@@ -124,7 +121,11 @@ def _ref_name_problem(name: str) -> str | None:
             return "a component must not start with '.'"
         if part.endswith(".lock"):
             return "a component must not end with '.lock'"
-    if len(name.encode("utf-8", "surrogateescape")) > 1024:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode"
+    if len(encoded) > 1024:
         return "longer than 1024 bytes"
     return None
 

@@ -1,0 +1,584 @@
+"""The public Repository facade: validates input, runs each call as an Operation through
+the pipeline, and converts between hex ids at the API and raw ids inside.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+from govc_db.core import history
+from govc_db.core.commit import commit_changes, head_tree
+from govc_db.core.diff import diff_trees
+from govc_db.core.revisions import resolve_commit, resolve_object
+from govc_db.core.trees import find_entry, list_tree, walk_files
+from govc_db.core.verify import verify as verify_unit
+from govc_db.errors import AlreadyExists, InvalidInput, NotFound, RefConflict
+from govc_db.middleware.base import Operation
+from govc_db.objects import (
+    MODE_DIR,
+    Commit,
+    ObjectId,
+    Signature,
+    Tag,
+    check_path,
+    check_path_set,
+    check_short_ref_name,
+    hex_to_oid,
+    mode_type,
+    parse_object,
+)
+from govc_db.objects.kinds import TreeItem
+from govc_db.store.ports import Unit
+from govc_db.types import (
+    Change,
+    CommitInfo,
+    File,
+    RefUpdate,
+    RefUpdated,
+    TreeEntry,
+    VerifyReport,
+)
+
+if TYPE_CHECKING:
+    from govc_db.api.store import Store
+    from govc_db.store.sql import RepositoryRecord
+
+__all__ = ["ChangeBuilder", "Repository"]
+
+T = TypeVar("T")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _decode_path(raw: str) -> str:
+    return raw
+
+
+def _str_arg(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a str, got {type(value).__name__}")
+    return value
+
+
+def _commit_info(oid: ObjectId, commit: Commit) -> CommitInfo:
+    return CommitInfo(
+        oid=oid.hex(),
+        tree=commit.tree.hex(),
+        parents=[p.hex() for p in commit.parents],
+        author=commit.author,
+        committer=commit.committer,
+        message=commit.message.decode("utf-8", "surrogateescape"),
+    )
+
+
+def _entry(path: str, item: TreeItem) -> TreeEntry:
+    return TreeEntry(
+        name=item.name.decode("utf-8", "surrogateescape"),
+        path=path,
+        mode=item.mode,
+        oid=item.oid.hex(),
+        type=mode_type(item.mode),
+    )
+
+
+def _normalize_changes(changes: object) -> dict[str, File | None]:
+    if not isinstance(changes, Mapping):
+        raise InvalidInput("changes must be a mapping of path -> bytes | File | None")
+    out: dict[str, File | None] = {}
+    for path, value in changes.items():
+        check_path(path)
+        if value is None or isinstance(value, File):
+            out[path] = value
+        elif isinstance(value, bytes | bytearray | memoryview):
+            out[path] = File(bytes(value))
+        else:
+            raise InvalidInput(
+                f"content for {path!r} must be bytes, File or None, got {type(value).__name__}"
+            )
+    check_path_set(p for p, v in out.items() if v is not None)
+    return out
+
+
+def _message_bytes(message: object) -> bytes:
+    if isinstance(message, str):
+        try:
+            return message.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput("message is not valid Unicode") from None
+    if isinstance(message, bytes):
+        return message
+    raise InvalidInput(f"message must be a str, got {type(message).__name__}")
+
+
+def _signature(value: object, what: str) -> Signature:
+    if not isinstance(value, Signature):
+        raise InvalidInput(f"{what} must be a govc_db.Signature, got {type(value).__name__}")
+    return value
+
+
+def _oid_or_none(value: object, what: str) -> ObjectId | None:
+    if value is None:
+        return None
+    return hex_to_oid(_str_arg(value, what))
+
+
+class Repository:
+    """One repository of a :class:`~govc_db.Store`. Obtain with ``store.repository(name)``."""
+
+    def __init__(self, store: Store, record: RepositoryRecord) -> None:
+        self._store = store
+        self._id = record.id
+        self.name = record.name
+        self.default_branch = record.default_branch
+
+    def __repr__(self) -> str:
+        return f"<Repository {self.name!r}>"
+
+    # plumbing -------------------------------------------------------------------------
+    def _run(
+        self, op_name: str, fn: Callable[[Unit], T], /, *, write: bool = False, **args: Any
+    ) -> T:
+        def call() -> T:
+            with self._store.backend.unit(self._id, write=write, what=op_name) as unit:
+                return fn(unit)
+
+        result: T = self._store.run(Operation(op_name, self.name, call, write=write, args=args))
+        return result
+
+    def _resolve(self, unit: Unit, rev: object) -> ObjectId:
+        return resolve_commit(
+            unit.objects, unit.refs, unit.index, self.default_branch, _str_arg(rev, "revision")
+        )
+
+    def _load_commit(self, unit: Unit, oid: ObjectId) -> Commit:
+        obj = parse_object(*unit.objects.get(oid))
+        if not isinstance(obj, Commit):
+            raise InvalidInput(f"{oid.hex()} is not a commit")
+        return obj
+
+    def _publish(self, unit: Unit, ref: str, old: ObjectId | None, new: ObjectId | None) -> None:
+        event = RefUpdated(self.name, ref, old.hex() if old else None, new.hex() if new else None)
+        unit.after_commit(lambda: self._store._publish(event))
+
+    # writing --------------------------------------------------------------------------
+    def commit(
+        self,
+        branch: str,
+        changes: Mapping[str, bytes | File | None],
+        *,
+        message: str,
+        author: Signature,
+        committer: Signature | None = None,
+        expected_head: str | None = None,
+        allow_empty: bool = False,
+    ) -> str:
+        """Apply ``changes`` to ``branch`` atomically and return the new commit id."""
+        check_short_ref_name(_str_arg(branch, "branch"), "branch")
+        normalized = _normalize_changes(changes)
+        msg = _message_bytes(message)
+        author = _signature(author, "author")
+        committer = author if committer is None else _signature(committer, "committer")
+        expected = _oid_or_none(expected_head, "expected_head")
+        settings = self._store.settings
+
+        def work(unit: Unit) -> str:
+            result = commit_changes(
+                unit,
+                default_branch=self.default_branch,
+                branch=branch,
+                changes=normalized,
+                message=msg,
+                author=author,
+                committer=committer,
+                expected_head=expected,
+                allow_empty=bool(allow_empty),
+                rebase_attempts=settings.commit_rebase_attempts,
+            )
+            self._publish(unit, "refs/heads/" + branch, result.old_head, result.oid)
+            return result.oid.hex()
+
+        return self._run("commit", work, write=True, branch=branch, paths=len(normalized))
+
+    def changes(
+        self,
+        branch: str,
+        *,
+        message: str,
+        author: Signature,
+        committer: Signature | None = None,
+        expected_head: str | None = None,
+        allow_empty: bool = False,
+    ) -> ChangeBuilder:
+        """A staging-style builder that commits on a clean exit of its ``with`` block."""
+        return ChangeBuilder(
+            self,
+            branch,
+            dict(
+                message=message,
+                author=author,
+                committer=committer,
+                expected_head=expected_head,
+                allow_empty=allow_empty,
+            ),
+        )
+
+    # reading --------------------------------------------------------------------------
+    def _blob_at(self, unit: Unit, rev: object, path: object) -> bytes:
+        p = check_path(_str_arg(path, "path"))
+        tree = head_tree(unit, self._resolve(unit, rev))
+        item = find_entry(unit.objects, tree, p)
+        if item is None:
+            raise NotFound(f"path {p!r} not found at {rev!r}")
+        if item.mode == MODE_DIR:
+            raise InvalidInput(f"path {p!r} is a directory")
+        if mode_type(item.mode) != "blob":
+            raise InvalidInput(f"path {p!r} is a submodule")
+        return unit.objects.get(item.oid).data
+
+    def read(self, rev: str, path: str) -> bytes:
+        """The content of the file at ``path`` in ``rev``."""
+        return self._run("read", lambda u: self._blob_at(u, rev, path), rev=rev, path=path)
+
+    def open(self, rev: str, path: str) -> BinaryIO:
+        """A binary file-like reader of the file at ``path`` in ``rev``."""
+        return io.BytesIO(
+            self._run("open", lambda u: self._blob_at(u, rev, path), rev=rev, path=path)
+        )
+
+    def exists(self, rev: str, path: str) -> bool:
+        """Whether ``path`` (file or directory) exists in ``rev``."""
+        p = check_path(_str_arg(path, "path"))
+
+        def work(unit: Unit) -> bool:
+            tree = head_tree(unit, self._resolve(unit, rev))
+            return find_entry(unit.objects, tree, p) is not None
+
+        return self._run("exists", work, rev=rev, path=path)
+
+    def tree(self, rev: str, path: str = "") -> list[TreeEntry]:
+        """The direct entries of the directory at ``path`` (root when empty)."""
+        p = "" if path == "" else check_path(_str_arg(path, "path"))
+
+        def work(unit: Unit) -> list[TreeEntry]:
+            root = head_tree(unit, self._resolve(unit, rev))
+            return [_entry(full, item) for full, item in list_tree(unit.objects, root, p)]
+
+        return self._run("tree", work, rev=rev, path=path)
+
+    def walk(self, rev: str, path: str = "") -> Iterator[TreeEntry]:
+        """Every file below ``path`` recursively, sorted by path."""
+        p = "" if path == "" else check_path(_str_arg(path, "path"))
+
+        def work(unit: Unit) -> list[TreeEntry]:
+            root = head_tree(unit, self._resolve(unit, rev))
+            return [_entry(full, item) for full, item in walk_files(unit.objects, root, p)]
+
+        return iter(self._run("walk", work, rev=rev, path=path))
+
+    def resolve(self, rev: str) -> str:
+        """The commit id ``rev`` names (annotated tags peeled)."""
+        return self._run("resolve", lambda u: self._resolve(u, rev).hex(), rev=rev)
+
+    def get_commit(self, rev: str) -> CommitInfo:
+        """The commit ``rev`` names."""
+
+        def work(unit: Unit) -> CommitInfo:
+            oid = self._resolve(unit, rev)
+            return _commit_info(oid, self._load_commit(unit, oid))
+
+        return self._run("get_commit", work, rev=rev)
+
+    def get_object(self, oid: str) -> tuple[str, bytes]:
+        """``(type, raw git content)`` of an object of this repository."""
+        raw = hex_to_oid(_str_arg(oid, "object id"))
+
+        def work(unit: Unit) -> tuple[str, bytes]:
+            obj = unit.objects.get(raw)
+            return obj.type.decode("ascii"), obj.data
+
+        return self._run("get_object", work, oid=oid)
+
+    def log(
+        self, rev: str = "HEAD", *, path: str | None = None, limit: int | None = None
+    ) -> Iterator[CommitInfo]:
+        """Commits reachable from ``rev`` in ``git rev-list`` order, optionally path-limited."""
+        p = None if path is None else check_path(_str_arg(path, "path"))
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise InvalidInput("limit must be a non-negative int or None")
+
+        def work(unit: Unit) -> list[CommitInfo]:
+            start = self._resolve(unit, rev)
+            oids = list(history.log(unit.index, start, p, limit))
+            out: list[CommitInfo] = []
+            for i in range(0, len(oids), 500):
+                chunk = oids[i : i + 500]
+                objs = unit.objects.get_many(chunk)
+                for oid in chunk:
+                    if oid not in objs:
+                        raise NotFound(f"commit {oid.hex()} is missing")
+                    obj = parse_object(*objs[oid])
+                    assert isinstance(obj, Commit)
+                    out.append(_commit_info(oid, obj))
+            return out
+
+        return iter(self._run("log", work, rev=rev, path=path, limit=limit))
+
+    def diff(self, old_rev: str, new_rev: str) -> list[Change]:
+        """Changed files between two revisions (``git diff-tree -r --no-renames``)."""
+
+        def work(unit: Unit) -> list[Change]:
+            old = head_tree(unit, self._resolve(unit, old_rev))
+            new = head_tree(unit, self._resolve(unit, new_rev))
+            return [
+                Change(
+                    c.path,
+                    c.status,
+                    c.old_mode,
+                    c.new_mode,
+                    c.old_oid.hex() if c.old_oid else None,
+                    c.new_oid.hex() if c.new_oid else None,
+                )
+                for c in diff_trees(unit.objects, old, new)
+            ]
+
+        return self._run("diff", work, old=old_rev, new=new_rev)
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of two revisions, or None."""
+
+        def work(unit: Unit) -> str | None:
+            base = history.merge_base(unit.index, self._resolve(unit, a), self._resolve(unit, b))
+            return None if base is None else base.hex()
+
+        return self._run("merge_base", work, a=a, b=b)
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        """Whether ``a`` is ``b`` or an ancestor of it."""
+
+        def work(unit: Unit) -> bool:
+            return history.is_ancestor(unit.index, self._resolve(unit, a), self._resolve(unit, b))
+
+        return self._run("is_ancestor", work, a=a, b=b)
+
+    # refs -----------------------------------------------------------------------------
+    def branches(self) -> dict[str, str]:
+        """Branch name -> commit id."""
+        return self._run(
+            "branches",
+            lambda u: {
+                k.removeprefix("refs/heads/"): v.hex()
+                for k, v in u.refs.list_refs("refs/heads/").items()
+            },
+        )
+
+    def create_branch(self, name: str, rev: str = "HEAD") -> str:
+        """Create branch ``name`` at ``rev``; returns the commit id. ``AlreadyExists``."""
+        check_short_ref_name(_str_arg(name, "branch"), "branch")
+        ref = "refs/heads/" + name
+
+        def work(unit: Unit) -> str:
+            target = self._resolve(unit, rev)
+            _check_ref_dir_clash(unit, ref)
+            if not unit.refs.add_if_new(ref, target, f"branch: Created from {rev}"):
+                raise AlreadyExists(f"branch {name!r} already exists")
+            self._publish(unit, ref, None, target)
+            return target.hex()
+
+        return self._run("create_branch", work, write=True, name=name, rev=rev)
+
+    def move_branch(
+        self, name: str, rev: str, *, expected: str | None = None, force: bool = False
+    ) -> str:
+        """Move ``name`` to ``rev``: fast-forward only unless ``force``; ``expected`` is CAS."""
+        check_short_ref_name(_str_arg(name, "branch"), "branch")
+        exp = _oid_or_none(expected, "expected")
+        ref = "refs/heads/" + name
+
+        def work(unit: Unit) -> str:
+            current = unit.refs.get(ref)
+            if current is None:
+                raise NotFound(f"branch {name!r} not found")
+            target = self._resolve(unit, rev)
+            if exp is not None and current != exp:
+                raise RefConflict(f"branch {name!r} is at {current.hex()}, not {exp.hex()}")
+            if current == target:
+                return target.hex()
+            if not force and not history.is_ancestor(unit.index, current, target):
+                raise RefConflict(
+                    f"moving {name!r} to {rev!r} is not a fast-forward (use force=True)"
+                )
+            kind = "forced-update" if force else "fast-forward"
+            if not unit.refs.set_if_equals(ref, current, target, f"branch: {kind} to {rev}"):
+                raise RefConflict(f"branch {name!r} moved concurrently")
+            self._publish(unit, ref, current, target)
+            return target.hex()
+
+        return self._run("move_branch", work, write=True, name=name, rev=rev)
+
+    def delete_branch(self, name: str, *, expected: str | None = None) -> None:
+        """Delete branch ``name`` (the default branch is refused); ``expected`` is CAS."""
+        check_short_ref_name(_str_arg(name, "branch"), "branch")
+        exp = _oid_or_none(expected, "expected")
+        if name == self.default_branch:
+            raise InvalidInput(f"cannot delete the default branch {name!r}")
+        ref = "refs/heads/" + name
+
+        def work(unit: Unit) -> None:
+            current = unit.refs.get(ref)
+            if current is None:
+                raise NotFound(f"branch {name!r} not found")
+            if exp is not None and current != exp:
+                raise RefConflict(f"branch {name!r} is at {current.hex()}, not {exp.hex()}")
+            if not unit.refs.remove_if_equals(ref, current, "branch: deleted"):
+                raise RefConflict(f"branch {name!r} moved concurrently")
+            self._publish(unit, ref, current, None)
+
+        self._run("delete_branch", work, write=True, name=name)
+
+    def tags(self) -> dict[str, str]:
+        """Tag name -> ref target (the tag object for annotated tags, as ``git show-ref``)."""
+        return self._run(
+            "tags",
+            lambda u: {
+                k.removeprefix("refs/tags/"): v.hex()
+                for k, v in u.refs.list_refs("refs/tags/").items()
+            },
+        )
+
+    def create_tag(
+        self,
+        name: str,
+        rev: str = "HEAD",
+        *,
+        message: str | None = None,
+        tagger: Signature | None = None,
+    ) -> str:
+        """Create a lightweight tag, or an annotated one when ``message`` is given.
+
+        Returns the tag ref's target: the commit id, or the tag object id (identical to
+        ``git mktag``). An annotated tag without ``tagger`` uses the target commit's
+        committer name and email with the current time.
+        """
+        check_short_ref_name(_str_arg(name, "tag"), "tag")
+        msg = None if message is None else _message_bytes(message)
+        if tagger is not None:
+            _signature(tagger, "tagger")
+        ref = "refs/tags/" + name
+
+        def work(unit: Unit) -> str:
+            target_obj = resolve_object(
+                unit.objects, unit.refs, unit.index, self.default_branch, _str_arg(rev, "revision")
+            )
+            target = target_obj
+            if msg is not None:
+                kind = unit.objects.get(target_obj).type
+                who = tagger
+                if who is None:
+                    commit_oid = self._resolve(unit, rev)
+                    c = self._load_commit(unit, commit_oid).committer
+                    who = Signature(c.name, c.email, int(time.time()), c.offset)
+                tag = Tag(target_obj, kind, name.encode("utf-8"), who, msg)
+                target = unit.objects.put(b"tag", tag.serialize())
+            _check_ref_dir_clash(unit, ref)
+            if not unit.refs.add_if_new(ref, target, f"tag: {name}"):
+                raise AlreadyExists(f"tag {name!r} already exists")
+            self._publish(unit, ref, None, target)
+            return target.hex()
+
+        return self._run("create_tag", work, write=True, name=name, rev=rev)
+
+    def delete_tag(self, name: str) -> None:
+        """Delete tag ``name``; ``NotFound`` if absent."""
+        check_short_ref_name(_str_arg(name, "tag"), "tag")
+        ref = "refs/tags/" + name
+
+        def work(unit: Unit) -> None:
+            current = unit.refs.get(ref)
+            if current is None or not unit.refs.remove_if_equals(ref, current, "tag: deleted"):
+                raise NotFound(f"tag {name!r} not found")
+            self._publish(unit, ref, current, None)
+
+        self._run("delete_tag", work, write=True, name=name)
+
+    def reflog(self, ref: str) -> list[RefUpdate]:
+        """Every move of ``ref`` (branch name, tag name, ``HEAD`` or full ``refs/...``),
+        newest first as ``git reflog`` shows them.
+        """
+        _str_arg(ref, "ref")
+
+        def work(unit: Unit) -> list[RefUpdate]:
+            full = self._full_ref(unit, ref)
+            entries = unit.refs.reflog(full)
+            if not entries and unit.refs.get(full) is None:
+                raise NotFound(f"ref {ref!r} not found")
+            return [
+                RefUpdate(
+                    e.old.hex() if e.old else None,
+                    e.new.hex() if e.new else None,
+                    e.time,
+                    e.message,
+                )
+                for e in entries[::-1]
+            ]
+
+        return self._run("reflog", work, ref=ref)
+
+    def _full_ref(self, unit: Unit, ref: str) -> str:
+        if ref == "HEAD":
+            return "refs/heads/" + self.default_branch
+        if ref.startswith("refs/"):
+            from govc_db.objects import check_ref_name
+
+            return check_ref_name(ref)
+        check_short_ref_name(ref, "ref")
+        for candidate in ("refs/heads/" + ref, "refs/tags/" + ref):
+            if unit.refs.get(candidate) is not None or unit.refs.reflog(candidate):
+                return candidate
+        return "refs/heads/" + ref
+
+    def verify(self) -> VerifyReport:
+        """fsck: recompute every id and check refs, graph and commit index."""
+        return self._run("verify", verify_unit)
+
+
+def _check_ref_dir_clash(unit: Unit, ref: str) -> None:
+    """Git cannot store both ``refs/heads/a`` and ``refs/heads/a/b``; refuse the same way."""
+    parts = ref.split("/")
+    for i in range(3, len(parts)):
+        if unit.refs.get("/".join(parts[:i])) is not None:
+            raise AlreadyExists(f"cannot create {ref!r}: {'/'.join(parts[:i])!r} exists")
+    if unit.refs.list_refs(ref + "/"):
+        raise AlreadyExists(f"cannot create {ref!r}: refs exist below it")
+
+
+class ChangeBuilder:
+    """Collects writes and deletes; commits them through ``Repository.commit`` on exit."""
+
+    def __init__(self, repo: Repository, branch: str, options: dict[str, Any]) -> None:
+        self._repo = repo
+        self._branch = branch
+        self._options = options
+        self._changes: dict[str, File | None] = {}
+        self.oid: str | None = None
+
+    def write(self, path: str, data: bytes, mode: int = 0o100644) -> None:
+        """Stage ``data`` at ``path`` with ``mode``."""
+        self._changes[check_path(path)] = File(data, mode)
+
+    def delete(self, path: str) -> None:
+        """Stage the deletion of ``path``."""
+        self._changes[check_path(path)] = None
+
+    def __enter__(self) -> ChangeBuilder:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if et is None:
+            self.oid = self._repo.commit(self._branch, self._changes, **self._options)

@@ -1,0 +1,146 @@
+"""Engine and pool construction from :class:`~govc_db.Settings`, for both dialects.
+
+PostgreSQL uses psycopg 3 behind SQLAlchemy's ``QueuePool`` (LIFO, pre-ping,
+recycle); server-side prepared statements are psycopg's own (``prepare_threshold``).
+SQLite runs in WAL mode with a busy timeout, and write transactions start with
+``BEGIN IMMEDIATE`` so concurrent writers queue on the lock instead of failing
+with "database is locked" when a read transaction tries to upgrade.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from govc_db.errors import InvalidInput
+from govc_db.settings import Settings
+
+__all__ = ["WRITE_OPTION", "is_sqlite", "make_engine", "normalize_url", "safe_url"]
+
+log = logging.getLogger("govc_db.db")
+
+#: Execution option on a Connection marking its next transaction as a writer.
+WRITE_OPTION = "govc_write"
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse ``url``; plain ``postgresql://``/``postgres://`` select psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise InvalidInput("malformed database URL") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        raise InvalidInput(
+            f"unsupported database {parsed.get_backend_name()!r}: use postgresql or sqlite"
+        )
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+        raise InvalidInput("PostgreSQL URLs must use the psycopg 3 driver (postgresql+psycopg)")
+    return parsed
+
+
+def safe_url(url: URL) -> str:
+    """The URL as text with any password masked, for messages and ``repr``."""
+    return url.render_as_string(hide_password=True)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """True for an SQLite engine."""
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str | URL, settings: Settings) -> Engine:
+    """Create the pooled engine for ``url`` configured by ``settings``."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, settings)
+    return _postgres_engine(parsed, settings)
+
+
+def _postgres_engine(url: URL, settings: Settings) -> Engine:
+    connect_args: dict[str, Any] = {
+        "connect_timeout": max(1, round(settings.connect_timeout)),
+        "prepare_threshold": settings.prepare_threshold,
+        "application_name": "govc_db",
+    }
+    engine = create_engine(
+        url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout,
+        pool_recycle=settings.pool_recycle,
+        pool_pre_ping=settings.pool_pre_ping,
+        pool_use_lifo=True,
+        connect_args=connect_args,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        dbapi_conn.prepared_max = settings.prepared_max
+
+    _dispose_in_child(engine)
+    return engine
+
+
+def _dispose_in_child(engine: Engine) -> None:
+    """After fork() the child must not touch the parent's pooled sockets: drop them
+    from the child's pool without closing them (the parent still uses them)."""
+    ref = weakref.ref(engine)
+
+    def after_fork() -> None:
+        eng = ref()
+        if eng is not None:
+            eng.dispose(close=False)
+
+    os.register_at_fork(after_in_child=after_fork)
+
+
+def _sqlite_engine(url: URL, settings: Settings) -> Engine:
+    memory = url.database in (None, "", ":memory:")
+    kwargs: dict[str, Any] = {
+        "connect_args": {"timeout": settings.sqlite_busy_timeout, "check_same_thread": False},
+    }
+    if not memory:
+        kwargs.update(
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_timeout=settings.pool_timeout,
+            pool_use_lifo=True,
+        )
+    else:
+        from sqlalchemy.pool import StaticPool
+
+        kwargs["poolclass"] = StaticPool
+    engine = create_engine(url, **kwargs)
+    busy_ms = int(settings.sqlite_busy_timeout * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from pysqlite so BEGIN is ours (see "begin" below).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            if not memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    if not memory:
+        _dispose_in_child(engine)
+    return engine

@@ -1,0 +1,83 @@
+"""The operation pipeline: every public Repository call is an :class:`Operation`
+passed through a chain of middleware, built as data from ``Settings``.
+
+As in starlette, the chain is a list of factories, outermost first, wrapped in one
+visible loop. A middleware that does not apply to an operation passes it straight
+on. Optimizers (API, memory) are added as modules by listing them here; the
+version-control core never knows about them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from govc_db.settings import Settings
+
+__all__ = ["Handler", "Middleware", "MiddlewareSpec", "Operation", "build_chain", "default_stack"]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One public call: its name (``"commit"``, ``"read"`` ...), repository and arguments.
+
+    ``write`` tells middleware whether the call changes state; ``call`` does the work.
+    """
+
+    name: str
+    repository: str
+    call: Callable[[], Any]
+    write: bool = False
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Operation], Any]
+
+
+class Middleware(Protocol):
+    """Wraps the next handler; ``__call__`` receives the operation."""
+
+    def __call__(self, op: Operation) -> Any:
+        """Handle ``op``, usually by passing it to the next handler."""
+        ...
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters of this middleware."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MiddlewareSpec:
+    """A middleware factory and its keyword options (the chain is a list of these)."""
+
+    factory: Callable[..., Middleware]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _run(op: Operation) -> Any:
+    return op.call()
+
+
+def default_stack(settings: Settings) -> list[MiddlewareSpec]:
+    """The chain ``Settings`` asks for, outermost first; switched-off parts are left out."""
+    from govc_db.middleware.metrics import MetricsMiddleware
+
+    stack: list[MiddlewareSpec] = []
+    if settings.metrics_enabled:
+        stack.append(MiddlewareSpec(MetricsMiddleware))
+    return stack
+
+
+def build_chain(
+    stack: Sequence[MiddlewareSpec], handler: Handler = _run
+) -> tuple[Handler, list[Middleware]]:
+    """Wrap ``handler`` in ``stack`` (outermost first); return the entry and the instances."""
+    app: Handler = handler
+    built: list[Middleware] = []
+    for spec in reversed(stack):
+        mw = spec.factory(app, **spec.options)
+        built.append(mw)
+        app = mw
+    built.reverse()
+    return app, built

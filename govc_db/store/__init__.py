@@ -1,0 +1,1 @@
+"""govc_db.store."""

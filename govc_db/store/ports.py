@@ -1,0 +1,184 @@
+"""The two small ports the version-control core uses, plus the commit index.
+
+Implementations: :mod:`govc_db.store.sql` (SQLite and PostgreSQL). The interface is
+kept narrow on purpose so a packed or chunked layout can replace row-per-object
+storage later without touching the core.
+
+All ids are raw :class:`~govc_db.objects.ObjectId` bytes; ref names are full names
+(``refs/heads/main``). Every call happens inside one :class:`Unit` (one connection,
+one transaction), so a commit's objects, index rows and ref move land together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from govc_db.objects import ObjectId
+
+__all__ = [
+    "CommitIndexStore",
+    "IndexEntry",
+    "ObjectStore",
+    "RawObject",
+    "RefLogEntry",
+    "RefStore",
+    "Unit",
+]
+
+
+class RawObject(NamedTuple):
+    """A git object as stored: its type name (``b"blob"`` ...) and raw git content."""
+
+    type: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One commit-index row with its ordered parents."""
+
+    oid: ObjectId
+    tree: ObjectId
+    parents: tuple[ObjectId, ...]
+    generation: int
+    author_time: int
+    committer_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefLogEntry:
+    """One ref move; ``old``/``new`` are None when the ref was created/deleted."""
+
+    ref: str
+    old: ObjectId | None
+    new: ObjectId | None
+    time: float
+    message: str
+
+
+class ObjectStore(Protocol):
+    """Content-addressed objects of one repository."""
+
+    def get(self, oid: ObjectId) -> RawObject:
+        """The object; ``NotFound`` when this repository has no such object."""
+        ...
+
+    def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, RawObject]:
+        """The objects that exist among ``oids`` (missing ones are simply absent)."""
+        ...
+
+    def has(self, oid: ObjectId) -> bool:
+        """Whether the object exists."""
+        ...
+
+    def has_many(self, oids: Iterable[ObjectId]) -> set[ObjectId]:
+        """The subset of ``oids`` that exists."""
+        ...
+
+    def put(self, type_name: bytes, data: bytes) -> ObjectId:
+        """Store one object (deduplicated) and return its id."""
+        ...
+
+    def put_many(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+        """Store many ``(type, data)`` objects (deduplicated); ids in input order."""
+        ...
+
+    def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
+        """Ids starting with ``prefix_hex`` (lowercase hex, >= 4 chars), at most ``limit``."""
+        ...
+
+    def iter_ids(self) -> Iterable[tuple[ObjectId, bytes]]:
+        """Every ``(id, type)`` of this repository (for verify)."""
+        ...
+
+
+class RefStore(Protocol):
+    """Named refs of one repository, changed only by compare-and-swap."""
+
+    def get(self, name: str) -> ObjectId | None:
+        """The ref's target, or None."""
+        ...
+
+    def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
+        """All refs whose full name starts with ``prefix``."""
+        ...
+
+    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId, message: str) -> bool:
+        """Point ``name`` at ``new`` if it currently is ``old`` (None: absent). False if not."""
+        ...
+
+    def add_if_new(self, name: str, new: ObjectId, message: str) -> bool:
+        """Create ``name`` if it does not exist. False if it does."""
+        ...
+
+    def remove_if_equals(self, name: str, old: ObjectId | None, message: str) -> bool:
+        """Delete ``name`` if it is ``old`` (None: any value). False if not."""
+        ...
+
+    def reflog(self, name: str) -> list[RefLogEntry]:
+        """Every recorded move of ``name``, oldest first."""
+        ...
+
+
+class CommitIndexStore(Protocol):
+    """Commit-index rows (parents, generation, times, tree) and changed paths."""
+
+    def add(self, entry: IndexEntry, changed: Mapping[int, Iterable[str]]) -> None:
+        """Record a commit; ``changed[i]`` = file paths changed against parent ``i``
+        (``changed[0]`` for a root commit: every path it holds). Idempotent.
+        """
+        ...
+
+    def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, IndexEntry]:
+        """Index rows of the given commits (missing ones absent)."""
+        ...
+
+    def ancestry(
+        self, oids: Sequence[ObjectId], min_generation: int = 0
+    ) -> dict[ObjectId, IndexEntry]:
+        """``oids`` and every ancestor with ``generation >= min_generation``, in one query."""
+        ...
+
+    def touching(self, path: str) -> set[tuple[ObjectId, int]]:
+        """``(commit, parent position)`` pairs whose change set touches ``path``
+        (the path itself, or anything below it when it is a directory).
+        """
+        ...
+
+    def iter_all(self) -> Iterable[IndexEntry]:
+        """Every index row of this repository (for verify)."""
+        ...
+
+    def changed_paths(self, oid: ObjectId) -> dict[int, set[str]]:
+        """The recorded changed paths of one commit, by parent position."""
+        ...
+
+
+class Unit(Protocol):
+    """One connection and one transaction, scoped to one repository."""
+
+    @property
+    def repo_id(self) -> int:
+        """The repository this unit is scoped to."""
+        ...
+
+    @property
+    def objects(self) -> ObjectStore:
+        """Objects of the repository."""
+        ...
+
+    @property
+    def refs(self) -> RefStore:
+        """Refs of the repository."""
+        ...
+
+    @property
+    def index(self) -> CommitIndexStore:
+        """Commit index of the repository."""
+        ...
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this unit's transaction has committed (never on rollback)."""
+        ...

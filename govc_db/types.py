@@ -1,0 +1,103 @@
+"""Public value types of the API: frozen dataclasses, ids as 40-char lowercase hex."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from govc_db.errors import InvalidInput
+from govc_db.objects import MODE_EXEC, MODE_FILE, MODE_LINK, Signature
+
+__all__ = [
+    "Change",
+    "CommitInfo",
+    "File",
+    "RefUpdate",
+    "RefUpdated",
+    "Signature",
+    "TreeEntry",
+    "VerifyReport",
+]
+
+_FILE_MODES = (MODE_FILE, MODE_EXEC, MODE_LINK)
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    """Content to write at a path, with its mode (100644, 100755 or 120000 for a symlink)."""
+
+    data: bytes
+    mode: int = MODE_FILE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, bytes | bytearray | memoryview):
+            raise InvalidInput(f"file content must be bytes, got {type(self.data).__name__}")
+        if not isinstance(self.data, bytes):
+            object.__setattr__(self, "data", bytes(self.data))
+        if isinstance(self.mode, bool) or self.mode not in _FILE_MODES:
+            raise InvalidInput(
+                f"file mode must be 0o100644, 0o100755 or 0o120000, got {self.mode!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One entry of a tree listing; ``type`` is ``"blob"``, ``"tree"`` or ``"commit"``."""
+
+    name: str
+    path: str
+    mode: int
+    oid: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """A commit as the API shows it."""
+
+    oid: str
+    tree: str
+    parents: list[str]
+    author: Signature
+    committer: Signature
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One changed path between two commits; an absent side has mode 0 and oid None."""
+
+    path: str
+    status: str
+    old_mode: int
+    new_mode: int
+    old_oid: str | None
+    new_oid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefUpdate:
+    """One reflog entry of a ref; ``old``/``new`` are None for creation/deletion."""
+
+    old: str | None
+    new: str | None
+    time: float
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefUpdated:
+    """Event delivered to subscribers after a ref move committed."""
+
+    repository: str
+    ref: str
+    old: str | None
+    new: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """Result of ``Repository.verify()``: every problem found, not just the first."""
+
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    objects_checked: int = 0
