@@ -12,7 +12,7 @@ import zlib
 from pathlib import Path
 
 from govc_db.api.repository import Repository
-from govc_db.objects import object_header
+from govc_db.objects.ids import object_header
 
 
 def git_env(home: Path) -> dict[str, str]:
@@ -42,7 +42,10 @@ def export_repository(repo: Repository, dest: Path) -> Path:
     """Write all objects and refs of ``repo`` into a new bare-ish git repository at ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["git", "init", "-q", "--bare", str(dest)], check=True, env=git_env(dest), capture_output=True
+        ["git", "init", "-q", "--bare", str(dest)],
+        check=True,
+        env=git_env(dest),
+        capture_output=True,
     )
     backend = repo._store.backend
     with backend.unit(repo._id) as unit:

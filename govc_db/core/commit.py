@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from govc_db.core.diff import diff_trees
 from govc_db.core.indexing import index_commit
-from govc_db.core.trees import build_tree
+from govc_db.core.trees import EMPTY_TREE, build_tree
 from govc_db.errors import GovcError, InvalidInput, NotFound, RefConflict
 from govc_db.objects import Commit, ObjectId, Signature, parse_object
 from govc_db.store.ports import Unit

@@ -2,36 +2,119 @@
 
 ``build_tree`` rewrites only the trees along the changed paths, so a commit's
 cost grows with the size of its change, not with the size of the repository.
+Reads that fan out (``walk_files``, ``build_tree``'s loading of the changed
+directories) fetch one depth at a time with ``get_many``: one query per level,
+not one per tree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Final
 
-from govc_db.objects import ObjectId, Tree, TreeItem
-from govc_db.store.ports import ObjectStore
+from govc_db.errors import GovcError, InvalidInput, NotFound
+from govc_db.objects import MODE_DIR, Blob, ObjectId, Tree, TreeItem, hash_object
+from govc_db.store.ports import ObjectStore, RawObject
 from govc_db.types import File
 
-__all__ = ["build_tree", "find_entry", "list_tree", "load_tree", "walk_files"]
+__all__ = [
+    "EMPTY_TREE",
+    "build_tree",
+    "decode_path",
+    "encode_path",
+    "find_entry",
+    "list_tree",
+    "load_tree",
+    "load_trees",
+    "walk_files",
+]
+
+#: The id of the tree with no entries (``git hash-object -t tree /dev/null``).
+EMPTY_TREE: Final = hash_object(b"tree", b"")
+
+
+def encode_path(path: str) -> bytes:
+    """A path as tree-entry bytes (UTF-8; surrogate escapes give back undecodable bytes)."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def decode_path(raw: bytes) -> str:
+    """Tree-entry bytes as a str; bytes that are not UTF-8 survive as surrogate escapes."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _parse_tree(oid: ObjectId, raw: RawObject) -> Tree:
+    # A tree the store holds but cannot use is corruption, not bad caller input: plain
+    # GovcError, never InvalidInput/NotFound that a caller could mistake for its own fault.
+    if raw.type != b"tree":
+        raise GovcError(
+            f"object {oid.hex()} is a {raw.type.decode('ascii', 'replace')}, not a tree"
+        )
+    try:
+        return Tree.parse(raw.data)
+    except InvalidInput as exc:
+        raise GovcError(f"tree {oid.hex()} is corrupt: {exc}") from exc
 
 
 def load_tree(objects: ObjectStore, oid: ObjectId) -> Tree:
     """Read and parse tree ``oid``; ``GovcError`` if it is missing, not a tree, or corrupt."""
-    raise NotImplementedError
+    return load_trees(objects, [oid])[oid]
+
+
+def load_trees(objects: ObjectStore, oids: Iterable[ObjectId]) -> dict[ObjectId, Tree]:
+    """Read and parse several trees with one ``get_many``; ``GovcError`` as ``load_tree``."""
+    wanted = list(dict.fromkeys(oids))
+    out: dict[ObjectId, Tree] = {}
+    fetch = [o for o in wanted if o != EMPTY_TREE]
+    # The empty tree is implicitly known (as in git): it need not be stored to be read.
+    if len(fetch) != len(wanted):
+        out[EMPTY_TREE] = Tree()
+    if fetch:
+        found = objects.get_many(fetch)
+        for oid in fetch:
+            raw = found.get(oid)
+            if raw is None:
+                raise GovcError(f"tree {oid.hex()} is missing from the store")
+            out[oid] = _parse_tree(oid, raw)
+    return out
 
 
 def find_entry(objects: ObjectStore, root: ObjectId, path: str) -> TreeItem | None:
     """The entry at ``path`` (file, symlink, gitlink or directory) below ``root``, or None
     when it does not exist (including when a leading component is a file).
     """
-    raise NotImplementedError
+    parts = encode_path(path).split(b"/")
+    tree = load_tree(objects, root)
+    for i, name in enumerate(parts):
+        item = tree.get(name)
+        if item is None:
+            return None
+        if i == len(parts) - 1:
+            return item
+        if item.mode != MODE_DIR:
+            return None
+        tree = load_tree(objects, item.oid)
+    return None  # unreachable: split() gives at least one part
+
+
+def _dir_at(objects: ObjectStore, root: ObjectId, path: str) -> ObjectId:
+    if path == "":
+        return root
+    item = find_entry(objects, root, path)
+    if item is None:
+        raise NotFound(f"path {path!r} not found")
+    if item.mode != MODE_DIR:
+        raise NotFound(f"path {path!r} is not a directory")
+    return item.oid
 
 
 def list_tree(objects: ObjectStore, root: ObjectId, path: str = "") -> list[tuple[str, TreeItem]]:
     """The direct entries ``(full path, item)`` of the directory at ``path`` ("" = root),
     in git order; ``NotFound`` if ``path`` does not exist or is not a directory.
     """
-    raise NotImplementedError
+    tree = load_tree(objects, _dir_at(objects, root, path))
+    prefix = path + "/" if path else ""
+    return [(prefix + decode_path(item.name), item) for item in tree.items]
 
 
 def walk_files(
@@ -42,7 +125,164 @@ def walk_files(
     level with ``get_many`` (one query per depth, not per tree). ``path`` naming a file
     yields just that file; a missing ``path`` raises ``NotFound``.
     """
-    raise NotImplementedError
+    # Resolve eagerly so a missing path raises at the call, not at the first next().
+    start = root
+    if path:
+        item = find_entry(objects, root, path)
+        if item is None:
+            raise NotFound(f"path {path!r} not found")
+        if item.mode != MODE_DIR:
+            return iter([(path, item)])
+        start = item.oid
+    return iter(_walk(objects, start, encode_path(path + "/") if path else b""))
+
+
+def _walk(objects: ObjectStore, root: ObjectId, prefix: bytes) -> list[tuple[str, TreeItem]]:
+    files: list[tuple[bytes, TreeItem]] = []
+    frontier: list[tuple[bytes, ObjectId]] = [(prefix, root)]
+    while frontier:
+        trees = load_trees(objects, (oid for _, oid in frontier))
+        below: list[tuple[bytes, ObjectId]] = []
+        for base, oid in frontier:
+            for item in trees[oid].items:
+                full = base + item.name
+                if item.mode == MODE_DIR:
+                    below.append((full + b"/", item.oid))
+                else:
+                    files.append((full, item))
+        frontier = below
+    # Breadth-first collection loses git's order; full path bytes restore it exactly,
+    # because git compares a directory name as "name/", the same byte a path carries.
+    files.sort(key=lambda f: f[0])
+    return [(decode_path(p), item) for p, item in files]
+
+
+# -- building ---------------------------------------------------------------------------
+
+
+class _Dir:
+    """A directory being edited: entries are unloaded TreeItems or loaded ``_Dir``s."""
+
+    __slots__ = ("dirty", "items", "oid")
+
+    def __init__(self, oid: ObjectId | None, tree: Tree) -> None:
+        self.oid = oid  # the stored tree this was loaded from; None when new
+        self.items: dict[bytes, TreeItem | _Dir] = {i.name: i for i in tree.items}
+        self.dirty = oid is None
+
+    def is_empty(self) -> bool:
+        """Empty once pruned: no entry except directories that are empty too."""
+        return all(isinstance(v, _Dir) and v.is_empty() for v in self.items.values())
+
+
+_Trie = dict[bytes, "_Trie"]
+
+
+def _prefetch(objects: ObjectStore, root: _Dir, dir_paths: Iterable[tuple[bytes, ...]]) -> None:
+    """Load every existing directory on the changed paths, one ``get_many`` per depth."""
+    trie: _Trie = {}
+    for parts in dir_paths:
+        node = trie
+        for name in parts:
+            node = node.setdefault(name, {})
+    frontier: list[tuple[_Dir, _Trie]] = [(root, trie)]
+    while frontier:
+        wanted: list[tuple[_Dir, bytes, ObjectId, _Trie]] = []
+        for d, node in frontier:
+            for name, sub in node.items():
+                item = d.items.get(name)
+                if isinstance(item, TreeItem) and item.mode == MODE_DIR:
+                    wanted.append((d, name, item.oid, sub))
+        trees = load_trees(objects, (w[2] for w in wanted))
+        frontier = []
+        for d, name, oid, sub in wanted:
+            loaded = _Dir(oid, trees[oid])
+            d.items[name] = loaded
+            if sub:
+                frontier.append((loaded, sub))
+
+
+def _child_dir(objects: ObjectStore, d: _Dir, name: bytes) -> _Dir | None:
+    """The loaded subdirectory ``name`` of ``d`` (loading it if needed), None if not a dir."""
+    item = d.items.get(name)
+    if isinstance(item, _Dir):
+        return item
+    if item is not None and item.mode == MODE_DIR:
+        loaded = _Dir(item.oid, load_tree(objects, item.oid))
+        d.items[name] = loaded
+        return loaded
+    return None
+
+
+def _delete(objects: ObjectStore, root: _Dir, path: str, parts: tuple[bytes, ...]) -> None:
+    d = root
+    chain = [root]
+    for name in parts[:-1]:
+        sub = _child_dir(objects, d, name)
+        if sub is None:
+            raise NotFound(f"cannot delete {path!r}: it does not exist")
+        d = sub
+        chain.append(d)
+    if parts[-1] not in d.items:
+        raise NotFound(f"cannot delete {path!r}: it does not exist")
+    del d.items[parts[-1]]
+    for c in chain:
+        c.dirty = True
+
+
+def _write(
+    objects: ObjectStore,
+    root: _Dir,
+    path: str,
+    parts: tuple[bytes, ...],
+    item: TreeItem,
+) -> bool:
+    """Put ``item`` at ``parts``; False when the identical entry is already there."""
+    d = root
+    chain = [root]
+    for i, name in enumerate(parts[:-1]):
+        existing = d.items.get(name)
+        sub = _child_dir(objects, d, name)
+        if sub is None:
+            if existing is not None:
+                where = "/".join(path.split("/")[: i + 1])
+                raise InvalidInput(f"cannot write {path!r}: {where!r} is a file")
+            sub = _Dir(None, Tree())
+            d.items[name] = sub
+        d = sub
+        chain.append(d)
+    last = d.items.get(parts[-1])
+    if isinstance(last, _Dir):
+        if not last.is_empty():
+            raise InvalidInput(f"cannot write {path!r}: it is a directory")
+    elif last is not None:
+        if last.mode == MODE_DIR:
+            raise InvalidInput(f"cannot write {path!r}: it is a directory")
+        if last.mode == item.mode and last.oid == item.oid:
+            return False
+    d.items[parts[-1]] = item
+    for c in chain:
+        c.dirty = True
+    return True
+
+
+def _serialize(d: _Dir, out: list[tuple[bytes, bytes]]) -> ObjectId | None:
+    """The id of ``d`` after the edits (None when it ended up empty), queuing new trees."""
+    if not d.dirty:
+        return d.oid
+    items: list[TreeItem] = []
+    for name, child in d.items.items():
+        if isinstance(child, _Dir):
+            oid = _serialize(child, out)
+            if oid is not None:
+                items.append(TreeItem(name, MODE_DIR, oid))
+        else:
+            items.append(child)
+    if not items:
+        return None  # git has no empty directories
+    data = Tree.of(items).serialize()
+    out.append((b"tree", data))
+    return hash_object(b"tree", data)
 
 
 def build_tree(
@@ -58,4 +298,30 @@ def build_tree(
     no empty trees); an empty root is the empty tree. Only the trees on changed paths are
     loaded and rewritten.
     """
-    raise NotImplementedError
+    split = [(path, tuple(encode_path(path).split(b"/")), f) for path, f in changes.items()]
+    root = _Dir(base, load_tree(objects, base)) if base is not None else _Dir(None, Tree())
+    _prefetch(objects, root, (parts[:-1] for _, parts, _ in split))
+
+    # Deepest deletions first, and no pruning until the end: every deletion is then
+    # checked against the base tree, so {"a": None, "a/x": None} deletes both instead of
+    # failing on whichever comes second.
+    deletions = sorted(((p, s) for p, s, f in split if f is None), key=lambda d: -len(d[1]))
+    for path, parts in deletions:
+        _delete(objects, root, path, parts)
+
+    new_objects: list[tuple[bytes, bytes]] = []
+    for path, parts, f in split:
+        if f is None:
+            continue
+        blob = Blob(f.data)
+        item = TreeItem(parts[-1], f.mode, blob.id)
+        if _write(objects, root, path, parts, item):
+            new_objects.append((b"blob", f.data))
+
+    oid = _serialize(root, new_objects)
+    if oid is None:
+        oid = EMPTY_TREE
+        new_objects.append((b"tree", b""))
+    if new_objects:
+        objects.put_many(new_objects)
+    return oid
