@@ -7,7 +7,9 @@ environment. Every optimizer has a switch here so its effect can be measured.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +19,54 @@ from govc_db.errors import InvalidInput
 __all__ = ["Settings"]
 
 _ENV_PREFIX = "GOVC_DB_"
+
+
+_KIND_TEXT = {"bool": "a bool", "int": "an int", "float": "a number", "str": "a str"}
+_PASSWORD_RE = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def _mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (replica URLs may carry one)."""
+    return _PASSWORD_RE.sub(r"\1***@", url)
+
+
+def _check_type(name: str, type_text: str, value: Any) -> Any:
+    """Return ``value`` (floats normalized) if it fits the annotation ``type_text``.
+
+    The annotations are strings (``from __future__ import annotations``); the few forms
+    used by :class:`Settings` are handled here. Without this check a wrong type fails later
+    with a bare ``TypeError`` (``"5" < 1``) or, worse, is accepted (a str of replica URLs
+    was split into characters).
+    """
+    optional = type_text.endswith("| None")
+    base = type_text.split("|", 1)[0].strip()
+    if value is None:
+        if optional:
+            return None
+        raise InvalidInput(f"Settings.{name} must be {_KIND_TEXT[base]}, got None")
+    ok: bool
+    if base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            if not math.isfinite(value):
+                raise InvalidInput(f"Settings.{name} must be a finite number, got {value!r}")
+            value = float(value)
+    elif base == "str":
+        ok = isinstance(value, str)
+    else:  # tuple[str, ...]: replica URLs; never echo them, they may hold a password
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise InvalidInput(f"Settings.{name} must be a tuple of str, got {type(value).__name__}")
+    if not ok:
+        raise InvalidInput(
+            f"Settings.{name} must be {_KIND_TEXT[base]}"
+            f"{' or None' if optional else ''}, got {type(value).__name__} {value!r}"
+        )
+    return value
 
 
 def _check_range(name: str, value: float, lo: float, hi: float | None = None) -> None:
@@ -97,6 +147,10 @@ class Settings:
     """Read-replica URLs (reserved for read routing)."""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            checked = _check_type(f.name, str(f.type), getattr(self, f.name))
+            if checked is not getattr(self, f.name):
+                object.__setattr__(self, f.name, checked)
         _check_range("pool_size", self.pool_size, 1, 1000)
         _check_range("max_overflow", self.max_overflow, 0, 1000)
         _check_range("pool_timeout", self.pool_timeout, 0.0)
@@ -128,11 +182,23 @@ class Settings:
         if self.breaker_failures is not None:
             _check_range("breaker_failures", self.breaker_failures, 1)
         _check_range("breaker_reset", self.breaker_reset, 0.0)
-        if not isinstance(self.replica_urls, tuple):
-            object.__setattr__(self, "replica_urls", tuple(self.replica_urls))
+
+    def __repr__(self) -> str:
+        # Written by hand (dataclass keeps a class's own __repr__) to mask the passwords
+        # replica URLs may carry: they must never reach a log line or a traceback.
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "replica_urls":
+                value = tuple(_mask_url(u) for u in value)
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (validated again)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise InvalidInput(f"Settings has no field {unknown[0]!r}")
         return dataclasses.replace(self, **changes)
 
     @classmethod

@@ -33,7 +33,10 @@ class File:
             raise InvalidInput(f"file content must be bytes, got {type(self.data).__name__}")
         if not isinstance(self.data, bytes):
             object.__setattr__(self, "data", bytes(self.data))
-        if isinstance(self.mode, bool) or self.mode not in _FILE_MODES:
+        # 33188.0 == 0o100644 would pass the membership test and break serialization later.
+        if isinstance(self.mode, bool) or not isinstance(self.mode, int):
+            raise InvalidInput(f"file mode must be an int, got {type(self.mode).__name__}")
+        if self.mode not in _FILE_MODES:
             raise InvalidInput(
                 f"file mode must be 0o100644, 0o100755 or 0o120000, got {self.mode!r}"
             )

@@ -116,6 +116,9 @@ class Store:
         """Create an empty repository; ``AlreadyExists`` / ``InvalidInput``."""
         check_repository_name(name)
         check_short_ref_name(default_branch, "branch")
+        if len(default_branch.encode("utf-8")) > 255:
+            # govc_repositories.default_branch is VARCHAR(255); only PostgreSQL enforces it.
+            raise InvalidInput("default branch name is longer than 255 bytes")
         rec = self.run(
             Operation(
                 "create_repository",

@@ -44,6 +44,10 @@ def normalize_url(url: str | URL) -> URL:
         )
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
         raise InvalidInput("PostgreSQL URLs must use the psycopg 3 driver (postgresql+psycopg)")
+    if parsed.get_backend_name() == "sqlite" and parsed.get_driver_name() != "pysqlite":
+        # Other SQLite drivers (aiosqlite, pysqlcipher) would fail later with a raw
+        # driver-loading error, or not honour the BEGIN IMMEDIATE handling below.
+        raise InvalidInput("SQLite URLs must use the built-in driver (sqlite:///path)")
     return parsed
 
 

@@ -14,6 +14,7 @@ from govc_db.errors import InvalidInput
 __all__ = [
     "MAX_COMPONENT_BYTES",
     "MAX_PATH_BYTES",
+    "MAX_REF_BYTES",
     "check_path",
     "check_path_set",
     "check_ref_name",
@@ -23,6 +24,8 @@ __all__ = [
 
 MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 4096
+#: Longest full ref name in bytes (the ``govc_refs.name`` and reflog columns hold 1024).
+MAX_REF_BYTES = 1024
 _REPO_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _REF_BAD_CHARS = frozenset("~^:?*[\\ ")
 
@@ -91,6 +94,9 @@ def check_short_ref_name(name: str, kind: str = "branch") -> str:
         why = "give the short name, without 'refs/'"
     if why is None and name == "HEAD":
         why = "'HEAD' is reserved"
+    if why is None and len(name.encode("utf-8")) > MAX_REF_BYTES - len("refs/heads/"):
+        # The full name (refs/heads/<name>) must fit the 1024 of the ref columns.
+        why = f"longer than {MAX_REF_BYTES - len('refs/heads/')} bytes"
     if why:
         raise InvalidInput(f"invalid {kind} name {name[:80]!r}: {why}")
     return name
@@ -125,8 +131,8 @@ def _ref_name_problem(name: str) -> str | None:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError:
         return "not valid Unicode"
-    if len(encoded) > 1024:
-        return "longer than 1024 bytes"
+    if len(encoded) > MAX_REF_BYTES:
+        return f"longer than {MAX_REF_BYTES} bytes"
     return None
 
 

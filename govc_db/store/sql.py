@@ -176,9 +176,7 @@ def _ancestry_statement() -> Any:
     pc = T_COMMIT.alias("pc")
     step = (
         select(p.c.repo_id, p.c.parent)
-        .select_from(
-            start.join(p, and_(p.c.repo_id == start.c.repo_id, p.c.oid == start.c.oid))
-        )
+        .select_from(start.join(p, and_(p.c.repo_id == start.c.repo_id, p.c.oid == start.c.oid)))
         .join(pc, and_(pc.c.repo_id == p.c.repo_id, pc.c.oid == p.c.parent))
         .where(pc.c.generation + 0 >= bindparam("min_gen"))
     )
