@@ -58,6 +58,9 @@ class Repository(Base):
     """A repository: its name and the branch ``HEAD`` stands for."""
 
     __tablename__ = "govc_repositories"
+    # Never reuse a deleted repository's id on SQLite: a stale handle must not see a
+    # new repository's data.
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)

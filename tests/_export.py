@@ -33,7 +33,8 @@ def git(repo_dir: Path, *args: str, input: bytes | None = None) -> bytes:
     )
     if proc.returncode != 0:
         raise AssertionError(
-            f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}"
+            f"git {' '.join(args)} failed ({proc.returncode}): "
+            f"{proc.stderr.decode(errors='replace')}"
         )
     return proc.stdout
 

@@ -20,11 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
-
-import pg
 
 if TYPE_CHECKING:
     from govc_db import Store
@@ -70,10 +69,13 @@ def migrate_to_head(url: str) -> None:
 @pytest.fixture(scope="session")
 def pg_admin_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Server/admin URL of the PostgreSQL the tests use; skip (fail under CI) without one."""
+    problem: str | None = None
     try:
         server, notes = pg.discover()
     except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     if server is None:
         message = f"{pg.HOW_TO_PROVIDE} Tried: {'; '.join(notes)}."
         if pg.in_ci():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -504,6 +504,7 @@ class SpyUnit:
     refs: RefStore
     index: CommitIndexStore
     after_commit: Callable[[Callable[[], None]], None]
+    savepoint: Callable[[], AbstractContextManager[object]]
 
 
 def _commit_with_stale_head(
@@ -520,7 +521,9 @@ def _commit_with_stale_head(
             unit.refs, "refs/heads/main", hex_to_oid(stale), times=times, before=before
         )
         return commit_changes(
-            SpyUnit(unit.repo_id, unit.objects, refs, unit.index, unit.after_commit),
+            SpyUnit(
+                unit.repo_id, unit.objects, refs, unit.index, unit.after_commit, unit.savepoint
+            ),
             default_branch="main",
             branch="main",
             changes=changes,

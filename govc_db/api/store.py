@@ -14,12 +14,12 @@ from sqlalchemy.engine import URL
 
 from govc_db.db.engine import make_engine, normalize_url, safe_url
 from govc_db.db.errors import translating
-from govc_db.errors import InvalidInput, NotFound
+from govc_db.errors import GovcError, InvalidInput, NotFound
 from govc_db.middleware.base import Handler, Middleware, Operation, build_chain, default_stack
 from govc_db.objects import check_repository_name, check_short_ref_name
 from govc_db.settings import Settings
 from govc_db.store.codec import Codec
-from govc_db.store.sql import SqlBackend
+from govc_db.store.sql import RepositoryRecord, SqlBackend
 from govc_db.types import RefUpdated
 
 __all__ = ["DEFAULT_URL", "Store", "Subscription", "open_store"]
@@ -110,6 +110,8 @@ class Store:
     # repositories ---------------------------------------------------------------------
     def run(self, op: Operation) -> Any:
         """Send an operation through the middleware chain."""
+        if self._closed:
+            raise GovcError("the store is closed")
         return self._pipeline(op)
 
     def create_repository(self, name: str, default_branch: str = "main") -> Repository:
@@ -132,10 +134,14 @@ class Store:
     def repository(self, name: str) -> Repository:
         """Open an existing repository; ``NotFound``."""
         check_repository_name(name)
-        rec = self.run(Operation("repository", name, lambda: self.backend.get_repository(name)))
-        if rec is None:
-            raise NotFound(f"repository {name!r} not found")
-        return Repository(self, rec)
+
+        def lookup() -> RepositoryRecord:
+            rec = self.backend.get_repository(name)
+            if rec is None:
+                raise NotFound(f"repository {name!r} not found")
+            return rec
+
+        return Repository(self, self.run(Operation("repository", name, lookup)))
 
     def list_repositories(self) -> list[str]:
         """Every repository name, sorted."""

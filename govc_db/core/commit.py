@@ -85,16 +85,23 @@ def commit_changes(
     attempt = 0
     while True:
         base_tree = head_tree(unit, head) if head is not None else None
-        tree = build_tree(unit.objects, base_tree, changes)
-        if tree == base_tree and not allow_empty:
-            raise InvalidInput(
-                "nothing to commit: the tree equals the parent's (allow_empty=False)"
-            )
-        commit = Commit(tree, (head,) if head else (), author, committer, message)
-        oid = unit.objects.put(b"commit", commit.serialize())
-        index_commit(unit.objects, unit.index, oid, commit)
-        if unit.refs.set_if_equals(ref, head, oid, reflog_message):
+        try:
+            # Each attempt runs in a savepoint so a lost race leaves no dangling
+            # commit, tree or index rows behind in the transaction.
+            with unit.savepoint():
+                tree = build_tree(unit.objects, base_tree, changes)
+                if not allow_empty and tree == (base_tree or EMPTY_TREE):
+                    raise InvalidInput(
+                        "nothing to commit: the tree equals the parent's (allow_empty=False)"
+                    )
+                commit = Commit(tree, (head,) if head else (), author, committer, message)
+                oid = unit.objects.put(b"commit", commit.serialize())
+                index_commit(unit.objects, unit.index, oid, commit)
+                if not unit.refs.set_if_equals(ref, head, oid, reflog_message):
+                    raise _LostRace
             return CommitResult(oid, head)
+        except _LostRace:
+            pass
         # Lost the race: someone else moved the branch after we read it.
         current = unit.refs.get(ref)
         if expected_head is not None or current is None:
@@ -107,3 +114,7 @@ def commit_changes(
         if paths_overlap(changes.keys(), theirs):
             raise RefConflict(f"branch {branch!r} moved and the new commits touch the same paths")
         head = current
+
+
+class _LostRace(Exception):
+    """Internal: the compare-and-swap of the branch failed (rolls back the savepoint)."""

@@ -1,27 +1,278 @@
-"""History over the commit index: log (git rev-list order), merge-base, ancestry."""
+"""History over the commit index: log (git rev-list order), merge-base, ancestry.
+
+Everything here reads commit-index rows (parents, generation, committer time) and
+never parses commit objects. The walks re-implement git's own (``revision.c`` and
+``commit-reach.c`` of git 2.39) so that the order of ``log`` and the pick of
+``merge_base`` are exactly what ``git rev-list`` and ``git merge-base`` print on a
+repository without a commit-graph file.
+
+Rows are loaded by :class:`CommitGraph` in generation windows (one recursive query
+per window, the window doubling as the walk goes deeper), so a log with a small
+limit reads a few dozen rows and a full log takes O(log n) queries.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import heapq
+from bisect import insort
+from collections.abc import Iterable, Iterator, Sequence
 
+from govc_db.errors import NotFound
 from govc_db.objects import ObjectId
-from govc_db.store.ports import CommitIndexStore
+from govc_db.store.ports import CommitIndexStore, IndexEntry
 
-__all__ = ["is_ancestor", "log", "merge_base"]
+__all__ = ["CommitGraph", "is_ancestor", "log", "merge_base"]
+
+#: Ids per ``ancestry`` call; keeps each IN (...) list well under parameter limits.
+_CHUNK = 500
+#: Rows of the first window when the caller does not say otherwise.
+DEFAULT_WINDOW = 64
+
+
+class CommitGraph:
+    """Commit-index rows of the ancestry of some tips, loaded on demand.
+
+    Invariant: every ancestor of the tips with ``generation >= floor`` is loaded. A
+    walk asks for the parents of a loaded row (:meth:`parents`); when one is missing,
+    the window moves down by ``window`` rows of generation (one ``ancestry`` query
+    from the frontier, i.e. the missing parents of loaded rows) and the window
+    doubles, so a full walk takes O(log n) queries. A parent far below the window
+    (an old side branch merged recently) is loaded with a window of its own instead,
+    so that it does not drag the whole main line in.
+    """
+
+    def __init__(
+        self,
+        index: CommitIndexStore,
+        tips: Sequence[ObjectId],
+        *,
+        window: int = DEFAULT_WINDOW,
+        known: Iterable[IndexEntry] = (),
+    ) -> None:
+        self._index = index
+        self._rows: dict[ObjectId, IndexEntry] = {}
+        self._frontier: set[ObjectId] = set()
+        self._window = max(2, window)
+        #: Number of index queries issued (for tests and stats).
+        self.fetches = 0
+        self._add(known)
+        wanted = [t for t in tips if t not in self._rows]
+        if wanted:
+            self.fetches += 1
+            self._add(index.get_many(wanted).values())
+        for tip in tips:
+            if tip not in self._rows:
+                raise NotFound(f"commit {tip.hex()} is not in the commit index")
+        self._floor = max((self._rows[t].generation for t in tips), default=0) + 1
+
+    def __contains__(self, oid: object) -> bool:
+        return oid in self._rows
+
+    def row(self, oid: ObjectId) -> IndexEntry:
+        """The row of ``oid``, loading it (as a new tip) if needed; ``NotFound`` if absent."""
+        found = self._rows.get(oid)
+        if found is None:
+            # Loading the new tip's ancestry down to the floor keeps the invariant.
+            self._fetch([oid], self._floor)
+            found = self._rows.get(oid)
+            if found is None:
+                raise NotFound(f"commit {oid.hex()} is not in the commit index")
+        return found
+
+    def parents(self, entry: IndexEntry) -> list[IndexEntry]:
+        """The rows of ``entry``'s parents, in parent order."""
+        missing = [p for p in entry.parents if p not in self._rows]
+        if missing:
+            if entry.generation - 1 >= self._floor - self._window:
+                self._extend()
+            else:
+                self._fetch(missing, entry.generation - self._window)
+            for p in missing:
+                if p not in self._rows:
+                    raise NotFound(f"commit {p.hex()} is not in the commit index")
+        return [self._rows[p] for p in entry.parents]
+
+    def _extend(self) -> None:
+        self._floor -= self._window
+        self._window *= 2
+        self._fetch(sorted(self._frontier), self._floor)
+
+    def _fetch(self, oids: Sequence[ObjectId], min_generation: int) -> None:
+        for i in range(0, len(oids), _CHUNK):
+            self.fetches += 1
+            self._add(self._index.ancestry(oids[i : i + _CHUNK], max(0, min_generation)).values())
+
+    def _add(self, rows: Iterable[IndexEntry]) -> None:
+        new = [r for r in rows if r.oid not in self._rows]
+        for r in new:
+            self._rows[r.oid] = r
+            self._frontier.discard(r.oid)
+        for r in new:
+            self._frontier.update(p for p in r.parents if p not in self._rows)
 
 
 def log(
     index: CommitIndexStore, start: ObjectId, path: str | None = None, limit: int | None = None
 ) -> Iterator[ObjectId]:
-    """Commit ids in exactly the order of ``git rev-list START [-- PATH]``."""
-    raise NotImplementedError
+    """Commit ids in exactly the order of ``git rev-list START [-- PATH]``.
+
+    git's default walk: pop the newest commit (committer date; on equal dates the one
+    queued first), queue its unseen parents. With a path, git's default history
+    simplification: a commit with no change to the path against some parent (TREESAME)
+    is hidden and only the first such parent is followed; otherwise it is shown and all
+    parents are followed; a root commit is shown when it adds the path. ``limit``
+    counts shown commits.
+    """
+    if limit is not None and limit <= 0:
+        return
+    window = DEFAULT_WINDOW if limit is None or path is not None else max(8, min(64, limit + 2))
+    graph = CommitGraph(index, [start], window=window)
+    # (commit, parent position) pairs whose change touches the path: one query.
+    touching = None if path is None else index.touching(path)
+    first = graph.row(start)
+    queue: list[tuple[int, int, ObjectId]] = [(-first.committer_time, 0, start)]
+    seen = {start}
+    order = 1
+    shown = 0
+    while queue:
+        oid = heapq.heappop(queue)[2]
+        entry = graph.row(oid)
+        follow: Sequence[int] = range(len(entry.parents))
+        show = True
+        if touching is not None:
+            if not entry.parents:
+                show = (oid, 0) in touching
+            else:
+                for i in range(len(entry.parents)):
+                    if (oid, i) not in touching:
+                        show, follow = False, (i,)
+                        break
+        if entry.parents:
+            rows = graph.parents(entry)
+            for i in follow:
+                parent = rows[i]
+                if parent.oid not in seen:
+                    seen.add(parent.oid)
+                    heapq.heappush(queue, (-parent.committer_time, order, parent.oid))
+                    order += 1
+        if show:
+            yield oid
+            shown += 1
+            if limit is not None and shown >= limit:
+                return
+
+
+_PARENT1, _PARENT2, _STALE, _RESULT = 1, 2, 4, 8
 
 
 def merge_base(index: CommitIndexStore, a: ObjectId, b: ObjectId) -> ObjectId | None:
-    """The best common ancestor (as ``git merge-base A B``), or None."""
-    raise NotImplementedError
+    """The best common ancestor (as ``git merge-base A B``), or None.
+
+    This is git's ``paint_down_to_common``: walk both histories newest-first by
+    committer date, painting commits with the side(s) they are reachable from; a
+    commit painted by both sides is a candidate and everything below it is stale; stop
+    when only stale commits are queued. Candidates that are ancestors of another are
+    dropped, and of the best bases git prints the one with the newest committer date,
+    on equal dates the one found first -- reproduced here. (git with a commit-graph
+    file walks by generation instead and may pick another of several equally good
+    bases; the set of best bases is the same.)
+    """
+    if a == b:
+        CommitGraph(index, [a])  # NotFound when it is not indexed
+        return a
+    graph = CommitGraph(index, [a, b])
+    flags: dict[ObjectId, int] = {a: _PARENT1, b: _PARENT2}
+    queue: list[tuple[int, int, ObjectId]] = []
+    queued: dict[ObjectId, int] = {}  # entries of each commit in the queue
+    nonstale = 0  # queue entries whose commit is not stale
+    order = 0
+
+    def push(oid: ObjectId) -> None:
+        nonlocal order, nonstale
+        heapq.heappush(queue, (-graph.row(oid).committer_time, order, oid))
+        order += 1
+        queued[oid] = queued.get(oid, 0) + 1
+        if not flags[oid] & _STALE:
+            nonstale += 1
+
+    push(a)
+    push(b)
+    # Candidates sorted newest first, equal dates in the order found (git's
+    # commit_list_insert_by_date); the key makes insort place ties after earlier ones.
+    found: list[tuple[int, int, ObjectId]] = []
+    while nonstale:
+        oid = heapq.heappop(queue)[2]
+        queued[oid] -= 1
+        if not flags[oid] & _STALE:
+            nonstale -= 1
+        entry = graph.row(oid)
+        paint = flags[oid] & (_PARENT1 | _PARENT2 | _STALE)
+        if paint == _PARENT1 | _PARENT2:
+            if not flags[oid] & _RESULT:
+                flags[oid] |= _RESULT
+                insort(found, (-entry.committer_time, len(found), oid))
+            paint |= _STALE
+        if not entry.parents:
+            continue
+        for parent in graph.parents(entry):
+            have = flags.get(parent.oid, 0)
+            if have & paint == paint:
+                continue
+            if paint & _STALE and not have & _STALE:
+                nonstale -= queued.get(parent.oid, 0)
+            flags[parent.oid] = have | paint
+            push(parent.oid)
+    bases = [oid for _, _, oid in found if not flags[oid] & _STALE]
+    if len(bases) > 1:
+        bases = _independent(graph, bases)
+    return bases[0] if bases else None
+
+
+def _independent(graph: CommitGraph, commits: list[ObjectId]) -> list[ObjectId]:
+    """``commits`` without those that are ancestors of another one, order kept."""
+    keep: list[ObjectId] = []
+    for c in commits:
+        others = [o for o in commits if o != c]
+        if not _reaches(graph, others, c):
+            keep.append(c)
+    return keep
+
+
+def _reaches(graph: CommitGraph, sources: Sequence[ObjectId], target: ObjectId) -> bool:
+    """Whether ``target`` is an ancestor of one of ``sources`` (or one of them)."""
+    floor = graph.row(target).generation
+    stack = [s for s in sources if graph.row(s).generation >= floor]
+    seen = set(stack)
+    while stack:
+        oid = stack.pop()
+        if oid == target:
+            return True
+        entry = graph.row(oid)
+        if entry.generation <= floor:
+            continue  # parents are strictly lower: they cannot reach the target
+        for parent in graph.parents(entry):
+            if parent.oid not in seen and parent.generation >= floor:
+                seen.add(parent.oid)
+                stack.append(parent.oid)
+    return False
 
 
 def is_ancestor(index: CommitIndexStore, a: ObjectId, b: ObjectId) -> bool:
-    """True when ``a`` is ``b`` or an ancestor of ``b`` (``git merge-base --is-ancestor``)."""
-    raise NotImplementedError
+    """True when ``a`` is ``b`` or an ancestor of ``b`` (``git merge-base --is-ancestor``).
+
+    Generations decide most cases without a walk: an ancestor's generation is strictly
+    lower. Otherwise one recursive query loads ``b``'s ancestors down to ``a``'s
+    generation, the only ones that can be ``a``.
+    """
+    if a == b:
+        return True
+    rows = index.get_many([a, b])
+    for oid in (a, b):
+        if oid not in rows:
+            raise NotFound(f"commit {oid.hex()} is not in the commit index")
+    ga, gb = rows[a].generation, rows[b].generation
+    if ga >= gb:
+        return False
+    if a in rows[b].parents:
+        return True
+    return a in index.ancestry([b], ga)

@@ -6,6 +6,7 @@ messages produced never contain SQL or connection parameters.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +21,9 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 # Classes 08 (connection exception), 57P0x (admin shutdown / crash / cannot connect now),
 # 53 (insufficient resources) and 25006 (read-only transaction after a failover).
 _UNAVAILABLE_PREFIXES = ("08", "57P", "53", "25006")
+# SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT,
+# SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL, SQLITE_NOTADB (primary result codes).
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -42,6 +46,15 @@ def translate(error: BaseException, what: str = "database operation") -> GovcErr
         return StoreUnavailable(f"{what} failed: database unavailable (SQLSTATE {code})")
     if code in RETRYABLE_SQLSTATES:
         return StoreUnavailable(f"{what} failed: transaction conflict (SQLSTATE {code})")
+    if isinstance(error, sa_exc.OperationalError) and isinstance(
+        getattr(error, "orig", None), sqlite3.Error
+    ):
+        # sqlite3 raises OperationalError for plain SQL errors ("no such table") too;
+        # only busy/locked/IO/open failures mean the database is unavailable.
+        errcode = getattr(error.orig, "sqlite_errorcode", None)
+        if isinstance(errcode, int) and errcode & 0xFF in _SQLITE_UNAVAILABLE:
+            return StoreUnavailable(f"{what} failed: database unavailable (SQLite code {errcode})")
+        return GovcError(f"{what} failed: database error (SQLite code {errcode})")
     if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
         kind = type(getattr(error, "orig", error)).__name__
         return StoreUnavailable(f"{what} failed: database unavailable ({kind})")

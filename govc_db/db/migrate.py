@@ -11,6 +11,7 @@ live in a database whose application also uses Alembic (and its ``alembic_versio
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
+from govc_db.db.engine import WRITE_OPTION
 from govc_db.db.errors import translate
 from govc_db.errors import GovcError
 
@@ -51,6 +53,10 @@ TABLE_PREFIX = "govc_"
 # calling store.upgrade() at start-up run it one after the other (the later ones then find
 # the schema at head and do nothing). The value is arbitrary: "govcdb" in ASCII, then 1.
 _PG_MIGRATION_LOCK = 0x676F_7663_6462_0001
+
+# Alembic keeps the running migration in module globals (alembic.context, alembic.op), so
+# two migrations must never run at once in one process, whatever the database.
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def _script_location() -> Path:
@@ -142,14 +148,19 @@ def head_revision() -> str:
 def _run(engine: Engine, what: str, action: Callable[[Config], None]) -> None:
     log.info("schema %s on %s", what, _safe_url(engine))
     try:
-        # One transaction for the whole run: on PostgreSQL the DDL is transactional, so a
-        # failed migration leaves the schema as it was.
-        with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-                )
-            action(alembic_config(connection))
+        with _ALEMBIC_LOCK, engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # Take the write lock up front (the Store's engine then says BEGIN IMMEDIATE):
+                # a concurrent upgrade waits for it instead of failing on the lock upgrade.
+                connection.execution_options(**{WRITE_OPTION: True})
+            # One transaction for the whole run: the DDL is transactional on PostgreSQL (and
+            # on SQLite under the Store's engine), so a failed migration changes nothing.
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                    )
+                action(alembic_config(connection))
     except GovcError:
         raise
     except (sa_exc.SQLAlchemyError, CommandError) as exc:

@@ -12,6 +12,7 @@ one transaction), so a commit's objects, index rows and ref move land together.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -177,6 +178,10 @@ class Unit(Protocol):
     @property
     def index(self) -> CommitIndexStore:
         """Commit index of the repository."""
+        ...
+
+    def savepoint(self) -> AbstractContextManager[object]:
+        """A nested transaction: everything written inside is undone if the block raises."""
         ...
 
     def after_commit(self, callback: Callable[[], None]) -> None:

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlalchemy import (
@@ -207,6 +207,13 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[i : i + size]
 
 
+def _type_name(number: int, oid: bytes) -> bytes:
+    name = TYPE_NAMES.get(number)
+    if name is None:
+        raise GovcError(f"object {bytes(oid).hex()} has an unknown stored type {number}")
+    return name
+
+
 def _insert(dialect: str, table: Table) -> Insert:
     mod: Any = pg_dialect if dialect == "postgresql" else sqlite_dialect
     stmt: Insert = mod.insert(table).on_conflict_do_nothing()
@@ -225,6 +232,10 @@ class SqlUnit:
         self.objects = SqlObjects(self)
         self.refs = SqlRefs(self)
         self.index = SqlIndex(self)
+
+    def savepoint(self) -> AbstractContextManager[object]:
+        """A SAVEPOINT; rolled back (and the error re-raised) if the block raises."""
+        return self.conn.begin_nested()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after this unit's transaction committed."""
@@ -260,7 +271,7 @@ class SqlObjects:
         for chunk in _chunks(wanted):
             for row in self._u.execute(S_OBJ_GET, {"oids": list(chunk)}):
                 data = self._codec.decode(row.encoding, row.data, row.size)
-                out[ObjectId(bytes(row.oid))] = RawObject(TYPE_NAMES[row.type], data)
+                out[ObjectId(bytes(row.oid))] = RawObject(_type_name(row.type, row.oid), data)
         return out
 
     def has(self, oid: ObjectId) -> bool:
@@ -318,7 +329,7 @@ class SqlObjects:
 
     def iter_ids(self) -> Iterable[tuple[ObjectId, bytes]]:
         """Every (id, type) of this repository."""
-        return [(ObjectId(bytes(r[0])), TYPE_NAMES[r[1]]) for r in self._u.execute(S_OBJ_ALL)]
+        return [(ObjectId(bytes(r[0])), _type_name(r[1], r[0])) for r in self._u.execute(S_OBJ_ALL)]
 
 
 class SqlRefs:
@@ -549,6 +560,7 @@ class RepositoryRecord:
 S_REPO_GET = select(T_REPO.c.id, T_REPO.c.name, T_REPO.c.default_branch).where(
     T_REPO.c.name == bindparam("name")
 )
+S_REPO_EXISTS = select(T_REPO.c.id).where(T_REPO.c.id == bindparam("id"))
 S_REPO_LIST = select(T_REPO.c.name).order_by(T_REPO.c.name)
 S_REPO_DEL = delete(T_REPO).where(T_REPO.c.id == bindparam("id"))
 S_REPO_COUNT = select(func.count()).select_from(T_REPO)
@@ -588,6 +600,9 @@ class SqlBackend:
             if write:
                 conn = conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
+                # A handle may outlive delete_repository (in this or another process).
+                if conn.execute(S_REPO_EXISTS, {"id": repo_id}).first() is None:
+                    raise NotFound("the repository was deleted")
                 u = SqlUnit(conn, repo_id, self)
                 yield u
             hooks = u._hooks

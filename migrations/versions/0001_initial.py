@@ -48,6 +48,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_govc_repositories")),
         sa.UniqueConstraint("name", name=op.f("uq_govc_repositories_name")),
+        sqlite_autoincrement=True,
     )
 
     op.create_table(
