@@ -305,6 +305,13 @@ class CountingIndex:
         self.rows["ancestry"] += len(out)
         return out
 
+    def window(self, min_generation: int, max_generation: int) -> dict[ObjectId, IndexEntry]:
+        # Counted with ancestry: both are the bulk loads of index rows.
+        out = self.inner.window(min_generation, max_generation)
+        self.calls["ancestry"] += 1
+        self.rows["ancestry"] += len(out)
+        return out
+
     def touching(self, path: str) -> set[tuple[ObjectId, int]]:
         self.calls["touching"] += 1
         return self.inner.touching(path)

@@ -34,9 +34,9 @@ class CommitGraph:
 
     Invariant: every ancestor of the tips with ``generation >= floor`` is loaded. A
     walk asks for the parents of a loaded row (:meth:`parents`); when one is missing,
-    the window moves down by ``window`` rows of generation (one ``ancestry`` query
-    from the frontier, i.e. the missing parents of loaded rows) and the window
-    doubles, so a full walk takes O(log n) queries. A parent far below the window
+    the window moves down by ``window`` generations (one ``window`` range query that
+    loads every commit of that band, a superset of the needed ancestors) and the
+    window doubles, so a full walk takes O(log n) queries. A parent far below the window
     (an old side branch merged recently) is loaded with a window of its own instead,
     so that it does not drag the whole main line in.
     """
@@ -51,7 +51,6 @@ class CommitGraph:
     ) -> None:
         self._index = index
         self._rows: dict[ObjectId, IndexEntry] = {}
-        self._frontier: set[ObjectId] = set()
         self._window = max(2, window)
         #: Number of index queries issued (for tests and stats).
         self.fetches = 0
@@ -85,17 +84,25 @@ class CommitGraph:
         if missing:
             if entry.generation - 1 >= self._floor - self._window:
                 self._extend()
-            else:
-                self._fetch(missing, entry.generation - self._window)
+            # A parent below the band just loaded (an old side branch merged recently)
+            # gets a window of its own, so it does not drag the whole main line in.
+            below = [p for p in missing if p not in self._rows]
+            if below:
+                self._fetch(below, entry.generation - self._window)
             for p in missing:
                 if p not in self._rows:
                     raise NotFound(f"commit {p.hex()} is not in the commit index")
         return [self._rows[p] for p in entry.parents]
 
     def _extend(self) -> None:
+        # Every commit in the next generation band, reachable or not: a superset of the
+        # tips' ancestry there, which keeps the invariant, read by one index range scan
+        # whose plan cannot degrade the way the recursive ancestry query's can.
+        top = self._floor - 1
         self._floor -= self._window
         self._window *= 2
-        self._fetch(sorted(self._frontier), self._floor)
+        self.fetches += 1
+        self._add(self._index.window(max(0, self._floor), top).values())
 
     def _fetch(self, oids: Sequence[ObjectId], min_generation: int) -> None:
         for i in range(0, len(oids), _CHUNK):
@@ -103,12 +110,8 @@ class CommitGraph:
             self._add(self._index.ancestry(oids[i : i + _CHUNK], max(0, min_generation)).values())
 
     def _add(self, rows: Iterable[IndexEntry]) -> None:
-        new = [r for r in rows if r.oid not in self._rows]
-        for r in new:
-            self._rows[r.oid] = r
-            self._frontier.discard(r.oid)
-        for r in new:
-            self._frontier.update(p for p in r.parents if p not in self._rows)
+        for r in rows:
+            self._rows.setdefault(r.oid, r)
 
 
 def log(

@@ -142,6 +142,10 @@ class CommitIndexStore(Protocol):
         """``oids`` and every ancestor with ``generation >= min_generation``, in one query."""
         ...
 
+    def window(self, min_generation: int, max_generation: int) -> dict[ObjectId, IndexEntry]:
+        """Every commit of the repository whose generation lies in the closed range."""
+        ...
+
     def touching(self, path: str) -> set[tuple[ObjectId, int]]:
         """``(commit, parent position)`` pairs whose change set touches ``path``
         (the path itself, or anything below it when it is a directory).

@@ -202,6 +202,61 @@ def _ancestry_statement() -> Any:
 S_ANCESTRY = _ancestry_statement()
 
 
+def _window_statement() -> Any:
+    c = T_COMMIT.alias("c")
+    par = T_PARENT.alias("par")
+    return (
+        select(
+            c.c.oid,
+            c.c.tree,
+            c.c.generation,
+            c.c.author_time,
+            c.c.committer_time,
+            par.c.position,
+            par.c.parent,
+        )
+        .select_from(c.outerjoin(par, and_(par.c.repo_id == c.c.repo_id, par.c.oid == c.c.oid)))
+        .where(
+            c.c.repo_id == _R,
+            c.c.generation >= bindparam("lo"),
+            c.c.generation <= bindparam("hi"),
+        )
+        .order_by(c.c.oid, par.c.position)
+    )
+
+
+S_IDX_WINDOW = _window_statement()
+
+
+def _group_index_rows(rows: Iterable[Any]) -> dict[ObjectId, IndexEntry]:
+    """Fold rows of (commit columns, position, parent), ordered by oid, into entries."""
+    out: dict[ObjectId, IndexEntry] = {}
+    first: Any = None
+    parents: list[ObjectId] = []
+
+    def flush() -> None:
+        oid = ObjectId(bytes(first.oid))
+        out[oid] = IndexEntry(
+            oid,
+            ObjectId(bytes(first.tree)),
+            tuple(parents),
+            first.generation,
+            first.author_time,
+            first.committer_time,
+        )
+
+    for row in rows:
+        if first is None or bytes(row.oid) != bytes(first.oid):
+            if first is not None:
+                flush()
+            first, parents = row, []
+        if row.parent is not None:
+            parents.append(ObjectId(bytes(row.parent)))
+    if first is not None:
+        flush()
+    return out
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -493,39 +548,22 @@ class SqlIndex:
         self, oids: Sequence[ObjectId], min_generation: int = 0
     ) -> dict[ObjectId, IndexEntry]:
         """``oids`` and their ancestors down to ``min_generation``, one recursive query."""
-        out: dict[ObjectId, IndexEntry] = {}
         if not oids:
-            return out
-        current: list[Any] = []
-        last: bytes | None = None
-        parents: list[ObjectId] = []
+            return {}
+        params = {"oids": list(dict.fromkeys(oids)), "min_gen": min_generation}
+        return _group_index_rows(self._u.execute(S_ANCESTRY, params))
 
-        def flush() -> None:
-            row = current[0]
-            oid = ObjectId(bytes(row.oid))
-            out[oid] = IndexEntry(
-                oid,
-                ObjectId(bytes(row.tree)),
-                tuple(parents),
-                row.generation,
-                row.author_time,
-                row.committer_time,
-            )
+    def window(self, min_generation: int, max_generation: int) -> dict[ObjectId, IndexEntry]:
+        """Every commit with ``min_generation <= generation <= max_generation``.
 
-        rows = self._u.execute(
-            S_ANCESTRY, {"oids": list(dict.fromkeys(oids)), "min_gen": min_generation}
-        )
-        for row in rows:
-            key = bytes(row.oid)
-            if key != last:
-                if current:
-                    flush()
-                current, parents, last = [row], [], key
-            if row.parent is not None:
-                parents.append(ObjectId(bytes(row.parent)))
-        if current:
-            flush()
-        return out
+        One index range scan: unlike the recursive ancestry query, its plan cannot
+        degrade to a scan per recursion step, so a log loads its history in a few
+        cheap range reads (including any side branches in the range).
+        """
+        if max_generation < min_generation:
+            return {}
+        params = {"lo": min_generation, "hi": max_generation}
+        return _group_index_rows(self._u.execute(S_IDX_WINDOW, params))
 
     def touching(self, path: str) -> set[tuple[ObjectId, int]]:
         """(commit, position) pairs whose changes touch ``path`` or anything below it."""
