@@ -99,16 +99,31 @@ class Settings:
     """Seconds SQLite waits on a locked database before failing."""
 
     prepare_threshold: int | None = 5
-    """psycopg server-side prepare after this many executions; None disables (PgBouncer)."""
+    """PostgreSQL: psycopg prepares a statement on the server once one connection has run
+    its text this many times (0: at first use). None disables server-side preparation: set
+    it behind a pooler in transaction or statement pooling mode (PgBouncer, pgcat, RDS
+    Proxy), where the next transaction may run on a server connection that never prepared
+    the statement. PgBouncer >= 1.22 with ``max_prepared_statements`` > 0 tracks prepares
+    itself, so there (and with direct connections or session pooling) keep it on."""
     prepared_max: int = 100
-    """How many prepared statements psycopg keeps per connection."""
+    """How many prepared statements psycopg keeps per connection (least recently used
+    ones are deallocated)."""
 
     cache_enabled: bool = True
-    """Query-result cache on or off."""
+    """Query-result cache on or off (off: no caching at all, immutable or mutable)."""
     cache_max_bytes: int = 64 * 1024 * 1024
-    """Upper bound on the bytes held by the immutable-object cache."""
+    """Upper bound on the bytes held by the immutable cache (objects, parsed trees, commit
+    index rows); least recently used entries are evicted beyond it. 0 caches nothing."""
     cache_ref_ttl: float = 5.0
-    """Seconds a cached ref or repository row may live (invalidation also clears it)."""
+    """Seconds a cached ref, ref listing or repository row may live; writes invalidate them
+    at once (in this process, and in others on PostgreSQL through NOTIFY), so this bounds
+    only what nothing announced (raw SQL writes, a listener that died silently). 0 keeps
+    mutable results out of the cache."""
+    notify_enabled: bool = True
+    """PostgreSQL: announce every ref move with NOTIFY and listen for other processes' on a
+    dedicated connection, for cross-process cache invalidation and ``store.subscribe``
+    events. Off: no listener, no cross-process events, and refs are not cached (nothing
+    would invalidate them). Keep it the same in every process sharing a database."""
 
     compression: str = "zlib"
     """Object compression: ``"none"``, ``"zlib"`` or ``"zstd"``."""
@@ -117,10 +132,14 @@ class Settings:
     compression_level: int = 3
     """Compression level passed to the codec."""
 
+    batch_enabled: bool = True
+    """Batch executor on or off: coalesce a unit's object writes and flush them in bulk
+    (COPY on PostgreSQL). Off: every put_many is written at once with executemany."""
     batch_max_rows: int = 1000
     """Object writes are flushed after this many rows."""
     batch_max_bytes: int = 8 * 1024 * 1024
-    """Object writes are flushed after this many bytes."""
+    """Object writes are flushed after this many pending bytes (uncompressed, so this also
+    bounds the buffer's memory)."""
 
     retry_attempts: int = 5
     """How many times a transaction is attempted on serialization failure or disconnect."""
@@ -133,18 +152,23 @@ class Settings:
 
     metrics_enabled: bool = True
     """The metrics middleware (per-operation counts, errors, latency percentiles)."""
+    perf_tracemalloc: bool = False
+    """Start tracemalloc so ``store.metrics()`` reports traced and peak bytes, live
+    allocations and the top allocation sites. Slows every allocation: for diagnosis."""
 
+    # The API optimizer and read routing are not built yet: the next five fields are
+    # validated and reserved so configurations can be written now, but have no effect.
     rate_limit: float | None = None
-    """Operations per second allowed by the API optimizer; None disables rate limiting."""
+    """Reserved (API optimizer, not built yet): operations per second; None disables."""
     rate_burst: int = 100
-    """Token-bucket burst size of the rate limiter."""
+    """Reserved (API optimizer, not built yet): token-bucket burst size."""
     breaker_failures: int | None = None
-    """Consecutive StoreUnavailable failures that open the circuit breaker; None disables it."""
+    """Reserved (API optimizer, not built yet): failures that open the breaker; None disables."""
     breaker_reset: float = 30.0
-    """Seconds an open breaker waits before letting a trial call through."""
+    """Reserved (API optimizer, not built yet): seconds an open breaker waits."""
 
     replica_urls: tuple[str, ...] = field(default_factory=tuple)
-    """Read-replica URLs (reserved for read routing)."""
+    """Reserved (read routing, not built yet): read-replica URLs; passwords are masked."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

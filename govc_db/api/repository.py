@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
@@ -16,6 +17,7 @@ from govc_db.core.diff import diff_trees
 from govc_db.core.revisions import resolve_commit, resolve_object
 from govc_db.core.trees import find_entry, list_tree, walk_files
 from govc_db.core.verify import verify as verify_unit
+from govc_db.db.cache import uncached, uncached_active
 from govc_db.errors import AlreadyExists, InvalidInput, NotFound, RefConflict
 from govc_db.middleware.base import Operation
 from govc_db.objects import (
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = ["ChangeBuilder", "Repository"]
 
 T = TypeVar("T")
+# Where a write closure's ref moves are recorded (by _publish) for the running attempt.
+_MOVES: ContextVar[dict[str, ObjectId | None] | None] = ContextVar("govc_db_moves", default=None)
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
@@ -141,9 +145,44 @@ class Repository:
     def _run(
         self, op_name: str, fn: Callable[[Unit], T], /, *, write: bool = False, **args: Any
     ) -> T:
-        def call() -> T:
-            with self._store.backend.unit(self._id, write=write, what=op_name) as unit:
-                return fn(unit)
+        backend = self._store.backend
+        repo_id = self._id
+        if not write:
+
+            def call() -> T:
+                try:
+                    return backend.run_unit(repo_id, fn, write=False, what=op_name)
+                except NotFound:
+                    if backend.cache is None or uncached_active():
+                        raise
+                # A ref served from the cache can be newer than this transaction's
+                # snapshot (SQLite takes it at the first read; so does REPEATABLE READ),
+                # so the commit it names may look missing: re-read the refs from the
+                # database before reporting anything as not found.
+                with uncached():
+                    return backend.run_unit(repo_id, fn, write=False, what=op_name)
+
+        else:
+            # The ref moves of the current attempt (recorded by _publish): if the
+            # connection is lost during COMMIT, re-reading them tells whether it committed.
+            moves: dict[str, ObjectId | None] = {}
+
+            def body(unit: Unit) -> T:
+                moves.clear()
+                token = _MOVES.set(moves)
+                try:
+                    return fn(unit)
+                finally:
+                    _MOVES.reset(token)
+
+            def call() -> T:
+                return backend.run_unit(
+                    repo_id,
+                    body,
+                    write=True,
+                    what=op_name,
+                    verify_commit=lambda: backend.refs_match(repo_id, moves),
+                )
 
         result: T = self._store.run(Operation(op_name, self.name, call, write=write, args=args))
         return result
@@ -162,6 +201,9 @@ class Repository:
     def _publish(self, unit: Unit, ref: str, old: ObjectId | None, new: ObjectId | None) -> None:
         event = RefUpdated(self.name, ref, old.hex() if old else None, new.hex() if new else None)
         unit.after_commit(lambda: self._store._publish(event))
+        moves = _MOVES.get()
+        if moves is not None:
+            moves[ref] = new
 
     # writing --------------------------------------------------------------------------
     def commit(
@@ -543,7 +585,9 @@ class Repository:
 
     def verify(self) -> VerifyReport:
         """fsck: recompute every id and check refs, graph and commit index."""
-        return self._run("verify", verify_unit)
+        # An fsck checks what is stored, not what the query-result cache remembers.
+        with uncached():
+            return self._run("verify", verify_unit)
 
 
 def _check_ref_dir_clash(unit: Unit, ref: str) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,11 +14,18 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from govc_db.db.batch import BatchExecutor
+from govc_db.db.cache import QueryCache
+from govc_db.db.cache import install as install_cache
 from govc_db.db.engine import make_engine, normalize_url, safe_url
-from govc_db.db.errors import translating
+from govc_db.db.notify import Listener, connect_kwargs, parse_message
+from govc_db.db.scope import TransactionScope
+from govc_db.db.txn import TransactionManager
 from govc_db.errors import GovcError, InvalidInput, NotFound
 from govc_db.middleware.base import Handler, Middleware, Operation, build_chain, default_stack
 from govc_db.objects import check_repository_name, check_short_ref_name
+from govc_db.perf.manager import PerformanceManager, store_manager
+from govc_db.perf.report import render_report
 from govc_db.settings import Settings
 from govc_db.store.codec import Codec
 from govc_db.store.sql import RepositoryRecord, SqlBackend
@@ -65,13 +74,19 @@ class Store:
                 level=settings.compression_level,
                 min_size=settings.compression_min_size,
             ),
+            txn=TransactionManager.from_settings(self.engine, settings),
+            batch=BatchExecutor.from_settings(self.engine.dialect.name, settings),
         )
         self._pipeline: Handler
         self._middleware: list[Middleware]
         self._pipeline, self._middleware = build_chain(default_stack(settings))
+        self.perf: PerformanceManager = store_manager(self)
         self._subs: list[Subscription] = []
         self._subs_lock = threading.Lock()
         self._closed = False
+        self._listener: Listener | None = None
+        self._listener_lock = threading.Lock()
+        self._wire_cache_and_events(settings)
 
     # lifecycle ------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -89,6 +104,13 @@ class Store:
         """Release every pooled connection; the Store cannot be used afterwards."""
         if not self._closed:
             self._closed = True
+            with self._listener_lock:
+                listener, self._listener = self._listener, None
+            if listener is not None:
+                listener.stop()
+            if self.backend.cache is not None:
+                self.backend.cache.close()
+            self.perf.close()
             self.engine.dispose()
 
     @property
@@ -159,13 +181,126 @@ class Store:
             )
         )
 
+    # transactions ---------------------------------------------------------------------
+    def transaction(
+        self, isolation: str | None = None, readonly: bool = False, retries: int | None = None
+    ) -> TransactionScope:
+        """One database transaction around several calls, as a context manager or decorator.
+
+        ``with store.transaction() as tx:`` -- repository calls inside join it (each as a
+        savepoint) and commit together at the end of the block, or all roll back if it
+        raises; ``tx.connection`` runs your own statements in the same transaction and
+        ``tx.after_commit(callback)`` defers side effects until it committed. A block
+        cannot be re-run, so this form does not retry (``retries`` is ``InvalidInput``
+        here) and a serialization failure or lost connection surfaces as StoreUnavailable.
+
+        ``@store.transaction(retries=5)`` -- each call of the decorated function is one
+        transaction, re-run as a whole (after a jittered backoff) on SQLSTATE 40001/40P01
+        or a connection lost before COMMIT; ``retries`` defaults to
+        ``Settings.retry_attempts - 1``. Keep the function free of outside side effects.
+
+        ``isolation``: None (the server default), ``"READ COMMITTED"``, ``"REPEATABLE
+        READ"`` or ``"SERIALIZABLE"``; SQLite accepts them all and is always serializable.
+        ``readonly=True`` makes writes fail with a GovcError. Transactions nest (inner ones
+        are savepoints and keep the outer one's isolation). Events and other after-commit
+        callbacks run once the outermost transaction committed.
+        """
+        if self._closed:
+            raise GovcError("the store is closed")
+        return TransactionScope(
+            self.backend.txn, isolation=isolation, readonly=readonly, retries=retries
+        )
+
+    # cache and cross-process events -----------------------------------------------------
+    def _wire_cache_and_events(self, settings: Settings) -> None:
+        self.store_id = secrets.token_hex(8)
+        postgres = self.engine.dialect.name == "postgresql"
+        self._notify = postgres and settings.notify_enabled
+        cache: QueryCache | None = None
+        if settings.cache_enabled:
+            database = hashlib.sha256(
+                self._url.render_as_string(hide_password=False).encode()
+            ).hexdigest()
+            cache = QueryCache(
+                max_bytes=settings.cache_max_bytes,
+                ref_ttl=settings.cache_ref_ttl,
+                database=database,
+            )
+            install_cache(self.engine, cache)
+            if postgres:
+                # Other processes' writes are known only through the listener: without
+                # it (off, not yet connected, reconnecting) mutable results are not used.
+                cache.gate = self._listening if self._notify else (lambda: False)
+        self.backend.attach(cache=cache, notify=self._notify, store_id=self.store_id)
+        if cache is not None and self._notify and cache.ref_ttl > 0:
+            self._start_listener()
+
+    @property
+    def cache(self) -> QueryCache | None:
+        """The query-result cache (None when ``Settings.cache_enabled`` is off)."""
+        return self.backend.cache
+
+    @property
+    def listener(self) -> Listener | None:
+        """The LISTEN/NOTIFY listener (PostgreSQL), once started."""
+        return self._listener
+
+    def _start_listener(self) -> None:
+        with self._listener_lock:
+            if self._closed or (self._listener is not None and not self._listener.orphaned):
+                return
+            # In a forked child the parent's thread does not exist: start a new one (the
+            # old object's connection belongs to the parent and is left alone).
+            self._listener = Listener(
+                connect_kwargs(self._url, connect_timeout=self.settings.connect_timeout),
+                on_payload=self._on_payload,
+                on_connect=self._on_listen_change,
+                on_disconnect=self._on_listen_change,
+            )
+            self._listener.start()
+
+    def _listening(self) -> bool:
+        listener = self._listener
+        if listener is None:
+            return False
+        if listener.connected:
+            return True
+        if listener.orphaned and not self._closed:
+            self._start_listener()
+        return False
+
+    def _on_listen_change(self) -> None:
+        # Notifications may have been missed while not listening: forget what they would
+        # have invalidated (runs before "connected" turns true, and after it turned false).
+        cache = self.backend.cache
+        if cache is not None:
+            cache.flush_mutable()
+
+    def _on_payload(self, payload: str) -> None:
+        msg = parse_message(payload)
+        if msg is None:
+            return
+        cache = self.backend.cache
+        if cache is not None:
+            # Our own messages too: harmless twice, and they cover a commit whose
+            # after-commit hooks never ran (its outcome was lost with the connection).
+            if msg.deleted:
+                cache.invalidate_repository(msg.repo_id, msg.repo, peers=False)
+            else:
+                names = None if msg.ref is None else (msg.ref,)
+                cache.invalidate_refs(msg.repo_id, names, peers=False)
+        if msg.store != self.store_id and msg.ref is not None and msg.repo is not None:
+            self._publish(RefUpdated(msg.repo, msg.ref, msg.old, msg.new))
+
     # events ---------------------------------------------------------------------------
     def subscribe(
         self, callback: Callable[[RefUpdated], None], repository: str | None = None
     ) -> Subscription:
         """Deliver :class:`RefUpdated` to ``callback`` after every committed ref move
-        (of ``repository`` only, when given). Callbacks run in the writing thread after the
-        commit; an exception in one is logged and does not affect the write.
+        (of ``repository`` only, when given). Moves made through this Store are delivered
+        in the writing thread after the commit; on PostgreSQL, moves committed by other
+        Stores and processes arrive through LISTEN/NOTIFY in the listener thread. An
+        exception in a callback is logged and does not affect the write.
         """
         if not callable(callback):
             raise InvalidInput("callback must be callable")
@@ -174,6 +309,8 @@ class Store:
         sub = Subscription(callback, repository, self)
         with self._subs_lock:
             self._subs.append(sub)
+        if self._notify:
+            self._start_listener()
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
@@ -192,39 +329,17 @@ class Store:
 
     # metrics --------------------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
-        """Stats of every component: pipeline middleware, pool."""
-        out: dict[str, Any] = {"dialect": self.dialect, "pid": os.getpid()}
-        for mw in self._middleware:
-            out[type(mw).__name__.removesuffix("Middleware").lower()] = mw.get_stats()
-        pool = self.engine.pool
-        status: dict[str, Any] = {"status": pool.status()}
-        for attr in ("size", "checkedout", "overflow", "checkedin"):
-            fn = getattr(pool, attr, None)
-            if callable(fn):
-                with translating("pool stats"):
-                    status[attr] = fn()
-        out["pool"] = status
-        return out
+        """Stats of every component, JSON-serializable: ``dialect``, ``pid``, one key per
+        component (``metrics`` middleware, ``pool``, ``statements``, and the cache, batch
+        executor, transaction manager ... when present), ``api`` (per-operation latency
+        percentiles), ``concurrency`` (operations in flight) and ``memory`` (GC collections
+        and maximum pause, tracemalloc when ``Settings.perf_tracemalloc``).
+        """
+        return {"dialect": self.dialect, "pid": os.getpid(), **self.perf.collect()}
 
     def performance_report(self) -> str:
-        """The metrics as readable text."""
-        m = self.metrics()
-        lines = [f"govc_db performance report ({m['dialect']})"]
-        ops = m.get("metrics", {}).get("operations", {})
-        if ops:
-            lines.append(
-                f"{'operation':<20}{'calls':>8}{'errors':>8}{'p50 ms':>10}{'p95 ms':>10}"
-                f"{'p99 ms':>10}{'max ms':>10}"
-            )
-            for name, s in ops.items():
-                lines.append(
-                    f"{name:<20}{s['calls']:>8}{s['errors']:>8}{s['p50_ms']:>10.2f}"
-                    f"{s['p95_ms']:>10.2f}{s['p99_ms']:>10.2f}{s['max_ms']:>10.2f}"
-                )
-        else:
-            lines.append("(no operations recorded; metrics middleware off or idle)")
-        lines.append(f"pool: {m['pool']['status']}")
-        return "\n".join(lines)
+        """The metrics as readable text, one section per part."""
+        return render_report(self.metrics(), api_source=self.perf.api_source)
 
 
 def open_store(url: str | URL | None = None, settings: Settings | None = None) -> Store:

@@ -9,8 +9,8 @@ not one per tree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Final
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Final, Protocol
 
 from govc_db.errors import GovcError, InvalidInput, NotFound
 from govc_db.objects import MODE_DIR, Blob, ObjectId, Tree, TreeItem, hash_object
@@ -19,6 +19,7 @@ from govc_db.types import File
 
 __all__ = [
     "EMPTY_TREE",
+    "TreeMemo",
     "build_tree",
     "decode_path",
     "encode_path",
@@ -61,6 +62,21 @@ def load_tree(objects: ObjectStore, oid: ObjectId) -> Tree:
     return load_trees(objects, [oid])[oid]
 
 
+class TreeMemo(Protocol):
+    """Parsed trees by id. An ObjectStore may offer one as its ``tree_memo`` attribute
+    (the query-result cache does): parsing costs more than a cached read, and a tree id
+    always names the same tree.
+    """
+
+    def get_trees(self, oids: Sequence[ObjectId]) -> dict[ObjectId, Tree]:
+        """The remembered trees among ``oids``."""
+        ...
+
+    def put_trees(self, trees: Mapping[ObjectId, Tree]) -> None:
+        """Remember parsed trees."""
+        ...
+
+
 def load_trees(objects: ObjectStore, oids: Iterable[ObjectId]) -> dict[ObjectId, Tree]:
     """Read and parse several trees with one ``get_many``; ``GovcError`` as ``load_tree``."""
     wanted = list(dict.fromkeys(oids))
@@ -69,13 +85,21 @@ def load_trees(objects: ObjectStore, oids: Iterable[ObjectId]) -> dict[ObjectId,
     # The empty tree is implicitly known (as in git): it need not be stored to be read.
     if len(fetch) != len(wanted):
         out[EMPTY_TREE] = Tree()
+    memo: TreeMemo | None = getattr(objects, "tree_memo", None)
+    if memo is not None and fetch:
+        out.update(memo.get_trees(fetch))
+        fetch = [o for o in fetch if o not in out]
     if fetch:
         found = objects.get_many(fetch)
+        parsed: dict[ObjectId, Tree] = {}
         for oid in fetch:
             raw = found.get(oid)
             if raw is None:
                 raise GovcError(f"tree {oid.hex()} is missing from the store")
-            out[oid] = _parse_tree(oid, raw)
+            parsed[oid] = _parse_tree(oid, raw)
+        out.update(parsed)
+        if memo is not None:
+            memo.put_trees(parsed)
     return out
 
 

@@ -1,17 +1,20 @@
 """Engine and pool construction from :class:`~govc_db.Settings`, for both dialects.
 
 PostgreSQL uses psycopg 3 behind SQLAlchemy's ``QueuePool`` (LIFO, pre-ping,
-recycle); server-side prepared statements are psycopg's own (``prepare_threshold``).
-SQLite runs in WAL mode with a busy timeout, and write transactions start with
-``BEGIN IMMEDIATE`` so concurrent writers queue on the lock instead of failing
-with "database is locked" when a read transaction tries to upgrade.
+recycle); server-side prepared statements are psycopg's own (``prepare_threshold``,
+see :mod:`govc_db.db.prepared`). SQLite runs in WAL mode with a busy timeout, and write
+transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue on the lock
+instead of failing with "database is locked" when a read transaction tries to upgrade.
+
+Every engine gets a :class:`~govc_db.db.pool.PoolMonitor` (pool counters, disconnect
+classification by SQLSTATE, fork safety) and a
+:class:`~govc_db.db.prepared.StatementMonitor`; look them up with
+:func:`~govc_db.db.pool.pool_monitor` / :func:`~govc_db.db.prepared.statement_monitor`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import weakref
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -19,10 +22,19 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from govc_db.db.pool import READONLY_OPTION, MonitoredQueuePool, install_pool_monitor
+from govc_db.db.prepared import install_statement_monitor
 from govc_db.errors import InvalidInput
 from govc_db.settings import Settings
 
-__all__ = ["WRITE_OPTION", "is_sqlite", "make_engine", "normalize_url", "safe_url"]
+__all__ = [
+    "READONLY_OPTION",
+    "WRITE_OPTION",
+    "is_sqlite",
+    "make_engine",
+    "normalize_url",
+    "safe_url",
+]
 
 log = logging.getLogger("govc_db.db")
 
@@ -65,8 +77,14 @@ def make_engine(url: str | URL, settings: Settings) -> Engine:
     """Create the pooled engine for ``url`` configured by ``settings``."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed, settings)
-    return _postgres_engine(parsed, settings)
+        engine = _sqlite_engine(parsed, settings)
+    else:
+        engine = _postgres_engine(parsed, settings)
+    # The pool monitor also handles fork safety: after fork() the child drops the
+    # parent's pooled connections with dispose(close=False), never using or closing them.
+    pool = install_pool_monitor(engine)
+    install_statement_monitor(engine, settings, pool)
+    return engine
 
 
 def _postgres_engine(url: URL, settings: Settings) -> Engine:
@@ -83,28 +101,10 @@ def _postgres_engine(url: URL, settings: Settings) -> Engine:
         pool_recycle=settings.pool_recycle,
         pool_pre_ping=settings.pool_pre_ping,
         pool_use_lifo=True,
+        poolclass=MonitoredQueuePool,
         connect_args=connect_args,
     )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
-        dbapi_conn.prepared_max = settings.prepared_max
-
-    _dispose_in_child(engine)
     return engine
-
-
-def _dispose_in_child(engine: Engine) -> None:
-    """After fork() the child must not touch the parent's pooled sockets: drop them
-    from the child's pool without closing them (the parent still uses them)."""
-    ref = weakref.ref(engine)
-
-    def after_fork() -> None:
-        eng = ref()
-        if eng is not None:
-            eng.dispose(close=False)
-
-    os.register_at_fork(after_in_child=after_fork)
 
 
 def _sqlite_engine(url: URL, settings: Settings) -> Engine:
@@ -118,6 +118,7 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
             max_overflow=settings.max_overflow,
             pool_timeout=settings.pool_timeout,
             pool_use_lifo=True,
+            poolclass=MonitoredQueuePool,
         )
     else:
         from sqlalchemy.pool import StaticPool
@@ -145,6 +146,4 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
         immediate = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-    if not memory:
-        _dispose_in_child(engine)
     return engine

@@ -12,15 +12,17 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
     Engine,
     Insert,
+    LargeBinary,
     Table,
     and_,
+    any_,
     bindparam,
     delete,
     func,
@@ -34,8 +36,13 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import BindParameter
 
+from govc_db.db.batch import BatchExecutor, Row
+from govc_db.db.cache import TOKEN_KEY, QueryCache, uncached_active
+from govc_db.db.cache_ports import CachedIndex, CachedObjects, CachedRefs
 from govc_db.db.engine import WRITE_OPTION
-from govc_db.db.errors import translate, translating
+from govc_db.db.errors import translating
+from govc_db.db.notify import NOTIFY_STATEMENT, ref_message, repository_deleted_message
+from govc_db.db.txn import Transaction, TransactionManager
 from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound
 from govc_db.models import Base, CommitIndex, CommitParent, CommitPath, ObjectRow, Ref, RefLog
 from govc_db.models import Repository as RepositoryRow
@@ -46,6 +53,8 @@ from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
 __all__ = ["RepositoryRecord", "SqlBackend", "SqlUnit"]
 
 log = logging.getLogger("govc_db.store")
+
+T = TypeVar("T")
 
 T_REPO: Table = RepositoryRow.__table__  # type: ignore[assignment]
 T_OBJ: Table = ObjectRow.__table__  # type: ignore[assignment]
@@ -132,14 +141,6 @@ _COMMIT_COLS = (
     T_COMMIT.c.author_time,
     T_COMMIT.c.committer_time,
 )
-S_IDX_GET = select(*_COMMIT_COLS).where(
-    T_COMMIT.c.repo_id == _R, T_COMMIT.c.oid.in_(bindparam("oids", expanding=True))
-)
-S_PAR_GET = (
-    select(T_PARENT.c.oid, T_PARENT.c.position, T_PARENT.c.parent)
-    .where(T_PARENT.c.repo_id == _R, T_PARENT.c.oid.in_(bindparam("oids", expanding=True)))
-    .order_by(T_PARENT.c.oid, T_PARENT.c.position)
-)
 S_IDX_ALL = select(*_COMMIT_COLS).where(T_COMMIT.c.repo_id == _R)
 S_PAR_ALL = (
     select(T_PARENT.c.oid, T_PARENT.c.position, T_PARENT.c.parent)
@@ -156,6 +157,39 @@ S_PATH_TOUCH = select(T_PATH.c.oid, T_PATH.c.position).where(
 S_PATH_OF = select(T_PATH.c.position, T_PATH.c.path).where(
     T_PATH.c.repo_id == _R, T_PATH.c.oid == bindparam("oid")
 )
+
+# Bulk reads by id (govc_db.db.batch): PostgreSQL binds one bytea[] (``= ANY``), so the
+# statement text is the same for any number of ids and psycopg prepares it; SQLite expands
+# IN lists. The index rows come with their parents in one statement (outer join).
+_OIDS_ANY = any_(bindparam("oids", type_=pg_dialect.ARRAY(LargeBinary)))
+S_OBJ_GET_PG = select(
+    T_OBJ.c.oid, T_OBJ.c.type, T_OBJ.c.size, T_OBJ.c.encoding, T_OBJ.c.data
+).where(T_OBJ.c.repo_id == _R, T_OBJ.c.oid == _OIDS_ANY)
+S_OBJ_HAS_PG = select(T_OBJ.c.oid).where(T_OBJ.c.repo_id == _R, T_OBJ.c.oid == _OIDS_ANY)
+# One id (the commonest read): a plain equality is cheaper to bind than a list on both
+# dialects (measured: about half the time of an expanded IN on SQLite).
+S_OBJ_GET_ONE = select(
+    T_OBJ.c.oid, T_OBJ.c.type, T_OBJ.c.size, T_OBJ.c.encoding, T_OBJ.c.data
+).where(T_OBJ.c.repo_id == _R, T_OBJ.c.oid == bindparam("oid"))
+S_OBJ_HAS_ONE = select(T_OBJ.c.oid).where(T_OBJ.c.repo_id == _R, T_OBJ.c.oid == bindparam("oid"))
+
+
+def _index_with_parents(pg: bool) -> Any:
+    p = T_PARENT.alias("p")
+    match = (
+        T_COMMIT.c.oid == _OIDS_ANY if pg else T_COMMIT.c.oid.in_(bindparam("oids", expanding=True))
+    )
+    return (
+        select(*_COMMIT_COLS, p.c.position, p.c.parent)
+        .select_from(T_COMMIT)
+        .outerjoin(p, and_(p.c.repo_id == T_COMMIT.c.repo_id, p.c.oid == T_COMMIT.c.oid))
+        .where(T_COMMIT.c.repo_id == _R, match)
+        .order_by(T_COMMIT.c.oid, p.c.position)
+    )
+
+
+S_IDX_PAR_GET = _index_with_parents(pg=False)
+S_IDX_PAR_GET_PG = _index_with_parents(pg=True)
 
 
 def _ancestry_statement() -> Any:
@@ -284,13 +318,49 @@ class SqlUnit:
         self.repo_id = repo_id
         self._backend = backend
         self._hooks: list[Callable[[], None]] = []
-        self.objects = SqlObjects(self)
-        self.refs = SqlRefs(self)
-        self.index = SqlIndex(self)
+        self.objects: SqlObjects | CachedObjects = SqlObjects(self)
+        self.refs: SqlRefs | CachedRefs = SqlRefs(self)
+        self.index: SqlIndex | CachedIndex = SqlIndex(self)
+        cache = backend.cache
+        if cache is None or uncached_active():
+            return
+        # The wrappers forward what they do not override (flush, discard ...) to the
+        # SQL stores. A write transaction reads the database for refs (compare-and-swap
+        # must) and hands what it read to the immutable cache only once it committed.
+        write = bool(conn.get_execution_options().get(WRITE_OPTION, False))
+        defer = self.after_commit if write else None
+        self.objects = CachedObjects(self.objects, cache, repo_id, defer)
+        self.index = CachedIndex(self.index, cache, repo_id, defer)
+        if not write:
+            # Taken at checkout, before this transaction's first statement (its snapshot).
+            token = conn.info.get(TOKEN_KEY)
+            self.refs = CachedRefs(
+                self.refs, cache, repo_id, token if isinstance(token, int) else cache.token()
+            )
 
-    def savepoint(self) -> AbstractContextManager[object]:
-        """A SAVEPOINT; rolled back (and the error re-raised) if the block raises."""
-        return self.conn.begin_nested()
+    @contextmanager
+    def savepoint(self) -> Iterator[object]:
+        """A SAVEPOINT; rolled back (and the error re-raised) if the block raises.
+
+        Batched object writes are flushed first, so the rows still buffered when the
+        block raises are exactly the block's own, and are dropped with it; so are the
+        after-commit hooks it registered (events of a ref move that was undone, cache
+        fills of objects that no longer exist).
+        """
+        self.objects.flush("savepoint")
+        hooks = len(self._hooks)
+        with self.conn.begin_nested() as nested:
+            try:
+                yield nested
+            except BaseException:
+                self.objects.discard()
+                del self._hooks[hooks:]
+                raise
+
+    def flush(self) -> None:
+        """Write the batched object rows; the owner of the transaction calls this before
+        COMMIT (or before releasing the savepoint the unit runs in)."""
+        self.objects.flush("commit")
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after this unit's transaction committed."""
@@ -306,11 +376,22 @@ class SqlUnit:
 
 
 class SqlObjects:
-    """ObjectStore over ``govc_objects``."""
+    """ObjectStore over ``govc_objects``; writes go through the unit's object batch."""
 
     def __init__(self, unit: SqlUnit) -> None:
         self._u = unit
         self._codec = unit._backend.codec
+        self._ex = unit._backend.batch
+        self._batch = self._ex.batch(unit.conn)
+        self._pg = self._ex.dialect == "postgresql"
+
+    def flush(self, reason: str) -> None:
+        """Write the pending rows (``reason`` is counted in the batch stats)."""
+        self._batch.flush(reason)
+
+    def discard(self) -> None:
+        """Drop the pending rows (their savepoint rolled back)."""
+        self._batch.discard()
 
     def get(self, oid: ObjectId) -> RawObject:
         """The object; ``NotFound`` if absent."""
@@ -320,13 +401,28 @@ class SqlObjects:
         return found[oid]
 
     def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, RawObject]:
-        """The objects that exist among ``oids``."""
+        """The objects that exist among ``oids``; pending writes answer from the buffer."""
         wanted = list(dict.fromkeys(oids))
         out: dict[ObjectId, RawObject] = {}
-        for chunk in _chunks(wanted):
-            for row in self._u.execute(S_OBJ_GET, {"oids": list(chunk)}):
-                data = self._codec.decode(row.encoding, row.data, row.size)
+        batch = self._batch
+        if batch:
+            rest: list[ObjectId] = []
+            for oid in wanted:
+                hit = batch.get(oid)
+                if hit is None:
+                    rest.append(oid)
+                else:
+                    out[oid] = RawObject(_type_name(hit[0], oid), hit[1])
+            wanted = rest
+        hits = len(out)
+        decode = self._codec.decode
+        statements = 0
+        for stmt, params in self._statements(wanted, S_OBJ_GET_ONE, S_OBJ_GET_PG, S_OBJ_GET):
+            statements += 1
+            for row in self._u.execute(stmt, params):
+                data = decode(row.encoding, row.data, row.size)
                 out[ObjectId(bytes(row.oid))] = RawObject(_type_name(row.type, row.oid), data)
+        self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
         return out
 
     def has(self, oid: ObjectId) -> bool:
@@ -334,49 +430,79 @@ class SqlObjects:
         return bool(self.has_many([oid]))
 
     def has_many(self, oids: Iterable[ObjectId]) -> set[ObjectId]:
-        """The subset of ``oids`` present."""
+        """The subset of ``oids`` present (pending writes included)."""
         wanted = list(dict.fromkeys(oids))
+        batch = self._batch
         out: set[ObjectId] = set()
-        for chunk in _chunks(wanted):
-            out.update(
-                ObjectId(bytes(r[0])) for r in self._u.execute(S_OBJ_HAS, {"oids": list(chunk)})
-            )
+        if batch:
+            out.update(oid for oid in wanted if oid in batch)
+            wanted = [oid for oid in wanted if oid not in out]
+        hits = len(out)
+        statements = 0
+        for stmt, params in self._statements(wanted, S_OBJ_HAS_ONE, S_OBJ_HAS_PG, S_OBJ_HAS):
+            statements += 1
+            out.update(ObjectId(bytes(r[0])) for r in self._u.execute(stmt, params))
+        self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
         return out
+
+    def _statements(
+        self, ids: list[ObjectId], one: Any, pg: Any, lite: Any
+    ) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """The bulk-read statements for ``ids``: one id by equality, else per chunk."""
+        if len(ids) == 1:
+            yield one, {"oid": ids[0]}
+            return
+        many = pg if self._pg else lite
+        for chunk in self._ex.id_chunks(ids):
+            yield many, {"oids": chunk}
 
     def put(self, type_name: bytes, data: bytes) -> ObjectId:
         """Store one object; returns its id."""
         return self.put_many([(type_name, data)])[0]
 
     def put_many(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
-        """Store objects (deduplicated by id); ids in input order."""
+        """Store objects (deduplicated by id); ids in input order.
+
+        With the batch executor on, rows are buffered in the unit and flushed by count or
+        bytes, before prefix/listing reads, savepoints and commit; off, they are written
+        before this returns.
+        """
         ids: list[ObjectId] = []
-        rows: dict[ObjectId, dict[str, Any]] = {}
+        batch = self._batch
+        buffered = self._ex.enabled
+        direct: dict[bytes, Row] = {}
+        repo_id = self._u.repo_id
+        encode = self._codec.encode
+        duplicates = 0
         for type_name, data in objects:
-            if type_name not in TYPE_NUMBERS:
+            number = TYPE_NUMBERS.get(type_name)
+            if number is None:
                 raise GovcError(f"unknown object type {type_name!r}")
+            if type(data) is not bytes:  # a caller's bytearray must not change under us
+                data = bytes(data)
             oid = hash_object(type_name, data)
             ids.append(oid)
-            if oid not in rows:
-                enc, stored = self._codec.encode(data)
-                rows[oid] = {
-                    "repo_id": self._u.repo_id,
-                    "oid": oid,
-                    "type": TYPE_NUMBERS[type_name],
-                    "size": len(data),
-                    "encoding": enc,
-                    "data": stored,
-                }
-        if rows:
-            stmt = self._u._backend.obj_insert
-            batch = list(rows.values())
-            for chunk in _chunks(batch, 200):
-                self._u.conn.execute(stmt, list(chunk))
+            if oid in batch or oid in direct:
+                duplicates += 1
+                continue
+            enc, stored = encode(data)
+            row = (repo_id, oid, number, len(data), enc, stored)
+            if not buffered:
+                direct[oid] = row
+                continue
+            full = batch.add(row, data)
+            if full is not None:
+                batch.flush(full)
+        if direct:
+            batch.write_now(direct.values())
+        self._ex.count_put(objects=len(ids), duplicates=duplicates)
         return ids
 
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
         """Ids starting with ``prefix_hex``; ``InvalidInput`` unless it is 4-40 lowercase hex."""
         if not _PREFIX_RE.fullmatch(prefix_hex) or limit < 1:
             raise InvalidInput(f"not an abbreviated object id: {prefix_hex[:60]!r}")
+        self._batch.flush("read")
         lo = bytes.fromhex(prefix_hex.ljust(40, "0"))
         hi = bytes.fromhex(prefix_hex.ljust(40, "f"))
         rows = self._u.execute(S_OBJ_PREFIX, {"lo": lo, "hi": hi, "lim": limit})
@@ -384,6 +510,7 @@ class SqlObjects:
 
     def iter_ids(self) -> Iterable[tuple[ObjectId, bytes]]:
         """Every (id, type) of this repository."""
+        self._batch.flush("read")
         return [(ObjectId(bytes(r[0])), _type_name(r[1], r[0])) for r in self._u.execute(S_OBJ_ALL)]
 
 
@@ -420,6 +547,20 @@ class SqlRefs:
                 "message": message,
             },
         )
+        self._moved(name, old, new)
+
+    def _moved(self, name: str, old: ObjectId | None, new: ObjectId | None) -> None:
+        """After a successful CAS: forget the cached ref once committed, and tell other
+        processes (PostgreSQL delivers the NOTIFY on commit only, with it, atomically)."""
+        b = self._u._backend
+        repo_id = self._u.repo_id
+        cache = b.cache
+        if cache is not None:
+            self._u.after_commit(lambda: cache.invalidate_refs(repo_id, (name,)))
+        if b.notify_enabled:
+            repo = b.repository_name(self._u.conn, repo_id)
+            payload = ref_message(b.store_id, repo_id, repo, name, old, new)
+            self._u.conn.execute(NOTIFY_STATEMENT, {"payload": payload})
 
     def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId, message: str) -> bool:
         """CAS ``old`` -> ``new``; None as ``old`` means the ref must not exist."""
@@ -532,16 +673,13 @@ class SqlIndex:
         return out
 
     def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, IndexEntry]:
-        """Index rows of ``oids`` that exist."""
+        """Index rows of ``oids`` that exist, with their parents: one statement per chunk."""
         wanted = list(dict.fromkeys(oids))
         out: dict[ObjectId, IndexEntry] = {}
-        for chunk in _chunks(wanted):
-            params = {"oids": list(chunk)}
-            out.update(
-                self._assemble(
-                    self._u.execute(S_IDX_GET, params), self._u.execute(S_PAR_GET, params)
-                )
-            )
+        ex = self._u._backend.batch
+        stmt = S_IDX_PAR_GET_PG if ex.dialect == "postgresql" else S_IDX_PAR_GET
+        for chunk in ex.id_chunks(wanted):
+            out.update(_group_index_rows(self._u.execute(stmt, {"oids": chunk})))
         return out
 
     def ancestry(
@@ -599,6 +737,7 @@ S_REPO_GET = select(T_REPO.c.id, T_REPO.c.name, T_REPO.c.default_branch).where(
     T_REPO.c.name == bindparam("name")
 )
 S_REPO_EXISTS = select(T_REPO.c.id).where(T_REPO.c.id == bindparam("id"))
+S_REPO_NAME = select(T_REPO.c.name).where(T_REPO.c.id == bindparam("id"))
 S_REPO_LIST = select(T_REPO.c.name).order_by(T_REPO.c.name)
 S_REPO_DEL = delete(T_REPO).where(T_REPO.c.id == bindparam("id"))
 S_REPO_COUNT = select(func.count()).select_from(T_REPO)
@@ -611,12 +750,22 @@ class SqlBackend:
     """Owns the engine-facing pieces: units of work and the repository catalog."""
 
     def __init__(
-        self, engine: Engine, codec: Codec, *, clock: Callable[[], float] = time.time
+        self,
+        engine: Engine,
+        codec: Codec,
+        *,
+        clock: Callable[[], float] = time.time,
+        txn: TransactionManager | None = None,
+        batch: BatchExecutor | None = None,
     ) -> None:
         self.engine = engine
         self.codec = codec
         self.clock = clock
+        #: Every unit of work runs through this (retry, savepoints, after-commit hooks).
+        self.txn = txn if txn is not None else TransactionManager(engine)
         self.dialect = engine.dialect.name
+        #: Coalesces object writes and reads ids in bulk (govc_db.db.batch).
+        self.batch = batch if batch is not None else BatchExecutor(self.dialect)
         self.obj_insert = _insert(self.dialect, T_OBJ)
         # add_if_new reads the INSERT's rowcount, which SQLAlchemy keeps only on request.
         self.ref_insert = _insert(self.dialect, T_REF).execution_options(preserve_rowcount=True)
@@ -631,68 +780,201 @@ class SqlBackend:
     ) -> Iterator[SqlUnit]:
         """A transaction scoped to ``repo_id``; commits on success, rolls back on error.
 
-        After-commit hooks run once the transaction committed, outside it.
+        Inside an open transaction (``store.transaction()``) it is a savepoint of that
+        one. It does not retry (a ``with`` block cannot be re-run): :meth:`run_unit` does.
+        After-commit hooks run once the outermost transaction committed, outside it.
         """
-        hooks: list[Callable[[], None]]
-        with translating(what), self.engine.connect() as conn:
-            if write:
-                conn = conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                # A handle may outlive delete_repository (in this or another process).
-                if conn.execute(S_REPO_EXISTS, {"id": repo_id}).first() is None:
-                    raise NotFound("the repository was deleted")
-                u = SqlUnit(conn, repo_id, self)
-                yield u
-            hooks = u._hooks
-        for hook in hooks:
-            try:
-                hook()
-            except Exception:  # a subscriber's failure must not fail a committed write
-                log.exception("after-commit hook failed")
+        with self.txn.begin(write=write, what=what) as tx:
+            u = self._open_unit(tx, repo_id)
+            yield u
+            u.flush()  # batched object rows, before COMMIT / RELEASE
+
+    def run_unit(
+        self,
+        repo_id: int,
+        fn: Callable[[SqlUnit], T],
+        *,
+        write: bool,
+        what: str,
+        verify_commit: Callable[[], bool] | None = None,
+    ) -> T:
+        """``fn(unit)`` in a transaction through the manager: retried as a whole on a
+        serialization failure, deadlock or lost connection; ``verify_commit`` resolves a
+        COMMIT whose outcome was lost with the connection (see :mod:`govc_db.db.txn`).
+        """
+        txn = self.txn
+
+        def body(conn: Connection) -> T:
+            tx = txn.current()
+            assert tx is not None and tx.connection is conn
+            u = self._open_unit(tx, repo_id)
+            out = fn(u)
+            u.flush()  # batched object rows, before COMMIT / RELEASE
+            return out
+
+        return txn.run(body, write=write, what=what, verify_commit=verify_commit)
+
+    def _open_unit(self, tx: Transaction, repo_id: int) -> SqlUnit:
+        # A handle may outlive delete_repository (in this or another process).
+        if not self.repository_exists(tx.connection, repo_id):
+            raise NotFound("the repository was deleted")
+        u = SqlUnit(tx.connection, repo_id, self)
+        # The unit's hooks are the transaction's: they run after the outermost COMMIT,
+        # and are dropped with a rolled-back savepoint or attempt.
+        u._hooks = tx.hooks
+        return u
+
+    def refs_match(self, repo_id: int, expected: Mapping[str, ObjectId | None]) -> bool:
+        """Whether every ref in ``expected`` has that target now (None: absent).
+
+        Read on a new connection, outside any transaction and cache: this is how a
+        COMMIT whose acknowledgement was lost with the connection is resolved. Driver
+        errors propagate untranslated so the transaction manager can classify them.
+        """
+        with self.engine.connect() as conn:
+            for name, want in expected.items():
+                row = conn.execute(S_REF_GET, {"repo_id": repo_id, "name": name}).first()
+                have = None if row is None else bytes(row[0])
+                if have != want:
+                    return False
+        return True
 
     # repository catalog --------------------------------------------------------------
+    #: The query-result cache (:mod:`govc_db.db.cache`); None when it is switched off.
+    cache: QueryCache | None = None
+    #: PostgreSQL with ``Settings.notify_enabled``: ref moves and deletions are announced.
+    notify_enabled: bool = False
+    #: Identifies this Store in its notifications.
+    store_id: str = ""
+    _repo_names: dict[int, str] | None = None
+
+    def attach(self, *, cache: QueryCache | None, notify: bool, store_id: str) -> None:
+        """Wire the Store's cache and notification settings in (once, at Store creation)."""
+        self.cache = cache
+        self.notify_enabled = notify and self.dialect == "postgresql"
+        self.store_id = store_id
+        self._repo_names = {}
+
+    def _remember_name(self, repo_id: int, name: str) -> None:
+        names = self._repo_names
+        if names is not None:
+            if len(names) >= 10_000:  # ids are never reused: forgetting is only a re-read
+                names.clear()
+            names[repo_id] = name
+
+    def repository_name(self, conn: Connection, repo_id: int) -> str | None:
+        """The name of repository ``repo_id`` (for notification payloads), read on ``conn``
+        when not already known."""
+        names = self._repo_names
+        if names is not None and repo_id in names:
+            return names[repo_id]
+        row = conn.execute(S_REPO_NAME, {"id": repo_id}).first()
+        if row is None:
+            return None
+        self._remember_name(repo_id, row[0])
+        return str(row[0])
+
+    def repository_exists(self, conn: Connection, repo_id: int) -> bool:
+        """Whether repository ``repo_id`` exists, checked on ``conn`` at the start of a unit.
+
+        A read unit may answer from the cache (a deletion invalidates it); a write unit
+        always asks the database.
+        """
+        cache = self.cache
+        usable = (
+            cache is not None
+            and not conn.get_execution_options().get(WRITE_OPTION, False)
+            and not uncached_active()
+            and cache.mutable_enabled()
+        )
+        if usable and cache is not None and cache.get_exists(repo_id):
+            return True
+        found = conn.execute(S_REPO_EXISTS, {"id": repo_id}).first() is not None
+        token = conn.info.get(TOKEN_KEY)
+        if found and usable and cache is not None and isinstance(token, int):
+            cache.put_exists(token, repo_id)
+        return found
+
     def get_repository(self, name: str) -> RepositoryRecord | None:
-        """The catalog row of ``name`` or None."""
-        with translating("repository lookup"), self.engine.connect() as conn:
+        """The catalog row of ``name`` or None (absence is never cached)."""
+        cache = self.cache
+        usable = cache is not None and cache.mutable_enabled()
+        if usable and cache is not None:
+            hit = cache.get_repository(name)
+            if isinstance(hit, RepositoryRecord):
+                return hit
+        # begin() so the connection goes back to the pool after a COMMIT: returning it
+        # with a ROLLBACK makes psycopg drop every prepared statement of the connection.
+        with translating("repository lookup"), self.engine.connect() as conn, conn.begin():
+            token = conn.info.get(TOKEN_KEY)
             row = conn.execute(S_REPO_GET, {"name": name}).first()
-        return None if row is None else RepositoryRecord(row.id, row.name, row.default_branch)
+        if row is None:
+            return None
+        rec = RepositoryRecord(row.id, row.name, row.default_branch)
+        self._remember_name(rec.id, rec.name)
+        if usable and cache is not None and isinstance(token, int):
+            cache.put_repository(token, name, rec.id, rec)
+        return rec
 
     def create_repository(self, name: str, default_branch: str) -> RepositoryRecord:
-        """Insert a catalog row; ``AlreadyExists`` if the name is taken."""
-        try:
-            with self.engine.connect() as conn:
-                conn = conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    conn.execute(T_REPO.insert().values(name=name, default_branch=default_branch))
-        except IntegrityError as exc:
-            raise AlreadyExists(f"repository {name!r} already exists") from exc
-        except Exception as exc:
-            raise translate(exc, "create repository") from exc
-        rec = self.get_repository(name)
-        if rec is None:  # deleted concurrently right after creation
-            raise NotFound(f"repository {name!r} not found")
+        """Insert a catalog row; ``AlreadyExists`` if the name is taken.
+
+        Runs through the transaction manager: inside ``store.transaction()`` it joins it.
+        """
+
+        def body(conn: Connection) -> RepositoryRecord:
+            try:
+                conn.execute(T_REPO.insert().values(name=name, default_branch=default_branch))
+            except IntegrityError as exc:
+                raise AlreadyExists(f"repository {name!r} already exists") from exc
+            row = conn.execute(S_REPO_GET, {"name": name}).one()
+            return RepositoryRecord(row.id, row.name, row.default_branch)
+
+        rec = self.txn.run(body, write=True, what="create repository")
+        self._remember_name(rec.id, rec.name)
         return rec
 
     def list_repositories(self) -> list[str]:
         """All repository names, sorted."""
-        with translating("list repositories"), self.engine.connect() as conn:
+        with translating("list repositories"), self.engine.connect() as conn, conn.begin():
             # Sorted in Python: ORDER BY follows the database collation, which varies.
             return sorted(r[0] for r in conn.execute(S_REPO_LIST))
 
     def delete_repository(self, name: str) -> RepositoryRecord:
-        """Delete a repository and every row that belongs to it; ``NotFound`` if absent."""
-        with translating("delete repository"), self.engine.connect() as conn:
-            conn = conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                row = conn.execute(S_REPO_GET, {"name": name}).first()
-                if row is None:
-                    raise NotFound(f"repository {name!r} not found")
-                # Explicit deletes rather than relying on ON DELETE CASCADE, which SQLite
-                # honours only with foreign keys switched on for the connection.
-                for table in _DEPENDENTS:
-                    conn.execute(delete(table).where(table.c.repo_id == row.id))
-                conn.execute(S_REPO_DEL, {"id": row.id})
-        return RepositoryRecord(row.id, row.name, row.default_branch)
+        """Delete a repository and every row that belongs to it; ``NotFound`` if absent.
+
+        Other Stores forget it through NOTIFY (PostgreSQL) or ``data_version`` (SQLite).
+        """
+        deleted: list[int] = []
+
+        def body(conn: Connection) -> RepositoryRecord:
+            deleted.clear()
+            row = conn.execute(S_REPO_GET, {"name": name}).first()
+            if row is None:
+                raise NotFound(f"repository {name!r} not found")
+            # Explicit deletes rather than relying on ON DELETE CASCADE, which SQLite
+            # honours only with foreign keys switched on for the connection.
+            for table in _DEPENDENTS:
+                conn.execute(delete(table).where(table.c.repo_id == row.id))
+            conn.execute(S_REPO_DEL, {"id": row.id})
+            if self.notify_enabled:
+                payload = repository_deleted_message(self.store_id, row.id, row.name)
+                conn.execute(NOTIFY_STATEMENT, {"payload": payload})
+            rec = RepositoryRecord(row.id, row.name, row.default_branch)
+            cache = self.cache
+            tx = self.txn.current()
+            if cache is not None and tx is not None:
+                tx.after_commit(lambda: cache.invalidate_repository(rec.id, rec.name))
+            deleted.append(rec.id)
+            return rec
+
+        def gone() -> bool:  # resolves a COMMIT whose outcome was lost with the connection
+            with self.engine.connect() as conn:
+                return (
+                    bool(deleted) and conn.execute(S_REPO_NAME, {"id": deleted[0]}).first() is None
+                )
+
+        return self.txn.run(body, write=True, what="delete repository", verify_commit=gone)
 
 
 _ = literal_column  # re-exported for extensions building their own statements

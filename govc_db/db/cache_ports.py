@@ -1,0 +1,245 @@
+"""The store's ports answered through the :class:`~govc_db.db.cache.QueryCache`.
+
+:class:`CachedObjects`, :class:`CachedIndex` and :class:`CachedRefs` wrap the SQL
+implementations of the ports of :mod:`govc_db.store.ports` for one unit of work: hits come
+from the cache, misses go to the wrapped store and are remembered. Inside a write
+transaction what was read is remembered only once it committed (``defer`` is the unit's
+``after_commit``), and refs are not wrapped at all: compare-and-swap reads the database.
+Anything a wrapper does not override (the batch executor's ``flush`` ...) is forwarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from govc_db.db.cache import QueryCache
+from govc_db.objects import ObjectId
+
+if TYPE_CHECKING:
+    from govc_db.objects import Tree
+    from govc_db.store.ports import (
+        CommitIndexStore,
+        IndexEntry,
+        ObjectStore,
+        RawObject,
+        RefLogEntry,
+        RefStore,
+    )
+
+__all__ = ["CachedIndex", "CachedObjects", "CachedRefs"]
+
+Defer = Callable[[Callable[[], None]], None]
+
+
+class _Wrapper:
+    """Delegates what it does not override to the wrapped store (extensions included)."""
+
+    def __getattr__(self, name: str) -> Any:
+        inner = self.__dict__.get("_inner")
+        if inner is None:  # not initialized yet (copy, unpickling)
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+
+class _TreeMemo:
+    """Parsed trees by id for ``core.trees.load_trees`` (duck-typed ``tree_memo``)."""
+
+    __slots__ = ("_cache", "_defer", "_repo_id")
+
+    def __init__(self, cache: QueryCache, repo_id: int, defer: Defer | None) -> None:
+        self._cache = cache
+        self._repo_id = repo_id
+        self._defer = defer
+
+    def get_trees(self, oids: Sequence[ObjectId]) -> dict[ObjectId, Tree]:
+        return self._cache.get_trees(self._repo_id, oids)
+
+    def put_trees(self, trees: Mapping[ObjectId, Tree]) -> None:
+        items = list(trees.items())
+        if self._defer is None:
+            self._cache.put_trees(self._repo_id, items)
+        else:
+            self._defer(lambda: self._cache.put_trees(self._repo_id, items))
+
+
+class CachedObjects(_Wrapper):
+    """ObjectStore that answers reads from the cache and remembers what it read.
+
+    Trees are remembered parsed (``tree_memo``), not raw: path lookups go through the
+    memo, and keeping both forms would spend the byte budget twice. ``defer`` (the unit's
+    ``after_commit``) is given inside write transactions.
+    """
+
+    def __init__(
+        self, inner: ObjectStore, cache: QueryCache, repo_id: int, defer: Defer | None
+    ) -> None:
+        self._inner: ObjectStore = inner
+        self._cache = cache
+        self._repo_id = repo_id
+        self._defer = defer
+        self.tree_memo = _TreeMemo(cache, repo_id, defer)
+
+    def _remember(self, found: Mapping[ObjectId, RawObject]) -> None:
+        items = [(oid, raw) for oid, raw in found.items() if raw.type != b"tree"]
+        if not items:
+            return
+        if self._defer is None:
+            self._cache.put_objects(self._repo_id, items)
+        else:
+            self._defer(lambda: self._cache.put_objects(self._repo_id, items))
+
+    def get(self, oid: ObjectId) -> RawObject:
+        """The object; ``NotFound`` from the database when absent."""
+        hit = self._cache.get_objects(self._repo_id, [oid])
+        if oid in hit:
+            return hit[oid]
+        raw = self._inner.get(oid)
+        self._remember({oid: raw})
+        return raw
+
+    def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, RawObject]:
+        """The objects that exist among ``oids``; only misses reach the database."""
+        wanted = list(dict.fromkeys(oids))
+        out = self._cache.get_objects(self._repo_id, wanted)
+        missing = [o for o in wanted if o not in out]
+        if missing:
+            found = self._inner.get_many(missing)
+            self._remember(found)
+            out.update(found)
+        return out
+
+    def has(self, oid: ObjectId) -> bool:
+        """Whether the object exists (a cached object certainly does)."""
+        return self._cache.has_object(self._repo_id, oid) or self._inner.has(oid)
+
+    def has_many(self, oids: Iterable[ObjectId]) -> set[ObjectId]:
+        """The subset of ``oids`` that exists."""
+        wanted = list(dict.fromkeys(oids))
+        known = {o for o in wanted if self._cache.has_object(self._repo_id, o)}
+        rest = [o for o in wanted if o not in known]
+        return known | (self._inner.has_many(rest) if rest else set())
+
+    def put(self, type_name: bytes, data: bytes) -> ObjectId:
+        """Store one object (not cached: it is only known to exist once committed)."""
+        return self._inner.put(type_name, data)
+
+    def put_many(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+        """Store many objects."""
+        return self._inner.put_many(objects)
+
+    def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
+        """Ids starting with ``prefix_hex`` (always the database: new ids may match)."""
+        return self._inner.find_prefix(prefix_hex, limit)
+
+    def iter_ids(self) -> Iterable[tuple[ObjectId, bytes]]:
+        """Every ``(id, type)``."""
+        return self._inner.iter_ids()
+
+
+class CachedIndex(_Wrapper):
+    """CommitIndexStore whose ``get_many`` is answered from the cache where it can."""
+
+    def __init__(
+        self, inner: CommitIndexStore, cache: QueryCache, repo_id: int, defer: Defer | None
+    ) -> None:
+        self._inner: CommitIndexStore = inner
+        self._cache = cache
+        self._repo_id = repo_id
+        self._defer = defer
+
+    def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, IndexEntry]:
+        """Index rows of ``oids`` that exist."""
+        wanted = list(dict.fromkeys(oids))
+        out = self._cache.get_index(self._repo_id, wanted)
+        missing = [o for o in wanted if o not in out]
+        if missing:
+            found = self._inner.get_many(missing)
+            items = list(found.items())
+            if self._defer is None:
+                self._cache.put_index(self._repo_id, items)
+            elif items:
+                self._defer(lambda: self._cache.put_index(self._repo_id, items))
+            out.update(found)
+        return out
+
+    def add(self, entry: IndexEntry, changed: Mapping[int, Iterable[str]]) -> None:
+        """Record a commit."""
+        self._inner.add(entry, changed)
+
+    def ancestry(
+        self, oids: Sequence[ObjectId], min_generation: int = 0
+    ) -> dict[ObjectId, IndexEntry]:
+        """One recursive query (not cached: its result depends on the whole graph walk)."""
+        return self._inner.ancestry(oids, min_generation)
+
+    def touching(self, path: str) -> set[tuple[ObjectId, int]]:
+        """Commits whose changes touch ``path`` (new commits may be added: not cached)."""
+        return self._inner.touching(path)
+
+    def iter_all(self) -> Iterable[IndexEntry]:
+        """Every index row."""
+        return self._inner.iter_all()
+
+    def changed_paths(self, oid: ObjectId) -> dict[int, set[str]]:
+        """Changed paths of one commit."""
+        return self._inner.changed_paths(oid)
+
+
+class CachedRefs(_Wrapper):
+    """RefStore of a read transaction: reads through the mutable cache under ``token``.
+
+    A write through it (not expected in a read transaction, but allowed by the port) turns
+    caching off for the rest of the unit, so it always reads its own writes.
+    """
+
+    def __init__(self, inner: RefStore, cache: QueryCache, repo_id: int, token: int) -> None:
+        self._inner: RefStore = inner
+        self._cache = cache
+        self._repo_id = repo_id
+        self._token = token
+        self._wrote = False
+
+    def _on(self) -> bool:
+        return not self._wrote and self._cache.mutable_enabled()
+
+    def get(self, name: str) -> ObjectId | None:
+        """The ref's target, or None."""
+        if not self._on():
+            return self._inner.get(name)
+        hit, target = self._cache.get_ref(self._repo_id, name)
+        if hit:
+            return target
+        target = self._inner.get(name)
+        self._cache.put_ref(self._token, self._repo_id, name, target)
+        return target
+
+    def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
+        """Refs under ``prefix``."""
+        if not self._on():
+            return self._inner.list_refs(prefix)
+        found = self._cache.get_ref_list(self._repo_id, prefix)
+        if found is not None:
+            return found
+        refs = self._inner.list_refs(prefix)
+        self._cache.put_ref_list(self._token, self._repo_id, prefix, refs)
+        return refs
+
+    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId, message: str) -> bool:
+        """CAS through the database."""
+        self._wrote = True
+        return self._inner.set_if_equals(name, old, new, message)
+
+    def add_if_new(self, name: str, new: ObjectId, message: str) -> bool:
+        """Create through the database."""
+        self._wrote = True
+        return self._inner.add_if_new(name, new, message)
+
+    def remove_if_equals(self, name: str, old: ObjectId | None, message: str) -> bool:
+        """Delete through the database."""
+        self._wrote = True
+        return self._inner.remove_if_equals(name, old, message)
+
+    def reflog(self, name: str) -> list[RefLogEntry]:
+        """The reflog (appended by every move: never cached)."""
+        return self._inner.reflog(name)

@@ -1,0 +1,182 @@
+"""Prepared statements: psycopg's server-side preparation, and statement statistics.
+
+Preparation is psycopg's own (``prepare_threshold`` as a connect argument,
+``prepared_max`` set on each new connection here): a query text executed through the
+extended protocol ``prepare_threshold`` times on one connection is prepared on the
+server and later executions send only its name and parameters. SQLAlchemy produces the
+same text each time because the hot statements are module-level Core constructs
+(``govc_db.store.sql``) that hit its compiled cache. Two things defeat preparation and
+are worth knowing:
+
+* an expanding ``IN (...)`` list gives a different text per list length (``= ANY(:ids)``
+  does not);
+* psycopg discards every prepared statement of a connection on ``ROLLBACK`` (and sends
+  ``DEALLOCATE ALL``), so a read-only transaction should end with COMMIT: one that ends
+  by rollback costs its connection all of them.
+
+``prepare_threshold=None`` switches preparation off. Use it behind a pooler in
+*transaction* or *statement* pooling mode (PgBouncer, pgcat, RDS Proxy ...), where the
+next transaction of the same client connection may run on a server connection that never
+prepared the statement ("prepared statement _pg3_0 does not exist"). PgBouncer >= 1.22
+with ``max_prepared_statements`` > 0 tracks protocol-level prepares itself, and psycopg
+uses protocol-level Parse/Close with libpq >= 17 (the psycopg[binary] wheel bundles one),
+so there it can stay on. Direct connections and session pooling keep it on.
+
+Statement statistics come from SQLAlchemy's dialect-level ``do_execute`` events: each
+execution reports whether its compiled form came from SQLAlchemy's compiled cache.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine.interfaces import CacheStats
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from govc_db.db.pool import PoolMonitor
+from govc_db.settings import Settings
+
+__all__ = ["StatementMonitor", "install_statement_monitor", "statement_monitor"]
+
+_OUTCOME: dict[Any, str] = {
+    CacheStats.CACHE_HIT: "compiled_cache_hits",
+    CacheStats.CACHE_MISS: "compiled_cache_misses",
+}
+
+
+def _prepared_count(dbapi_conn: Any) -> int | None:
+    # psycopg exposes no public count; its PrepareManager keeps the names of the
+    # statements prepared on this connection's server session in ``_names``.
+    names = getattr(getattr(dbapi_conn, "_prepared", None), "_names", None)
+    return len(names) if names is not None else None
+
+
+def _ping_unprepared(dbapi_conn: Any) -> bool:
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(";", prepare=False)
+    finally:
+        cursor.close()
+    return True
+
+
+class StatementMonitor:
+    """Statement executions, compiled-cache outcomes and prepared statements of an engine.
+
+    ``get_stats()``: ``executions``; ``compiled_cache_hits`` / ``compiled_cache_misses``
+    (SQLAlchemy constructs compiled from scratch) / ``uncached`` (driver SQL such as
+    ``exec_driver_sql``, DDL); ``compiled_cache_hit_ratio``; ``compiled_cache_entries``;
+    on PostgreSQL
+    ``server_side_prepare``, ``prepare_threshold``, ``prepared_max`` and
+    ``prepared_statements`` (summed over the pool's open connections).
+    """
+
+    def __init__(self, engine: Engine, settings: Settings, pool: PoolMonitor | None) -> None:
+        self._engine_ref = weakref.ref(engine)
+        self._pool = pool
+        self._postgres = engine.dialect.name == "postgresql"
+        self._threshold = settings.prepare_threshold if self._postgres else None
+        self._max = settings.prepared_max
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._listen(engine)
+
+    def _after_fork_in_child(self) -> None:
+        # The lock may have been held by another thread of the parent at fork time.
+        self._lock = threading.Lock()
+        self._counts = Counter()
+
+    def _listen(self, engine: Engine) -> None:
+        # Dialect-level events only: any Connection-level listener (before_cursor_execute,
+        # rollback ...) switches SQLAlchemy to its event-dispatching execution path, which
+        # measured 8-10 us more per statement here; do_execute costs about 1 us.
+        def count(context: Any) -> None:
+            key = _OUTCOME.get(getattr(context, "cache_hit", None), "uncached")
+            with self._lock:
+                self._counts["executions"] += 1
+                self._counts[key] += 1
+
+        def do_execute(cursor: Any, statement: str, params: Any, context: Any) -> None:
+            count(context)
+
+        def do_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
+            count(context)
+
+        event.listen(engine, "do_execute", do_execute)
+        event.listen(engine, "do_executemany", do_execute)
+        event.listen(engine, "do_execute_no_params", do_execute_no_params)
+        if self._postgres:
+            prepared_max = self._max
+
+            def on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+                # prepare_threshold goes in as a connect argument; prepared_max has none.
+                dbapi_conn.prepared_max = prepared_max
+
+            event.listen(engine, "connect", on_connect)
+            # SQLAlchemy's pre-ping runs ";" (an empty query). With prepare_threshold=0
+            # psycopg would prepare it on the server, then drop it from its own cache
+            # (an empty query is never cached) without deallocating it: one leaked server
+            # statement per checkout. The ping is never worth preparing.
+            engine.dialect.do_ping = _ping_unprepared  # type: ignore[method-assign,assignment]
+
+    def get_stats(self) -> dict[str, Any]:
+        """Execution counters, compiled-cache ratio and prepared-statement counts."""
+        with self._lock:
+            counts = dict(self._counts)
+        hits = counts.get("compiled_cache_hits", 0)
+        misses = counts.get("compiled_cache_misses", 0)
+        out: dict[str, Any] = {
+            "executions": counts.get("executions", 0),
+            "compiled_cache_hits": hits,
+            "compiled_cache_misses": misses,
+            "uncached": counts.get("uncached", 0),
+            "compiled_cache_hit_ratio": hits / (hits + misses) if hits + misses else None,
+            "compiled_cache_entries": self._cache_entries(),
+            "server_side_prepare": self._threshold is not None,
+        }
+        if self._postgres:
+            out["prepare_threshold"] = self._threshold
+            out["prepared_max"] = self._max
+            total = 0
+            conns = self._pool.dbapi_connections() if self._pool is not None else []
+            for conn in conns:
+                total += _prepared_count(conn) or 0
+            out["prepared_statements"] = total
+            out["connections"] = len(conns)
+        return out
+
+    def _cache_entries(self) -> int | None:
+        engine = self._engine_ref()
+        cache = getattr(engine, "_compiled_cache", None)
+        return len(cache) if cache is not None else None
+
+
+_MONITORS: weakref.WeakKeyDictionary[Engine, StatementMonitor] = weakref.WeakKeyDictionary()
+
+
+def _after_fork_in_child() -> None:
+    for monitor in list(_MONITORS.values()):
+        monitor._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def install_statement_monitor(
+    engine: Engine, settings: Settings, pool: PoolMonitor | None = None
+) -> StatementMonitor:
+    """Attach a :class:`StatementMonitor` to ``engine`` (once; later calls return it)."""
+    monitor = _MONITORS.get(engine)
+    if monitor is None:
+        monitor = _MONITORS[engine] = StatementMonitor(engine, settings, pool)
+    return monitor
+
+
+def statement_monitor(engine: Engine) -> StatementMonitor | None:
+    """The monitor attached to ``engine`` by :func:`install_statement_monitor`, if any."""
+    return _MONITORS.get(engine)
