@@ -192,6 +192,26 @@ S_IDX_PAR_GET = _index_with_parents(pg=False)
 S_IDX_PAR_GET_PG = _index_with_parents(pg=True)
 
 
+def _index_rows(c: Any, source: Any) -> Any:
+    """Commit rows of alias ``c`` (joined in ``source``) with their parents, one row per
+    parent, ordered for :func:`_group_index_rows`."""
+    par = T_PARENT.alias("par")
+    return (
+        select(
+            c.c.oid,
+            c.c.tree,
+            c.c.generation,
+            c.c.author_time,
+            c.c.committer_time,
+            par.c.position,
+            par.c.parent,
+        )
+        .select_from(source)
+        .outerjoin(par, and_(par.c.repo_id == c.c.repo_id, par.c.oid == c.c.oid))
+        .order_by(c.c.oid, par.c.position)
+    )
+
+
 def _ancestry_statement() -> Any:
     """``oids`` plus all ancestors with generation >= :min_gen, deduplicated by UNION.
 
@@ -216,21 +236,7 @@ def _ancestry_statement() -> Any:
     )
     anc = start.union(step)
     c = T_COMMIT.alias("c")
-    par = T_PARENT.alias("par")
-    return (
-        select(
-            c.c.oid,
-            c.c.tree,
-            c.c.generation,
-            c.c.author_time,
-            c.c.committer_time,
-            par.c.position,
-            par.c.parent,
-        )
-        .select_from(anc.join(c, and_(c.c.repo_id == anc.c.repo_id, c.c.oid == anc.c.oid)))
-        .outerjoin(par, and_(par.c.repo_id == c.c.repo_id, par.c.oid == c.c.oid))
-        .order_by(c.c.oid, par.c.position)
-    )
+    return _index_rows(c, anc.join(c, and_(c.c.repo_id == anc.c.repo_id, c.c.oid == anc.c.oid)))
 
 
 S_ANCESTRY = _ancestry_statement()
@@ -238,24 +244,10 @@ S_ANCESTRY = _ancestry_statement()
 
 def _window_statement() -> Any:
     c = T_COMMIT.alias("c")
-    par = T_PARENT.alias("par")
-    return (
-        select(
-            c.c.oid,
-            c.c.tree,
-            c.c.generation,
-            c.c.author_time,
-            c.c.committer_time,
-            par.c.position,
-            par.c.parent,
-        )
-        .select_from(c.outerjoin(par, and_(par.c.repo_id == c.c.repo_id, par.c.oid == c.c.oid)))
-        .where(
-            c.c.repo_id == _R,
-            c.c.generation >= bindparam("lo"),
-            c.c.generation <= bindparam("hi"),
-        )
-        .order_by(c.c.oid, par.c.position)
+    return _index_rows(c, c).where(
+        c.c.repo_id == _R,
+        c.c.generation >= bindparam("lo"),
+        c.c.generation <= bindparam("hi"),
     )
 
 
