@@ -38,6 +38,7 @@ from govc_db.db.errors import sqlstate
 
 __all__ = [
     "DISCONNECT_SQLSTATE_PREFIXES",
+    "POOL_COUNTERS",
     "READONLY_OPTION",
     "MonitoredQueuePool",
     "PoolMonitor",
@@ -56,7 +57,8 @@ DISCONNECT_SQLSTATE_PREFIXES = ("08", "57P0", "25006")
 #: connection, not a read-only server after a failover, so it is not a disconnect.
 READONLY_OPTION = "govc_readonly"
 
-_COUNTERS = (
+#: Counter names of the pool stats (the Prometheus collector exports the same).
+POOL_COUNTERS = (
     "checkouts",
     "checkins",
     "connects",
@@ -189,7 +191,7 @@ class PoolMonitor:
     def get_stats(self) -> dict[str, Any]:
         """Counters and the pool's current size, checked-out, checked-in and overflow."""
         with self._lock:
-            out: dict[str, Any] = {key: self._counts[key] for key in _COUNTERS}
+            out: dict[str, Any] = {key: self._counts[key] for key in POOL_COUNTERS}
         engine = self._engine_ref()
         pool = engine.pool if engine is not None else None
         out["pool_class"] = type(pool).__name__ if pool is not None else None

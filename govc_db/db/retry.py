@@ -16,6 +16,7 @@ import psycopg
 from sqlalchemy import exc as sa_exc
 
 from govc_db.db.errors import sqlstate
+from govc_db.db.pool import is_disconnect_sqlstate
 from govc_db.errors import InvalidInput, StoreUnavailable
 
 __all__ = [
@@ -31,9 +32,6 @@ __all__ = [
 MAX_RETRIES = 99
 
 _REASONS = {"40001": "serialization", "40P01": "deadlock"}
-# Connection exceptions (class 08), admin/crash shutdown and "cannot connect now" (57P01-3),
-# and 25006, which a read-write transaction gets from a standby promoted away from it.
-_DISCONNECT_CODES = ("08", "57P01", "57P02", "57P03", "25006")
 _SQLITE_READONLY = 8
 
 
@@ -71,7 +69,7 @@ def is_disconnect(exc: BaseException) -> bool:
         return True
     code = sqlstate(err)
     if code is not None:
-        return code.startswith(_DISCONNECT_CODES)
+        return is_disconnect_sqlstate(code)
     orig = getattr(err, "orig", None)
     # psycopg raises its base OperationalError (no SQLSTATE) only on the client side of a
     # connection failure: refused, reset, closed by the server; ConnectionTimeout likewise.

@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from govc_db.db.pool import POOL_COUNTERS
+
 try:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
     from prometheus_client.registry import Collector, CollectorRegistry
@@ -34,16 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StoreCollector"]
 
-_POOL_COUNTERS = (
-    "checkouts",
-    "checkins",
-    "connects",
-    "invalidations",
-    "soft_invalidations",
-    "disconnects",
-    "connect_failures",
-    "timeouts",
-)
+_POOL_COUNTERS = POOL_COUNTERS
 _POOL_GAUGES = ("size", "checked_out", "checked_in", "overflow", "max_overflow")
 _STATEMENT_COUNTERS = (
     "executions",
