@@ -15,7 +15,7 @@ from govc_db.core.diff import diff_trees
 from govc_db.core.indexing import index_commit
 from govc_db.core.trees import EMPTY_TREE, build_tree
 from govc_db.errors import GovcError, InvalidInput, NotFound, RefConflict
-from govc_db.objects import Commit, ObjectId, Signature, parse_object
+from govc_db.objects import Commit, ObjectId, Signature, hash_object, parse_object
 from govc_db.store.ports import Unit
 from govc_db.types import File
 
@@ -85,23 +85,22 @@ def commit_changes(
     attempt = 0
     while True:
         base_tree = head_tree(unit, head) if head is not None else None
-        try:
-            # Each attempt runs in a savepoint so a lost race leaves no dangling
-            # commit, tree or index rows behind in the transaction.
-            with unit.savepoint():
-                tree = build_tree(unit.objects, base_tree, changes)
-                if not allow_empty and tree == (base_tree or EMPTY_TREE):
-                    raise InvalidInput(
-                        "nothing to commit: the tree equals the parent's (allow_empty=False)"
-                    )
-                commit = Commit(tree, (head,) if head else (), author, committer, message)
-                oid = unit.objects.put(b"commit", commit.serialize())
-                index_commit(unit.objects, unit.index, oid, commit)
-                if not unit.refs.set_if_equals(ref, head, oid, reflog_message):
-                    raise _LostRace
+        # New blobs and trees go first: content-addressed, they are merely unreferenced
+        # (as in git) should the race be lost. The commit object and its index rows are
+        # written only once the branch points at it, so a lost race leaves no commit
+        # behind, and no savepoint (two round trips) is needed.
+        tree = build_tree(unit.objects, base_tree, changes)
+        if not allow_empty and tree == (base_tree or EMPTY_TREE):
+            raise InvalidInput(
+                "nothing to commit: the tree equals the parent's (allow_empty=False)"
+            )
+        commit = Commit(tree, (head,) if head else (), author, committer, message)
+        raw = commit.serialize()
+        oid = hash_object(b"commit", raw)
+        if unit.refs.set_if_equals(ref, head, oid, reflog_message):
+            unit.objects.put(b"commit", raw)
+            index_commit(unit.objects, unit.index, oid, commit)
             return CommitResult(oid, head)
-        except _LostRace:
-            pass
         # Lost the race: someone else moved the branch after we read it.
         current = unit.refs.get(ref)
         if expected_head is not None or current is None:
@@ -114,7 +113,3 @@ def commit_changes(
         if paths_overlap(changes.keys(), theirs):
             raise RefConflict(f"branch {branch!r} moved and the new commits touch the same paths")
         head = current
-
-
-class _LostRace(Exception):
-    """Internal: the compare-and-swap of the branch failed (rolls back the savepoint)."""

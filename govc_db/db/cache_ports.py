@@ -164,8 +164,14 @@ class CachedIndex(_Wrapper):
         return out
 
     def add(self, entry: IndexEntry, changed: Mapping[int, Iterable[str]]) -> None:
-        """Record a commit."""
+        """Record a commit; its row is cached once the transaction commits, so the next
+        commit on the branch finds its parent's row without a query."""
         self._inner.add(entry, changed)
+        items = [(entry.oid, entry)]
+        if self._defer is None:
+            self._cache.put_index(self._repo_id, items)
+        else:
+            self._defer(lambda: self._cache.put_index(self._repo_id, items))
 
     def ancestry(
         self, oids: Sequence[ObjectId], min_generation: int = 0
