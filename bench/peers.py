@@ -8,8 +8,8 @@
   equivalent SQL on the same schema (objects, commit index rows, CAS of the ref, reflog),
   with psycopg pipeline mode on PostgreSQL. They keep their tree in memory and never
   read the database: the floor a writer that knows its own state can reach.
-- :func:`export_repository`, :class:`CatFileBatch`, :func:`git`: git-side tools for the
-  read workloads (an exported copy of the same history, read by the real ``git``).
+- :class:`CatFileBatch`, :func:`git`: git-side tools for the read workloads (on git's
+  copy of the same history, made by ``git fast-import``: see :mod:`bench.history`).
 
 All committers produce byte-identical objects for the same input, so their heads must
 equal ours: the harness checks that, which proves they did the same work.
@@ -21,13 +21,11 @@ import os
 import sqlite3
 import subprocess
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from govc_db import Repository
 from govc_db.objects import (
     MODE_DIR,
     MODE_FILE,
@@ -38,7 +36,6 @@ from govc_db.objects import (
     hash_object,
     tree_sort_key,
 )
-from govc_db.objects.ids import object_header
 from govc_db.store.codec import Codec
 
 __all__ = [
@@ -50,7 +47,6 @@ __all__ = [
     "GitPlumbing",
     "RawPostgres",
     "RawSqlite",
-    "export_repository",
     "git",
     "git_env",
     "signature",
@@ -358,6 +354,10 @@ class RawSql:
     def _write(self, batch: Batch) -> None:
         raise NotImplementedError  # each driver's transaction
 
+    def create_branch(self, name: str) -> None:
+        """A new branch ``refs/heads/<name>`` at the current head (outside the timings)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -411,6 +411,9 @@ class RawPostgres(RawSql):
             if ref.rowcount != 1:
                 raise RuntimeError("raw psycopg: ref moved underneath us")  # rolls back
 
+    def create_branch(self, name: str) -> None:
+        self.conn.execute(INS_REF, (self.repo_id, "refs/heads/" + name, self.head))
+
     def close(self) -> None:
         self.conn.close()
 
@@ -450,6 +453,9 @@ class RawSqlite(RawSql):
             raise
         c.execute("COMMIT")
 
+    def create_branch(self, name: str) -> None:
+        self.conn.execute(_q(INS_REF), (self.repo_id, "refs/heads/" + name, self.head))
+
     def close(self) -> None:
         self.conn.close()
 
@@ -460,37 +466,6 @@ def _q(statement: str) -> str:
 
 
 # -- git-side read tools -------------------------------------------------------------------
-def export_repository(repo: Repository, dest: Path) -> str:
-    """Copy every object and ref of ``repo`` into a new bare git repository, packed and with
-    a commit-graph (as a cloned repository is); return the default branch's head.
-
-    Reads the store below the public API (bench-only) because the API has no bulk export
-    and one ``get_object`` transaction per object would take minutes.
-    """
-    git(Path("/"), "init", "-q", "--bare", "-b", repo.default_branch, str(dest), env=git_env(dest))
-    store: Any = repo._store
-    with store.backend.unit(repo._id) as unit:
-        ids = [oid for oid, _ in unit.objects.iter_ids()]
-        for i in range(0, len(ids), 500):
-            for oid, obj in unit.objects.get_many(ids[i : i + 500]).items():
-                h = oid.hex()
-                path = dest / "objects" / h[:2] / h[2:]
-                path.parent.mkdir(exist_ok=True)
-                path.write_bytes(
-                    zlib.compress(object_header(obj.type, len(obj.data)) + obj.data, 1)
-                )
-        refs: dict[str, ObjectId] = unit.refs.list_refs("refs/")
-    git(
-        dest,
-        "update-ref",
-        "--stdin",
-        input=b"".join(b"create %s %s\n" % (n.encode(), t.hex().encode()) for n, t in refs.items()),
-    )
-    git(dest, "repack", "-a", "-d", "-q")
-    git(dest, "commit-graph", "write", "--reachable", "--changed-paths")
-    return git(dest, "rev-parse", repo.default_branch).decode().strip()
-
-
 class CatFileBatch:
     """One long-running ``git cat-file --batch``; each read is one request/response."""
 

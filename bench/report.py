@@ -30,6 +30,8 @@ __all__ = ["Result", "Stats", "machine_info", "render", "to_json", "to_markdown"
 OK = "ok"
 NOT_SUPPORTED = "not supported"
 FAILED = "failed"
+#: Units of sizes, whose verdict says "smaller"/"larger" instead of "faster"/"slower".
+SIZE_UNITS = frozenset({"B", "KiB", "MiB", "GiB"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ class Result:
     check: bool | None = None
     """Whether our output equalled the peer's (ids, bytes, paths); None if not compared."""
     notes: dict[str, Any] = field(default_factory=dict)
+    target: bool = False
+    """The "peer" is a goal (e.g. 10 ms of GC pause), not a measured contender."""
 
     @property
     def ratio(self) -> float | None:
@@ -103,9 +107,12 @@ class Result:
             return ""
         better = r > 1 if self.higher_is_better else r < 1
         factor = r if r >= 1 else 1 / r
+        if self.target:
+            return "meets the goal" if better or r == 1 else f"misses the goal {factor:.1f}x"
         if factor < 1.05:
             return "on par"
-        return f"ours {factor:.1f}x {'faster' if better else 'slower'}"
+        words = ("smaller", "larger") if self.unit in SIZE_UNITS else ("faster", "slower")
+        return f"ours {factor:.1f}x {words[0] if better else words[1]}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +129,7 @@ class Result:
             "ratio_ours_over_peer": self.ratio,
             "verdict": self.verdict,
             "same_result_as_peer": self.check,
+            "peer_is_target": self.target,
             "notes": self.notes,
         }
 

@@ -1,176 +1,58 @@
-"""The four workloads, each measured side by side with its peers in the same run.
+"""The workloads, each measured side by side with its peers in the same run.
 
 1. one-file commits onto a 1,000-file tree (commits/s) vs git plumbing, dulwich, raw SQL;
 2. log of N commits, whole and path-limited (ms) vs ``git log`` / ``git rev-list``;
-3. reading a file at a revision, cold (new Store) and warm (reads/s) vs ``git cat-file``;
-4. diff of two commits (ms) vs ``git diff-tree -r``.
+3. reading a file at a revision, cold and warm (reads/s) vs ``git cat-file`` and a raw
+   point SELECT (:mod:`bench.reads`);
+4. diff of two commits 1,000 commits apart and adjacent (ms) vs ``git diff-tree -r``;
+5. import of the N-commit history vs ``git fast-import`` (:mod:`bench.history`);
+6. concurrent writers, 1/4/8 processes, own branches and one branch, vs the raw driver
+   (:mod:`bench.writers`);
+7. stored size of the history vs ``git count-objects -v`` after ``git gc``;
+8. peak RSS committing and reading a large file vs git (:mod:`bench.memory`);
+9. the maximum GC pause ``store.metrics()`` reports (seed goal: 10 ms).
 
-Contenders alternate within every repeat (the order rotates), so drift of the machine
-hits ours and the peer alike. Our code is called only through the public API. A
-workload our code cannot run yet (``NotImplementedError``) becomes a "not supported"
-line with the reason, never a silent gap; any other exception becomes "failed".
+Our code is called only through the public API (see each module for the peers' side).
 """
 
 from __future__ import annotations
 
-import gc
-import random
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import govc_db
-from bench.peers import (
-    CatFileBatch,
-    Committer,
-    DulwichCommitter,
-    GitPlumbing,
-    RawSql,
-    export_repository,
-    git,
-    signature,
+from bench.harness import (
+    CHANGELOG,
+    LOG_DIR,
+    T0,
+    Contest,
+    Sizes,
+    Target,
+    changed_path,
+    content,
+    explain,
+    message,
+    result,
+    step,
+    timed_ms,
+    tree,
+    unsupported,
 )
-from bench.report import FAILED, NOT_SUPPORTED, Result, Stats
-from govc_db import Repository, Settings, Store
+from bench.history import History, bench_import, bench_size, build_history
+from bench.memory import bench_gc, bench_memory
+from bench.peers import Committer, DulwichCommitter, GitPlumbing, RawSql, git, signature
+from bench.reads import bench_reads
+from bench.report import Result
+from bench.writers import bench_writers
+from govc_db import Repository, Store
 
-__all__ = ["FULL", "QUICK", "WORKLOADS", "Sizes", "Target", "run_backend"]
+__all__ = ["WORKLOADS", "run_backend"]
 
-T0 = 1_700_000_000
-CHANGELOG = "docs/CHANGELOG.md"
-LOG_DIR = "pkg03"
-
-
-@dataclass(frozen=True, slots=True)
-class Sizes:
-    """How much work each workload does (``--quick`` or the full run)."""
-
-    repeats: int
-    commits: int
-    """Commits per repeat in workload 1 (each contender makes this many)."""
-    history: int
-    """N: commits in the history read by workloads 2-4."""
-    cold_reads: int
-    warm_reads: int
-    calls: int
-    """Timed calls of each contender in workloads 2 and 4 (one sample each)."""
-    tree_files: int = 1000
-
-
-QUICK = Sizes(repeats=3, commits=40, history=1000, cold_reads=20, warm_reads=300, calls=3)
-FULL = Sizes(repeats=5, commits=200, history=5000, cold_reads=60, warm_reads=3000, calls=7)
-
-
-@dataclass(slots=True)
-class Target:
-    """One backend: where our Store lives and how to make the raw-driver peer."""
-
-    backend: str
-    url: str
-    settings: Settings
-    workdir: Path
-    make_raw: Callable[[], RawSql]
-    """Raw SQL peer on its own database with the same (migrated) schema."""
-
-
-# -- the data ------------------------------------------------------------------------------
-def file_path(i: int) -> str:
-    """1,000 files as 10 packages x 10 modules x 10 files (3 trees rewritten per commit)."""
-    return f"pkg{i // 100:02d}/mod{i // 10 % 10}/file{i:04d}.py"
-
-
-def content(path: str, revision: int) -> bytes:
-    """A ~300-byte text file; every revision differs."""
-    head = f"# {path} revision {revision}\n"
-    return (head + "".join(f"value_{j} = {revision * 31 + j}\n" for j in range(16))).encode()
-
-
-def tree(n: int) -> dict[str, bytes]:
-    return {file_path(i): content(file_path(i), 0) for i in range(n)}
-
-
-def message(k: int) -> bytes:
-    return f"bench commit {k}\n".encode()
-
-
-def changed_path(k: int, n: int) -> str:
-    """Commit k's one file: a stride coprime with n visits every file once per n commits."""
-    return file_path(k * 37 % n)
-
-
-def history_path(k: int, n: int) -> str:
-    """Every 10th history commit edits the changelog (for a path-limited log)."""
-    return CHANGELOG if k % 10 == 0 else changed_path(k, n)
-
-
-# -- measuring -----------------------------------------------------------------------------
-@dataclass(slots=True)
-class Contest:
-    """Samples and first failure of each contender."""
-
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    errors: dict[str, BaseException] = field(default_factory=dict)
-
-    def run(
-        self, repeats: int, contenders: Mapping[str, Callable[[], float]], offset: int = 0
-    ) -> Contest:
-        """Call every live contender once per repeat, rotating the order each repeat."""
-        names = list(contenders)
-        for name in names:
-            self.samples.setdefault(name, [])
-        for rep in range(offset, offset + repeats):
-            shift = rep % len(names)
-            for name in names[shift:] + names[:shift]:
-                if name in self.errors:
-                    continue
-                gc.collect()
-                try:
-                    self.samples[name].append(contenders[name]())
-                except Exception as exc:
-                    self.errors[name] = exc
-        return self
-
-    def stats(self, name: str) -> Stats | None:
-        return None if name in self.errors else Stats.of(self.samples.get(name, []))
-
-
-def explain(exc: BaseException) -> tuple[str, str]:
-    """(status, reason): NotImplementedError anywhere in the cause chain is "not supported"."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, NotImplementedError):
-            frames = traceback.extract_tb(seen.__traceback__)
-            where = f"{Path(frames[-1].filename).name}:{frames[-1].name}" if frames else "?"
-            return NOT_SUPPORTED, f"{where} not implemented yet"
-        seen = seen.__cause__ or seen.__context__
-    return FAILED, f"{type(exc).__name__}: {exc}"[:160]
-
-
-def result(
-    base: Result, ours: str, peer: str, contest: Contest, check: bool | None = None
-) -> Result:
-    """Fill ``base`` (workload, case, units, peer) from a finished contest."""
-    base.ours, base.theirs = contest.stats(ours), contest.stats(peer)
-    if ours in contest.errors:
-        base.status, base.reason = explain(contest.errors[ours])
-    if peer in contest.errors:
-        base.notes["peer_error"] = explain(contest.errors[peer])[1]
-    base.check = check if base.ours is not None and base.theirs is not None else None
-    return base
-
-
-def unsupported(base: Result, exc: BaseException) -> Result:
-    base.status, base.reason = explain(exc)
-    return base
-
-
-def timed_ms(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1000
+#: Selectable with ``--workload``; the GC pause line is always reported.
+WORKLOADS = ("commit", "log", "read", "diff", "import", "writers", "size", "memory")
+NEEDS_HISTORY = frozenset({"log", "read", "diff", "import", "size"})
 
 
 # -- 1. commits ----------------------------------------------------------------------------
@@ -202,7 +84,7 @@ def bench_commits(t: Target, sizes: Sizes, store: Store) -> list[Result]:
     makers: list[tuple[str, Callable[[], Committer]]] = [
         (GitPlumbing.name, lambda: GitPlumbing(t.workdir / "plumbing")),
         (DulwichCommitter.name, lambda: DulwichCommitter(t.workdir / "dulwich")),
-        (RawSql.name, t.make_raw),
+        (RawSql.name, partial(t.make_raw, "commits")),
     ]
     contest = Contest()
     committers: dict[str, Committer] = {ours.name: ours}
@@ -256,47 +138,7 @@ def bench_commits(t: Target, sizes: Sizes, store: Store) -> list[Result]:
     return out
 
 
-# -- 2-4. the history ----------------------------------------------------------------------
-@dataclass(slots=True)
-class History:
-    repo: Repository
-    commits: list[str]
-    git_dir: Path
-    notes: dict[str, Any]
-
-
-def build_history(t: Target, sizes: Sizes, store: Store) -> History:
-    """N one-file commits through our API, then an exported copy for git."""
-    repo = store.create_repository("history")
-    files = tree(sizes.tree_files)
-    files[CHANGELOG] = content(CHANGELOG, 0)
-    t0 = time.perf_counter()
-    ids = [repo.commit("main", files, message="initial import\n", author=signature(T0))]
-    for k in range(1, sizes.history + 1):
-        path = history_path(k, sizes.tree_files)
-        ids.append(
-            repo.commit(
-                "main",
-                {path: content(path, k)},
-                message=message(k).decode(),
-                author=signature(T0 + k),
-            )
-        )
-    built = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    head = export_repository(repo, t.workdir / "history.git")
-    exported = time.perf_counter() - t1
-    if head != ids[-1]:
-        raise RuntimeError(f"exported head {head} != ours {ids[-1]}")
-    notes = {
-        "history_commits": sizes.history,
-        "history_build_s": round(built, 2),
-        "history_build_commits_per_s": round(sizes.history / built, 1),
-        "export_s": round(exported, 2),
-    }
-    return History(repo, ids, t.workdir / "history.git", notes)
-
-
+# -- 2. log, 4. diff -----------------------------------------------------------------------
 def compare_calls(
     repeats: int,
     ours: Callable[[], Any],
@@ -373,72 +215,6 @@ def bench_log(t: Target, sizes: Sizes, h: History | BaseException) -> list[Resul
     return out
 
 
-def read_pairs(h: History, count: int, files: int) -> list[tuple[str, str]]:
-    rng = random.Random(20240601)
-    return [(rng.choice(h.commits), file_path(rng.randrange(files))) for _ in range(count)]
-
-
-def bench_reads(t: Target, sizes: Sizes, h: History | BaseException) -> list[Result]:
-    cold_case = "cold: new Store per read (engine, connection, lookup)"
-    warm_case = f"warm: {sizes.warm_reads} reads, same Store"
-    bases = {
-        "cold_proc": Result(
-            "3 read", cold_case, t.backend, "reads/s", True, "git cat-file blob (process per read)"
-        ),
-        "cold_batch": Result(
-            "3 read", cold_case, t.backend, "reads/s", True, "git cat-file --batch (long-running)"
-        ),
-        "warm_batch": Result(
-            "3 read", warm_case, t.backend, "reads/s", True, "git cat-file --batch (long-running)"
-        ),
-    }
-    if isinstance(h, BaseException):
-        return [unsupported(b, h) for b in bases.values()]
-    repo, gdir = h.repo, h.git_dir
-    pairs = read_pairs(h, max(sizes.cold_reads, 50), sizes.tree_files)
-    cold = pairs[: sizes.cold_reads]
-    warm = [pairs[i % 50] for i in range(sizes.warm_reads)]
-    batch = CatFileBatch(gdir)
-    try:
-        check: bool | None
-        try:
-            check = all(repo.read(r, p) == batch.read(r, p) for r, p in pairs[:50])
-        except Exception:
-            check = None
-
-        def rate(reads: Sequence[tuple[str, str]], fn: Callable[[str, str], Any]) -> float:
-            t0 = time.perf_counter()
-            for r, p in reads:
-                fn(r, p)
-            return len(reads) / (time.perf_counter() - t0)
-
-        def cold_ours(r: str, p: str) -> bytes:
-            with govc_db.open(t.url, settings=t.settings) as s:
-                return s.repository(h.repo.name).read(r, p)
-
-        cold_contest = Contest().run(
-            sizes.repeats,
-            {
-                "ours": lambda: rate(cold, cold_ours),
-                "proc": lambda: rate(cold, lambda r, p: git(gdir, "cat-file", "blob", f"{r}:{p}")),
-                "batch": lambda: rate(cold, batch.read),
-            },
-        )
-        warm_contest = Contest().run(
-            sizes.repeats,
-            {"ours": lambda: rate(warm, repo.read), "batch": lambda: rate(warm, batch.read)},
-        )
-    finally:
-        batch.close()
-    for key, b in bases.items():
-        b.notes["distinct_pairs"] = len(cold) if key.startswith("cold") else 50
-    return [
-        result(bases["cold_proc"], "ours", "proc", cold_contest, check),
-        result(bases["cold_batch"], "ours", "batch", cold_contest, check),
-        result(bases["warm_batch"], "ours", "batch", warm_contest, check),
-    ]
-
-
 def _diff_rows(out: bytes) -> list[tuple[str, str, str]]:
     rows = []
     for line in out.decode().splitlines():
@@ -454,17 +230,20 @@ def _diff(repo: Repository, a: str, b: str) -> list[tuple[str, str, str]]:
 
 def bench_diff(t: Target, sizes: Sizes, h: History | BaseException) -> list[Result]:
     peer = "git diff-tree -r"
+    n = sizes.history
+    apart = min(1000, n)
+    cases = [
+        (f"{apart:,} commits apart (commit {n - apart:,} vs commit {n:,})", n - apart, n),
+        ("adjacent (HEAD~1 vs HEAD)", n - 1, n),
+    ]
     if isinstance(h, BaseException):
         return [
             unsupported(Result("4 diff", case, t.backend, "ms", False, peer), h)
-            for case in ("far apart", "adjacent")
+            for case, _, _ in cases
         ]
     out: list[Result] = []
-    n = len(h.commits) - 1
-    for case, old, new in (
-        (f"far apart (commit 1 vs commit {n})", h.commits[1], h.commits[-1]),
-        ("adjacent (HEAD~1 vs HEAD)", h.commits[-2], h.commits[-1]),
-    ):
+    for case, i, j in cases:
+        old, new = h.commits[i], h.commits[j]
         base = Result("4 diff", case, t.backend, "ms", False, peer)
         contest, checks, mine = compare_calls(
             sizes.calls,
@@ -478,32 +257,62 @@ def bench_diff(t: Target, sizes: Sizes, h: History | BaseException) -> list[Resu
     return out
 
 
-WORKLOADS = ("commit", "log", "read", "diff")
+def _guarded(name: str, t: Target, fn: Callable[[], list[Result]]) -> list[Result]:
+    """The workload's lines; one "failed" line if it broke outside any measurement
+    (a harness or peer setup error), so a workload is never silently missing.
+    """
+    try:
+        return fn()
+    except Exception as exc:
+        line = Result(
+            f"{WORKLOADS.index(name) + 1} {name}", "(the whole workload)", t.backend, "-", True, "-"
+        )
+        return [unsupported(line, exc)]
 
 
 def run_backend(
     t: Target, sizes: Sizes, which: Sequence[str], progress: Callable[[str], None]
 ) -> Iterator[Result]:
-    """Every chosen workload on one backend, in order; yields results as they finish."""
+    """Every chosen workload on one backend; yields results as they finish.
+
+    The history is imported first, into an empty database, so its stored size is the
+    history's alone; the workloads that write more come after the readers.
+    """
     with govc_db.open(t.url, settings=t.settings) as store:
         store.upgrade()
+        if NEEDS_HISTORY & set(which):
+            progress(f"[{t.backend}] 5 import: {sizes.history:,} commits, ours and git fast-import")
+            history: History | BaseException
+            try:
+                with step("import"):
+                    history = build_history(t, sizes, store)
+                progress(f"[{t.backend}] history: {history.notes}")
+            except Exception as exc:
+                history = exc
+                progress(f"[{t.backend}] history setup: {explain(exc)[1]}")
+            steps: list[tuple[str, Callable[[Target, Sizes, Any], list[Result]]]] = [
+                ("size", bench_size),
+                ("import", bench_import),
+                ("log", bench_log),
+                ("read", bench_reads),
+                ("diff", bench_diff),
+            ]
+            for name, fn in steps:
+                if name in which:
+                    progress(f"[{t.backend}] {name}")
+                    with step(name):
+                        yield from _guarded(name, t, partial(fn, t, sizes, history))
         if "commit" in which:
             progress(f"[{t.backend}] 1 commit: ours, git plumbing, dulwich, raw SQL")
-            yield from bench_commits(t, sizes, store)
-        if not {"log", "read", "diff"} & set(which):
-            return
-        progress(f"[{t.backend}] building a {sizes.history:,}-commit history and its git copy")
-        history: History | BaseException
-        try:
-            history = build_history(t, sizes, store)
-            progress(f"[{t.backend}] history: {history.notes}")
-        except Exception as exc:
-            history = exc
-            progress(f"[{t.backend}] history setup: {explain(exc)[1]}")
-        for name, fn in (("log", bench_log), ("read", bench_reads), ("diff", bench_diff)):
-            if name in which:
-                progress(f"[{t.backend}] {name}")
-                for r in fn(t, sizes, history):
-                    if not isinstance(history, BaseException):
-                        r.notes.update(history.notes)
-                    yield r
+            with step("commit"):
+                yield from _guarded("commit", t, lambda: bench_commits(t, sizes, store))
+        writer_gc: list[dict[str, Any]] = []
+        if "writers" in which:
+            progress(f"[{t.backend}] 6 writers: 1, 4 and 8 processes, ours and raw")
+            with step("writers"):
+                yield from _guarded("writers", t, lambda: bench_writers(t, sizes, store, writer_gc))
+        if "memory" in which:
+            progress(f"[{t.backend}] 8 memory: peak RSS of a {sizes.big_file >> 20} MiB file")
+            with step("memory"):
+                yield from _guarded("memory", t, lambda: bench_memory(t, sizes))
+        yield from bench_gc(t, store, writer_gc)
