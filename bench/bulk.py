@@ -166,11 +166,7 @@ def bulk(url: str, rows: int, size: int, repeats: int) -> dict[str, float]:
     """Median rows/s of each contender writing ``rows`` objects in one transaction."""
     settings = Settings()
     objects = make_objects(rows, size)
-    codec = Codec(
-        method=settings.compression,
-        level=settings.compression_level,
-        min_size=settings.compression_min_size,
-    )
+    codec = Codec.from_settings(settings)
     with (
         govc_db.open(url, settings=settings) as ours,
         govc_db.open(url, settings=settings.replace(batch_enabled=False)) as off,
@@ -205,11 +201,7 @@ def small(url: str, txns: int, per_txn: int, repeats: int) -> dict[str, float]:
     settings = Settings()
     objects = make_objects(txns * per_txn, 300, seed=2)
     groups = [objects[i : i + per_txn] for i in range(0, len(objects), per_txn)]
-    codec = Codec(
-        method=settings.compression,
-        level=settings.compression_level,
-        min_size=settings.compression_min_size,
-    )
+    codec = Codec.from_settings(settings)
     with (
         govc_db.open(url, settings=settings) as ours,
         govc_db.open(url, settings=settings.replace(batch_enabled=False)) as off,

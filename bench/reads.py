@@ -97,11 +97,7 @@ def bench_reads(t: Target, sizes: Sizes, h: History | BaseException) -> list[Res
     warm_case = f"warm: {sizes.warm_reads} reads at commit ids, same Store"
     branch_case = f"warm: {sizes.warm_reads} reads at branch main, same Store"
     batch_peer = "git cat-file --batch (long-running)"
-    codec = Codec(
-        method=t.settings.compression,
-        level=t.settings.compression_level,
-        min_size=t.settings.compression_min_size,
-    )
+    codec = Codec.from_settings(t.settings)
 
     def line(case: str, peer: str) -> Result:
         return Result("3 read", case, t.backend, "reads/s", True, peer)

@@ -41,11 +41,7 @@ def libpq(url: str) -> str:
 
 def _codec(settings: Settings) -> Codec:
     """The codec our Store uses, so the raw peer stores identical rows."""
-    return Codec(
-        method=settings.compression,
-        level=settings.compression_level,
-        min_size=settings.compression_min_size,
-    )
+    return Codec.from_settings(settings)
 
 
 def _migrator(url: str, settings: Settings) -> Callable[[], None]:

@@ -217,11 +217,7 @@ def _worker(index: int, config: Config, pipe: Connection) -> None:
     import govc_db
     from govc_db.errors import RefConflict
 
-    codec = Codec(
-        method=config.settings.compression,
-        level=config.settings.compression_level,
-        min_size=config.settings.compression_min_size,
-    )
+    codec = Codec.from_settings(config.settings)
     store = govc_db.open(config.ours_url, settings=config.settings)
     repo = store.repository(REPO)
     repo.branches()  # connected and warm before the first window

@@ -69,11 +69,7 @@ class Store:
         self.engine = make_engine(self._url, settings)
         self.backend = SqlBackend(
             self.engine,
-            Codec(
-                method=settings.compression,
-                level=settings.compression_level,
-                min_size=settings.compression_min_size,
-            ),
+            Codec.from_settings(settings),
             txn=TransactionManager.from_settings(self.engine, settings),
             batch=BatchExecutor.from_settings(self.engine.dialect.name, settings),
         )

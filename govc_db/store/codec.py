@@ -9,6 +9,7 @@ from typing import Final
 import zstandard
 
 from govc_db.errors import GovcError
+from govc_db.settings import Settings
 
 __all__ = ["ENC_RAW", "ENC_ZLIB", "ENC_ZSTD", "Codec"]
 
@@ -30,6 +31,15 @@ class Codec:
         self.min_size = min_size
         # zstd contexts are not thread-safe; keep one per thread.
         self._local = threading.local()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Codec:
+        """The codec ``settings`` ask for (compression, level, minimum size)."""
+        return cls(
+            method=settings.compression,
+            level=settings.compression_level,
+            min_size=settings.compression_min_size,
+        )
 
     def _zstd_c(self) -> zstandard.ZstdCompressor:
         c: zstandard.ZstdCompressor | None = getattr(self._local, "c", None)
