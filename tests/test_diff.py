@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from _export import export_repository, git
+from _spies import CountingObjects
 
 from govc_db import File, Repository, Signature, Store
 from govc_db.core.diff import diff_trees
@@ -27,7 +28,7 @@ from govc_db.objects import (
     hash_object,
     hex_to_oid,
 )
-from govc_db.store.ports import ObjectStore, RawObject
+from govc_db.store.ports import ObjectStore
 
 SIG = Signature("Grace Hopper", "grace@example.com", 1700000000, -300)
 ZERO = "0" * 40
@@ -292,44 +293,6 @@ def test_gitlink_changes_match_git(repo: Repository, tmp_path: Path) -> None:
     ]
 
 
-class CountingObjects:
-    """A spy around the real ObjectStore counting reads."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-        self.calls = 0
-        self.ids: list[ObjectId] = []
-
-    def get(self, oid: ObjectId) -> RawObject:
-        self.calls += 1
-        self.ids.append(oid)
-        return self.inner.get(oid)
-
-    def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, RawObject]:
-        wanted = list(oids)
-        self.calls += 1
-        self.ids.extend(wanted)
-        return self.inner.get_many(wanted)
-
-    def has(self, oid: ObjectId) -> bool:
-        return self.inner.has(oid)
-
-    def has_many(self, oids: Iterable[ObjectId]) -> set[ObjectId]:
-        return self.inner.has_many(oids)
-
-    def put(self, type_name: bytes, data: bytes) -> ObjectId:
-        return self.inner.put(type_name, data)
-
-    def put_many(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
-        return self.inner.put_many(objects)
-
-    def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
-        return self.inner.find_prefix(prefix_hex, limit)
-
-    def iter_ids(self) -> Iterable[tuple[ObjectId, bytes]]:
-        return self.inner.iter_ids()
-
-
 def test_diff_descends_only_into_changed_subtrees(repo: Repository) -> None:
     files = {f"d{i}/s{j}/f": f"{i}{j}".encode() for i in range(8) for j in range(4)}
     c0 = repo.commit("main", files, message="wide\n", author=SIG)
@@ -342,5 +305,5 @@ def test_diff_descends_only_into_changed_subtrees(repo: Repository) -> None:
         spy = CountingObjects(unit.objects)
         changes = diff_trees(spy, t0, t1)
     assert [c.path for c in changes] == ["d3/s2/f", "d5/s0/f"]
-    assert spy.calls == 3  # one get_many per depth
-    assert len(spy.ids) == 2 + 4 + 4  # both roots, d3 and d5 on each side, then s-level
+    assert spy.read_calls == 3  # one get_many per depth
+    assert len(spy.read_ids) == 2 + 4 + 4  # both roots, d3 and d5 on each side, then s-level

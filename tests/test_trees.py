@@ -7,13 +7,14 @@ real ObjectStore of a unit (no database mock).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from _export import export_repository, git
 from _git import GitRepo
+from _spies import CountingObjects
 
 from govc_db import File, GovcError, InvalidInput, NotFound, Repository, Signature, Store
 from govc_db.core.trees import (
@@ -25,7 +26,6 @@ from govc_db.core.trees import (
     walk_files,
 )
 from govc_db.objects import ObjectId, hex_to_oid
-from govc_db.store.ports import ObjectStore, RawObject
 
 SIG = Signature("Ada Lovelace", "ada@example.com", 1700000000, 120)
 EMPTY_TREE_HEX = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -246,49 +246,6 @@ def test_identical_content_at_many_paths_is_stored_once(repo: Repository) -> Non
 
 
 # -- the core against a counting spy -------------------------------------------------------
-
-
-class CountingObjects:
-    """A spy around a real ObjectStore: records what is read and written."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-        self.read_calls = 0
-        self.read_ids: list[ObjectId] = []
-        self.put_calls = 0
-        self.written: list[tuple[bytes, bytes]] = []
-
-    def get(self, oid: ObjectId) -> RawObject:
-        self.read_calls += 1
-        self.read_ids.append(oid)
-        return self.inner.get(oid)
-
-    def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, RawObject]:
-        wanted = list(oids)
-        self.read_calls += 1
-        self.read_ids.extend(wanted)
-        return self.inner.get_many(wanted)
-
-    def has(self, oid: ObjectId) -> bool:
-        return self.inner.has(oid)
-
-    def has_many(self, oids: Iterable[ObjectId]) -> set[ObjectId]:
-        return self.inner.has_many(oids)
-
-    def put(self, type_name: bytes, data: bytes) -> ObjectId:
-        return self.put_many([(type_name, data)])[0]
-
-    def put_many(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
-        batch = list(objects)
-        self.put_calls += 1
-        self.written.extend(batch)
-        return self.inner.put_many(batch)
-
-    def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
-        return self.inner.find_prefix(prefix_hex, limit)
-
-    def iter_ids(self) -> Iterable[tuple[ObjectId, bytes]]:
-        return self.inner.iter_ids()
 
 
 WIDE = {
