@@ -92,7 +92,15 @@ class Settings:
     pool_recycle: float = 1800.0
     """Seconds after which a pooled connection is replaced (-1 disables)."""
     pool_pre_ping: bool = True
-    """Check a connection with a cheap round trip before handing it out."""
+    """Check a connection with a cheap round trip before handing it out, when it has been
+    idle in the pool for longer than ``pool_pre_ping_idle``."""
+    pool_pre_ping_idle: float = 1.0
+    """Seconds a pooled connection may sit idle and still be handed out without a ping;
+    0 pings at every checkout. A connection lost while in use is not the ping's job: the
+    transaction manager re-runs the unit on a fresh connection (a lost COMMIT is resolved
+    by re-reading the refs). So the ping only has to catch connections that died while idle
+    (server restart, idle timeout, failover); a connection used within the last second
+    almost never has, and skipping its ping saves a round trip per transaction."""
     connect_timeout: float = 10.0
     """Seconds allowed to establish one database connection."""
     sqlite_busy_timeout: float = 30.0
@@ -135,6 +143,12 @@ class Settings:
     batch_enabled: bool = True
     """Batch executor on or off: coalesce a unit's object writes and flush them in bulk
     (COPY on PostgreSQL). Off: every put_many is written at once with executemany."""
+    write_pipeline: bool = True
+    """Speculative commits: a commit assumes its branch is where this Store last moved it
+    (or where the cache says), queues its writes and sends them together -- one round trip
+    on PostgreSQL (psycopg pipeline mode) plus COMMIT -- and checks the compare-and-swap
+    there; if the branch had moved, it rolls back and runs again the plain way, reading
+    every ref first. Off: always the plain way."""
     batch_max_rows: int = 1000
     """Object writes are flushed after this many rows."""
     batch_max_bytes: int = 8 * 1024 * 1024
@@ -178,6 +192,7 @@ class Settings:
         _check_range("pool_size", self.pool_size, 1, 1000)
         _check_range("max_overflow", self.max_overflow, 0, 1000)
         _check_range("pool_timeout", self.pool_timeout, 0.0)
+        _check_range("pool_pre_ping_idle", self.pool_pre_ping_idle, 0.0)
         if self.pool_recycle != -1:
             _check_range("pool_recycle", self.pool_recycle, 1.0)
         _check_range("connect_timeout", self.connect_timeout, 0.1)

@@ -16,7 +16,8 @@ from _export import export_repository, git
 
 import govc_db
 from govc_db import Settings, Store
-from govc_db.db.batch import COPY_MIN_ROWS, BatchExecutor, _wrap_driver_error
+from govc_db.db.batch import COPY_MIN_ROWS, BatchExecutor
+from govc_db.db.pipeline import wrap_driver_error
 from govc_db.errors import GovcError
 from govc_db.models import ObjectRow
 from govc_db.objects import ObjectId, hash_object
@@ -400,7 +401,7 @@ def test_copy_on_a_lost_connection_invalidates_it(pg_url: str) -> None:
                 cur.copy("COPY govc_objects FROM STDIN") as copy,
             ):
                 copy.write_row((1,))
-            wrapped = _wrap_driver_error(conn, info.value)
+            wrapped = wrap_driver_error(conn, info.value, "COPY (object batch)")
             assert isinstance(wrapped, sa.exc.DBAPIError)
             assert wrapped.connection_invalidated
             assert conn.invalidated
@@ -415,7 +416,7 @@ def test_executor_settings_and_stats_shape() -> None:
     assert (ex.enabled, ex.max_rows, ex.max_bytes) == (False, 7, 99)
     s = ex.get_stats()
     assert set(s["flushes"]) == {"count", "bytes", "read", "savepoint", "commit", "direct"}
-    assert set(s["strategies"]) == {"copy", "executemany"}
+    assert set(s["strategies"]) == {"copy", "executemany", "pipeline"}
     assert s["batches"] == s["rows"] == s["bytes"] == 0
     with pytest.raises(ValueError):
         Settings(batch_enabled=1)  # type: ignore[arg-type]

@@ -143,7 +143,14 @@ class Repository:
 
     # plumbing -------------------------------------------------------------------------
     def _run(
-        self, op_name: str, fn: Callable[[Unit], T], /, *, write: bool = False, **args: Any
+        self,
+        op_name: str,
+        fn: Callable[[Unit], T],
+        /,
+        *,
+        write: bool = False,
+        speculative: bool = False,
+        **args: Any,
     ) -> T:
         backend = self._store.backend
         repo_id = self._id
@@ -182,6 +189,7 @@ class Repository:
                     write=True,
                     what=op_name,
                     verify_commit=lambda: backend.refs_match(repo_id, moves),
+                    speculative=speculative,
                 )
 
         result: T = self._store.run(Operation(op_name, self.name, call, write=write, args=args))
@@ -242,7 +250,9 @@ class Repository:
             self._publish(unit, "refs/heads/" + branch, result.old_head, result.oid)
             return result.oid.hex()
 
-        return self._run("commit", work, write=True, branch=branch, paths=len(normalized))
+        return self._run(
+            "commit", work, write=True, speculative=True, branch=branch, paths=len(normalized)
+        )
 
     def changes(
         self,

@@ -73,6 +73,7 @@ class Store:
             txn=TransactionManager.from_settings(self.engine, settings),
             batch=BatchExecutor.from_settings(self.engine.dialect.name, settings),
         )
+        self.backend.pipeline_enabled = settings.write_pipeline
         self._pipeline: Handler
         self._middleware: list[Middleware]
         self._pipeline, self._middleware = build_chain(default_stack(settings))

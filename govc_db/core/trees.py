@@ -290,23 +290,29 @@ def _write(
     return True
 
 
-def _serialize(d: _Dir, out: list[tuple[bytes, bytes]]) -> ObjectId | None:
-    """The id of ``d`` after the edits (None when it ended up empty), queuing new trees."""
+def _serialize(
+    d: _Dir, out: list[tuple[bytes, bytes]], built: dict[ObjectId, Tree]
+) -> ObjectId | None:
+    """The id of ``d`` after the edits (None when it ended up empty), queuing new trees
+    in ``out`` and keeping them parsed in ``built``."""
     if not d.dirty:
         return d.oid
     items: list[TreeItem] = []
     for name, child in d.items.items():
         if isinstance(child, _Dir):
-            oid = _serialize(child, out)
+            oid = _serialize(child, out, built)
             if oid is not None:
                 items.append(TreeItem(name, MODE_DIR, oid))
         else:
             items.append(child)
     if not items:
         return None  # git has no empty directories
-    data = Tree.of(items).serialize()
+    tree = Tree.of(items)
+    data = tree.serialize()
     out.append((b"tree", data))
-    return hash_object(b"tree", data)
+    oid = hash_object(b"tree", data)
+    built[oid] = tree
+    return oid
 
 
 def build_tree(
@@ -342,10 +348,16 @@ def build_tree(
         if _write(objects, root, path, parts, item):
             new_objects.append((b"blob", f.data))
 
-    oid = _serialize(root, new_objects)
+    built: dict[ObjectId, Tree] = {}
+    oid = _serialize(root, new_objects, built)
     if oid is None:
         oid = EMPTY_TREE
         new_objects.append((b"tree", b""))
     if new_objects:
         objects.put_many(new_objects)
+        # The new trees are known parsed: the commit's diff against its parent (and the
+        # next commit on the branch) need not parse them again.
+        memo: TreeMemo | None = getattr(objects, "tree_memo", None)
+        if memo is not None and built:
+            memo.put_trees(built)
     return oid

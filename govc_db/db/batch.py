@@ -49,8 +49,8 @@ from operator import itemgetter
 from typing import Any, Final
 
 from sqlalchemy import Connection
-from sqlalchemy import exc as sa_exc
 
+from govc_db.db.pipeline import wrap_driver_error
 from govc_db.settings import Settings
 
 __all__ = [
@@ -133,6 +133,12 @@ class BatchExecutor:
         self._lock = threading.Lock()
         self._stats: Counter[str] = Counter()
 
+    @property
+    def insert_sql(self) -> str:
+        """The object-row ``INSERT ... ON CONFLICT DO NOTHING`` (positional parameters in
+        :data:`Row` order) for this dialect."""
+        return self._insert
+
     @classmethod
     def from_settings(cls, dialect: str, settings: Settings) -> BatchExecutor:
         """The executor configured by ``settings`` (``batch_*`` fields)."""
@@ -159,6 +165,11 @@ class BatchExecutor:
         else:
             conn.exec_driver_sql(self._insert, ordered)
             strategy = "executemany"
+        self.count_write(rows, reason, strategy)
+
+    def count_write(self, rows: Sequence[Row], reason: str, strategy: str) -> None:
+        """Account one batch of ``rows`` written (``strategy``: copy, executemany, or
+        pipeline when the rows rode in a unit's write pipeline)."""
         size = sum(len(r[5]) for r in rows)
         with self._lock:
             s = self._stats
@@ -185,7 +196,7 @@ class BatchExecutor:
                         copy.write_row(row)
                 cur.execute(_MOVE)
         except psycopg.Error as exc:
-            raise _wrap_driver_error(conn, exc) from exc
+            raise wrap_driver_error(conn, exc, "COPY (object batch)") from exc
 
     # reading ---------------------------------------------------------------------------
     def id_chunks(self, ids: Sequence[bytes]) -> Iterator[list[bytes]]:
@@ -226,7 +237,7 @@ class BatchExecutor:
             "avg_batch_rows": s["rows"] / batches if batches else 0.0,
             "max_batch_rows": s["max_batch_rows"],
             "flushes": {r: s["flush_" + r] for r in (*FLUSH_REASONS, "direct")},
-            "strategies": {k: s["strategy_" + k] for k in ("copy", "executemany")},
+            "strategies": {k: s["strategy_" + k] for k in ("copy", "executemany", "pipeline")},
             "bulk_reads": s["bulk_reads"],
             "bulk_read_statements": s["bulk_read_statements"],
             "bulk_read_ids": s["bulk_read_ids"],
@@ -288,6 +299,16 @@ class ObjectBatch:
         self._pending.clear()
         self._nbytes = 0
 
+    def take(self, reason: str) -> list[Row]:
+        """Hand every pending row, in id order (the lock order), to the caller, which
+        writes them in its own statement (a unit's write pipeline); counted as written."""
+        rows = sorted((row for row, _ in self._pending.values()), key=_by_oid)
+        if rows:
+            self._executor.count_write(rows, reason, "pipeline")
+        self._pending.clear()
+        self._nbytes = 0
+        return rows
+
     def write_now(self, rows: Iterable[Row]) -> None:
         """Unbuffered write (batching switched off): executemany, as without an executor."""
         batch = list(rows)
@@ -298,24 +319,3 @@ class ObjectBatch:
         """Drop every pending row (the savepoint or transaction they belong to rolled back)."""
         self._pending.clear()
         self._nbytes = 0
-
-
-def _wrap_driver_error(conn: Connection, exc: Any) -> sa_exc.StatementError:
-    """A raw psycopg error as SQLAlchemy would have raised it, so the store's translation
-    (SQLSTATE, disconnect) applies; the connection is invalidated on a disconnect.
-    """
-    import psycopg
-
-    dialect = conn.dialect
-    lost = bool(dialect.is_disconnect(exc, conn.connection.dbapi_connection, None))
-    if lost:
-        conn.invalidate(exc)
-    wrapped: sa_exc.StatementError = sa_exc.DBAPIError.instance(
-        "COPY (object batch)",
-        None,
-        exc,
-        psycopg.Error,
-        connection_invalidated=lost,
-        dialect=dialect,
-    )
-    return wrapped

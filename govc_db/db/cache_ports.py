@@ -43,23 +43,36 @@ class _Wrapper:
 
 
 class _TreeMemo:
-    """Parsed trees by id for ``core.trees.load_trees`` (duck-typed ``tree_memo``)."""
+    """Parsed trees by id for ``core.trees.load_trees`` (duck-typed ``tree_memo``).
 
-    __slots__ = ("_cache", "_defer", "_repo_id")
+    In a write transaction the trees it is given reach the shared cache only once the
+    transaction committed; until then they are remembered for this unit alone.
+    """
+
+    __slots__ = ("_cache", "_defer", "_local", "_repo_id")
 
     def __init__(self, cache: QueryCache, repo_id: int, defer: Defer | None) -> None:
         self._cache = cache
         self._repo_id = repo_id
         self._defer = defer
+        self._local: dict[ObjectId, Tree] = {}
 
     def get_trees(self, oids: Sequence[ObjectId]) -> dict[ObjectId, Tree]:
-        return self._cache.get_trees(self._repo_id, oids)
+        local = self._local
+        if not local:
+            return self._cache.get_trees(self._repo_id, oids)
+        out = {o: local[o] for o in oids if o in local}
+        rest = [o for o in oids if o not in out]
+        if rest:
+            out.update(self._cache.get_trees(self._repo_id, rest))
+        return out
 
     def put_trees(self, trees: Mapping[ObjectId, Tree]) -> None:
         items = list(trees.items())
         if self._defer is None:
             self._cache.put_trees(self._repo_id, items)
         else:
+            self._local.update(items)
             self._defer(lambda: self._cache.put_trees(self._repo_id, items))
 
 

@@ -1,8 +1,9 @@
 """Engine and pool construction from :class:`~govc_db.Settings`, for both dialects.
 
-PostgreSQL uses psycopg 3 behind SQLAlchemy's ``QueuePool`` (LIFO, pre-ping,
-recycle); server-side prepared statements are psycopg's own (``prepare_threshold``,
-see :mod:`govc_db.db.prepared`). SQLite runs in WAL mode with a busy timeout, and write
+PostgreSQL uses psycopg 3 behind SQLAlchemy's ``QueuePool`` (LIFO, recycle, and a
+pre-ping of connections idle for longer than ``Settings.pool_pre_ping_idle``);
+server-side prepared statements are psycopg's own (``prepare_threshold``, see
+:mod:`govc_db.db.prepared`). SQLite runs in WAL mode with a busy timeout, and write
 transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue on the lock
 instead of failing with "database is locked" when a read transaction tries to upgrade.
 
@@ -15,14 +16,20 @@ classification by SQLSTATE, fork safety) and a
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from govc_db.db.pool import READONLY_OPTION, MonitoredQueuePool, install_pool_monitor
+from govc_db.db.pool import (
+    READONLY_OPTION,
+    MonitoredQueuePool,
+    PoolMonitor,
+    install_pool_monitor,
+)
 from govc_db.db.prepared import install_statement_monitor
 from govc_db.errors import InvalidInput
 from govc_db.settings import Settings
@@ -37,6 +44,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("govc_db.db")
+
+_IDLE_SINCE = "govc_db.idle_since"
 
 #: Execution option on a Connection marking its next transaction as a writer.
 WRITE_OPTION = "govc_write"
@@ -84,7 +93,41 @@ def make_engine(url: str | URL, settings: Settings) -> Engine:
     # parent's pooled connections with dispose(close=False), never using or closing them.
     pool = install_pool_monitor(engine)
     install_statement_monitor(engine, settings, pool)
+    if settings.pool_pre_ping and settings.pool_pre_ping_idle > 0 and not is_sqlite(engine):
+        install_idle_ping(engine, settings.pool_pre_ping_idle, pool)
     return engine
+
+
+def install_idle_ping(engine: Engine, idle: float, monitor: PoolMonitor) -> None:
+    """Pre-ping at checkout only connections idle in the pool for more than ``idle``
+    seconds (``Settings.pool_pre_ping_idle``); a failed ping discards the connection, and
+    every older one, and the pool hands out a new one (SQLAlchemy's checkout protocol).
+
+    A connection lost while in use is handled by the transaction manager, which re-runs
+    the unit; the ping is for connections that died while nobody used them.
+    """
+
+    def on_checkin(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        record.info.pop(_IDLE_SINCE, None)  # a new connection needs no ping
+
+    def on_checkout(dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since <= idle:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            monitor.count("disconnects")
+            err = DisconnectionError("pre-ping of an idle connection failed")
+            err.invalidate_pool = True  # the server went away: the others are gone too
+            raise err from exc
+
+    event.listen(engine, "checkin", on_checkin)
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "checkout", on_checkout)
 
 
 def _postgres_engine(url: URL, settings: Settings) -> Engine:
@@ -99,7 +142,8 @@ def _postgres_engine(url: URL, settings: Settings) -> Engine:
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout,
         pool_recycle=settings.pool_recycle,
-        pool_pre_ping=settings.pool_pre_ping,
+        # With an idle window the ping is ours (install_idle_ping), not SQLAlchemy's.
+        pool_pre_ping=settings.pool_pre_ping and settings.pool_pre_ping_idle == 0,
         pool_use_lifo=True,
         poolclass=MonitoredQueuePool,
         connect_args=connect_args,

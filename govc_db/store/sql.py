@@ -28,8 +28,9 @@ from govc_db.db.cache_ports import CachedIndex, CachedObjects, CachedRefs
 from govc_db.db.engine import WRITE_OPTION
 from govc_db.db.errors import translating
 from govc_db.db.notify import NOTIFY_STATEMENT, ref_message, repository_deleted_message
+from govc_db.db.pipeline import PipelineStats, RawStatement, WritePipeline, compile_raw
 from govc_db.db.txn import Transaction, TransactionManager
-from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound
+from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound, StoreUnavailable
 from govc_db.objects import TYPE_NUMBERS, ObjectId, hash_object
 from govc_db.store.codec import Codec
 from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
@@ -85,16 +86,38 @@ T = TypeVar("T")
 
 
 # -- the unit of work -------------------------------------------------------------------
-class SqlUnit:
-    """One connection, one transaction, one repository: implements all three ports."""
+class _Speculation(Exception):
+    """A speculative unit's assumption did not hold: a ref it moved by compare-and-swap had
+    moved (``refs`` names them). The unit is rolled back and run again without speculation."""
 
-    def __init__(self, conn: Connection, repo_id: int, backend: SqlBackend) -> None:
+    def __init__(self, refs: Sequence[str]) -> None:
+        super().__init__(", ".join(refs))
+        self.refs = tuple(refs)
+
+
+class SqlUnit:
+    """One connection, one transaction, one repository: implements all three ports.
+
+    A *speculative* unit (``speculative=True``, see :meth:`SqlBackend.run_unit`) queues
+    its writes in a :class:`~govc_db.db.pipeline.WritePipeline` and sends them together at
+    :meth:`flush`; its compare-and-swaps report success at once and are checked then.
+    """
+
+    def __init__(
+        self, conn: Connection, repo_id: int, backend: SqlBackend, *, speculative: bool = False
+    ) -> None:
         self.conn = conn
         self.repo_id = repo_id
         self._backend = backend
         self._hooks: list[Callable[[], None]] = []
+        self.pipe: WritePipeline | None = (
+            WritePipeline(conn, backend.pipeline) if speculative else None
+        )
         self.objects: SqlObjects | CachedObjects = SqlObjects(self)
-        self.refs: SqlRefs | CachedRefs = SqlRefs(self)
+        sql_refs = SqlRefs(self)
+        self.refs: SqlRefs | CachedRefs | OptimisticRefs = (
+            OptimisticRefs(sql_refs, backend, repo_id) if speculative else sql_refs
+        )
         self.index: SqlIndex | CachedIndex = SqlIndex(self)
         cache = backend.cache
         if cache is None or uncached_active():
@@ -106,7 +129,7 @@ class SqlUnit:
         defer = self.after_commit if write else None
         self.objects = CachedObjects(self.objects, cache, repo_id, defer)
         self.index = CachedIndex(self.index, cache, repo_id, defer)
-        if not write:
+        if not write and not speculative:
             # Taken at checkout, before this transaction's first statement (its snapshot).
             token = conn.info.get(TOKEN_KEY)
             self.refs = CachedRefs(
@@ -133,9 +156,25 @@ class SqlUnit:
                 raise
 
     def flush(self) -> None:
-        """Write the batched object rows; the owner of the transaction calls this before
-        COMMIT (or before releasing the savepoint the unit runs in)."""
-        self.objects.flush("commit")
+        """Write the batched object rows (and, in a speculative unit, everything queued);
+        the owner of the transaction calls this before COMMIT (or before releasing the
+        savepoint the unit runs in). ``_Speculation`` when a compare-and-swap failed."""
+        pipe = self.pipe
+        if pipe is None:
+            self.objects.flush("commit")
+            return
+        objects: Any = self.objects
+        objects.flush_into(pipe)
+        self.drain()
+
+    def drain(self) -> None:
+        """Send the queued writes of a speculative unit now (before a read that must see
+        them); ``_Speculation`` when a compare-and-swap among them failed."""
+        pipe = self.pipe
+        if pipe:
+            failed = pipe.run()
+            if failed:
+                raise _Speculation(failed)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after this unit's transaction committed."""
@@ -167,6 +206,17 @@ class SqlObjects:
     def discard(self) -> None:
         """Drop the pending rows (their savepoint rolled back)."""
         self._batch.discard()
+
+    def flush_into(self, pipe: WritePipeline) -> None:
+        """Queue the pending rows in ``pipe`` (a speculative unit's last step); a batch
+        large enough for COPY is written with COPY first instead."""
+        batch = self._batch
+        if not batch:
+            return
+        if self._pg and len(batch) >= self._ex.copy_min_rows:
+            batch.flush("commit")
+            return
+        pipe.add(self._u._backend.raw_statements().objects, batch.take("commit"), many=True)
 
     def get(self, oid: ObjectId) -> RawObject:
         """The object; ``NotFound`` if absent."""
@@ -299,11 +349,13 @@ class SqlRefs:
 
     def get(self, name: str) -> ObjectId | None:
         """The ref's target or None."""
+        self._u.drain()
         row = self._u.execute(S_REF_GET, {"name": name}).first()
         return None if row is None else ObjectId(bytes(row[0]))
 
     def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         """Refs under ``prefix``, by full name."""
+        self._u.drain()
         if prefix:
             hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)
             rows = self._u.execute(self._u._backend.ref_list, {"lo": prefix, "hi": hi})
@@ -314,16 +366,19 @@ class SqlRefs:
         return dict(found)
 
     def _log(self, name: str, old: ObjectId | None, new: ObjectId | None, message: str) -> None:
-        self._u.execute(
-            S_LOG_ADD,
-            {
-                "ref": name,
-                "old": old,
-                "new": new,
-                "time": int(self._u._backend.clock() * 1_000_000),
-                "message": message,
-            },
-        )
+        row = {
+            "repo_id": self._u.repo_id,
+            "ref": name,
+            "old": old,
+            "new": new,
+            "time": int(self._u._backend.clock() * 1_000_000),
+            "message": message,
+        }
+        pipe = self._u.pipe
+        if pipe is not None:
+            pipe.add(self._u._backend.raw_statements().reflog, row)
+        else:
+            self._u.conn.execute(S_LOG_ADD, row)
         self._moved(name, old, new)
 
     def _moved(self, name: str, old: ObjectId | None, new: ObjectId | None) -> None:
@@ -334,32 +389,43 @@ class SqlRefs:
         cache = b.cache
         if cache is not None:
             self._u.after_commit(lambda: cache.invalidate_refs(repo_id, (name,)))
+        self._u.after_commit(lambda: b.remember_head(repo_id, name, new))
         if b.notify_enabled:
             repo = b.repository_name(self._u.conn, repo_id)
             payload = ref_message(b.store_id, repo_id, repo, name, old, new)
-            self._u.conn.execute(NOTIFY_STATEMENT, {"payload": payload})
+            pipe = self._u.pipe
+            if pipe is not None:
+                pipe.add(b.raw_statements().notify, {"payload": payload})
+            else:
+                self._u.conn.execute(NOTIFY_STATEMENT, {"payload": payload})
 
     def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId, message: str) -> bool:
         """CAS ``old`` -> ``new``; None as ``old`` means the ref must not exist."""
         if old is None:
             return self.add_if_new(name, new, message)
         params = {"b_repo_id": self._u.repo_id, "b_name": name, "b_old": old, "b_new": new}
-        if self._u.conn.execute(S_REF_CAS, params).rowcount != 1:
+        pipe = self._u.pipe
+        if pipe is not None:  # checked when the pipeline runs (speculative unit)
+            pipe.add(self._u._backend.raw_statements().ref_cas, params, expect=name)
+        elif self._u.conn.execute(S_REF_CAS, params).rowcount != 1:
             return False
         self._log(name, old, new, message)
         return True
 
     def add_if_new(self, name: str, new: ObjectId, message: str) -> bool:
         """Create the ref if absent."""
-        stmt = self._u._backend.ref_insert
-        res = self._u.conn.execute(stmt, {"repo_id": self._u.repo_id, "name": name, "target": new})
-        if res.rowcount != 1:
+        params = {"repo_id": self._u.repo_id, "name": name, "target": new}
+        pipe = self._u.pipe
+        if pipe is not None:  # checked when the pipeline runs (speculative unit)
+            pipe.add(self._u._backend.raw_statements().ref_insert, params, expect=name)
+        elif self._u.conn.execute(self._u._backend.ref_insert, params).rowcount != 1:
             return False
         self._log(name, None, new, message)
         return True
 
     def remove_if_equals(self, name: str, old: ObjectId | None, message: str) -> bool:
         """Delete the ref if it is ``old`` (None: whatever it is)."""
+        self._u.drain()
         if old is None:
             current = self.get(name)
             if current is None:
@@ -375,6 +441,7 @@ class SqlRefs:
 
     def reflog(self, name: str) -> list[RefLogEntry]:
         """Moves of ``name``, oldest first."""
+        self._u.drain()
         return [
             RefLogEntry(
                 r.ref,
@@ -397,26 +464,19 @@ class SqlIndex:
         """Record a commit and its changed paths (idempotent)."""
         b = self._u._backend
         r = self._u.repo_id
-        self._u.conn.execute(
-            b.commit_insert,
-            {
-                "repo_id": r,
-                "oid": entry.oid,
-                "tree": entry.tree,
-                "generation": entry.generation,
-                "author_time": entry.author_time,
-                "committer_time": entry.committer_time,
-                "parent_count": len(entry.parents),
-            },
-        )
-        if entry.parents:
-            self._u.conn.execute(
-                b.parent_insert,
-                [
-                    {"repo_id": r, "oid": entry.oid, "position": i, "parent": p}
-                    for i, p in enumerate(entry.parents)
-                ],
-            )
+        commit_row = {
+            "repo_id": r,
+            "oid": entry.oid,
+            "tree": entry.tree,
+            "generation": entry.generation,
+            "author_time": entry.author_time,
+            "committer_time": entry.committer_time,
+            "parent_count": len(entry.parents),
+        }
+        parent_rows = [
+            {"repo_id": r, "oid": entry.oid, "position": i, "parent": p}
+            for i, p in enumerate(entry.parents)
+        ]
         rows = [
             {
                 "repo_id": r,
@@ -427,6 +487,18 @@ class SqlIndex:
             for pos, paths in changed.items()
             for path in paths
         ]
+        pipe = self._u.pipe
+        if pipe is not None:
+            raw = b.raw_statements()
+            pipe.add(raw.commit, commit_row)
+            if parent_rows:
+                pipe.add(raw.parents, parent_rows, many=True)
+            if rows:
+                pipe.add(raw.paths, rows, many=True)
+            return
+        self._u.conn.execute(b.commit_insert, commit_row)
+        if parent_rows:
+            self._u.conn.execute(b.parent_insert, parent_rows)
         for chunk in chunks(rows, 1000):
             self._u.conn.execute(b.path_insert, list(chunk))
 
@@ -451,6 +523,7 @@ class SqlIndex:
 
     def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, IndexEntry]:
         """Index rows of ``oids`` that exist, with their parents: one statement per chunk."""
+        self._u.drain()
         wanted = list(dict.fromkeys(oids))
         out: dict[ObjectId, IndexEntry] = {}
         ex = self._u._backend.batch
@@ -463,6 +536,7 @@ class SqlIndex:
         self, oids: Sequence[ObjectId], min_generation: int = 0
     ) -> dict[ObjectId, IndexEntry]:
         """``oids`` and their ancestors down to ``min_generation``, one recursive query."""
+        self._u.drain()
         if not oids:
             return {}
         params = {"oids": list(dict.fromkeys(oids)), "min_gen": min_generation}
@@ -475,6 +549,7 @@ class SqlIndex:
         degrade to a scan per recursion step, so a log loads its history in a few
         cheap range reads (including any side branches in the range).
         """
+        self._u.drain()
         if max_generation < min_generation:
             return {}
         params = {"lo": min_generation, "hi": max_generation}
@@ -482,20 +557,93 @@ class SqlIndex:
 
     def touching(self, path: str) -> set[tuple[ObjectId, int]]:
         """(commit, position) pairs whose changes touch ``path`` or anything below it."""
+        self._u.drain()
         p = path.encode("utf-8", "surrogateescape")
         rows = self._u.execute(S_PATH_TOUCH, {"path": p, "lo": p + b"/", "hi": p + b"0"})
         return {(ObjectId(bytes(r[0])), int(r[1])) for r in rows}
 
     def iter_all(self) -> Iterable[IndexEntry]:
         """Every index row of this repository."""
+        self._u.drain()
         return list(self._assemble(self._u.execute(S_IDX_ALL), self._u.execute(S_PAR_ALL)).values())
 
     def changed_paths(self, oid: ObjectId) -> dict[int, set[str]]:
         """Recorded changed paths of one commit by parent position."""
+        self._u.drain()
         out: dict[int, set[str]] = {}
         for r in self._u.execute(S_PATH_OF, {"oid": oid}):
             out.setdefault(int(r[0]), set()).add(bytes(r[1]).decode("utf-8", "surrogateescape"))
         return out
+
+
+class OptimisticRefs:
+    """The RefStore of a speculative unit: a ref's target is *assumed* from what this
+    Store last committed to it, or from the query cache, without a query; the
+    compare-and-swap that moves it checks the assumption when the unit's writes are sent.
+    Everything else is the wrapped :class:`SqlRefs`.
+    """
+
+    def __init__(self, inner: SqlRefs, backend: SqlBackend, repo_id: int) -> None:
+        self._inner = inner
+        self._backend = backend
+        self._repo_id = repo_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_inner"], name)
+
+    def get(self, name: str) -> ObjectId | None:
+        """The assumed target of ``name`` (the database's when nothing is assumed)."""
+        assumed = self._backend.assumed_head(self._repo_id, name)
+        return self._inner.get(name) if assumed is None else assumed
+
+    def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
+        """Refs under ``prefix`` (from the database)."""
+        return self._inner.list_refs(prefix)
+
+    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId, message: str) -> bool:
+        """Queue the compare-and-swap (checked when the unit's writes are sent)."""
+        return self._inner.set_if_equals(name, old, new, message)
+
+    def add_if_new(self, name: str, new: ObjectId, message: str) -> bool:
+        """Queue the creation (checked when the unit's writes are sent)."""
+        return self._inner.add_if_new(name, new, message)
+
+    def remove_if_equals(self, name: str, old: ObjectId | None, message: str) -> bool:
+        """Delete through the database (after sending what is queued)."""
+        return self._inner.remove_if_equals(name, old, message)
+
+    def reflog(self, name: str) -> list[RefLogEntry]:
+        """The reflog (from the database)."""
+        return self._inner.reflog(name)
+
+
+_COMMIT_KEYS = (
+    "repo_id", "oid", "tree", "generation", "author_time", "committer_time", "parent_count",
+)  # fmt: skip
+
+
+class RawStatements:
+    """The statements a speculative unit queues, compiled once for one dialect."""
+
+    def __init__(self, backend: SqlBackend) -> None:
+        d = backend.engine.dialect
+        self.objects = RawStatement(backend.batch.insert_sql, None)
+        self.ref_cas = compile_raw(S_REF_CAS, d, ())
+        self.ref_insert = compile_raw(backend.ref_insert, d, ("repo_id", "name", "target"))
+        self.reflog = compile_raw(S_LOG_ADD, d, ("repo_id", "ref", "old", "new", "time", "message"))
+        self.notify = compile_raw(NOTIFY_STATEMENT, d, ())
+        self.commit = compile_raw(backend.commit_insert, d, _COMMIT_KEYS)
+        self.parents = compile_raw(
+            backend.parent_insert, d, ("repo_id", "oid", "position", "parent")
+        )
+        self.paths = compile_raw(backend.path_insert, d, ("repo_id", "oid", "position", "path"))
+
+
+#: Seconds after a failed speculation on a ref during which its target is read from the
+#: database instead of assumed (another writer is moving it).
+CONTENDED_SECONDS = 1.0
+#: Bound of the assumed-heads map (forgetting one costs a query, nothing else).
+MAX_HEADS = 10_000
 
 
 # -- the backend ------------------------------------------------------------------------
@@ -539,6 +687,52 @@ class SqlBackend:
         self.parent_insert = insert_ignore(self.dialect, T_PARENT)
         self.path_insert = insert_ignore(self.dialect, T_PATH)
         self.ref_list = S_REF_LIST_PG if self.dialect == "postgresql" else S_REF_LIST
+        #: Speculative units with a write pipeline (``Settings.write_pipeline``).
+        self.pipeline_enabled = True
+        #: Counters of the write pipelines and speculative units.
+        self.pipeline = PipelineStats()
+        self._raw: RawStatements | None = None
+        # (repo_id, ref) -> the target this Store last committed, and the monotonic time
+        # of the last failed speculation on a ref.
+        self._heads: dict[tuple[int, str], ObjectId] = {}
+        self._contended: dict[tuple[int, str], float] = {}
+
+    def raw_statements(self) -> RawStatements:
+        """The speculative unit's statements for this dialect (compiled on first use)."""
+        raw = self._raw
+        if raw is None:
+            raw = self._raw = RawStatements(self)
+        return raw
+
+    def remember_head(self, repo_id: int, name: str, target: ObjectId | None) -> None:
+        """After a committed move of ``name``: what a speculative unit assumes next."""
+        heads = self._heads
+        if target is None:
+            heads.pop((repo_id, name), None)
+            return
+        if len(heads) >= MAX_HEADS:
+            heads.clear()
+        heads[(repo_id, name)] = target
+
+    def assumed_head(self, repo_id: int, name: str) -> ObjectId | None:
+        """What a speculative unit assumes ``name`` points at, or None (read it): this
+        Store's last committed move, else a cached ref; nothing while the ref is
+        contended (a speculation on it failed in the last ``CONTENDED_SECONDS``)."""
+        key = (repo_id, name)
+        failed = self._contended.get(key)
+        if failed is not None:
+            if time.monotonic() - failed < CONTENDED_SECONDS:
+                return None
+            self._contended.pop(key, None)
+        head = self._heads.get(key)
+        if head is not None:
+            return head
+        cache = self.cache
+        if cache is not None and cache.mutable_enabled():
+            hit, target = cache.get_ref(repo_id, name)
+            if hit:
+                return target
+        return None
 
     @contextmanager
     def unit(
@@ -563,28 +757,59 @@ class SqlBackend:
         write: bool,
         what: str,
         verify_commit: Callable[[], bool] | None = None,
+        speculative: bool = False,
     ) -> T:
         """``fn(unit)`` in a transaction through the manager: retried as a whole on a
         serialization failure, deadlock or lost connection; ``verify_commit`` resolves a
         COMMIT whose outcome was lost with the connection (see :mod:`govc_db.db.txn`).
+
+        ``speculative`` (a write that moves refs only by compare-and-swap, such as a
+        commit): outside any open transaction, and with ``pipeline_enabled``, the unit
+        first runs speculatively (:class:`SqlUnit`, :class:`OptimisticRefs`): two round
+        trips on PostgreSQL when nothing it assumed was wrong, else a plain run decides.
         """
         txn = self.txn
 
-        def body(conn: Connection) -> T:
-            tx = txn.current()
-            assert tx is not None and tx.connection is conn
-            u = self._open_unit(tx, repo_id)
-            out = fn(u)
-            u.flush()  # batched object rows, before COMMIT / RELEASE
-            return out
+        def attempt(spec: bool) -> T:
+            def body(conn: Connection) -> T:
+                tx = txn.current()
+                assert tx is not None and tx.connection is conn
+                u = self._open_unit(tx, repo_id, speculative=spec)
+                out = fn(u)
+                u.flush()  # batched object rows (and queued writes), before COMMIT
+                return out
 
-        return txn.run(body, write=write, what=what, verify_commit=verify_commit)
+            return txn.run(body, write=write, what=what, verify_commit=verify_commit)
 
-    def _open_unit(self, tx: Transaction, repo_id: int) -> SqlUnit:
-        # A handle may outlive delete_repository (in this or another process).
-        if not self.repository_exists(tx.connection, repo_id):
+        if not (speculative and write and self.pipeline_enabled) or txn.current() is not None:
+            return attempt(False)
+        # Speculative first: refs assumed, writes queued and sent in one round trip,
+        # compare-and-swaps checked at the end. Whatever the speculation could have got
+        # wrong -- a ref that moved, a repository deleted meanwhile, an error decided on an
+        # assumed ref -- is rolled back and decided again by a plain unit.
+        stats = self.pipeline
+        stats.count("speculative_units")
+        try:
+            return attempt(True)
+        except _Speculation as exc:
+            stats.count("fallbacks_expectation")
+            now = time.monotonic()
+            for name in exc.refs:
+                self._contended[(repo_id, name)] = now
+                self._heads.pop((repo_id, name), None)
+        except StoreUnavailable:
+            raise  # retries are spent: running again would only double the wait
+        except GovcError:
+            stats.count("fallbacks_error")
+        return attempt(False)
+
+    def _open_unit(self, tx: Transaction, repo_id: int, *, speculative: bool = False) -> SqlUnit:
+        # A handle may outlive delete_repository (in this or another process). A
+        # speculative unit does not ask: writing to a deleted repository fails on its
+        # foreign keys or finds no ref to move, and the plain unit run then reports it.
+        if not speculative and not self.repository_exists(tx.connection, repo_id):
             raise NotFound("the repository was deleted")
-        u = SqlUnit(tx.connection, repo_id, self)
+        u = SqlUnit(tx.connection, repo_id, self, speculative=speculative)
         # The unit's hooks are the transaction's: they run after the outermost COMMIT,
         # and are dropped with a rolled-back savepoint or attempt.
         u._hooks = tx.hooks
