@@ -207,17 +207,29 @@ def test_reads_are_answered_from_the_cache(store: Store) -> None:
     assert repo.read("main", "dir/a.txt") == b"a" * 200
     s2 = cache.get_stats()
     # First read: the blob and the ref from the database (the trees were read, and so
-    # remembered, by the commit itself); second read: nothing from the database.
+    # remembered, by the commit itself); it remembers what "main" resolved to and what
+    # the path is. Second read: the cache alone -- no unit, no connection checked out.
     assert delta(s0, s1, "objects", "misses") >= 1
     assert delta(s0, s1, "refs", "misses") >= 1
-    for part in ("objects", "trees", "index", "refs", "exists"):
+    for part in ("objects", "trees", "index", "refs", "exists", "revisions", "paths"):
         assert delta(s1, s2, part, "misses") == 0, part
-    assert delta(s1, s2, "objects", "hits") >= 1
-    assert delta(s1, s2, "trees", "hits") >= 2
-    assert delta(s1, s2, "refs", "hits") >= 1
-    assert delta(s1, s2, "exists", "hits") == 1
+    assert delta(s1, s2, "revisions", "hits") == 1
+    assert delta(s1, s2, "paths", "hits") == 1
+    assert delta(s1, s2, "objects", "hits") == 1
+    checkouts = store.metrics()["pool"]["checkouts"]
+    assert repo.read("main", "dir/a.txt") == b"a" * 200
+    assert store.metrics()["pool"]["checkouts"] == checkouts
+    # A call the memo does not answer runs in a unit, itself served from the cache.
+    s3 = cache.get_stats()
+    assert repo.exists("main", "dir/a.txt")
+    s4 = cache.get_stats()
+    for part in ("objects", "trees", "index", "refs", "exists"):
+        assert delta(s3, s4, part, "misses") == 0, part
+    assert delta(s3, s4, "trees", "hits") >= 2
+    assert delta(s3, s4, "refs", "hits") >= 1
+    assert delta(s3, s4, "exists", "hits") == 1
     assert s2["immutable"]["bytes"] > 0
-    assert store.metrics()["cache"]["objects"]["hits"] == s2["objects"]["hits"]
+    assert store.metrics()["cache"]["objects"]["hits"] == cache.get_stats()["objects"]["hits"]
     assert store.repository("r").name == store.repository("r").name == "r"
     assert cache.get_stats()["repositories"]["hits"] >= 1
 

@@ -18,6 +18,7 @@ from govc_db.core.revisions import resolve_commit, resolve_object
 from govc_db.core.trees import find_entry, list_tree, walk_files
 from govc_db.core.verify import verify as verify_unit
 from govc_db.db.cache import uncached, uncached_active
+from govc_db.db.cache_ports import ReadMemo, read_cached
 from govc_db.errors import AlreadyExists, InvalidInput, NotFound, RefConflict
 from govc_db.middleware.base import Operation
 from govc_db.objects import (
@@ -150,6 +151,7 @@ class Repository:
         *,
         write: bool = False,
         speculative: bool = False,
+        fast: tuple[object, object] | None = None,
         **args: Any,
     ) -> T:
         backend = self._store.backend
@@ -157,6 +159,18 @@ class Repository:
         if not write:
 
             def call() -> T:
+                cache = backend.cache
+                # Not inside store.transaction(): its own uncommitted writes must be read.
+                if (
+                    fast is not None
+                    and cache is not None
+                    and not uncached_active()
+                    and backend.txn.current() is None
+                ):
+                    # (rev, path) of a file read: answered by the cache alone, or None.
+                    found: Any = read_cached(cache, repo_id, fast[0], fast[1])
+                    if found is not None:
+                        return found  # type: ignore[no-any-return]
                 try:
                     return backend.run_unit(repo_id, fn, write=False, what=op_name)
                 except NotFound:
@@ -280,8 +294,12 @@ class Repository:
     # reading --------------------------------------------------------------------------
     def _blob_at(self, unit: Unit, rev: object, path: object) -> bytes:
         p = check_path(_str_arg(path, "path"))
-        tree = head_tree(unit, self._resolve(unit, rev))
+        commit = self._resolve(unit, rev)
+        tree = head_tree(unit, commit)
         item = find_entry(unit.objects, tree, p)
+        memo: ReadMemo | None = getattr(unit, "read_memo", None)
+        if memo is not None:
+            memo.remember(_str_arg(rev, "revision"), commit, tree, p, item)
         if item is None:
             raise NotFound(f"path {p!r} not found at {rev!r}")
         if item.mode == MODE_DIR:
@@ -292,12 +310,24 @@ class Repository:
 
     def read(self, rev: str, path: str) -> bytes:
         """The content of the file at ``path`` in ``rev``."""
-        return self._run("read", lambda u: self._blob_at(u, rev, path), rev=rev, path=path)
+        return self._run(
+            "read",
+            lambda u: self._blob_at(u, rev, path),
+            fast=(rev, path),
+            rev=rev,
+            path=path,
+        )
 
     def open(self, rev: str, path: str) -> BinaryIO:
         """A binary file-like reader of the file at ``path`` in ``rev``."""
         return io.BytesIO(
-            self._run("open", lambda u: self._blob_at(u, rev, path), rev=rev, path=path)
+            self._run(
+                "open",
+                lambda u: self._blob_at(u, rev, path),
+                fast=(rev, path),
+                rev=rev,
+                path=path,
+            )
         )
 
     def exists(self, rev: str, path: str) -> bool:

@@ -51,6 +51,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -66,6 +68,7 @@ from govc_db.objects import ObjectId
 
 if TYPE_CHECKING:
     from govc_db.objects import Tree
+    from govc_db.objects.kinds import TreeItem
     from govc_db.store.ports import IndexEntry, RawObject
 
 __all__ = ["TOKEN_KEY", "QueryCache", "install", "uncached", "uncached_active"]
@@ -158,8 +161,17 @@ def _index_size(entry: IndexEntry) -> int:
     return ENTRY_OVERHEAD + 40 * (2 + len(entry.parents))
 
 
-_KINDS = ("objects", "trees", "index")
-_MUTABLE = ("refs", "ref_lists", "repositories", "exists")
+#: Bytes charged per path-lookup entry on top of its path (key, TreeItem, id bytes).
+PATH_ENTRY_OVERHEAD = 220
+#: Count bound of the resolved-revision memo.
+MAX_REVISIONS = 100_000
+
+_KINDS = ("objects", "trees", "index", "paths")
+_MUTABLE = ("refs", "ref_lists", "repositories", "exists", "revisions")
+
+
+def _noop() -> None:
+    return None
 
 
 class QueryCache:
@@ -181,7 +193,7 @@ class QueryCache:
         self.ref_ttl = ref_ttl
         self.gate: Callable[[], bool] = lambda: True
         self._ilock = threading.Lock()
-        self._imm: _CountingLRU[tuple[str, int, bytes], tuple[int, Any]] = _CountingLRU(
+        self._imm: _CountingLRU[tuple[str, int, Any], tuple[int, Any]] = _CountingLRU(
             max_bytes, lambda v: v[0], self._evicted
         )
         self._kind_bytes: Counter[str] = Counter()
@@ -198,6 +210,18 @@ class QueryCache:
         )
         self._repos: _CountingTTL[str, Any] = _CountingTTL(MAX_REPOSITORIES, ref_ttl, timer)
         self._exists: _CountingTTL[int, bool] = _CountingTTL(MAX_REPOSITORIES, ref_ttl, timer)
+        # (repo_id, the repository's invalidation sequence, revision) -> (commit, its tree,
+        # expiry): what a revision string resolved to, unreachable after any ref write of
+        # the repository, like the listings. A plain dict rather than a TTLCache: it is on
+        # the path of every cache-answered read, where a TTLCache lookup costs more than
+        # the rest of the read; expiry is checked on lookup, and the dict is emptied when
+        # full (entries are cheap to recompute).
+        self._timer = timer
+        self._revs: dict[tuple[int, int, str], tuple[ObjectId, ObjectId, float]] = {}
+        #: Called before a read answered from the cache alone; SQLite's Store sets it to a
+        #: ``PRAGMA data_version`` check (:class:`DataVersionWatch`).
+        self.refresh: Callable[[], None] = _noop
+        self.watch: DataVersionWatch | None = None
         # Invalidation bookkeeping: a global sequence; per repository, the sequence of its
         # last invalidation; the last flush; the last catalog change (delete).
         self._seq = 0
@@ -212,7 +236,7 @@ class QueryCache:
                 _PEERS.setdefault(database, weakref.WeakSet()).add(self)
 
     # -- immutable half ---------------------------------------------------------------
-    def _evicted(self, key: tuple[str, int, bytes], value: tuple[int, Any]) -> None:
+    def _evicted(self, key: tuple[str, int, Any], value: tuple[int, Any]) -> None:
         # Called under _ilock from inside the LRU's __setitem__.
         kind = key[0]
         self._kind_bytes[kind] -= value[0]
@@ -246,6 +270,35 @@ class QueryCache:
                 self._imm[key] = (nbytes, value)
                 self._kind_bytes[kind] += nbytes
                 self._kind_entries[kind] += 1
+
+    def get_object(self, repo_id: int, oid: ObjectId) -> RawObject | None:
+        """One cached object, or None."""
+        key = ("objects", repo_id, oid)
+        with self._ilock:
+            try:
+                hit = self._imm[key]
+            except KeyError:
+                self._istats["objects.misses"] += 1
+                return None
+            self._istats["objects.hits"] += 1
+        return hit[1]  # type: ignore[no-any-return]
+
+    def get_path(self, repo_id: int, tree: ObjectId, path: str) -> TreeItem | None:
+        """The remembered entry at ``path`` (validated) below root tree ``tree``, or None."""
+        key = ("paths", repo_id, (tree, path))
+        with self._ilock:
+            try:
+                hit = self._imm[key]
+            except KeyError:
+                self._istats["paths.misses"] += 1
+                return None
+            self._istats["paths.hits"] += 1
+        return hit[1]  # type: ignore[no-any-return]
+
+    def put_path(self, repo_id: int, tree: ObjectId, path: str, item: TreeItem) -> None:
+        """Remember the entry at ``path`` below ``tree`` (trees never change: no invalidation)."""
+        key: Any = (tree, path)  # the immutable half is keyed by id; a path lookup by both
+        self._put_many("paths", repo_id, [(key, item)], lambda _: PATH_ENTRY_OVERHEAD + len(path))
 
     def get_objects(self, repo_id: int, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject]:
         """Cached objects among ``oids`` (misses are absent)."""
@@ -335,6 +388,30 @@ class QueryCache:
             with contextlib.suppress(ValueError):  # larger than the whole listing budget
                 self._lists[key] = dict(refs)
 
+    def get_revision(self, repo_id: int, rev: str) -> tuple[ObjectId, ObjectId] | None:
+        """``(commit, root tree)`` revision ``rev`` resolved to, or None."""
+        with self._mlock:
+            found = self._revs.get((repo_id, self._repo_seq.get(repo_id, 0), rev))
+            if found is not None and found[2] <= self._timer():
+                found = None
+            self._mstats["revisions.hits" if found is not None else "revisions.misses"] += 1
+            return None if found is None else (found[0], found[1])
+
+    def put_revision(
+        self, token: int, repo_id: int, rev: str, commit: ObjectId, tree: ObjectId
+    ) -> None:
+        """Remember what ``rev`` resolved to under ``token`` unless invalidated since."""
+        with self._mlock:
+            if not self._valid(token, repo_id):
+                self._refused()
+                return
+            revs = self._revs
+            if len(revs) >= MAX_REVISIONS:
+                revs.clear()
+                self._mstats["revisions.clears"] += 1
+            key = (repo_id, self._repo_seq.get(repo_id, 0), rev)
+            revs[key] = (commit, tree, self._timer() + self.ref_ttl)
+
     def get_repository(self, name: str) -> Any:
         """The cached repository record of ``name``, or None."""
         with self._mlock:
@@ -414,7 +491,9 @@ class QueryCache:
             return [c for c in _PEERS.get(self._database, ()) if c is not self]
 
     def close(self) -> None:
-        """Leave the peer registry (the Store is closing)."""
+        """Leave the peer registry and close the data_version watch (the Store is closing)."""
+        if self.watch is not None:
+            self.watch.close()
         if self._database is not None:
             with _PEERS_LOCK:
                 group = _PEERS.get(self._database)
@@ -429,7 +508,7 @@ class QueryCache:
         with self._mlock:
             self._seq += 1
             self._flush_seq = self._seq
-            for cache in (self._refs, self._lists, self._repos, self._exists):
+            for cache in (self._refs, self._lists, self._repos, self._exists, self._revs):
                 cache.clear()
             self._mstats["flushes"] += 1
 
@@ -484,18 +563,75 @@ class QueryCache:
                 self._repos,
                 self._exists,
             )
-            for name, cache in zip(_MUTABLE, caches, strict=True):
+            for name, cache in zip(_MUTABLE, caches, strict=False):
                 out[name] = {
                     "hits": s.get(name + ".hits", 0),
                     "misses": s.get(name + ".misses", 0),
                     "evictions": cache.evictions,
                     "entries": len(cache),
                 }
+            out["revisions"] = {
+                "hits": s.get("revisions.hits", 0),
+                "misses": s.get("revisions.misses", 0),
+                "evictions": s.get("revisions.clears", 0),
+                "entries": len(self._revs),
+            }
             for name in ("invalidations", "flushes", "stale_puts_refused", "data_version_changes"):
                 out[name] = s.get(name, 0)
         out["mutable_enabled"] = self.mutable_enabled()
         out["ref_ttl"] = self.ref_ttl
         return out
+
+
+class DataVersionWatch:
+    """SQLite: notices other connections' commits for reads that take no connection.
+
+    A read answered from the cache alone never checks out a pooled connection, so the
+    checkout's ``data_version`` check (:meth:`QueryCache.check_data_version`) does not run
+    for it. This keeps one connection of its own for ``PRAGMA data_version`` (about a
+    microsecond: it reads the WAL index in shared memory) and flushes the mutable cache
+    when the value moved, so such reads keep the staleness bound of the module docstring:
+    none. Reopened after a fork (a SQLite connection must not cross one).
+    """
+
+    def __init__(self, path: str, cache: QueryCache) -> None:
+        self._path = path
+        self._cache = cache
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._seen: int | None = None
+
+    def check(self) -> None:
+        """Flush the mutable cache if the database changed since the last check (or this
+        is the first one); on any error, flush too (nothing is known)."""
+        with self._lock:
+            try:
+                if self._conn is None or self._pid != os.getpid():
+                    self._conn = sqlite3.connect(
+                        self._path, isolation_level=None, check_same_thread=False
+                    )
+                    self._pid = os.getpid()
+                    self._seen = None
+                version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                self._close()
+                version = None
+            changed = version is None or version != self._seen
+            self._seen = version
+        if changed:
+            self._cache.flush_mutable()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def close(self) -> None:
+        """Close the connection (the Store is closing)."""
+        with self._lock:
+            self._close()
 
 
 def install(engine: Engine, cache: QueryCache) -> None:
@@ -508,3 +644,9 @@ def install(engine: Engine, cache: QueryCache) -> None:
         record.info[TOKEN_KEY] = cache.token()
 
     event.listen(engine, "checkout", on_checkout)
+    database = engine.url.database
+    if sqlite and database not in (None, "", ":memory:") and not database.startswith("file:"):
+        # In-memory databases have no other connection to watch.
+        watch = DataVersionWatch(database, cache)
+        cache.refresh = watch.check
+        cache.watch = watch

@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from govc_db.db.cache import QueryCache
-from govc_db.objects import ObjectId
+from govc_db.objects import MODE_EXEC, MODE_FILE, MODE_LINK, ObjectId
 
 if TYPE_CHECKING:
     from govc_db.objects import Tree
+    from govc_db.objects.kinds import TreeItem
     from govc_db.store.ports import (
         CommitIndexStore,
         IndexEntry,
@@ -27,9 +28,12 @@ if TYPE_CHECKING:
         RefStore,
     )
 
-__all__ = ["CachedIndex", "CachedObjects", "CachedRefs"]
+__all__ = ["CachedIndex", "CachedObjects", "CachedRefs", "ReadMemo", "read_cached"]
 
 Defer = Callable[[Callable[[], None]], None]
+
+#: Modes whose entry is a blob (a file, an executable, a symlink).
+_BLOB_MODES = frozenset({MODE_FILE, MODE_EXEC, MODE_LINK})
 
 
 class _Wrapper:
@@ -262,3 +266,52 @@ class CachedRefs(_Wrapper):
     def reflog(self, name: str) -> list[RefLogEntry]:
         """The reflog (appended by every move: never cached)."""
         return self._inner.reflog(name)
+
+
+class ReadMemo:
+    """What a read unit learned, for reads that need no unit at all (:func:`read_cached`):
+    the commit and root tree a revision string resolved to (mutable: stored under the
+    unit's token, unreachable after any ref write of the repository, like ref listings)
+    and the entry at a path below a root tree (immutable)."""
+
+    __slots__ = ("_cache", "_repo_id", "_token")
+
+    def __init__(self, cache: QueryCache, repo_id: int, token: int) -> None:
+        self._cache = cache
+        self._repo_id = repo_id
+        self._token = token
+
+    def remember(
+        self, rev: str, commit: ObjectId, tree: ObjectId, path: str, item: TreeItem | None
+    ) -> None:
+        """``rev`` resolved to ``commit`` (root ``tree``), where ``path`` (validated) is
+        ``item`` (None: absent, which is not remembered)."""
+        cache = self._cache
+        if cache.mutable_enabled():
+            cache.put_revision(self._token, self._repo_id, rev, commit, tree)
+        if item is not None:
+            cache.put_path(self._repo_id, tree, path, item)
+
+
+def read_cached(cache: QueryCache, repo_id: int, rev: object, path: object) -> bytes | None:
+    """The content of the file at ``path`` in ``rev`` when the cache alone knows it (what
+    :class:`ReadMemo` remembered, and the blob), else None: the caller then runs the read
+    in a unit, which decides everything else, errors included.
+
+    No connection, no transaction: a few locked dictionary lookups. Only exact strings a
+    unit already resolved and validated can hit, so nothing needs validating here. The
+    staleness bound is the mutable cache's (see :mod:`govc_db.db.cache`).
+    """
+    if type(rev) is not str or type(path) is not str:
+        return None
+    cache.refresh()
+    if not cache.mutable_enabled():
+        return None
+    resolved = cache.get_revision(repo_id, rev)
+    if resolved is None:
+        return None
+    item = cache.get_path(repo_id, resolved[1], path)
+    if item is None or item.mode not in _BLOB_MODES:
+        return None
+    raw = cache.get_object(repo_id, item.oid)
+    return None if raw is None else raw.data

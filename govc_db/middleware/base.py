@@ -11,25 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol
 
 from govc_db.settings import Settings
 
 __all__ = ["Handler", "Middleware", "MiddlewareSpec", "Operation", "build_chain", "default_stack"]
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+_NO_ARGS: Mapping[str, Any] = MappingProxyType({})
+
+
+class Operation(NamedTuple):
     """One public call: its name (``"commit"``, ``"read"`` ...), repository and arguments.
 
     ``write`` tells middleware whether the call changes state; ``call`` does the work.
+    Immutable. A named tuple rather than a frozen dataclass: one is built for every call,
+    and a cache-answered read costs about as much as building a frozen dataclass.
     """
 
     name: str
     repository: str
     call: Callable[[], Any]
     write: bool = False
-    args: Mapping[str, Any] = field(default_factory=dict)
+    args: Mapping[str, Any] = _NO_ARGS
 
 
 Handler = Callable[[Operation], Any]

@@ -34,13 +34,15 @@ class MetricsMiddleware:
         self._calls: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
         self._latency: dict[str, deque[float]] = {}
-        self._in_flight = 0
+        # One token per call in flight: list append/pop are atomic, so counting calls in
+        # flight takes no lock (the one lock below is taken once per call).
+        self._active: list[None] = []
 
     def __call__(self, op: Operation) -> Any:
         """Time ``op`` and count it (and its failure, if it raises)."""
         start = self._timer()
-        with self._lock:
-            self._in_flight += 1
+        active = self._active
+        active.append(None)
         ok = False
         try:
             result = self._app(op)
@@ -48,8 +50,8 @@ class MetricsMiddleware:
             return result
         finally:
             elapsed = self._timer() - start
+            active.pop()
             with self._lock:
-                self._in_flight -= 1
                 self._calls[op.name] += 1
                 if not ok:
                     self._errors[op.name] += 1
@@ -73,7 +75,7 @@ class MetricsMiddleware:
                     "max_ms": (samples[-1] if samples else 0.0) * 1000,
                 }
             return {
-                "in_flight": self._in_flight,
+                "in_flight": len(self._active),
                 "calls": sum(self._calls.values()),
                 "errors": sum(self._errors.values()),
                 "operations": ops,

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from govc_db.db.batch import BatchExecutor, Row
 from govc_db.db.cache import TOKEN_KEY, QueryCache, uncached_active
-from govc_db.db.cache_ports import CachedIndex, CachedObjects, CachedRefs
+from govc_db.db.cache_ports import CachedIndex, CachedObjects, CachedRefs, ReadMemo
 from govc_db.db.engine import WRITE_OPTION
 from govc_db.db.errors import translating
 from govc_db.db.notify import NOTIFY_STATEMENT, ref_message, repository_deleted_message
@@ -119,6 +119,8 @@ class SqlUnit:
             OptimisticRefs(sql_refs, backend, repo_id) if speculative else sql_refs
         )
         self.index: SqlIndex | CachedIndex = SqlIndex(self)
+        #: Set in a cached read unit: remembers resolved reads for :func:`read_cached`.
+        self.read_memo: ReadMemo | None = None
         cache = backend.cache
         if cache is None or uncached_active():
             return
@@ -132,9 +134,10 @@ class SqlUnit:
         if not write and not speculative:
             # Taken at checkout, before this transaction's first statement (its snapshot).
             token = conn.info.get(TOKEN_KEY)
-            self.refs = CachedRefs(
-                self.refs, cache, repo_id, token if isinstance(token, int) else cache.token()
-            )
+            if not isinstance(token, int):
+                token = cache.token()
+            self.refs = CachedRefs(self.refs, cache, repo_id, token)
+            self.read_memo = ReadMemo(cache, repo_id, token)
 
     @contextmanager
     def savepoint(self) -> Iterator[object]:

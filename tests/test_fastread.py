@@ -1,0 +1,166 @@
+"""Reads answered by the cache alone (``read_cached``): no unit, no connection.
+
+What a read unit resolved -- the commit a revision string named, the entry at a path --
+is remembered, and the next read of the same revision and path needs three cache
+lookups. These tests check it never answers what a unit would answer differently:
+after writes here, in another Store, on another SQLite connection, inside a transaction,
+after expiry, and for every error case.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from test_cache import FakeTimer, commit, oid, opened, settle
+
+from govc_db import InvalidInput, NotFound, Store
+from govc_db.db.cache import QueryCache
+from govc_db.objects import MODE_FILE
+from govc_db.objects.kinds import TreeItem
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    with opened(db_url, cache_ref_ttl=3600.0) as s:
+        yield s
+
+
+def checkouts(store: Store) -> int:
+    return int(store.metrics()["pool"]["checkouts"])
+
+
+def test_a_repeated_read_takes_no_connection(store: Store) -> None:
+    repo = store.create_repository("r")
+    commit(repo, "d/a.txt", b"1")
+    settle(store, 1)
+    assert repo.read("main", "d/a.txt") == b"1"
+    before = checkouts(store)
+    for _ in range(5):
+        assert repo.read("main", "d/a.txt") == b"1"
+        assert repo.open("main", "d/a.txt").read() == b"1"
+    assert checkouts(store) == before
+    stats = store.metrics()["metrics"]["operations"]
+    assert stats["read"]["calls"] == 6 and stats["open"]["calls"] == 5  # still counted
+
+
+def test_a_commit_here_is_read_at_once(store: Store) -> None:
+    repo = store.create_repository("r")
+    commit(repo, "a.txt", b"1")
+    for i in range(2, 6):
+        assert repo.read("main", "a.txt") == b"%d" % (i - 1)
+        assert repo.read("main", "a.txt") == b"%d" % (i - 1)
+        commit(repo, "a.txt", b"%d" % i)
+    assert repo.read("main", "a.txt") == b"5"
+    assert repo.read("HEAD~1", "a.txt") == b"4"
+
+
+def test_another_store_in_this_process(db_url: str) -> None:
+    with opened(db_url, cache_ref_ttl=3600.0) as a, opened(db_url, cache_ref_ttl=3600.0) as b:
+        ra = a.create_repository("r")
+        commit(ra, "a.txt", b"1")
+        rb = b.repository("r")
+        for _ in range(2):
+            assert rb.read("main", "a.txt") == b"1"
+        commit(ra, "a.txt", b"2")
+        assert rb.read("main", "a.txt") == b"2"
+        a.delete_repository("r")
+        with pytest.raises(NotFound):
+            rb.read("main", "a.txt")
+
+
+def test_sqlite_sees_a_raw_write_on_another_connection_at_once(sqlite_url: str) -> None:
+    # The documented bound on SQLite is "none", even for writes that bypass govc_db:
+    # the data_version watch sees any other connection's commit.
+    with opened(sqlite_url, cache_ref_ttl=3600.0) as store:
+        repo = store.create_repository("r")
+        first = commit(repo, "a.txt", b"1")
+        commit(repo, "a.txt", b"2")
+        for _ in range(2):
+            assert repo.read("main", "a.txt") == b"2"
+        path = sa.make_url(sqlite_url).database
+        assert path is not None
+        raw = sqlite3.connect(path)
+        try:
+            raw.execute(
+                "UPDATE govc_refs SET target = ? WHERE name = 'refs/heads/main'",
+                (bytes.fromhex(first),),
+            )
+            raw.commit()
+        finally:
+            raw.close()
+        assert repo.read("main", "a.txt") == b"1"
+
+
+def test_inside_a_transaction_its_own_writes_are_read(store: Store) -> None:
+    repo = store.create_repository("r")
+    commit(repo, "a.txt", b"1")
+    for _ in range(2):
+        assert repo.read("main", "a.txt") == b"1"
+    with store.transaction():
+        commit(repo, "a.txt", b"2")
+        assert repo.read("main", "a.txt") == b"2"
+    assert repo.read("main", "a.txt") == b"2"
+
+
+def test_errors_are_decided_by_a_unit_every_time(store: Store) -> None:
+    repo = store.create_repository("r")
+    commit(repo, "d/a.txt", b"1")
+    repo.create_branch("b", "main")
+    for _ in range(2):
+        with pytest.raises(InvalidInput):
+            repo.read("main", "d")  # a directory: remembered, never served
+        with pytest.raises(NotFound):
+            repo.read("main", "d/missing.txt")
+        with pytest.raises(NotFound):
+            repo.read("nope", "d/a.txt")
+        with pytest.raises(InvalidInput):
+            repo.read("main", "/d/a.txt")
+        with pytest.raises(InvalidInput):
+            repo.read(5, "d/a.txt")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput):
+            repo.read("main", ["d/a.txt"])  # type: ignore[arg-type]
+    assert repo.read("b", "d/a.txt") == b"1"
+    repo.delete_branch("b")
+    with pytest.raises(NotFound):
+        repo.read("b", "d/a.txt")
+
+
+def test_revision_memo_expires_and_follows_invalidation() -> None:
+    timer = FakeTimer()
+    cache = QueryCache(max_bytes=1 << 20, ref_ttl=5.0, timer=timer)
+    token = cache.token()
+    cache.put_revision(token, 1, "main", oid(1), oid(2))
+    assert cache.get_revision(1, "main") == (oid(1), oid(2))
+    assert cache.get_revision(2, "main") is None  # another repository
+    timer.now += 5.0
+    assert cache.get_revision(1, "main") is None  # expired
+    cache.put_revision(cache.token(), 1, "main", oid(1), oid(2))
+    cache.invalidate_refs(1, ["refs/heads/main"])
+    assert cache.get_revision(1, "main") is None
+    # A unit that read before an invalidation cannot store what it read.
+    stale = cache.token()
+    cache.invalidate_refs(1, None)
+    cache.put_revision(stale, 1, "main", oid(1), oid(2))
+    assert cache.get_revision(1, "main") is None
+    cache.put_revision(cache.token(), 1, "main", oid(3), oid(4))
+    cache.flush_mutable()
+    assert cache.get_revision(1, "main") is None
+    stats = cache.get_stats()["revisions"]
+    assert stats["hits"] == 1 and stats["misses"] == 5
+
+
+def test_path_memo_is_immutable_and_bounded() -> None:
+    cache = QueryCache(max_bytes=4096, ref_ttl=5.0)
+    item = TreeItem(b"a.txt", MODE_FILE, oid(9))
+    cache.put_path(1, oid(1), "d/a.txt", item)
+    assert cache.get_path(1, oid(1), "d/a.txt") == item
+    assert cache.get_path(1, oid(1), "d/b.txt") is None
+    assert cache.get_path(2, oid(1), "d/a.txt") is None
+    cache.flush_mutable()
+    assert cache.get_path(1, oid(1), "d/a.txt") == item  # trees never change
+    for i in range(100):
+        cache.put_path(1, oid(2), f"f{i}", item)
+    assert cache.get_stats()["immutable"]["bytes"] <= 4096
