@@ -11,7 +11,11 @@ Against the raw driver, on our own database and the same rows (issue 4's targets
   statement cache off;
 * **cold** ``repo.read(commit, path)`` on a Store whose query cache is off (connection
   pooled, nothing cached: every lookup reaches the database) vs the same point ``SELECT``
-  prepared (psycopg ``prepare=True``; sqlite3's statement cache).
+  prepared (psycopg ``prepare=True``; sqlite3's statement cache);
+* **cold blob** ``repo.read(commit, path)`` on a new Store (cache on) that has read the
+  refs, index rows and trees of those paths (``repo.exists``, untimed) but none of the
+  blobs: each read fetches its blob, the state of a warm service reading files it has not
+  read before. Against the same prepared point ``SELECT``.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ def _blob_ids(h: History, pairs: Sequence[tuple[str, str]]) -> list[bytes]:
 def bench_reads(t: Target, sizes: Sizes, h: History | BaseException) -> list[Result]:
     cold_case = "cold: new Store per read (engine, connection, lookup)"
     uncached_case = "cold: query cache off, pooled connection"
+    cold_blob_case = "cold blob: refs, index and trees cached, blob not"
     warm_case = f"warm: {sizes.warm_reads} reads at commit ids, same Store"
     branch_case = f"warm: {sizes.warm_reads} reads at branch main, same Store"
     batch_peer = "git cat-file --batch (long-running)"
@@ -106,6 +111,7 @@ def bench_reads(t: Target, sizes: Sizes, h: History | BaseException) -> list[Res
         "cold_proc": line(cold_case, "git cat-file blob (process per read)"),
         "cold_batch": line(cold_case, batch_peer),
         "uncached_pk": line(uncached_case, PointSelect.label(t.backend, prepared=True)),
+        "cold_blob_pk": line(cold_blob_case, PointSelect.label(t.backend, prepared=True)),
         "warm_batch": line(warm_case, batch_peer),
         "branch_batch": line(branch_case, batch_peer),
         "branch_pk": line(branch_case, PointSelect.label(t.backend, prepared=False)),
@@ -165,6 +171,21 @@ def bench_reads(t: Target, sizes: Sizes, h: History | BaseException) -> list[Res
                 "pk": lambda: _rate(cold_ids, prepared.read),
             },
         )
+
+        def cold_blob_ours() -> float:
+            with govc_db.open(t.url, settings=t.settings) as s:
+                r = s.repository(repo.name)
+                for rp in cold:  # untimed: refs, index rows and trees, not the blobs
+                    r.exists(*rp)
+                return _rate(cold, lambda rp: r.read(*rp))
+
+        cold_blob_contest = Contest().run(
+            sizes.repeats,
+            {
+                "ours": cold_blob_ours,
+                "pk": lambda: _rate(cold_ids, prepared.read),
+            },
+        )
         warm_contest = Contest().run(
             sizes.repeats,
             {
@@ -191,6 +212,7 @@ def bench_reads(t: Target, sizes: Sizes, h: History | BaseException) -> list[Res
         result(bases["cold_proc"], "ours", "proc", cold_contest, check),
         result(bases["cold_batch"], "ours", "batch", cold_contest, check),
         result(bases["uncached_pk"], "ours", "pk", uncached_contest, check_cold),
+        result(bases["cold_blob_pk"], "ours", "pk", cold_blob_contest, check_cold),
         result(bases["warm_batch"], "ours", "batch", warm_contest, check),
         result(bases["branch_batch"], "ours", "batch", branch_contest, check_branch),
         result(bases["branch_pk"], "ours", "pk", branch_contest, check_branch),

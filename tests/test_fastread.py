@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from test_cache import FakeTimer, commit, oid, opened, settle
+from test_cache import SIG, FakeTimer, commit, oid, opened, settle
+from test_pool import _backend_pid, _terminate, pool_stats
 
 from govc_db import InvalidInput, NotFound, Store
 from govc_db.db.cache import QueryCache
@@ -164,3 +165,62 @@ def test_path_memo_is_immutable_and_bounded() -> None:
     for i in range(100):
         cache.put_path(1, oid(2), f"f{i}", item)
     assert cache.get_stats()["immutable"]["bytes"] <= 4096
+
+
+def transactions(store: Store) -> int:
+    return int(store.metrics()["txn"]["transactions"])
+
+
+def test_cold_blob_is_one_fetch_without_a_transaction(db_url: str) -> None:
+    with opened(db_url, cache_ref_ttl=3600.0) as store:
+        repo = store.create_repository("r")
+        head = commit(repo, "d/a.txt", b"a" * 300)
+    with opened(db_url, cache_ref_ttl=3600.0) as store:
+        repo = store.repository("r")
+        assert repo.exists(head, "d/a.txt")  # refs, index row and trees: not the blob
+        assert repo.exists(head, "d/a.txt")
+        before, reads = transactions(store), store.metrics()["reads"]
+        assert repo.read(head, "d/a.txt") == b"a" * 300
+        after = store.metrics()["reads"]
+        assert transactions(store) == before
+        assert after["fetches"] == reads["fetches"] + 1
+        assert after["fetched_objects"] == reads["fetched_objects"] + 1
+        assert after["cached_units"] == reads["cached_units"] + 1
+        # Other reads the cache can serve take no transaction either.
+        assert repo.resolve(head) == head
+        assert [e.path for e in repo.tree(head, "d")] == ["d/a.txt"]
+        assert repo.get_commit(head).oid == head
+        assert transactions(store) == before
+
+
+def test_an_evicted_blob_is_fetched_alone(db_url: str) -> None:
+    big = 40_960  # 160 x 256
+    with opened(db_url, cache_ref_ttl=3600.0, cache_max_bytes=64_000) as store:
+        repo = store.create_repository("r")
+        repo.commit(
+            "main",
+            {"a.bin": bytes(range(256)) * (big // 256), "b.bin": b"b" * big},
+            message="two\n",
+            author=SIG,
+        )
+        settle(store, 1)
+        assert len(repo.read("main", "a.bin")) == big
+        assert len(repo.read("main", "b.bin")) == big  # evicts a.bin's blob
+        before, fetches = transactions(store), store.metrics()["reads"]["fetches"]
+        assert repo.read("main", "a.bin") == bytes(range(256)) * (big // 256)
+        assert store.metrics()["reads"]["fetches"] == fetches + 1
+        assert transactions(store) == before
+
+
+@pytest.mark.postgres
+def test_a_fetch_on_a_lost_connection_falls_back(pg_url: str) -> None:
+    with opened(pg_url, pool_size=1, max_overflow=0, pool_pre_ping_idle=3600.0) as store:
+        repo = store.create_repository("r")
+        head = commit(repo, "a.txt", b"1")
+    with opened(pg_url, pool_size=1, max_overflow=0, pool_pre_ping_idle=3600.0) as store:
+        repo = store.repository("r")
+        assert repo.exists(head, "a.txt")
+        _terminate(pg_url, _backend_pid(store))
+        assert repo.read(head, "a.txt") == b"1"  # the fetch failed; a unit retried
+        assert pool_stats(store)["invalidations"] >= 1
+        assert repo.read(head, "a.txt") == b"1"

@@ -35,6 +35,7 @@ from govc_db.objects import (
     parse_object,
 )
 from govc_db.objects.kinds import TreeItem
+from govc_db.store.cached_read import run_cached
 from govc_db.store.ports import Unit
 from govc_db.types import (
     Change,
@@ -161,16 +162,18 @@ class Repository:
             def call() -> T:
                 cache = backend.cache
                 # Not inside store.transaction(): its own uncommitted writes must be read.
-                if (
-                    fast is not None
-                    and cache is not None
-                    and not uncached_active()
-                    and backend.txn.current() is None
-                ):
-                    # (rev, path) of a file read: answered by the cache alone, or None.
-                    found: Any = read_cached(cache, repo_id, fast[0], fast[1])
-                    if found is not None:
-                        return found  # type: ignore[no-any-return]
+                if cache is not None and not uncached_active() and backend.txn.current() is None:
+                    if fast is not None:
+                        # (rev, path) of a file read: answered by the cache alone, or None.
+                        found: Any = read_cached(
+                            cache, repo_id, fast[0], fast[1], backend.fetch_objects
+                        )
+                        if found is not None:
+                            return found  # type: ignore[no-any-return]
+                    # No transaction: cached refs and index rows, objects fetched alone.
+                    served, value = run_cached(backend, repo_id, fn, backend.reads)
+                    if served:
+                        return value  # type: ignore[return-value]
                 try:
                     return backend.run_unit(repo_id, fn, write=False, what=op_name)
                 except NotFound:

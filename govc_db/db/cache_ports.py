@@ -28,7 +28,14 @@ if TYPE_CHECKING:
         RefStore,
     )
 
-__all__ = ["CachedIndex", "CachedObjects", "CachedRefs", "ReadMemo", "read_cached"]
+__all__ = [
+    "CachedIndex",
+    "CachedObjects",
+    "CachedRefs",
+    "CachedTreeMemo",
+    "ReadMemo",
+    "read_cached",
+]
 
 Defer = Callable[[Callable[[], None]], None]
 
@@ -46,7 +53,7 @@ class _Wrapper:
         return getattr(inner, name)
 
 
-class _TreeMemo:
+class CachedTreeMemo:
     """Parsed trees by id for ``core.trees.load_trees`` (duck-typed ``tree_memo``).
 
     In a write transaction the trees it is given reach the shared cache only once the
@@ -62,6 +69,7 @@ class _TreeMemo:
         self._local: dict[ObjectId, Tree] = {}
 
     def get_trees(self, oids: Sequence[ObjectId]) -> dict[ObjectId, Tree]:
+        """The remembered trees among ``oids`` (this unit's own first)."""
         local = self._local
         if not local:
             return self._cache.get_trees(self._repo_id, oids)
@@ -72,6 +80,7 @@ class _TreeMemo:
         return out
 
     def put_trees(self, trees: Mapping[ObjectId, Tree]) -> None:
+        """Remember parsed trees (for this unit now, for everyone once it committed)."""
         items = list(trees.items())
         if self._defer is None:
             self._cache.put_trees(self._repo_id, items)
@@ -95,7 +104,7 @@ class CachedObjects(_Wrapper):
         self._cache = cache
         self._repo_id = repo_id
         self._defer = defer
-        self.tree_memo = _TreeMemo(cache, repo_id, defer)
+        self.tree_memo = CachedTreeMemo(cache, repo_id, defer)
 
     def _remember(self, found: Mapping[ObjectId, RawObject]) -> None:
         items = [(oid, raw) for oid, raw in found.items() if raw.type != b"tree"]
@@ -293,14 +302,21 @@ class ReadMemo:
             cache.put_path(self._repo_id, tree, path, item)
 
 
-def read_cached(cache: QueryCache, repo_id: int, rev: object, path: object) -> bytes | None:
-    """The content of the file at ``path`` in ``rev`` when the cache alone knows it (what
-    :class:`ReadMemo` remembered, and the blob), else None: the caller then runs the read
-    in a unit, which decides everything else, errors included.
+Fetch = Callable[[int, Sequence[ObjectId]], Mapping[ObjectId, "RawObject"]]
 
-    No connection, no transaction: a few locked dictionary lookups. Only exact strings a
-    unit already resolved and validated can hit, so nothing needs validating here. The
-    staleness bound is the mutable cache's (see :mod:`govc_db.db.cache`).
+
+def read_cached(
+    cache: QueryCache, repo_id: int, rev: object, path: object, fetch: Fetch | None = None
+) -> bytes | None:
+    """The content of the file at ``path`` in ``rev`` when the cache knows where it is
+    (what :class:`ReadMemo` remembered), else None: the caller then runs the read in a
+    unit, which decides everything else, errors included.
+
+    No transaction: a few locked dictionary lookups, and when the blob itself is not
+    cached (evicted), ``fetch(repo_id, [id])`` -- one autocommit point SELECT -- whose
+    failure of any kind is also None. Only exact strings a unit already resolved and
+    validated can hit, so nothing needs validating here. The staleness bound is the
+    mutable cache's (see :mod:`govc_db.db.cache`).
     """
     if type(rev) is not str or type(path) is not str:
         return None
@@ -314,4 +330,15 @@ def read_cached(cache: QueryCache, repo_id: int, rev: object, path: object) -> b
     if item is None or item.mode not in _BLOB_MODES:
         return None
     raw = cache.get_object(repo_id, item.oid)
-    return None if raw is None else raw.data
+    if raw is not None:
+        return raw.data
+    if fetch is None:
+        return None
+    try:
+        found = fetch(repo_id, [item.oid]).get(item.oid)
+    except Exception:  # lost connection, anything: the unit decides
+        return None
+    if found is None:
+        return None
+    cache.put_objects(repo_id, [(item.oid, found)])
+    return found.data

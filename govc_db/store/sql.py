@@ -32,6 +32,7 @@ from govc_db.db.pipeline import PipelineStats, RawStatement, WritePipeline, comp
 from govc_db.db.txn import Transaction, TransactionManager
 from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound, StoreUnavailable
 from govc_db.objects import TYPE_NUMBERS, ObjectId, hash_object
+from govc_db.store.cached_read import CacheMiss, ReadStats
 from govc_db.store.codec import Codec
 from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
 from govc_db.store.statements import (
@@ -640,6 +641,11 @@ class RawStatements:
             backend.parent_insert, d, ("repo_id", "oid", "position", "parent")
         )
         self.paths = compile_raw(backend.path_insert, d, ("repo_id", "oid", "position", "path"))
+        # Object reads outside a transaction (SqlBackend.fetch_objects).
+        self.object_one = compile_raw(S_OBJ_GET_ONE, d, ())
+        self.object_any: RawStatement | None = (
+            compile_raw(S_OBJ_GET_PG, d, ()) if d.name == "postgresql" else None
+        )
 
 
 #: Seconds after a failed speculation on a ref during which its target is read from the
@@ -694,6 +700,8 @@ class SqlBackend:
         self.pipeline_enabled = True
         #: Counters of the write pipelines and speculative units.
         self.pipeline = PipelineStats()
+        #: How reads were answered (the cache alone, a cached read unit, a unit).
+        self.reads = ReadStats()
         self._raw: RawStatements | None = None
         # (repo_id, ref) -> the target this Store last committed, and the monotonic time
         # of the last failed speculation on a ref.
@@ -817,6 +825,57 @@ class SqlBackend:
         # and are dropped with a rolled-back savepoint or attempt.
         u._hooks = tx.hooks
         return u
+
+    def fetch_objects(self, repo_id: int, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject]:
+        """The objects among ``oids`` that exist, read outside any transaction: one
+        autocommit statement on a pooled connection (objects never change, so no snapshot
+        is needed). For :mod:`govc_db.store.cached_read`: any driver error is
+        ``CacheMiss`` (the connection dropped if it was lost), and the caller's ordinary
+        unit then decides.
+        """
+        raw = self.raw_statements()
+        pg = self.dialect == "postgresql"
+        decode = self.codec.decode
+        try:
+            pooled = self.engine.raw_connection()
+        except Exception as exc:
+            raise CacheMiss from exc
+        try:
+            driver: Any = pooled.driver_connection
+            rows: list[Any] = []
+            if pg:
+                driver.autocommit = True  # client-side only: no round trip
+                try:
+                    if len(oids) == 1:
+                        params: Any = {"repo_id": repo_id, "oid": oids[0]}
+                        rows = driver.execute(raw.object_one.sql, params).fetchall()
+                    else:
+                        assert raw.object_any is not None
+                        params = {"repo_id": repo_id, "oids": list(oids)}
+                        rows = driver.execute(raw.object_any.sql, params).fetchall()
+                finally:
+                    driver.autocommit = False
+            else:  # sqlite3 without a transaction open is autocommit already
+                stmt = raw.object_one
+                for oid in oids:
+                    args = stmt.args({"repo_id": repo_id, "oid": oid})
+                    rows.extend(driver.execute(stmt.sql, args).fetchall())
+        except Exception as exc:
+            try:
+                lost = self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)  # type: ignore[arg-type]
+            except Exception:
+                lost = True
+            if lost:
+                pooled.invalidate(exc)
+            raise CacheMiss from exc
+        finally:
+            pooled.close()
+        out: dict[ObjectId, RawObject] = {}
+        for oid, type_number, size, encoding, data in rows:
+            key = ObjectId(bytes(oid))
+            out[key] = RawObject(type_name_of(type_number, key), decode(encoding, data, size))
+        self.reads.count(fetches=1, fetched_objects=len(out))
+        return out
 
     def refs_match(self, repo_id: int, expected: Mapping[str, ObjectId | None]) -> bool:
         """Whether every ref in ``expected`` has that target now (None: absent).
