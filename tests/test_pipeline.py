@@ -194,3 +194,26 @@ def test_idle_connection_is_pinged_and_replaced(pg_url: str) -> None:
         assert store.metrics()["txn"]["retries"] == 0
         assert pool_stats(store)["disconnects"] >= 1
         assert repo.resolve("main") == oid
+
+
+@pytest.mark.postgres
+def test_catalog_reads_are_retried_after_a_lost_connection(pg_url: str) -> None:
+    with opened(
+        pg_url, pool_size=1, max_overflow=0, pool_pre_ping_idle=3600.0, cache_enabled=False
+    ) as store:
+        store.create_repository("r")
+        _terminate(pg_url, _backend_pid(store))
+        assert store.list_repositories() == ["r"]
+        _terminate(pg_url, _backend_pid(store))
+        assert store.repository("r").name == "r"
+        assert store.metrics()["txn"]["retries_by_reason"]["disconnect"] == 2
+
+
+def test_catalog_reads_join_an_open_transaction(db_url: str) -> None:
+    # One pooled connection: a lookup on a second connection would wait for the first.
+    with opened(db_url, pool_size=1, max_overflow=0, pool_timeout=1.0) as store:
+        with store.transaction():
+            store.create_repository("r")
+            assert store.list_repositories() == ["r"]
+            assert store.repository("r").name == "r"
+        assert store.list_repositories() == ["r"]

@@ -26,7 +26,6 @@ from govc_db.db.batch import BatchExecutor, Row
 from govc_db.db.cache import TOKEN_KEY, QueryCache, uncached_active
 from govc_db.db.cache_ports import CachedIndex, CachedObjects, CachedRefs, ReadMemo
 from govc_db.db.engine import WRITE_OPTION
-from govc_db.db.errors import translating
 from govc_db.db.notify import NOTIFY_STATEMENT, ref_message, repository_deleted_message
 from govc_db.db.pipeline import PipelineStats, RawStatement, WritePipeline, compile_raw
 from govc_db.db.txn import Transaction, TransactionManager
@@ -956,11 +955,14 @@ class SqlBackend:
             hit = cache.get_repository(name)
             if isinstance(hit, RepositoryRecord):
                 return hit
-        # begin() so the connection goes back to the pool after a COMMIT: returning it
-        # with a ROLLBACK makes psycopg drop every prepared statement of the connection.
-        with translating("repository lookup"), self.engine.connect() as conn, conn.begin():
-            token = conn.info.get(TOKEN_KEY)
-            row = conn.execute(S_REPO_GET, {"name": name}).first()
+
+        def body(conn: Connection) -> tuple[Any, Any]:
+            return conn.info.get(TOKEN_KEY), conn.execute(S_REPO_GET, {"name": name}).first()
+
+        # Through the transaction manager: retried after a lost connection, joined to an
+        # open store.transaction(), and ended by COMMIT (a ROLLBACK would make psycopg
+        # drop every prepared statement of the connection).
+        token, row = self.txn.run(body, write=False, what="repository lookup")
         if row is None:
             return None
         rec = RepositoryRecord(row.id, row.name, row.default_branch)
@@ -989,9 +991,12 @@ class SqlBackend:
 
     def list_repositories(self) -> list[str]:
         """All repository names, sorted."""
-        with translating("list repositories"), self.engine.connect() as conn, conn.begin():
+
+        def body(conn: Connection) -> list[str]:
             # Sorted in Python: ORDER BY follows the database collation, which varies.
             return sorted(r[0] for r in conn.execute(S_REPO_LIST))
+
+        return self.txn.run(body, write=False, what="list repositories")
 
     def delete_repository(self, name: str) -> RepositoryRecord:
         """Delete a repository and every row that belongs to it; ``NotFound`` if absent.
