@@ -83,10 +83,12 @@ def test_branch_moved_by_another_store_is_detected_and_rebased(db_url: str) -> N
         assert stats(a)["fallbacks_expectation"] == 1
         assert ra.get_commit(ours).parents == [theirs]
         assert ra.read("main", "b.txt") == b"b"
-        # The branch is contended now: the next commit reads it instead of assuming.
+        # The repository is contended now: the next commit is a plain one.
         theirs2 = commit(rb, "b.txt", b"b2")
+        units = stats(a)["speculative_units"]
         ours2 = commit(ra, "d.txt", b"d")
         assert stats(a)["fallbacks_expectation"] == 1
+        assert stats(a)["speculative_units"] == units
         assert ra.get_commit(ours2).parents == [theirs2]
         assert [c.oid for c in ra.log("main", limit=4)] == [ours2, theirs2, ours, theirs]
         assert ra.verify().ok

@@ -647,8 +647,10 @@ class RawStatements:
         )
 
 
-#: Seconds after a failed speculation on a ref during which its target is read from the
-#: database instead of assumed (another writer is moving it).
+#: Seconds after a failed speculation in a repository during which its writes run as
+#: plain units (another writer is moving its refs: a plain unit's compare-and-swap is
+#: answered at once, and a lost race is re-applied in the same transaction, where a
+#: failed speculation costs a rollback and a second run).
 CONTENDED_SECONDS = 1.0
 #: Bound of the assumed-heads map (forgetting one costs a query, nothing else).
 MAX_HEADS = 10_000
@@ -702,10 +704,10 @@ class SqlBackend:
         #: How reads were answered (the cache alone, a cached read unit, a unit).
         self.reads = ReadStats()
         self._raw: RawStatements | None = None
-        # (repo_id, ref) -> the target this Store last committed, and the monotonic time
-        # of the last failed speculation on a ref.
+        # (repo_id, ref) -> the target this Store last committed; repo_id -> the monotonic
+        # time of the last failed speculation in that repository.
         self._heads: dict[tuple[int, str], ObjectId] = {}
-        self._contended: dict[tuple[int, str], float] = {}
+        self._contended: dict[int, float] = {}
 
     def raw_statements(self) -> RawStatements:
         """The speculative unit's statements for this dialect (compiled on first use)."""
@@ -726,15 +728,8 @@ class SqlBackend:
 
     def assumed_head(self, repo_id: int, name: str) -> ObjectId | None:
         """What a speculative unit assumes ``name`` points at, or None (read it): this
-        Store's last committed move, else a cached ref; nothing while the ref is
-        contended (a speculation on it failed in the last ``CONTENDED_SECONDS``)."""
-        key = (repo_id, name)
-        failed = self._contended.get(key)
-        if failed is not None:
-            if time.monotonic() - failed < CONTENDED_SECONDS:
-                return None
-            self._contended.pop(key, None)
-        head = self._heads.get(key)
+        Store's last committed move, else a cached ref."""
+        head = self._heads.get((repo_id, name))
         if head is not None:
             return head
         cache = self.cache
@@ -791,7 +786,11 @@ class SqlBackend:
 
             return txn.run(body, write=write, what=what, verify_commit=verify_commit)
 
-        if not (speculative and write and self.pipeline_enabled) or txn.current() is not None:
+        if (
+            not (speculative and write and self.pipeline_enabled)
+            or txn.current() is not None
+            or self._contended_now(repo_id)
+        ):
             return attempt(False)
         # Speculative first: refs assumed, writes queued and sent in one round trip,
         # compare-and-swaps checked at the end. Whatever the speculation could have got
@@ -803,15 +802,24 @@ class SqlBackend:
             return attempt(True)
         except _Speculation as exc:
             stats.count("fallbacks_expectation")
-            now = time.monotonic()
+            self._contended[repo_id] = time.monotonic()
             for name in exc.refs:
-                self._contended[(repo_id, name)] = now
                 self._heads.pop((repo_id, name), None)
         except StoreUnavailable:
             raise  # retries are spent: running again would only double the wait
         except GovcError:
             stats.count("fallbacks_error")
         return attempt(False)
+
+    def _contended_now(self, repo_id: int) -> bool:
+        """Whether a speculation in ``repo_id`` failed in the last ``CONTENDED_SECONDS``."""
+        failed = self._contended.get(repo_id)
+        if failed is None:
+            return False
+        if time.monotonic() - failed < CONTENDED_SECONDS:
+            return True
+        self._contended.pop(repo_id, None)
+        return False
 
     def _open_unit(self, tx: Transaction, repo_id: int, *, speculative: bool = False) -> SqlUnit:
         # A handle may outlive delete_repository (in this or another process). A
