@@ -3,14 +3,17 @@
 Caches follow the data (CONVENTIONS 6):
 
 * **Immutable** results are never invalidated: objects by ``(repository, id)``, parsed trees
-  by tree id (the memo behind every path lookup) and commit-index rows by commit id. They
-  share one LRU bounded by bytes (``Settings.cache_max_bytes``; an entry's size is its
+  by tree id (the memo behind every path lookup), commit-index rows by commit id, and the
+  entry at a path below a root tree (what a read found there). They share one LRU bounded
+  by bytes (``Settings.cache_max_bytes``; an entry's size is its
   payload plus a fixed overhead). Negative lookups are not cached: an object may arrive
   later. Reads inside a write transaction populate the cache only after it commits, so a
   rolled-back write never leaves an object the database does not hold.
-* **Mutable** results -- refs by name, ref listings by prefix, repository rows by name and
-  existence by id -- live at most ``Settings.cache_ref_ttl`` seconds and are invalidated
-  on every successful write, after commit. Reads inside a write transaction bypass them
+* **Mutable** results -- refs by name, ref listings by prefix, what a revision string
+  resolved to, repository rows by name and existence by id -- live at most
+  ``Settings.cache_ref_ttl`` seconds and are invalidated on every successful write, after
+  commit. A read of a revision and path resolved before needs nothing else: it is answered
+  without a connection (:func:`govc_db.db.cache_ports.read_cached`). Reads inside a write transaction bypass them
   (compare-and-swap must read the database).
 
 A reader that read the database before an invalidation must not store what it read after
@@ -34,7 +37,9 @@ Staleness bound (what a reader can see after another writer's call has returned)
   check; until then staleness is bounded by ``cache_ref_ttl``.
 * **Another process on SQLite**: none. ``PRAGMA data_version`` on a connection changes
   whenever another connection committed; it is read at every checkout, outside any
-  transaction, and a change flushes the mutable cache before the token is taken. (It
+  transaction, and a change flushes the mutable cache before the token is taken. Reads
+  that take no connection check it first on a connection of their own
+  (:class:`DataVersionWatch`). (It
   also sees this process's own commits made on other pooled connections, so with
   concurrent writers mutable hits are rarer on SQLite; immutable entries are unaffected.)
 * Writes that bypass govc_db (raw SQL on the govc tables) are not announced: they are seen
