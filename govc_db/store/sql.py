@@ -592,7 +592,10 @@ class OptimisticRefs:
         self._repo_id = repo_id
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_inner"], name)
+        inner = self.__dict__.get("_inner")
+        if inner is None:  # not initialized yet (copy, unpickling)
+            raise AttributeError(name)
+        return getattr(inner, name)
 
     def get(self, name: str) -> ObjectId | None:
         """The assumed target of ``name`` (the database's when nothing is assumed)."""
