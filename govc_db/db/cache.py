@@ -13,8 +13,8 @@ Caches follow the data (CONVENTIONS 6):
   resolved to, repository rows by name and existence by id -- live at most
   ``Settings.cache_ref_ttl`` seconds and are invalidated on every successful write, after
   commit. A read of a revision and path resolved before needs nothing else: it is answered
-  without a connection (:func:`govc_db.db.cache_ports.read_cached`). Reads inside a write transaction bypass them
-  (compare-and-swap must read the database).
+  without a connection (:func:`govc_db.db.cache_ports.read_cached`). Reads inside a write
+  transaction bypass them (compare-and-swap must read the database).
 
 A reader that read the database before an invalidation must not store what it read after
 it. Every connection checkout takes a *token* (a sequence number) before its first
