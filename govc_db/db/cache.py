@@ -14,7 +14,8 @@ Caches follow the data (CONVENTIONS 6):
   ``Settings.cache_ref_ttl`` seconds and are invalidated on every successful write, after
   commit. A read of a revision and path resolved before needs nothing else: it is answered
   without a connection (:func:`govc_db.db.cache_ports.read_cached`). Reads inside a write
-  transaction bypass them (compare-and-swap must read the database).
+  transaction bypass them (compare-and-swap must read the database); a speculative commit
+  may *assume* a cached ref, which its compare-and-swap then checks (govc_db.store.sql).
 
 A reader that read the database before an invalidation must not store what it read after
 it. Every connection checkout takes a *token* (a sequence number) before its first
