@@ -224,3 +224,33 @@ def test_a_fetch_on_a_lost_connection_falls_back(pg_url: str) -> None:
         assert repo.read(head, "a.txt") == b"1"  # the fetch failed; a unit retried
         assert pool_stats(store)["invalidations"] >= 1
         assert repo.read(head, "a.txt") == b"1"
+
+
+def test_threads_read_their_own_commits(db_url: str) -> None:
+    # Commits and cache-answered reads from several threads on one Store: after a commit
+    # returns, a read at the branch sees it (the memo was invalidated before it returned).
+    import threading
+
+    with opened(db_url, cache_ref_ttl=3600.0) as store:
+        repo = store.create_repository("r")
+        commit(repo, "seed.txt", b"seed")
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                for i in range(15):
+                    data = b"%d-%d" % (n, i)
+                    oid = commit(repo, f"t{n}/f.txt", data)
+                    assert repo.read("main", f"t{n}/f.txt") == data
+                    assert repo.read(oid, f"t{n}/f.txt") == data
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len(list(repo.log("main"))) == 1 + 4 * 15
+        assert repo.verify().ok
