@@ -184,8 +184,10 @@ def test_connection_lost_under_the_pipeline_is_retried(pg_url: str) -> None:
 
 
 @pytest.mark.postgres
-def test_idle_connection_is_pinged_and_replaced(pg_url: str) -> None:
-    with opened(pg_url, pool_size=1, max_overflow=0, pool_pre_ping_idle=0.05) as store:
+@pytest.mark.parametrize("idle", [0.05, 0.0], ids=["idle_window", "every_checkout"])
+def test_idle_connection_is_pinged_and_replaced(pg_url: str, idle: float) -> None:
+    # 0.0: SQLAlchemy's own pre-ping at every checkout; otherwise ours, after the window.
+    with opened(pg_url, pool_size=1, max_overflow=0, pool_pre_ping_idle=idle) as store:
         repo = store.create_repository("r")
         commit(repo, "a.txt", b"1")
         _terminate(pg_url, _backend_pid(store))
