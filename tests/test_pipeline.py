@@ -10,29 +10,18 @@ exactly what a plain commit gives.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from test_pool import _backend_pid, _terminate, pool_stats
+from test_pool import _backend_pid, _terminate, opened, pool_stats
 
 import govc_db
-from govc_db import NotFound, RefConflict, Settings, Signature, Store
+from govc_db import NotFound, RefConflict, Signature, Store
 from govc_db.errors import InvalidInput
 from govc_db.models import ObjectRow
 
 SIG = Signature("Pipe", "pipe@example.com", 1_700_000_000, 0)
-
-
-@contextmanager
-def opened(url: str, **settings: Any) -> Iterator[Store]:
-    store = govc_db.open(url, Settings(**settings))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def stats(store: Store) -> dict[str, int]:
