@@ -29,8 +29,6 @@ psycopg's.
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +38,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ClauseElement
 
+from govc_db.db.counters import Counters
 from govc_db.db.errors import sqlstate
 from govc_db.db.pool import READONLY_OPTION, is_disconnect_sqlstate, pool_monitor
 
@@ -103,28 +102,14 @@ def wrap_driver_error(conn: Connection, exc: BaseException, what: str) -> sa_exc
     return wrapped
 
 
-class PipelineStats:
-    """Counters shared by every pipeline of one store (thread-safe)."""
+class PipelineStats(Counters):
+    """Pipelines run, statements and rows sent, failed expectations, speculative units,
+    and fallbacks to a plain unit by cause (one per store)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stats: Counter[str] = Counter()
-
-    def count(self, key: str, n: int = 1) -> None:
-        """Add ``n`` to counter ``key``."""
-        with self._lock:
-            self._stats[key] += n
-
-    def get_stats(self) -> dict[str, int]:
-        """Pipelines run, statements and rows sent, failed expectations, speculative units,
-        and fallbacks to a plain unit by cause."""
-        with self._lock:
-            s = Counter(self._stats)
-        keys = (
-            "pipelines", "statements", "rows", "expectations_failed", "speculative_units",
-            "fallbacks_expectation", "fallbacks_error",
-        )  # fmt: skip
-        return {k: s[k] for k in keys}
+    KEYS = (
+        "pipelines", "statements", "rows", "expectations_failed", "speculative_units",
+        "fallbacks_expectation", "fallbacks_error",
+    )  # fmt: skip
 
 
 class WritePipeline:
@@ -169,12 +154,9 @@ class WritePipeline:
             failed = self._run_pg(driver, ops) if self._pg else self._run_sqlite(driver, ops)
         except self._conn.dialect.loaded_dbapi.Error as exc:
             raise wrap_driver_error(self._conn, exc, "write pipeline") from exc
-        with self._stats._lock:
-            s = self._stats._stats
-            s["pipelines"] += 1
-            s["statements"] += len(ops)
-            s["rows"] += rows
-            s["expectations_failed"] += len(failed)
+        self._stats.count(
+            pipelines=1, statements=len(ops), rows=rows, expectations_failed=len(failed)
+        )
         return failed
 
     @staticmethod

@@ -15,13 +15,12 @@ ordinary unit, which decides; so this path only ever returns what that unit woul
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from govc_db.db.cache import QueryCache
 from govc_db.db.cache_ports import CachedTreeMemo, ReadMemo
+from govc_db.db.counters import Counters
 from govc_db.objects import ObjectId
 from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
 
@@ -41,27 +40,13 @@ def _miss(*_: object, **__: object) -> NoReturn:
     raise CacheMiss
 
 
-class ReadStats:
-    """How reads were answered (thread-safe): by a cached read unit (with the objects it
-    fetched), or by an ordinary unit after a miss. Reads answered by the cache alone are
-    not counted here (a lock per read would be a tenth of their cost): they are the
-    cache's ``revisions`` hits."""
+class ReadStats(Counters):
+    """How reads were answered: by a cached read unit (with the objects it fetched), or by
+    an ordinary unit after a miss. Reads answered by the cache alone are not counted here
+    (a lock per read would be a tenth of their cost): they are the cache's ``revisions``
+    hits."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stats: Counter[str] = Counter()
-
-    def count(self, **counts: int) -> None:
-        """Add to the named counters."""
-        with self._lock:
-            self._stats.update(counts)
-
-    def get_stats(self) -> dict[str, int]:
-        """cached_units, cached_unit_misses, fetches, fetched_objects."""
-        with self._lock:
-            s = Counter(self._stats)
-        keys = ("cached_units", "cached_unit_misses", "fetches", "fetched_objects")
-        return {k: s[k] for k in keys}
+    KEYS = ("cached_units", "cached_unit_misses", "fetches", "fetched_objects")
 
 
 class _Refs:

@@ -800,18 +800,18 @@ class SqlBackend:
         # wrong -- a ref that moved, a repository deleted meanwhile, an error decided on an
         # assumed ref -- is rolled back and decided again by a plain unit.
         stats = self.pipeline
-        stats.count("speculative_units")
+        stats.count(speculative_units=1)
         try:
             return attempt(True)
         except _Speculation as exc:
-            stats.count("fallbacks_expectation")
+            stats.count(fallbacks_expectation=1)
             self._contended[repo_id] = time.monotonic()
             for name in exc.refs:
                 self._heads.pop((repo_id, name), None)
         except StoreUnavailable:
             raise  # retries are spent: running again would only double the wait
         except GovcError:
-            stats.count("fallbacks_error")
+            stats.count(fallbacks_error=1)
         return attempt(False)
 
     def _contended_now(self, repo_id: int) -> bool:
