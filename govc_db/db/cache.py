@@ -181,6 +181,17 @@ def _noop() -> None:
     return None
 
 
+def _data_version(dbapi_conn: Any) -> int:
+    """SQLite's ``PRAGMA data_version`` on ``dbapi_conn``: it changes whenever another
+    connection committed."""
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA data_version")
+        return int(cur.fetchone()[0])
+    finally:
+        cur.close()
+
+
 class QueryCache:
     """The per-Store cache. Thread-safe: one lock for each half, held only briefly.
 
@@ -524,12 +535,7 @@ class QueryCache:
         A connection seen for the first time flushes too: nothing is known of its past.
         """
         try:
-            cur = dbapi_conn.cursor()
-            try:
-                cur.execute("PRAGMA data_version")
-                version = cur.fetchone()[0]
-            finally:
-                cur.close()
+            version = _data_version(dbapi_conn)
         except Exception:  # unknown state: be safe, and let the real query report errors
             info.pop(_DATA_VERSION_KEY, None)
             self.flush_mutable()
@@ -618,7 +624,7 @@ class DataVersionWatch:
                     )
                     self._pid = os.getpid()
                     self._seen = None
-                version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+                version = _data_version(self._conn)
             except sqlite3.Error:
                 self._close()
                 version = None
