@@ -21,7 +21,7 @@ from govc_db.errors import NotFound
 from govc_db.objects import ObjectId
 from govc_db.store.ports import CommitIndexStore, IndexEntry
 
-__all__ = ["CommitGraph", "is_ancestor", "log", "merge_base"]
+__all__ = ["CommitGraph", "is_ancestor", "log", "merge_base", "merge_bases"]
 
 #: Ids per ``ancestry`` call; keeps each IN (...) list well under parameter limits.
 _CHUNK = 500
@@ -169,7 +169,13 @@ _PARENT1, _PARENT2, _STALE, _RESULT = 1, 2, 4, 8
 
 
 def merge_base(index: CommitIndexStore, a: ObjectId, b: ObjectId) -> ObjectId | None:
-    """The best common ancestor (as ``git merge-base A B``), or None.
+    """The best common ancestor (as ``git merge-base A B``), or None."""
+    bases = merge_bases(index, a, b)
+    return bases[0] if bases else None
+
+
+def merge_bases(index: CommitIndexStore, a: ObjectId, b: ObjectId) -> list[ObjectId]:
+    """Every best common ancestor (``git merge-base --all A B``), in git's order.
 
     This is git's ``paint_down_to_common``: walk both histories newest-first by
     committer date, painting commits with the side(s) they are reachable from; a
@@ -182,7 +188,7 @@ def merge_base(index: CommitIndexStore, a: ObjectId, b: ObjectId) -> ObjectId | 
     """
     if a == b:
         CommitGraph(index, [a])  # NotFound when it is not indexed
-        return a
+        return [a]
     graph = CommitGraph(index, [a, b])
     flags: dict[ObjectId, int] = {a: _PARENT1, b: _PARENT2}
     queue: list[tuple[int, int, ObjectId]] = []
@@ -228,7 +234,7 @@ def merge_base(index: CommitIndexStore, a: ObjectId, b: ObjectId) -> ObjectId | 
     bases = [oid for _, _, oid in found if not flags[oid] & _STALE]
     if len(bases) > 1:
         bases = _independent(graph, bases)
-    return bases[0] if bases else None
+    return bases
 
 
 def _independent(graph: CommitGraph, commits: list[ObjectId]) -> list[ObjectId]:

@@ -1,0 +1,557 @@
+"""Three-way tree merge with the results of git's ``ort`` strategy (pure logic).
+
+The steps follow ``merge-ort.c`` of git 2.39 so that the same three trees give the
+same tree id, the same conflicted paths and the same conflict markers:
+
+1. **collect**: walk the three trees together, level by level (one ``get_many`` per
+   depth, no recursion), settling at once what git settles at once (all three equal;
+   both sides equal; one side unchanged) and recording the rest with git's masks
+   (which sides have a file, a directory, which sides match);
+2. **renames**: per side, files deleted there are matched against files added there
+   (:mod:`govc_db.core.renames`), and the pairs are folded into the entries as
+   ``process_renames`` does (rename/delete, rename/rename, rename/add collisions);
+3. **process**: every open entry is resolved children first (``process_entry``):
+   content merges (:mod:`govc_db.core.merge_text`), modify/delete, add/add, mode and
+   type clashes, files in the way of directories (moved to ``path~branch``);
+4. **write**: the result trees are built bottom-up and stored with one ``put_many``.
+
+With several merge bases the base is virtual: the bases are merged pairwise first
+(oldest first, labels "Temporary merge branch 1/2", wider markers), as ``ort`` does.
+Not implemented: directory rename detection (git's default moves files added in a
+directory the other side renamed, and reports a conflict), and git's guess of a
+rename for non-unique basenames from directory renames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from govc_db.core.merge_text import is_binary, merge_text
+from govc_db.core.renames import Candidate, detect_renames
+from govc_db.core.trees import EMPTY_TREE, load_trees
+from govc_db.errors import GovcError
+from govc_db.objects import MODE_DIR, MODE_LINK, ObjectId, TreeItem, hash_object
+from govc_db.store.ports import ObjectStore
+
+__all__ = ["RawConflict", "TreeMergeResult", "merge_tree_objects"]
+
+Ver = tuple[int, ObjectId | None]
+_NULL: Ver = (0, None)
+EMPTY_BLOB = hash_object(b"blob", b"")
+
+
+@dataclass(frozen=True, slots=True)
+class RawConflict:
+    """One conflicted path of the result; sides are (mode, id) or None."""
+
+    path: bytes
+    kind: str
+    base: Ver | None
+    ours: Ver | None
+    theirs: Ver | None
+
+
+@dataclass(frozen=True, slots=True)
+class TreeMergeResult:
+    """The merged tree (always written) and its conflicts, in path order."""
+
+    tree: ObjectId
+    conflicts: list[RawConflict] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing conflicted."""
+        return not self.conflicts
+
+
+def _fmt(mode: int) -> int:
+    """S_IFMT of a mode: regular files (644/755) are one type."""
+    return mode & 0o170000
+
+
+class _Info:
+    """``conflict_info`` of merge-ort: one path's three versions and its resolution."""
+
+    __slots__ = (
+        "clean",
+        "df_conflict",
+        "dirmask",
+        "filemask",
+        "is_null",
+        "kind",
+        "match_mask",
+        "path_conflict",
+        "pathnames",
+        "result",
+        "stages",
+    )
+
+    def __init__(self, path: bytes, stages: list[Ver]) -> None:
+        self.stages = stages
+        self.pathnames = [path, path, path]
+        self.filemask = 0
+        self.dirmask = 0
+        self.match_mask = 0
+        self.df_conflict = False
+        self.path_conflict = False
+        self.clean = False
+        self.is_null = False
+        self.result: Ver = _NULL
+        self.kind = ""
+
+
+class _Blobs:
+    """Blob contents by id: read through the store, new ones kept until written."""
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+        self.cache: dict[ObjectId, bytes] = {EMPTY_BLOB: b""}
+        self.new: dict[ObjectId, tuple[bytes, bytes]] = {}
+
+    def get_many(self, oids: Sequence[ObjectId]) -> dict[ObjectId, bytes]:
+        missing = [o for o in dict.fromkeys(oids) if o not in self.cache]
+        if missing:
+            found = self.objects.get_many(missing)
+            for o in missing:
+                raw = found.get(o)
+                if raw is None:
+                    raise GovcError(f"blob {o.hex()} is missing from the store")
+                self.cache[o] = raw.data
+        return {o: self.cache[o] for o in oids}
+
+    def put(self, type_name: bytes, data: bytes) -> ObjectId:
+        oid = hash_object(type_name, data)
+        if type_name == b"blob":
+            self.cache[oid] = data
+        self.new[oid] = (type_name, data)
+        return oid
+
+    def flush(self) -> None:
+        if self.new:
+            self.objects.put_many(list(self.new.values()))
+            self.new.clear()
+
+
+class _Merger:
+    def __init__(self, blobs: _Blobs, branch1: str, branch2: str, depth: int) -> None:
+        self.blobs = blobs
+        self.objects = blobs.objects
+        self.branch1 = branch1
+        self.branch2 = branch2
+        self.depth = depth
+        self.paths: dict[bytes, _Info] = {}
+        self.pairs: list[tuple[list[Candidate], list[Candidate], set[bytes]]] = [
+            ([], [], set()),
+            ([], [], set()),
+            ([], [], set()),
+        ]
+        self.conflicted: dict[bytes, _Info] = {}
+        self.results: dict[bytes, Ver] = {}
+
+    # -- 1. collect ----------------------------------------------------------------------
+    def collect(self, roots: list[ObjectId | None]) -> None:
+        frontier: list[tuple[bytes, list[ObjectId | None]]] = [(b"", roots)]
+        while frontier:
+            trees = load_trees(self.objects, (t for _, ts in frontier for t in ts if t))
+            below: list[tuple[bytes, list[ObjectId | None]]] = []
+            for prefix, ts in frontier:
+                maps = [{i.name: i for i in trees[t].items} if t else {} for t in ts]
+                names = sorted(maps[0].keys() | maps[1].keys() | maps[2].keys())
+                for name in names:
+                    items = [m.get(name) for m in maps]
+                    sub = self._visit(prefix + name, items)
+                    if sub is not None:
+                        below.append((prefix + name + b"/", sub))
+            frontier = below
+
+    def _visit(self, path: bytes, items: list[TreeItem | None]) -> list[ObjectId | None] | None:
+        vers: list[Ver] = [(i.mode, i.oid) if i is not None else _NULL for i in items]
+        mask = sum(1 << k for k in range(3) if items[k] is not None)
+        dirmask = sum(1 << k for k in range(3) if vers[k][0] == MODE_DIR)
+        filemask = mask & ~dirmask
+        s1m = items[1] is not None and items[0] is not None and vers[1] == vers[0]
+        s2m = items[2] is not None and items[0] is not None and vers[2] == vers[0]
+        sm = items[1] is not None and items[2] is not None and vers[1] == vers[2]
+        match_mask = 7 if s1m and s2m else 3 if s1m else 5 if s2m else 6 if sm else 0
+        for side in (1, 2):
+            bit = 1 << side
+            if filemask & 1 and not filemask & bit:
+                srcs, _, relevant = self.pairs[side]
+                srcs.append(Candidate(path, vers[0][0], vers[0][1]))  # type: ignore[arg-type]
+                if match_mask & filemask == 0:
+                    relevant.add(path)
+            if not filemask & 1 and filemask & bit:
+                self.pairs[side][1].append(Candidate(path, vers[side][0], vers[side][1]))  # type: ignore[arg-type]
+        info = _Info(path, vers)
+        info.filemask, info.dirmask, info.match_mask = filemask, dirmask, match_mask
+        self.paths[path] = info
+        resolved: Ver | None = None
+        if s1m and s2m:
+            resolved = vers[0]
+        elif sm and filemask == 7:
+            resolved = vers[1]
+        elif s1m and filemask == 7:
+            resolved = vers[2]
+        elif s2m and filemask == 7:
+            resolved = vers[1]
+        if resolved is not None:
+            info.clean = True
+            info.result = resolved
+            info.is_null = resolved[0] == 0
+            return None
+        info.df_conflict = filemask != 0 and dirmask != 0
+        if dirmask:
+            return [v[1] if v[0] == MODE_DIR else None for v in vers]
+        return None
+
+    # -- 2. renames ----------------------------------------------------------------------
+    def renames(self) -> None:
+        combined: list[tuple[Candidate, Candidate, int]] = []
+        for side in (1, 2):
+            srcs, dsts, relevant = self.pairs[side]
+            if not srcs or not relevant:
+                continue
+            for s, d in detect_renames(srcs, dsts, relevant, self.blobs.get_many, EMPTY_BLOB):
+                combined.append((s, d, side))
+        combined.sort(key=lambda p: p[0].path)  # stable: side 1 first on equal sources
+        i = 0
+        while i < len(combined):
+            src, dst, side = combined[i]
+            old = self.paths.get(src.path)
+            new = self.paths[dst.path]
+            if old is None or old.clean:
+                i += 1
+                continue
+            if i + 1 < len(combined) and combined[i + 1][0].path == src.path:
+                other = combined[i + 1][1].path
+                self._rename_rename(src.path, dst.path, other)
+                i += 2
+                continue
+            self._rename(old, new, src.path, dst.path, side)
+            i += 1
+
+    def _rename_rename(self, old: bytes, p1: bytes, p2: bytes) -> None:
+        base, s1, s2 = self.paths[old], self.paths[p1], self.paths[p2]
+        if p1 == p2:
+            s1.stages[0] = base.stages[0]
+            s1.filemask |= 1
+            base.is_null = True
+            base.clean = True
+            return
+        names = [old, p1, p2]
+        clean, merged = self._content(
+            old, base.stages[0], s1.stages[1], s2.stages[2], names, 1 + 2 * self.depth
+        )
+        binary = not clean and merged == s1.stages[1]
+        s1.stages[1] = merged
+        s2.stages[2] = s2.stages[2] if binary else merged
+        for info in (s1, s2, base):
+            info.path_conflict = True
+            info.kind = "rename/rename"
+
+    def _rename(self, old: _Info, new: _Info, oldpath: bytes, newpath: bytes, target: int) -> None:
+        other = 3 - target
+        source_deleted = old.filemask == 1
+        collision = bool(new.filemask & (1 << other))
+        type_changed = not source_deleted and (
+            _fmt(old.stages[other][0]) == 0o100000
+        ) != (_fmt(new.stages[target][0]) == 0o100000)
+        if type_changed and collision:
+            collision = False
+        if collision and not source_deleted:
+            names = [oldpath, oldpath, oldpath]
+            names[target] = newpath
+            infos = [self.paths[n] for n in names]
+            _, merged = self._content(
+                oldpath,
+                infos[0].stages[0],
+                infos[1].stages[1],
+                infos[2].stages[2],
+                names,
+                1 + 2 * self.depth,
+            )
+            new.stages[target] = merged
+            new.kind = new.kind or "add/add"
+        elif collision and source_deleted:
+            new.path_conflict = True
+            new.kind = "rename/delete"
+        else:
+            new.stages[0] = old.stages[0]
+            new.filemask |= 1
+            new.pathnames[0] = oldpath
+            if type_changed:
+                old.stages[0] = _NULL
+                old.filemask &= 6
+            elif source_deleted:
+                new.path_conflict = True
+                new.kind = "rename/delete"
+            else:
+                new.stages[other] = old.stages[other]
+                new.filemask |= 1 << other
+                new.pathnames[other] = oldpath
+        if not type_changed:
+            old.is_null = True
+            old.clean = True
+
+    # -- content -------------------------------------------------------------------------
+    def _content(
+        self, path: bytes, o: Ver, a: Ver, b: Ver, names: list[bytes], extra: int
+    ) -> tuple[bool, Ver]:
+        """``handle_content_merge``: (clean, merged version) of two same-type sides."""
+        clean = True
+        if a[0] == b[0] or a[0] == o[0]:
+            mode = b[0]
+        else:
+            mode = a[0]
+            clean = b[0] == o[0]
+        if a[1] == b[1] or a[1] == o[1]:
+            return clean, (mode, b[1])
+        if b[1] == o[1]:
+            return clean, (mode, a[1])
+        if _fmt(a[0]) == 0o100000:
+            two_way = _fmt(o[0]) != _fmt(a[0])
+            base_oid = EMPTY_BLOB if two_way or o[1] is None else o[1]
+            assert a[1] is not None and b[1] is not None
+            data = self.blobs.get_many([base_oid, a[1], b[1]])
+            ob, ab, bb = data[base_oid], data[a[1]], data[b[1]]
+            if is_binary(ob) or is_binary(ab) or is_binary(bb):
+                if self.depth:
+                    return clean, (mode, base_oid)
+                return False, (mode, a[1])
+            if names[0] == names[1] == names[2]:
+                l1, l2 = self.branch1, self.branch2
+            else:
+                l1 = f"{self.branch1}:{names[1].decode('utf-8', 'surrogateescape')}"
+                l2 = f"{self.branch2}:{names[2].decode('utf-8', 'surrogateescape')}"
+            res = merge_text(
+                ob, ab, bb, ours_label=l1, theirs_label=l2, marker_size=7 + extra
+            )
+            return clean and res.conflicts == 0, (mode, self.blobs.put(b"blob", res.data))
+        if _fmt(a[0]) == MODE_LINK and self.depth:
+            return False, o
+        return False, (mode, a[1])
+
+    # -- 3. process ----------------------------------------------------------------------
+    def process(self) -> None:
+        nonempty: set[bytes] = set()
+        for path in sorted(self.paths, key=lambda p: p + b"/", reverse=True):
+            info = self.paths[path]
+            if info.clean:
+                self._record(path, info.result if not info.is_null else _NULL, nonempty)
+            else:
+                self._entry(path, info, nonempty)
+
+    def _record(self, path: bytes, ver: Ver, nonempty: set[bytes]) -> None:
+        if ver[0] == 0:
+            return
+        self.results[path] = ver
+        parts = path.split(b"/")
+        for k in range(1, len(parts)):
+            prefix = b"/".join(parts[:k])
+            if prefix in nonempty:
+                break
+            nonempty.add(prefix)
+
+    def _unique(self, path: bytes, branch: str) -> bytes:
+        base = path + b"~" + branch.replace("/", "_").encode("utf-8", "surrogateescape")
+        new, n = base, 0
+        while new in self.paths:
+            new = base + b"_%d" % n
+            n += 1
+        return new
+
+    def _conflict(self, path: bytes, info: _Info, kind: str) -> None:
+        info.clean = False
+        info.kind = info.kind or kind
+        self.conflicted[path] = info
+
+    def _entry(self, path: bytes, info: _Info, nonempty: set[bytes]) -> None:
+        if info.dirmask and info.filemask == 0:
+            return  # the directory itself is implied by what is recorded below it
+        df_index = 0
+        if info.df_conflict and path not in nonempty:
+            info.df_conflict = False
+            info.match_mask &= ~info.dirmask
+            for k in range(3):
+                if not info.filemask & (1 << k):
+                    info.stages[k] = _NULL
+            info.dirmask = 0
+        elif info.df_conflict:
+            if info.filemask == 1:
+                return
+            new = _Info(path, list(info.stages))
+            for attr in ("pathnames", "filemask", "df_conflict", "path_conflict", "kind"):
+                setattr(new, attr, getattr(info, attr))
+            new.match_mask = info.match_mask & ~info.dirmask
+            for k in range(3):
+                if not new.filemask & (1 << k):
+                    new.stages[k] = _NULL
+            df_index = 2 if info.dirmask & 2 else 1
+            branch = self.branch1 if df_index == 1 else self.branch2
+            path = self._unique(path, branch)
+            self.paths[path] = new
+            new.kind = new.kind or "file/directory"
+            info.filemask = 0
+            info = new
+        st = info.stages
+        clean = not info.df_conflict and not info.path_conflict
+        result: Ver
+        if info.match_mask:
+            if info.match_mask == 6:
+                result = st[1]
+            else:
+                result = st[2 if 7 & ~info.match_mask == 4 else 1]
+                if result[0] == 0:
+                    clean = True
+        elif info.filemask >= 6 and _fmt(st[1][0]) != _fmt(st[2][0]):
+            clean = False
+            if self.depth:
+                result = st[0]
+            else:
+                self._distinct_types(path, info, nonempty)
+                return
+        elif info.filemask >= 6:
+            ok, result = self._content(path, st[0], st[1], st[2], info.pathnames, 2 * self.depth)
+            clean = ok and clean
+            if not ok:
+                info.kind = info.kind or self._content_kind(info, result)
+        elif info.filemask in (3, 5):
+            side = 2 if info.filemask == 5 else 1
+            result = st[0 if self.depth else side]
+            clean = False
+            info.kind = info.kind or "modify/delete"
+        elif info.filemask in (2, 4):
+            result = st[2 if info.filemask == 4 else 1]
+        else:  # filemask 1: deleted on both sides
+            result = _NULL
+        if not clean:
+            self._conflict(path, info, "content")
+        self._record(path, result, nonempty)
+
+    def _content_kind(self, info: _Info, result: Ver) -> str:
+        st = info.stages
+        if st[1][1] == st[2][1] or st[0][1] in (st[1][1], st[2][1]):
+            return "mode"
+        if _fmt(st[1][0]) == 0o100000:
+            data = self.blobs.get_many([o for _, o in st if o is not None])
+            if any(is_binary(d) for d in data.values()):
+                return "binary"
+        return "add/add" if info.filemask == 6 else "content"
+
+    def _distinct_types(self, path: bytes, info: _Info, nonempty: set[bytes]) -> None:
+        """Two kinds of object (file, symlink, submodule) at one path: each side's is
+        kept, the regular file (or both) moved to ``path~branch``."""
+        st = info.stages
+        o_mode, a_mode, b_mode = st[0][0], st[1][0], st[2][0]
+        rename_a = _fmt(a_mode) == 0o100000
+        rename_b = not rename_a and _fmt(b_mode) != 0o100000
+        if not rename_a and not rename_b:
+            rename_a = rename_b = True
+        new = _Info(path, [st[0], _NULL, st[2]])
+        new.filemask = 5
+        if _fmt(b_mode) != _fmt(o_mode):
+            new.stages[0] = _NULL
+            new.filemask = 4
+        info.stages = [st[0], st[1], _NULL]
+        info.filemask = 3
+        if _fmt(a_mode) != _fmt(o_mode):
+            info.stages[0] = _NULL
+            info.filemask = 2
+        a_path = self._unique(path, self.branch1) if rename_a else None
+        if a_path is not None:
+            self.paths[a_path] = info
+        b_path = self._unique(path, self.branch2) if rename_b else path
+        self.paths[b_path] = new
+        if rename_a and rename_b:
+            del self.paths[path]
+        self._conflict(b_path, new, "mode")
+        self._record(b_path, (b_mode, st[2][1]), nonempty)
+        target = a_path if a_path is not None else path
+        self._conflict(target, info, "mode")
+        self._record(target, (a_mode, st[1][1]), nonempty)
+
+    # -- 4. write ------------------------------------------------------------------------
+    def write(self) -> ObjectId:
+        dirs: dict[bytes, list[tuple[bytes, int, ObjectId]]] = {b"": []}
+        for path, (mode, oid) in self.results.items():
+            assert oid is not None
+            parent, _, name = path.rpartition(b"/")
+            dirs.setdefault(parent, []).append((name, mode, oid))
+            while parent:
+                parent = parent.rpartition(b"/")[0]
+                if parent in dirs:
+                    break
+                dirs[parent] = []
+        # Deepest directories first, the root last: each tree is written before its
+        # parent needs its id.
+        order = sorted(dirs, key=lambda p: -(p.count(b"/") + 1) if p else 1)
+        root = EMPTY_TREE
+        for d in order:
+            entries = dirs[d]
+            entries.sort(key=lambda e: e[0] + b"/" if e[1] == MODE_DIR else e[0])
+            data = b"".join(b"%o %s\0%s" % (m, n, o) for n, m, o in entries)
+            oid = self.blobs.put(b"tree", data)
+            if d:
+                dirs[d.rpartition(b"/")[0]].append((d.rpartition(b"/")[2], MODE_DIR, oid))
+            else:
+                root = oid
+        return root
+
+    def conflicts(self) -> list[RawConflict]:
+        out: list[RawConflict] = []
+        for path in sorted(self.conflicted):
+            info = self.conflicted[path]
+            st = [s if s[0] else None for s in info.stages]
+            out.append(RawConflict(path, info.kind or "content", st[0], st[1], st[2]))
+        return out
+
+
+def _merge(
+    blobs: _Blobs,
+    base: ObjectId | None,
+    ours: ObjectId,
+    theirs: ObjectId,
+    branch1: str,
+    branch2: str,
+    depth: int,
+) -> TreeMergeResult:
+    m = _Merger(blobs, branch1, branch2, depth)
+    m.collect([base, ours, theirs])
+    m.renames()
+    m.process()
+    tree = m.write()
+    return TreeMergeResult(tree, m.conflicts())
+
+
+def merge_tree_objects(
+    objects: ObjectStore,
+    base: ObjectId | None,
+    ours: ObjectId,
+    theirs: ObjectId,
+    *,
+    ours_label: str,
+    theirs_label: str,
+    depth: int = 0,
+    write: bool = True,
+) -> TreeMergeResult:
+    """Merge tree ``theirs`` into tree ``ours`` against tree ``base`` (None = empty).
+    New blobs and trees are stored (one ``put_many``) unless ``write`` is False."""
+    blobs = _Blobs(objects)
+    result = _merge(blobs, base, ours, theirs, ours_label, theirs_label, depth)
+    if write:
+        blobs.flush()
+    return result
+
+
+def merge_with_blobs(
+    blobs: _Blobs,
+    base: ObjectId | None,
+    ours: ObjectId,
+    theirs: ObjectId,
+    branch1: str,
+    branch2: str,
+    depth: int,
+) -> TreeMergeResult:
+    """One merge sharing ``blobs`` (for the virtual bases of criss-cross merges)."""
+    return _merge(blobs, base, ours, theirs, branch1, branch2, depth)
