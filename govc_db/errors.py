@@ -7,6 +7,12 @@ cause stays chained but no driver type, SQL text or password reaches a caller.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from govc_db.types import Conflict
+
 __all__ = [
     "AlreadyExists",
     "GovcError",
@@ -40,7 +46,12 @@ class RefConflict(GovcError):
 
 
 class MergeConflict(GovcError):
-    """Two changes touched the same paths and cannot be combined automatically."""
+    """Two changes touched the same paths and cannot be combined automatically;
+    ``conflicts`` lists every conflicted path (nothing was changed)."""
+
+    def __init__(self, message: str = "merge conflict", *, conflicts: Iterable[Conflict] = ()) -> None:
+        super().__init__(message)
+        self.conflicts: list[Conflict] = list(conflicts)
 
 
 class StoreUnavailable(GovcError):

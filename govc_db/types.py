@@ -9,6 +9,8 @@ from govc_db.objects import MODE_EXEC, MODE_FILE, MODE_LINK, Signature
 
 __all__ = [
     "Change",
+    "Conflict",
+    "MergeResult",
     "CommitInfo",
     "File",
     "RefUpdate",
@@ -104,3 +106,28 @@ class VerifyReport:
     ok: bool
     problems: list[str] = field(default_factory=list)
     objects_checked: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """One conflicted path of a merge; each side is the entry there (None: absent).
+
+    ``kind``: ``"content"``, ``"add/add"``, ``"modify/delete"``, ``"rename/delete"``,
+    ``"rename/rename"``, ``"file/directory"``, ``"mode"`` or ``"binary"``.
+    """
+
+    path: str
+    kind: str
+    base: TreeEntry | None
+    ours: TreeEntry | None
+    theirs: TreeEntry | None
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    """Result of ``Repository.merge_trees``: the written tree (conflicted text files hold
+    git's conflict markers) and the conflicts, none when ``clean``."""
+
+    tree: str
+    conflicts: list[Conflict] = field(default_factory=list)
+    clean: bool = True

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from govc_db.core import history
+from govc_db.core import history, merge_ops
 from govc_db.core.commit import commit_changes, head_tree
 from govc_db.core.diff import diff_trees
 from govc_db.core.revisions import resolve_commit, resolve_object
@@ -41,6 +41,7 @@ from govc_db.types import (
     Change,
     CommitInfo,
     File,
+    MergeResult,
     RefUpdate,
     RefUpdated,
     TreeEntry,
@@ -631,6 +632,113 @@ class Repository:
         # An fsck checks what is stored, not what the query-result cache remembers.
         with uncached():
             return self._run("verify", verify_unit)
+
+    # merging (issue 13) ---------------------------------------------------------------
+    def merge(
+        self,
+        branch: str,
+        rev: str,
+        *,
+        author: Signature,
+        message: str | None = None,
+        committer: Signature | None = None,
+        expected_head: str | None = None,
+        fast_forward: bool = True,
+    ) -> str:
+        """Merge ``rev`` into ``branch`` (git's ``ort`` results) and return the new head;
+        ``MergeConflict`` (nothing changed) when the two sides conflict."""
+        check_short_ref_name(_str_arg(branch, "branch"), "branch")
+        rev = _str_arg(rev, "revision")
+        author = _signature(author, "author")
+        committer = author if committer is None else _signature(committer, "committer")
+        msg = None if message is None else _message_bytes(message)
+        expected = _oid_or_none(expected_head, "expected_head")
+
+        def work(unit: Unit) -> str:
+            theirs = self._resolve(unit, rev)
+            out = merge_ops.merge_into_branch(
+                unit,
+                branch=branch,
+                rev=rev,
+                theirs=theirs,
+                author=author,
+                committer=committer,
+                message=lambda: msg or merge_ops.default_merge_message(unit, rev, branch),
+                expected_head=expected,
+                fast_forward=bool(fast_forward),
+            )
+            if out.oid != out.old_head:
+                self._publish(unit, "refs/heads/" + branch, out.old_head, out.oid)
+            return out.oid.hex()
+
+        return self._run("merge", work, write=True, branch=branch, rev=rev)
+
+    def merge_trees(self, ours: str, theirs: str, *, base: str | None = None) -> MergeResult:
+        """Dry-run merge as ``git merge-tree --write-tree ours theirs``: the merged tree is
+        written (conflict markers labelled with the two revisions), no ref moves."""
+        ours = _str_arg(ours, "revision")
+        theirs = _str_arg(theirs, "revision")
+
+        def work(unit: Unit) -> MergeResult:
+            a, b = self._resolve(unit, ours), self._resolve(unit, theirs)
+            c = None if base is None else self._resolve(unit, base)
+            res = merge_ops.merge_commits(
+                unit, a, b, base=c, ours_label=ours, theirs_label=theirs, write=True
+            )
+            conflicts = merge_ops.public_conflicts(res.conflicts)
+            return MergeResult(res.tree.hex(), conflicts, not conflicts)
+
+        return self._run("merge_trees", work, write=True, ours=ours, theirs=theirs)
+
+    def cherry_pick(
+        self,
+        branch: str,
+        rev: str,
+        *,
+        author: Signature | None = None,
+        committer: Signature | None = None,
+        message: str | None = None,
+    ) -> str:
+        """Apply the change ``rev`` made onto ``branch``; keeps its message and author
+        unless given. ``MergeConflict`` (nothing changed) on conflicts."""
+        check_short_ref_name(_str_arg(branch, "branch"), "branch")
+        who = None if author is None else _signature(author, "author")
+        by = None if committer is None else _signature(committer, "committer")
+        msg = None if message is None else _message_bytes(message)
+
+        def work(unit: Unit) -> str:
+            picked = self._resolve(unit, rev)
+            out = merge_ops.cherry_pick_commit(
+                unit, branch, picked, author=who, committer=by, message=msg
+            )
+            self._publish(unit, "refs/heads/" + branch, out.old_head, out.oid)
+            return out.oid.hex()
+
+        return self._run("cherry_pick", work, write=True, branch=branch, rev=rev)
+
+    def revert(
+        self,
+        branch: str,
+        rev: str,
+        *,
+        author: Signature,
+        committer: Signature | None = None,
+        message: str | None = None,
+    ) -> str:
+        """Undo the change ``rev`` made, as a new commit on ``branch`` (git's default
+        message ``Revert "<subject>"``). ``MergeConflict`` (nothing changed) on conflicts."""
+        check_short_ref_name(_str_arg(branch, "branch"), "branch")
+        who = _signature(author, "author")
+        by = None if committer is None else _signature(committer, "committer")
+        msg = None if message is None else _message_bytes(message)
+
+        def work(unit: Unit) -> str:
+            picked = self._resolve(unit, rev)
+            out = merge_ops.revert_commit(unit, branch, picked, author=who, committer=by, message=msg)
+            self._publish(unit, "refs/heads/" + branch, out.old_head, out.oid)
+            return out.oid.hex()
+
+        return self._run("revert", work, write=True, branch=branch, rev=rev)
 
 
 def _check_ref_dir_clash(unit: Unit, ref: str) -> None:
