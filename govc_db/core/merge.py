@@ -24,15 +24,16 @@ rename for non-unique basenames from directory renames.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from govc_db.core.merge_text import is_binary, merge_text
 from govc_db.core.renames import Candidate, detect_renames
 from govc_db.core.trees import EMPTY_TREE, load_trees
 from govc_db.errors import GovcError
 from govc_db.objects import MODE_DIR, MODE_LINK, ObjectId, TreeItem, hash_object
-from govc_db.store.ports import ObjectStore
+from govc_db.store.ports import ObjectStore, RawObject
 
 __all__ = ["RawConflict", "TreeMergeResult", "merge_tree_objects"]
 
@@ -133,10 +134,27 @@ class _Blobs:
             self.new.clear()
 
 
+class _Overlay:
+    """Trees for ``load_trees``: the not yet written ones (a virtual base) first."""
+
+    def __init__(self, blobs: _Blobs) -> None:
+        self._blobs = blobs
+        self.tree_memo = getattr(blobs.objects, "tree_memo", None)
+
+    def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, RawObject]:
+        oids = list(oids)
+        new = self._blobs.new
+        out = {o: RawObject(*new[o]) for o in oids if o in new}
+        rest = [o for o in oids if o not in out]
+        if rest:
+            out.update(self._blobs.objects.get_many(rest))
+        return out
+
+
 class _Merger:
     def __init__(self, blobs: _Blobs, branch1: str, branch2: str, depth: int) -> None:
         self.blobs = blobs
-        self.objects = blobs.objects
+        self.objects: Any = _Overlay(blobs)
         self.branch1 = branch1
         self.branch2 = branch2
         self.depth = depth
