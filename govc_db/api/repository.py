@@ -686,7 +686,7 @@ class Repository:
                 unit, a, b, base=c, ours_label=ours, theirs_label=theirs, write=True
             )
             conflicts = merge_ops.public_conflicts(res.conflicts)
-            return MergeResult(res.tree.hex(), conflicts, not conflicts)
+            return MergeResult(res.tree.hex(), conflicts, res.clean)
 
         return self._run("merge_trees", work, write=True, ours=ours, theirs=theirs)
 

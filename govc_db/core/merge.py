@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from govc_db.core.merge_text import is_binary, merge_text
-from govc_db.core.renames import Candidate, detect_renames
+from govc_db.core.renames import (
+    FOR_ANCESTOR,
+    FOR_SELF,
+    NOT_RELEVANT,
+    RELEVANT_CONTENT,
+    RELEVANT_LOCATION,
+    Candidate,
+    detect_renames,
+)
 from govc_db.core.trees import EMPTY_TREE, load_trees
 from govc_db.errors import GovcError
 from govc_db.objects import MODE_DIR, MODE_LINK, ObjectId, TreeItem, hash_object
@@ -59,11 +67,15 @@ class TreeMergeResult:
 
     tree: ObjectId
     conflicts: list[RawConflict] = field(default_factory=list)
+    #: A conflict no single path carries (a directory renamed to several places, or
+    #: an implicit directory rename colliding with a path): git reports the merge as
+    #: conflicted without a conflicted file for it.
+    unclean: bool = False
 
     @property
     def clean(self) -> bool:
         """True when nothing conflicted."""
-        return not self.conflicts
+        return not self.conflicts and not self.unclean
 
 
 def _fmt(mode: int) -> int:
@@ -159,31 +171,49 @@ class _Merger:
         self.branch2 = branch2
         self.depth = depth
         self.paths: dict[bytes, _Info] = {}
-        self.pairs: list[tuple[list[Candidate], list[Candidate], set[bytes]]] = [
-            ([], [], set()),
-            ([], [], set()),
-            ([], [], set()),
-        ]
+        # Per side (index 1 and 2): deleted files, added files, relevant sources
+        # (path -> relevance) and removed directories (path -> relevance).
+        self.srcs: list[list[Candidate]] = [[], [], []]
+        self.dsts: list[list[Candidate]] = [[], [], []]
+        self.relevant: list[dict[bytes, int]] = [{}, {}, {}]
+        self.dirs_removed: list[dict[bytes, int]] = [{}, {}, {}]
+        self.unclean = False  # a conflict that no single path carries (directory renames)
         self.conflicted: dict[bytes, _Info] = {}
         self.results: dict[bytes, Ver] = {}
 
     # -- 1. collect ----------------------------------------------------------------------
     def collect(self, roots: list[ObjectId | None]) -> None:
-        frontier: list[tuple[bytes, list[ObjectId | None]]] = [(b"", roots)]
+        # Each directory carries git's dir_rename_mask: 2 or 4 inside a directory that
+        # only that side still has, 7 once such a directory received new files there
+        # (then every deleted file below is a rename source for directory renames).
+        frontier: list[tuple[bytes, list[ObjectId | None], int]] = [(b"", roots, 0)]
         while frontier:
-            trees = load_trees(self.objects, (t for _, ts in frontier for t in ts if t))
-            below: list[tuple[bytes, list[ObjectId | None]]] = []
-            for prefix, ts in frontier:
+            trees = load_trees(self.objects, (t for _, ts, _ in frontier for t in ts if t))
+            below: list[tuple[bytes, list[ObjectId | None], int]] = []
+            for prefix, ts, ctx in frontier:
                 maps = [{i.name: i for i in trees[t].items} if t else {} for t in ts]
                 names = sorted(maps[0].keys() | maps[1].keys() | maps[2].keys())
-                for name in names:
-                    items = [m.get(name) for m in maps]
-                    sub = self._visit(prefix + name, items)
+                rows = [[m.get(name) for m in maps] for name in names]
+                if ctx in (2, 4):
+                    for items in rows:
+                        fm = sum(
+                            1 << k
+                            for k in range(3)
+                            if items[k] is not None and items[k].mode != MODE_DIR  # type: ignore[union-attr]
+                        )
+                        if fm and fm == ctx:
+                            ctx = 7
+                            break
+                dirname = prefix[:-1]
+                for name, items in zip(names, rows, strict=True):
+                    sub = self._visit(prefix + name, dirname, items, ctx)
                     if sub is not None:
-                        below.append((prefix + name + b"/", sub))
+                        below.append((prefix + name + b"/", sub[0], sub[1]))
             frontier = below
 
-    def _visit(self, path: bytes, items: list[TreeItem | None]) -> list[ObjectId | None] | None:
+    def _visit(
+        self, path: bytes, dirname: bytes, items: list[TreeItem | None], ctx: int
+    ) -> tuple[list[ObjectId | None], int] | None:
         vers: list[Ver] = [(i.mode, i.oid) if i is not None else _NULL for i in items]
         mask = sum(1 << k for k in range(3) if items[k] is not None)
         dirmask = sum(1 << k for k in range(3) if vers[k][0] == MODE_DIR)
@@ -192,15 +222,6 @@ class _Merger:
         s2m = items[2] is not None and items[0] is not None and vers[2] == vers[0]
         sm = items[1] is not None and items[2] is not None and vers[1] == vers[2]
         match_mask = 7 if s1m and s2m else 3 if s1m else 5 if s2m else 6 if sm else 0
-        for side in (1, 2):
-            bit = 1 << side
-            if filemask & 1 and not filemask & bit:
-                srcs, _, relevant = self.pairs[side]
-                srcs.append(Candidate(path, vers[0][0], vers[0][1]))  # type: ignore[arg-type]
-                if match_mask & filemask == 0:
-                    relevant.add(path)
-            if not filemask & 1 and filemask & bit:
-                self.pairs[side][1].append(Candidate(path, vers[side][0], vers[side][1]))  # type: ignore[arg-type]
         info = _Info(path, vers)
         info.filemask, info.dirmask, info.match_mask = filemask, dirmask, match_mask
         self.paths[path] = info
@@ -218,36 +239,210 @@ class _Merger:
             info.result = resolved
             info.is_null = resolved[0] == 0
             return None
+        self._rename_info(path, dirname, vers, filemask, dirmask, match_mask, ctx)
         info.df_conflict = filemask != 0 and dirmask != 0
         if dirmask:
-            return [v[1] if v[0] == MODE_DIR else None for v in vers]
+            m = ctx if ctx == 7 or dirmask not in (3, 5) else dirmask & ~1
+            return [v[1] if v[0] == MODE_DIR else None for v in vers], m
         return None
+
+    def _rename_info(
+        self,
+        path: bytes,
+        dirname: bytes,
+        vers: list[Ver],
+        filemask: int,
+        dirmask: int,
+        match_mask: int,
+        ctx: int,
+    ) -> None:
+        """``collect_rename_info``: rename sources/destinations and removed directories."""
+        m = ctx
+        if m != 7 and dirmask in (3, 5):
+            m = dirmask & ~1
+        if dirmask in (1, 3, 5):
+            sides = (7 - dirmask) // 2
+            relevance = FOR_ANCESTOR if m == 7 else NOT_RELEVANT
+            for side in (1, 2):
+                if sides & side:
+                    self.dirs_removed[side][path] = relevance
+        if m == 7 and filemask in (2, 4):
+            self.dirs_removed[3 - (filemask >> 1)][dirname] = FOR_SELF
+        if filemask in (0, 7):
+            return
+        for side in (1, 2):
+            bit = 1 << side
+            if filemask & 1 and not filemask & bit:
+                mode, oid = vers[0]
+                assert oid is not None
+                self.srcs[side].append(Candidate(path, mode, oid))
+                if match_mask & filemask == 0:
+                    self.relevant[side][path] = RELEVANT_CONTENT
+                elif m == 7:
+                    self.relevant[side][path] = RELEVANT_LOCATION
+            if not filemask & 1 and filemask & bit:
+                mode, oid = vers[side]
+                assert oid is not None
+                self.dsts[side].append(Candidate(path, mode, oid))
 
     # -- 2. renames ----------------------------------------------------------------------
     def renames(self) -> None:
-        combined: list[tuple[Candidate, Candidate, int]] = []
+        possible = [bool(self.srcs[k] or self.dsts[k]) and bool(self.relevant[k]) for k in range(3)]
+        if not (possible[1] or possible[2]):
+            return
+        # Per side: (destination, source or None) in path order.
+        queues: list[list[tuple[Candidate, Candidate | None]]] = [[], [], []]
+        dir_renames: list[dict[bytes, bytes]] = [{}, {}, {}]
         for side in (1, 2):
-            srcs, dsts, relevant = self.pairs[side]
-            if not srcs or not relevant:
+            dsts = sorted(self.dsts[side], key=lambda c: c.path)
+            if not possible[side]:
+                queues[side] = [(d, None) for d in dsts]
                 continue
-            for s, d in detect_renames(srcs, dsts, relevant, self.blobs.get_many, EMPTY_BLOB):
-                combined.append((s, d, side))
-        combined.sort(key=lambda p: p[0].path)  # stable: side 1 first on equal sources
+            srcs = sorted(self.srcs[side], key=lambda c: c.path)
+            used, found = detect_renames(
+                srcs,
+                dsts,
+                self.relevant[side],
+                self.dirs_removed[side],
+                self.blobs.get_many,
+                EMPTY_BLOB,
+            )
+            by_path = {used[j].path: src for j, src in found.pairs.items()}
+            queues[side] = [(d, by_path.get(d.path)) for d in dsts]
+            if not self.depth:
+                dir_renames[side] = self._provisional(found.dir_counts)
+        both = dir_renames[1].keys() & dir_renames[2].keys()
+        for side in (1, 2):
+            for d in both:
+                del dir_renames[side][d]
+        collisions: list[dict[bytes, list[bytes]]] = [{}, {}, {}]
+        for side in (1, 2):
+            other = dir_renames[3 - side]
+            if not other:
+                continue
+            for dst, _ in queues[side]:
+                hit = _dir_renamed(dst.path, other)
+                if hit is not None:
+                    target = _apply_dir_rename(hit, dst.path)
+                    collisions[side].setdefault(target, []).append(dst.path)
+        reported: set[bytes] = set()
+        combined: list[tuple[bytes, bytes, int]] = []
+        for side in (1, 2):
+            for dst, src in queues[side]:
+                new_path = self._dir_rename_target(
+                    dst.path, side, dir_renames, collisions, reported
+                )
+                if src is None and new_path is None:
+                    continue
+                path = dst.path
+                if new_path is not None:
+                    path = self._move_for_dir_rename(dst.path, new_path)
+                if src is not None:
+                    combined.append((src.path, path, side))
+        combined.sort(key=lambda p: p[0])  # stable: side 1 first on equal sources
         i = 0
         while i < len(combined):
-            src, dst, side = combined[i]
-            old = self.paths.get(src.path)
-            new = self.paths[dst.path]
+            src_path, dst_path, side = combined[i]
+            old = self.paths.get(src_path)
             if old is None or old.clean:
                 i += 1
                 continue
-            if i + 1 < len(combined) and combined[i + 1][0].path == src.path:
-                other = combined[i + 1][1].path
-                self._rename_rename(src.path, dst.path, other)
+            if i + 1 < len(combined) and combined[i + 1][0] == src_path:
+                self._rename_rename(src_path, dst_path, combined[i + 1][1])
                 i += 2
                 continue
-            self._rename(old, new, src.path, dst.path, side)
+            self._rename(old, self.paths[dst_path], src_path, dst_path, side)
             i += 1
+
+    def _provisional(self, counts: dict[bytes, dict[bytes, int]]) -> dict[bytes, bytes]:
+        """``get_provisional_directory_renames``: each removed directory's unique
+        majority destination; a tie is a conflict of its own."""
+        out: dict[bytes, bytes] = {}
+        for source, targets in counts.items():
+            top, bad, best = 0, 0, b""
+            for target, n in targets.items():
+                if n == top:
+                    bad = top
+                elif n > top:
+                    top, best = n, target
+            if top == 0:
+                continue
+            if bad == top:
+                self.unclean = True
+            else:
+                out[source] = best
+        return out
+
+    def _dir_rename_target(
+        self,
+        path: bytes,
+        side: int,
+        dir_renames: list[dict[bytes, bytes]],
+        collisions: list[dict[bytes, list[bytes]]],
+        reported: set[bytes],
+    ) -> bytes | None:
+        """``check_for_directory_rename``: where the other side's directory rename
+        moves ``path``, or None."""
+        renames = dir_renames[3 - side]
+        if not renames or path in collisions[3 - side]:
+            return None
+        hit = _dir_renamed(path, renames)
+        if hit is None or hit[1] in dir_renames[side]:
+            return None
+        new_path = _apply_dir_rename(hit, path)
+        key = (side, new_path)
+        sources = collisions[side].get(new_path, [])
+        if bytes([side]) + new_path in reported:
+            self.unclean = True
+            return None
+        info = self.paths.get(new_path)
+        in_way = info is not None and (
+            info.clean or bool((1 << side) & (info.filemask | info.dirmask))
+        )
+        if in_way or len(sources) > 1:
+            reported.add(bytes([key[0]]) + new_path)
+            self.unclean = True
+            return None
+        return new_path
+
+    def _move_for_dir_rename(self, old_path: bytes, new_path: bytes) -> bytes:
+        """``apply_directory_rename_modifications``: the entry moves to ``new_path``
+        and is marked conflicted (git's default ``merge.directoryRenames=conflict``)."""
+        ci = self.paths[old_path]
+        parent = new_path.rpartition(b"/")[0]
+        while parent and parent not in self.paths:
+            d = _Info(parent, [_NULL, _NULL, _NULL])
+            d.dirmask = ci.filemask
+            self.paths[parent] = d
+            parent = parent.rpartition(b"/")[0]
+        if ci.dirmask == 0:
+            del self.paths[old_path]
+        else:
+            new = _Info(new_path, list(ci.stages))
+            for attr in ("pathnames", "filemask", "df_conflict", "path_conflict", "kind"):
+                setattr(new, attr, getattr(ci, attr))
+            new.match_mask = ci.match_mask
+            new.stages[1] = _NULL
+            ci.filemask = 0
+            ci.clean = True
+            for k in range(3):
+                if not ci.dirmask & (1 << k):
+                    ci.stages[k] = _NULL
+            ci = new
+        existing = self.paths.get(new_path)
+        if existing is None:
+            self.paths[new_path] = ci
+        else:
+            existing.filemask |= ci.filemask
+            if existing.dirmask:
+                existing.df_conflict = True
+            index = ci.filemask >> 1
+            existing.pathnames[index] = ci.pathnames[index]
+            existing.stages[index] = ci.stages[index]
+            ci = existing
+        ci.path_conflict = True
+        ci.kind = ci.kind or "rename/rename"
+        return new_path
 
     def _rename_rename(self, old: bytes, p1: bytes, p2: bytes) -> None:
         base, s1, s2 = self.paths[old], self.paths[p1], self.paths[p2]
@@ -463,7 +658,7 @@ class _Merger:
         st = info.stages
         o_mode, a_mode, b_mode = st[0][0], st[1][0], st[2][0]
         rename_a = _fmt(a_mode) == 0o100000
-        rename_b = not rename_a and _fmt(b_mode) != 0o100000
+        rename_b = not rename_a and _fmt(b_mode) == 0o100000
         if not rename_a and not rename_b:
             rename_a = rename_b = True
         new = _Info(path, [st[0], _NULL, st[2]])
@@ -525,6 +720,23 @@ class _Merger:
         return out
 
 
+def _dir_renamed(path: bytes, renames: dict[bytes, bytes]) -> tuple[bytes, bytes] | None:
+    """The deepest renamed directory above ``path`` (``check_dir_renamed``)."""
+    d = path
+    while b"/" in d:
+        d = d.rpartition(b"/")[0]
+        if d in renames:
+            return d, renames[d]
+    return None
+
+
+def _apply_dir_rename(hit: tuple[bytes, bytes], path: bytes) -> bytes:
+    old, new = hit
+    if not new:
+        return path[len(old) + 1 :]
+    return new + path[len(old) :]
+
+
 def _merge(
     blobs: _Blobs,
     base: ObjectId | None,
@@ -539,7 +751,7 @@ def _merge(
     m.renames()
     m.process()
     tree = m.write()
-    return TreeMergeResult(tree, m.conflicts())
+    return TreeMergeResult(tree, m.conflicts(), m.unclean)
 
 
 def merge_tree_objects(

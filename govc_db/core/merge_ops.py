@@ -194,6 +194,8 @@ def _raise_conflicts(conflicts: list[RawConflict], what: str) -> None:
     public = public_conflicts(conflicts)
     shown = ", ".join(f"{c.path} ({c.kind})" for c in public[:5])
     more = f" and {len(public) - 5} more" if len(public) > 5 else ""
+    if not public:
+        shown = "directory renames that cannot be applied (renamed to several places)"
     raise MergeConflict(f"{what}: conflicts in {shown}{more}", conflicts=public)
 
 
