@@ -527,6 +527,11 @@ def tag_delete(ctx: typer.Context, repo: str, name: str) -> None:
     typer.echo(f"deleted tag {name!r}")
 
 
+from govc_db.cli_merge import register as _register_merge  # noqa: E402
+
+_register_merge(app)
+
+
 def main() -> None:
     """Console-script entry point of ``govc-db``."""
     app()
