@@ -11,6 +11,8 @@
 7. stored size of the history vs ``git count-objects -v`` after ``git gc``;
 8. peak RSS committing and reading a large file vs git (:mod:`bench.memory`);
 9. the maximum GC pause ``store.metrics()`` reports (seed goal: 10 ms).
+10. merges: ``merge_trees`` of branches 1,000 commits apart vs ``git merge-tree``, and
+    one-file merge commits vs git plumbing's one-file commits (:mod:`bench.merge`).
 
 Our code is called only through the public API (see each module for the peers' side).
 """
@@ -42,6 +44,7 @@ from bench.harness import (
 )
 from bench.history import History, bench_import, bench_size, build_history
 from bench.memory import bench_gc, bench_memory
+from bench.merge import bench_merge
 from bench.peers import Committer, DulwichCommitter, GitPlumbing, RawSql, git, signature
 from bench.reads import bench_reads
 from bench.report import Result
@@ -51,7 +54,7 @@ from govc_db import Repository, Store
 __all__ = ["WORKLOADS", "run_backend"]
 
 #: Selectable with ``--workload``; the GC pause line is always reported.
-WORKLOADS = ("commit", "log", "read", "diff", "import", "writers", "size", "memory")
+WORKLOADS = ("commit", "log", "read", "diff", "import", "writers", "size", "memory", "merge")
 NEEDS_HISTORY = frozenset({"log", "read", "diff", "import", "size"})
 
 
@@ -315,4 +318,8 @@ def run_backend(
             progress(f"[{t.backend}] 8 memory: peak RSS of a {sizes.big_file >> 20} MiB file")
             with step("memory"):
                 yield from _guarded("memory", t, lambda: bench_memory(t, sizes))
+        if "merge" in which:
+            progress(f"[{t.backend}] 10 merge: merge-tree and one-file merges, ours and git")
+            with step("merge"):
+                yield from _guarded("merge", t, lambda: bench_merge(t, sizes, store))
         yield from bench_gc(t, store, writer_gc)

@@ -142,7 +142,11 @@ class _Blobs:
 
     def flush(self) -> None:
         if self.new:
-            self.objects.put_many(list(self.new.values()))
+            # As git's write_object_file: what the store already has is not written again.
+            have = self.objects.has_many(list(self.new))
+            missing = [v for k, v in self.new.items() if k not in have]
+            if missing:
+                self.objects.put_many(missing)
             self.new.clear()
 
 
@@ -180,6 +184,9 @@ class _Merger:
         self.unclean = False  # a conflict that no single path carries (directory renames)
         self.conflicted: dict[bytes, _Info] = {}
         self.results: dict[bytes, Ver] = {}
+        # Paths settled while collecting (git's "clean" entries), kept apart from the
+        # open ones: there are many of them, and they need nothing but their version.
+        self.resolved: dict[bytes, Ver] = {}
 
     # -- 1. collect ----------------------------------------------------------------------
     def collect(self, roots: list[ObjectId | None]) -> None:
@@ -214,31 +221,26 @@ class _Merger:
     def _visit(
         self, path: bytes, dirname: bytes, items: list[TreeItem | None], ctx: int
     ) -> tuple[list[ObjectId | None], int] | None:
-        vers: list[Ver] = [(i.mode, i.oid) if i is not None else _NULL for i in items]
-        mask = sum(1 << k for k in range(3) if items[k] is not None)
-        dirmask = sum(1 << k for k in range(3) if vers[k][0] == MODE_DIR)
-        filemask = mask & ~dirmask
-        s1m = items[1] is not None and items[0] is not None and vers[1] == vers[0]
-        s2m = items[2] is not None and items[0] is not None and vers[2] == vers[0]
-        sm = items[1] is not None and items[2] is not None and vers[1] == vers[2]
-        match_mask = 7 if s1m and s2m else 3 if s1m else 5 if s2m else 6 if sm else 0
+        b, o, t = items
+        vb: Ver = (b.mode, b.oid) if b is not None else _NULL
+        vo: Ver = (o.mode, o.oid) if o is not None else _NULL
+        vt: Ver = (t.mode, t.oid) if t is not None else _NULL
+        s1m = o is not None and b is not None and vo == vb
+        s2m = t is not None and b is not None and vt == vb
+        if s1m and s2m:
+            self.resolved[path] = vb  # all three equal (a whole unchanged subtree)
+            return None
+        dirmask = (vb[0] == MODE_DIR) | (vo[0] == MODE_DIR) << 1 | (vt[0] == MODE_DIR) << 2
+        filemask = ((b is not None) | (o is not None) << 1 | (t is not None) << 2) & ~dirmask
+        sm = o is not None and t is not None and vo == vt
+        if filemask == 7 and (sm or s1m or s2m):
+            self.resolved[path] = vt if s1m else vo
+            return None
+        match_mask = 3 if s1m else 5 if s2m else 6 if sm else 0
+        vers = [vb, vo, vt]
         info = _Info(path, vers)
         info.filemask, info.dirmask, info.match_mask = filemask, dirmask, match_mask
         self.paths[path] = info
-        resolved: Ver | None = None
-        if s1m and s2m:
-            resolved = vers[0]
-        elif sm and filemask == 7:
-            resolved = vers[1]
-        elif s1m and filemask == 7:
-            resolved = vers[2]
-        elif s2m and filemask == 7:
-            resolved = vers[1]
-        if resolved is not None:
-            info.clean = True
-            info.result = resolved
-            info.is_null = resolved[0] == 0
-            return None
         self._rename_info(path, dirname, vers, filemask, dirmask, match_mask, ctx)
         info.df_conflict = filemask != 0 and dirmask != 0
         if dirmask:
@@ -396,8 +398,9 @@ class _Merger:
             self.unclean = True
             return None
         info = self.paths.get(new_path)
-        in_way = info is not None and (
-            info.clean or bool((1 << side) & (info.filemask | info.dirmask))
+        in_way = new_path in self.resolved or (
+            info is not None
+            and (info.clean or bool((1 << side) & (info.filemask | info.dirmask)))
         )
         if in_way or len(sources) > 1:
             reported.add(bytes([key[0]]) + new_path)
@@ -410,7 +413,7 @@ class _Merger:
         and is marked conflicted (git's default ``merge.directoryRenames=conflict``)."""
         ci = self.paths[old_path]
         parent = new_path.rpartition(b"/")[0]
-        while parent and parent not in self.paths:
+        while parent and parent not in self.paths and parent not in self.resolved:
             d = _Info(parent, [_NULL, _NULL, _NULL])
             d.dirmask = ci.filemask
             self.paths[parent] = d
@@ -548,9 +551,12 @@ class _Merger:
     # -- 3. process ----------------------------------------------------------------------
     def process(self) -> None:
         nonempty: set[bytes] = set()
-        for path in sorted(self.paths, key=lambda p: p + b"/", reverse=True):
-            info = self.paths[path]
-            if info.clean:
+        keys = sorted(self.paths.keys() | self.resolved.keys(), key=lambda p: p + b"/")
+        for path in reversed(keys):
+            info = self.paths.get(path)
+            if info is None:
+                self._record(path, self.resolved[path], nonempty)
+            elif info.clean:
                 self._record(path, info.result if not info.is_null else _NULL, nonempty)
             else:
                 self._entry(path, info, nonempty)
@@ -569,7 +575,7 @@ class _Merger:
     def _unique(self, path: bytes, branch: str) -> bytes:
         base = path + b"~" + branch.replace("/", "_").encode("utf-8", "surrogateescape")
         new, n = base, 0
-        while new in self.paths:
+        while new in self.paths or new in self.resolved:
             new = base + b"_%d" % n
             n += 1
         return new
