@@ -49,7 +49,9 @@ class MergeConflict(GovcError):
     """Two changes touched the same paths and cannot be combined automatically;
     ``conflicts`` lists every conflicted path (nothing was changed)."""
 
-    def __init__(self, message: str = "merge conflict", *, conflicts: Iterable[Conflict] = ()) -> None:
+    def __init__(
+        self, message: str = "merge conflict", *, conflicts: Iterable[Conflict] = ()
+    ) -> None:
         super().__init__(message)
         self.conflicts: list[Conflict] = list(conflicts)
 

@@ -734,7 +734,9 @@ class Repository:
 
         def work(unit: Unit) -> str:
             picked = self._resolve(unit, rev)
-            out = merge_ops.revert_commit(unit, branch, picked, author=who, committer=by, message=msg)
+            out = merge_ops.revert_commit(
+                unit, branch, picked, author=who, committer=by, message=msg
+            )
             self._publish(unit, "refs/heads/" + branch, out.old_head, out.oid)
             return out.oid.hex()
 

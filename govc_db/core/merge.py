@@ -203,11 +203,10 @@ class _Merger:
                 rows = [[m.get(name) for m in maps] for name in names]
                 if ctx in (2, 4):
                     for items in rows:
-                        fm = sum(
-                            1 << k
-                            for k in range(3)
-                            if items[k] is not None and items[k].mode != MODE_DIR  # type: ignore[union-attr]
-                        )
+                        fm = 0
+                        for k, item in enumerate(items):
+                            if item is not None and item.mode != MODE_DIR:
+                                fm |= 1 << k
                         if fm and fm == ctx:
                             ctx = 7
                             break
@@ -399,8 +398,7 @@ class _Merger:
             return None
         info = self.paths.get(new_path)
         in_way = new_path in self.resolved or (
-            info is not None
-            and (info.clean or bool((1 << side) & (info.filemask | info.dirmask)))
+            info is not None and (info.clean or bool((1 << side) & (info.filemask | info.dirmask)))
         )
         if in_way or len(sources) > 1:
             reported.add(bytes([key[0]]) + new_path)
@@ -470,9 +468,9 @@ class _Merger:
         other = 3 - target
         source_deleted = old.filemask == 1
         collision = bool(new.filemask & (1 << other))
-        type_changed = not source_deleted and (
-            _fmt(old.stages[other][0]) == 0o100000
-        ) != (_fmt(new.stages[target][0]) == 0o100000)
+        type_changed = not source_deleted and (_fmt(old.stages[other][0]) == 0o100000) != (
+            _fmt(new.stages[target][0]) == 0o100000
+        )
         if type_changed and collision:
             collision = False
         if collision and not source_deleted:
@@ -540,9 +538,7 @@ class _Merger:
             else:
                 l1 = f"{self.branch1}:{names[1].decode('utf-8', 'surrogateescape')}"
                 l2 = f"{self.branch2}:{names[2].decode('utf-8', 'surrogateescape')}"
-            res = merge_text(
-                ob, ab, bb, ours_label=l1, theirs_label=l2, marker_size=7 + extra
-            )
+            res = merge_text(ob, ab, bb, ours_label=l1, theirs_label=l2, marker_size=7 + extra)
             return clean and res.conflicts == 0, (mode, self.blobs.put(b"blob", res.data))
         if _fmt(a[0]) == MODE_LINK and self.depth:
             return False, o

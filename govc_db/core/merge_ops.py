@@ -82,7 +82,7 @@ def _real(node: _Node) -> list[ObjectId]:
 
 
 def _bases_of(unit: Unit, a: _Node, b: _Node) -> list[ObjectId]:
-    """git's merge bases of two nodes, a virtual one standing for its real parents."""
+    """Git's merge bases of two nodes, a virtual one standing for its real parents."""
     if not isinstance(a, _Virtual) and not isinstance(b, _Virtual):
         return history.merge_bases(unit.index, a, b)
     found: list[ObjectId] = []
@@ -92,9 +92,7 @@ def _bases_of(unit: Unit, a: _Node, b: _Node) -> list[ObjectId]:
                 if c not in found:
                     found.append(c)
     keep = [
-        c
-        for c in found
-        if not any(o != c and history.is_ancestor(unit.index, c, o) for o in found)
+        c for c in found if not any(o != c and history.is_ancestor(unit.index, c, o) for o in found)
     ]
     rows = unit.index.get_many(keep)
     keep.sort(key=lambda c: -rows[c].committer_time)
@@ -139,7 +137,13 @@ def merge_commits(
             raise InvalidInput("refusing to merge unrelated histories")
         base_tree = _base_tree(unit, blobs, bases, 0)
     result = merge_with_blobs(
-        blobs, base_tree, head_tree(unit, ours), head_tree(unit, theirs), ours_label, theirs_label, 0
+        blobs,
+        base_tree,
+        head_tree(unit, ours),
+        head_tree(unit, theirs),
+        ours_label,
+        theirs_label,
+        0,
     )
     if write or result.clean:
         blobs.flush()
@@ -200,7 +204,7 @@ def _raise_conflicts(conflicts: list[RawConflict], what: str) -> None:
 
 
 def default_merge_message(unit: Unit, rev: str, branch: str) -> bytes:
-    """git's ``fmt-merge-msg`` wording: ``Merge branch 'x'`` / ``Merge tag 'v'`` /
+    """Git's ``fmt-merge-msg`` wording: ``Merge branch 'x'`` / ``Merge tag 'v'`` /
     ``Merge commit 'id'``, plus `` into <branch>`` unless that is main or master."""
     if rev.startswith("refs/heads/") or unit.refs.get("refs/heads/" + rev) is not None:
         text = f"Merge branch '{rev.removeprefix('refs/heads/')}'"

@@ -32,7 +32,7 @@ _MAX_CHAIN = 64
 
 
 def is_binary(data: bytes) -> bool:
-    """git's ``buffer_is_binary``: a NUL byte among the first 8,000."""
+    """Git's ``buffer_is_binary``: a NUL byte among the first 8,000."""
     return b"\0" in data[:8000]
 
 
@@ -127,12 +127,12 @@ def _find_lcs(
                 while line1 < a_s and line2 < bs and ca[a_s - 2] == cb[bs - 2]:
                     a_s -= 1
                     bs -= 1
-                    if 1 < rc:
+                    if rc > 1:
                         rc = min(rc, line_map[a_s][1])
                 while ae < end1 and be < end2 and ca[ae] == cb[be]:
                     ae += 1
                     be += 1
-                    if 1 < rc:
+                    if rc > 1:
                         rc = min(rc, line_map[ae][1])
                 if b_next <= be:
                     b_next = be + 1
@@ -149,7 +149,7 @@ def _find_lcs(
                     break
                 a_s = np
         b_ptr = b_next
-    if has_common and _MAX_CHAIN < best_cnt:
+    if has_common and best_cnt > _MAX_CHAIN:
         return 1, lcs
     return 0, lcs
 
@@ -183,10 +183,8 @@ def _myers(env: _Env, line1: int, count1: int, line2: int, count2: int) -> None:
     for d in range(len(trace) - 1, 0, -1):
         vd = trace[d]
         k = x - y
-        if k == -d or (k != d and vd.get(k - 1, -1) < vd.get(k + 1, -1)):
-            pk = k + 1
-        else:
-            pk = k - 1
+        down = k == -d or (k != d and vd.get(k - 1, -1) < vd.get(k + 1, -1))
+        pk = k + 1 if down else k - 1
         px = vd.get(pk, 0)
         py = px - pk
         while x > px and y > py:

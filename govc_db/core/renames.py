@@ -262,8 +262,8 @@ class _Detector:
                 continue
             j = dst_names[base]
             if src_names[base] == -1 or j == -1:
-                new_dir = guess.get(_dirname(path))
-                j = -1 if new_dir is None else idx_map.get(new_dir + b"/" + base, -1)
+                guessed = guess.get(_dirname(path))
+                j = -1 if guessed is None else idx_map.get(guessed + b"/" + base, -1)
             if j >= 0:
                 wanted.append((i, j))
         self.contents.prefetch(
