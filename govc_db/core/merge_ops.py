@@ -18,12 +18,7 @@ from dataclasses import dataclass
 from govc_db.core import history
 from govc_db.core.commit import head_tree
 from govc_db.core.indexing import index_commit
-from govc_db.core.merge import (
-    RawConflict,
-    TreeMergeResult,
-    _Blobs,
-    merge_with_blobs,
-)
+from govc_db.core.merge import Blobs, RawConflict, TreeMergeResult, merge_with_blobs
 from govc_db.core.trees import EMPTY_TREE
 from govc_db.errors import GovcError, InvalidInput, MergeConflict, NotFound, RefConflict
 from govc_db.objects import Commit, ObjectId, Signature, hash_object, mode_type, parse_object
@@ -99,7 +94,7 @@ def _bases_of(unit: Unit, a: _Node, b: _Node) -> list[ObjectId]:
     return keep
 
 
-def _base_tree(unit: Unit, blobs: _Blobs, bases: list[ObjectId], depth: int) -> ObjectId:
+def _base_tree(unit: Unit, blobs: Blobs, bases: list[ObjectId], depth: int) -> ObjectId:
     """The tree to merge against: the one base, the empty tree, or a virtual base."""
     if depth > _MAX_DEPTH:
         raise GovcError("merge bases nest too deeply")
@@ -128,7 +123,7 @@ def merge_commits(
 ) -> TreeMergeResult:
     """``git merge-tree --write-tree ours theirs`` (``base``: use that commit as the only
     merge base). Unrelated histories without ``base`` are ``InvalidInput`` as in git."""
-    blobs = _Blobs(unit.objects)
+    blobs = Blobs(unit.objects)
     if base is not None:
         base_tree = head_tree(unit, base)
     else:
@@ -273,7 +268,7 @@ def _pick(
         base, theirs, theirs_label = original.tree, parent_tree, f"parent of {label}"
     else:
         base, theirs, theirs_label = parent_tree, original.tree, label
-    blobs = _Blobs(unit.objects)
+    blobs = Blobs(unit.objects)
     ours_tree = head_tree(unit, head)
     result = merge_with_blobs(blobs, base, ours_tree, theirs, "HEAD", theirs_label, 0)
     what = ("reverting " if reverse else "cherry-picking ") + short
