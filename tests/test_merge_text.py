@@ -109,7 +109,7 @@ def test_myers_fallback_equals_git(oracle: Oracle, monkeypatch: pytest.MonkeyPat
         base = [b"x\n"] * rng.randint(65, 90) + [b"y\n"] * rng.randint(0, 2)
         rng.shuffle(base)
 
-        def mutate() -> bytes:
+        def mutate(base: list[bytes] = base) -> bytes:
             lines = list(base)
             for _ in range(rng.randint(1, 4)):
                 i = rng.randrange(len(lines))
