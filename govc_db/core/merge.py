@@ -162,6 +162,8 @@ class _Merger(RenameSteps):
 
     # -- 3. process ----------------------------------------------------------------------
     def process(self) -> None:
+        """Resolve every open entry, children before their directory."""
+        self._prefetch_content()
         nonempty: set[bytes] = set()
         keys = sorted(self.paths.keys() | self.resolved.keys(), key=lambda p: p + b"/")
         for path in reversed(keys):
@@ -172,6 +174,22 @@ class _Merger(RenameSteps):
                 self._record(path, info.result if not info.is_null else NULL, nonempty)
             else:
                 self._entry(path, info, nonempty)
+
+    def _prefetch_content(self) -> None:
+        """One ``get_many`` for the blobs of every likely content merge (instead of a
+        round trip per file)."""
+        wanted: list[ObjectId] = []
+        for info in self.paths.values():
+            if info.clean or info.filemask < 6:
+                continue
+            o, a, b = info.stages
+            if fmt(a[0]) != 0o100000 or fmt(b[0]) != 0o100000 or a[1] == b[1]:
+                continue
+            if o[1] in (a[1], b[1]):
+                continue
+            wanted.extend(x[1] for x in (o, a, b) if x[1] is not None and fmt(x[0]) == 0o100000)
+        if wanted:
+            self.blobs.get_many(wanted)
 
     def _record(self, path: bytes, ver: Ver, nonempty: set[bytes]) -> None:
         if ver[0] == 0:
