@@ -194,3 +194,21 @@ def test_empty_pick_and_merge_commit_pick_are_refused(store: Store) -> None:
         repo.cherry_pick("ours", "theirs")  # already there: nothing to commit
     with pytest.raises(InvalidInput):
         repo.cherry_pick("main", merged)
+
+
+def test_concurrent_merges_into_one_branch_all_land(store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    repo = new_repo(store)
+    repo.commit("main", {"base": b"b\n"}, message="base\n", author=SIG)
+    names = [f"f{i}" for i in range(6)]
+    for name in names:
+        repo.create_branch(name, "main")
+        repo.commit(name, {name: name.encode()}, message=f"{name}\n", author=SIG)
+    repo.commit("main", {"base": b"b2\n"}, message="move main\n", author=SIG)
+    with ThreadPoolExecutor(3) as pool:
+        heads = list(pool.map(lambda n: repo.merge("main", n, author=SIG), names))
+    assert len(set(heads)) == len(names)
+    assert {e.path for e in repo.walk("main")} == {"base", *names}
+    assert all(repo.is_ancestor(n, "main") for n in names)
+    assert repo.verify().ok

@@ -666,6 +666,7 @@ class Repository:
                 message=lambda: msg or merge_ops.default_merge_message(unit, rev, branch),
                 expected_head=expected,
                 fast_forward=bool(fast_forward),
+                attempts=self._store.settings.commit_rebase_attempts,
             )
             if out.oid != out.old_head:
                 self._publish(unit, "refs/heads/" + branch, out.old_head, out.oid)
@@ -709,7 +710,13 @@ class Repository:
         def work(unit: Unit) -> str:
             picked = self._resolve(unit, rev)
             out = merge_ops.cherry_pick_commit(
-                unit, branch, picked, author=who, committer=by, message=msg
+                unit,
+                branch,
+                picked,
+                author=who,
+                committer=by,
+                message=msg,
+                attempts=self._store.settings.commit_rebase_attempts,
             )
             self._publish(unit, "refs/heads/" + branch, out.old_head, out.oid)
             return out.oid.hex()
@@ -735,7 +742,13 @@ class Repository:
         def work(unit: Unit) -> str:
             picked = self._resolve(unit, rev)
             out = merge_ops.revert_commit(
-                unit, branch, picked, author=who, committer=by, message=msg
+                unit,
+                branch,
+                picked,
+                author=who,
+                committer=by,
+                message=msg,
+                attempts=self._store.settings.commit_rebase_attempts,
             )
             self._publish(unit, "refs/heads/" + branch, out.old_head, out.oid)
             return out.oid.hex()

@@ -152,12 +152,29 @@ def _load(unit: Unit, oid: ObjectId) -> Commit:
     return obj
 
 
+class _Moved(RefConflict):
+    """The branch moved between reading its head and the compare-and-swap."""
+
+
+def _retrying(attempts: int, strict: bool, fn: Callable[[], MergeOutcome]) -> MergeOutcome:
+    """Run ``fn`` again on the branch's new head when another writer moved it, as
+    ``commit()`` re-applies its changes (never with ``expected_head``: strict CAS)."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except _Moved:
+            attempt += 1
+            if strict or attempt > attempts:
+                raise
+
+
 def _write_commit(unit: Unit, ref: str, old: ObjectId, commit: Commit, reflog: str) -> ObjectId:
     """Store ``commit`` and its index rows once the branch moved to it (CAS)."""
     raw = commit.serialize()
     oid = hash_object(b"commit", raw)
     if not unit.refs.set_if_equals(ref, old, oid, reflog):
-        raise RefConflict(f"{ref} moved during the merge")
+        raise _Moved(f"{ref} moved during the merge")
     unit.objects.put(b"commit", raw)
     index_commit(unit.objects, unit.index, oid, commit)
     return oid
@@ -223,15 +240,37 @@ def merge_into_branch(
     message: Callable[[], bytes],
     expected_head: ObjectId | None,
     fast_forward: bool,
+    attempts: int = 3,
 ) -> MergeOutcome:
     """Merge commit ``theirs`` into ``branch``; see the module docstring."""
     ref = "refs/heads/" + branch
-    head = _branch_head(unit, ref, expected_head)
+
+    def once() -> MergeOutcome:
+        head = _branch_head(unit, ref, expected_head)
+        return _merge_once(
+            unit, ref, head, branch, rev, theirs, author, committer, message, fast_forward
+        )
+
+    return _retrying(attempts, expected_head is not None, once)
+
+
+def _merge_once(
+    unit: Unit,
+    ref: str,
+    head: ObjectId,
+    branch: str,
+    rev: str,
+    theirs: ObjectId,
+    author: Signature,
+    committer: Signature,
+    message: Callable[[], bytes],
+    fast_forward: bool,
+) -> MergeOutcome:
     if history.is_ancestor(unit.index, theirs, head):
         return MergeOutcome(head, head, "up-to-date")
     if fast_forward and history.is_ancestor(unit.index, head, theirs):
         if not unit.refs.set_if_equals(ref, head, theirs, f"merge {rev}: Fast-forward"):
-            raise RefConflict(f"branch {branch!r} moved during the merge")
+            raise _Moved(f"branch {branch!r} moved during the merge")
         return MergeOutcome(theirs, head, "fast-forward")
     result = merge_commits(
         unit, head, theirs, base=None, ours_label=branch, theirs_label=rev, write=False
@@ -254,10 +293,23 @@ def _pick(
     *,
     reverse: bool,
     make: Callable[[Commit, ObjectId], Commit],
-    expected_head: ObjectId | None,
+    attempts: int,
+) -> MergeOutcome:
+    return _retrying(
+        attempts, False, lambda: _pick_once(unit, branch, picked, reverse=reverse, make=make)
+    )
+
+
+def _pick_once(
+    unit: Unit,
+    branch: str,
+    picked: ObjectId,
+    *,
+    reverse: bool,
+    make: Callable[[Commit, ObjectId], Commit],
 ) -> MergeOutcome:
     ref = "refs/heads/" + branch
-    head = _branch_head(unit, ref, expected_head)
+    head = _branch_head(unit, ref, None)
     original = _load(unit, picked)
     if len(original.parents) > 1:
         raise InvalidInput(f"{picked.hex()} is a merge commit; picking one is not supported")
@@ -292,6 +344,7 @@ def cherry_pick_commit(
     author: Signature | None,
     committer: Signature | None,
     message: bytes | None,
+    attempts: int = 3,
 ) -> MergeOutcome:
     """Apply the change ``picked`` made to its parent onto ``branch``, keeping its
     message and author unless given (committer: given, else the author used)."""
@@ -301,7 +354,7 @@ def cherry_pick_commit(
         by = committer if committer is not None else (author or original.committer)
         return Commit(tree, (), who, by, original.message if message is None else message)
 
-    return _pick(unit, branch, picked, reverse=False, make=make, expected_head=None)
+    return _pick(unit, branch, picked, reverse=False, make=make, attempts=attempts)
 
 
 def revert_commit(
@@ -312,6 +365,7 @@ def revert_commit(
     author: Signature,
     committer: Signature | None,
     message: bytes | None,
+    attempts: int = 3,
 ) -> MergeOutcome:
     """Undo the change ``picked`` made, as a new commit on ``branch``."""
 
@@ -325,4 +379,4 @@ def revert_commit(
             )
         return Commit(tree, (), author, committer or author, text)
 
-    return _pick(unit, branch, picked, reverse=True, make=make, expected_head=None)
+    return _pick(unit, branch, picked, reverse=True, make=make, attempts=attempts)
