@@ -124,21 +124,18 @@ def merge_commits(
     """``git merge-tree --write-tree ours theirs`` (``base``: use that commit as the only
     merge base). Unrelated histories without ``base`` are ``InvalidInput`` as in git."""
     blobs = Blobs(unit.objects)
-    if base is not None:
-        base_tree = head_tree(unit, base)
+    bases = [base] if base is not None else history.merge_bases(unit.index, ours, theirs)
+    if not bases:
+        raise InvalidInput("refusing to merge unrelated histories")
+    # The trees of both sides and of a single base from one index read.
+    rows = unit.index.get_many([ours, theirs, bases[0]])
+    trees = {oid: rows[oid].tree if oid in rows else head_tree(unit, oid) for oid in (ours, theirs)}
+    if len(bases) == 1:
+        base_tree = rows[bases[0]].tree if bases[0] in rows else head_tree(unit, bases[0])
     else:
-        bases = history.merge_bases(unit.index, ours, theirs)
-        if not bases:
-            raise InvalidInput("refusing to merge unrelated histories")
         base_tree = _base_tree(unit, blobs, bases, 0)
     result = merge_with_blobs(
-        blobs,
-        base_tree,
-        head_tree(unit, ours),
-        head_tree(unit, theirs),
-        ours_label,
-        theirs_label,
-        0,
+        blobs, base_tree, trees[ours], trees[theirs], ours_label, theirs_label, 0
     )
     if write or result.clean:
         blobs.flush()
