@@ -7,9 +7,9 @@ difflib align lines differently (a different diff, no zealous refinement, no
 merging of conflicts separated by up to three lines), so they disagree with git on
 ordinary edits; this module re-implements those parts of xdiff in Python:
 
-* lines are classified (equal content, equal class id, ids in order of first
-  appearance, file 1 first), and the histogram diff walks the same hash buckets in the
-  same order as xdiff so ties between equally long common runs resolve identically;
+* lines are classified (equal content, equal class id), and the histogram diff scans
+  and extends common runs in xdiff's order (lowest occurrence count first, then the
+  longest run, first found on ties), so ties resolve as in git;
 * when every common line occurs more than 64 times, xdiff falls back to its Myers
   diff; that fallback here is a plain minimal Myers diff (xdiff's carries heuristics
   for huge inputs that can pick a different but equally short script);
@@ -26,8 +26,6 @@ from dataclasses import dataclass
 
 __all__ = ["MergeText", "is_binary", "merge_text"]
 
-_GR_PRIME = 0x9E370001
-_MASK64 = (1 << 64) - 1
 _MAX_CHAIN = 64
 
 
@@ -42,14 +40,6 @@ def _split(data: bytes) -> list[bytes]:
     if lines[-1]:
         out.append(lines[-1])
     return out
-
-
-def _hashbits(size: int) -> int:
-    val, bits = 1, 0
-    while val < size and bits < 32:
-        val <<= 1
-        bits += 1
-    return bits or 1
 
 
 class _Env:
@@ -75,81 +65,76 @@ def _find_lcs(
     ca: list[int], cb: list[int], line1: int, count1: int, line2: int, count2: int
 ) -> tuple[int, tuple[int, int, int, int]]:
     """(status, (begin1, end1, begin2, end2)) with 1-based lines; status 1 = fall back
-    to Myers, 0 = use the region (all zero: nothing in common)."""
-    bits = _hashbits(count1)
-    shift = 64 - bits
-    buckets: list[list[list[int]] | None] = [None] * (1 << bits)
-    # record = [ptr, cnt, class]; chains hold records newest first.
-    line_map: dict[int, list[int]] = {}
-    next_ptr: dict[int, int] = {}
+    to Myers, 0 = use the region (all zero: nothing in common).
+
+    xdiff keeps one record per distinct line in hash buckets; a bucket's records of
+    other lines never change the outcome (they fail every comparison), so a record is
+    looked up here by the line's class directly.
+    """
+    # record = [first occurrence, occurrences]; next_ptr chains the occurrences.
+    recs: dict[int, list[int]] = {}
+    next_ptr = [0] * (count1 + 1)
+    rec_at: list[list[int]] = [[0, 0]] * (count1 + 1)
     end1 = line1 + count1 - 1
     end2 = line2 + count2 - 1
     for ptr in range(end1, line1 - 1, -1):
         cls = ca[ptr - 1]
-        idx = ((cls * _GR_PRIME) & _MASK64) >> shift
-        chain = buckets[idx]
-        if chain is None:
-            chain = buckets[idx] = []
-        for rec in chain:
-            if rec[2] == cls:
-                next_ptr[ptr] = rec[0]
-                rec[0] = ptr
-                rec[1] += 1
-                line_map[ptr] = rec
-                break
+        rec = recs.get(cls)
+        if rec is None:
+            rec = recs[cls] = [ptr, 1]
         else:
-            rec = [ptr, 1, cls]
-            chain.insert(0, rec)
-            line_map[ptr] = rec
+            next_ptr[ptr - line1] = rec[0]
+            rec[0] = ptr
+            rec[1] += 1
+        rec_at[ptr - line1] = rec
     best_cnt = _MAX_CHAIN + 1
     has_common = False
     lcs = (0, 0, 0, 0)
     b_ptr = line2
     while b_ptr <= end2:
         b_next = b_ptr + 1
-        cls_b = cb[b_ptr - 1]
-        chain = buckets[((cls_b * _GR_PRIME) & _MASK64) >> shift]
-        for rec in chain or ():
-            if rec[1] > best_cnt:
-                if not has_common:
-                    has_common = rec[2] == cls_b
-                continue
-            a_s = rec[0]
-            if rec[2] != cls_b:
-                continue
+        rec = recs.get(cb[b_ptr - 1])
+        if rec is None:
+            b_ptr = b_next
+            continue
+        if rec[1] > best_cnt:
             has_common = True
-            while True:
-                np = next_ptr.get(a_s, 0)
-                bs = b_ptr
-                ae = a_s
-                be = bs
-                rc = rec[1]
-                while line1 < a_s and line2 < bs and ca[a_s - 2] == cb[bs - 2]:
-                    a_s -= 1
-                    bs -= 1
-                    if rc > 1:
-                        rc = min(rc, line_map[a_s][1])
-                while ae < end1 and be < end2 and ca[ae] == cb[be]:
-                    ae += 1
-                    be += 1
-                    if rc > 1:
-                        rc = min(rc, line_map[ae][1])
-                if b_next <= be:
-                    b_next = be + 1
-                if lcs[1] - lcs[0] < ae - a_s or rc < best_cnt:
-                    lcs = (a_s, ae, bs, be)
-                    best_cnt = rc
+            b_ptr = b_next
+            continue
+        a_s = rec[0]
+        has_common = True
+        while True:
+            np = next_ptr[a_s - line1]
+            bs = b_ptr
+            ae = a_s
+            be = bs
+            rc = rec[1]
+            while line1 < a_s and line2 < bs and ca[a_s - 2] == cb[bs - 2]:
+                a_s -= 1
+                bs -= 1
+                if 1 < rc:
+                    rc = min(rc, rec_at[a_s - line1][1])
+            while ae < end1 and be < end2 and ca[ae] == cb[be]:
+                ae += 1
+                be += 1
+                if 1 < rc:
+                    rc = min(rc, rec_at[ae - line1][1])
+            if b_next <= be:
+                b_next = be + 1
+            if lcs[1] - lcs[0] < ae - a_s or rc < best_cnt:
+                lcs = (a_s, ae, bs, be)
+                best_cnt = rc
+            if np == 0:
+                break
+            while np <= ae:
+                np = next_ptr[np - line1]
                 if np == 0:
                     break
-                while np <= ae:
-                    np = next_ptr.get(np, 0)
-                    if np == 0:
-                        break
-                if np == 0:
-                    break
-                a_s = np
+            if np == 0:
+                break
+            a_s = np
         b_ptr = b_next
-    if has_common and best_cnt > _MAX_CHAIN:
+    if has_common and _MAX_CHAIN < best_cnt:
         return 1, lcs
     return 0, lcs
 
