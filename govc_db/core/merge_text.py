@@ -112,12 +112,12 @@ def _find_lcs(
             while line1 < a_s and line2 < bs and ca[a_s - 2] == cb[bs - 2]:
                 a_s -= 1
                 bs -= 1
-                if 1 < rc:
+                if rc > 1:
                     rc = min(rc, rec_at[a_s - line1][1])
             while ae < end1 and be < end2 and ca[ae] == cb[be]:
                 ae += 1
                 be += 1
-                if 1 < rc:
+                if rc > 1:
                     rc = min(rc, rec_at[ae - line1][1])
             if b_next <= be:
                 b_next = be + 1
@@ -134,7 +134,7 @@ def _find_lcs(
                 break
             a_s = np
         b_ptr = b_next
-    if has_common and _MAX_CHAIN < best_cnt:
+    if has_common and best_cnt > _MAX_CHAIN:
         return 1, lcs
     return 0, lcs
 
