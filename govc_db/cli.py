@@ -530,3 +530,8 @@ def tag_delete(ctx: typer.Context, repo: str, name: str) -> None:
 def main() -> None:
     """Console-script entry point of ``govc-db``."""
     app()
+
+
+from govc_db.http.cli import register as _register_http  # noqa: E402
+
+_register_http(app)

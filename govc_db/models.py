@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -25,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
+    "ApiToken",
     "Base",
     "CommitIndex",
     "CommitParent",
@@ -177,3 +179,24 @@ class CommitPath(Base):
     position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     path: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
     """UTF-8 bytes, so range scans compare bytewise on every dialect and collation."""
+
+
+# --- http ---
+
+
+class ApiToken(Base):
+    """A bearer token of the HTTP service (``govc-db token create``).
+
+    Only ``digest`` (SHA-256 of the whole token) is stored; the token itself is shown
+    once. ``repository`` None: every repository. ``can_write``: writes and git pushes.
+    """
+
+    __tablename__ = "govc_api_tokens"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    repository: Mapped[str | None] = mapped_column(String(100))
+    can_write: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.current_timestamp()
+    )
