@@ -43,10 +43,21 @@ def _check_schema(store: govc_db.Store) -> None:
         raise GovcError(f"database {store.url} is not at the newest schema (run `govc-db init`)")
 
 
+def _log_requests() -> None:
+    """Request log lines on stderr (each server process sets this up for itself)."""
+    logger = logging.getLogger("govc_db.http")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def app_from_env() -> ASGIApp:
     """The app of one server process, configured by the environment ``serve`` set."""
     from govc_db.http import create_app
 
+    _log_requests()
     store = govc_db.open()
     return create_app(
         store,
@@ -90,11 +101,6 @@ def serve(
             _check_schema(store)
     except GovcError as exc:
         raise _fail(exc) from None
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-    access = logging.getLogger("govc_db.http")
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
     uvicorn.run(
         "govc_db.http.cli:app_from_env",
         factory=True,
