@@ -17,7 +17,7 @@ from _http_server import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def govc(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def govc(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "govc_db", *args],
@@ -26,7 +26,6 @@ def govc(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
         check=False,
-        **kwargs,  # type: ignore[arg-type]
     )
 
 
