@@ -2,7 +2,8 @@
 
 ``serve`` runs :func:`govc_db.http.create_app` under uvicorn. With ``--workers N`` uvicorn
 starts N processes, each building the app from the environment this command sets
-(``GOVC_DB_URL``, ``GOVC_DB_HTTP_PUBLIC_READ``, ``GOVC_DB_HTTP_ALLOW_PUSH``) through
+(``GOVC_DB_URL``, ``GOVC_DB_HTTP_PUBLIC_READ``, ``GOVC_DB_HTTP_ALLOW_PUSH``,
+``GOVC_DB_HTTP_ACCESS_LOG``) through
 :func:`app_from_env`. SIGTERM/SIGINT stop accepting connections and let requests in
 flight finish (up to ``--graceful-timeout`` seconds); the store is closed afterwards.
 """
@@ -25,6 +26,7 @@ __all__ = ["app_from_env", "register"]
 
 _ENV_PUBLIC = "GOVC_DB_HTTP_PUBLIC_READ"
 _ENV_PUSH = "GOVC_DB_HTTP_ALLOW_PUSH"
+_ENV_LOG = "GOVC_DB_HTTP_ACCESS_LOG"
 
 
 def _url(ctx: typer.Context, url: str | None) -> str:
@@ -57,7 +59,8 @@ def app_from_env() -> ASGIApp:
     """The app of one server process, configured by the environment ``serve`` set."""
     from govc_db.http import create_app
 
-    _log_requests()
+    if os.environ.get(_ENV_LOG, "1") != "0":
+        _log_requests()
     store = govc_db.open()
     return create_app(
         store,
@@ -86,6 +89,9 @@ def serve(
     allow_push: Annotated[
         bool, typer.Option("--allow-push", help="Accept git pushes (write token needed).")
     ] = False,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="One log line per request.")
+    ] = True,
     graceful_timeout: Annotated[
         int, typer.Option(min=0, help="Seconds in-flight requests get at shutdown.")
     ] = 30,
@@ -96,6 +102,7 @@ def serve(
     os.environ["GOVC_DB_URL"] = _url(ctx, url)
     os.environ[_ENV_PUBLIC] = "1" if public_read else "0"
     os.environ[_ENV_PUSH] = "1" if allow_push else "0"
+    os.environ[_ENV_LOG] = "1" if access_log else "0"
     try:
         with govc_db.open() as store:
             _check_schema(store)
