@@ -517,3 +517,33 @@ def test_replica_urls_are_refused_on_sqlite(sqlite_url: str) -> None:
     settings = Settings(replica_urls=("postgresql+psycopg://u@127.0.0.1:1/x",))
     with pytest.raises(InvalidInput, match="SQLite"):
         govc_db.open(sqlite_url, settings=settings)
+
+
+@pytest.mark.parametrize(("interval", "expected_attempts"), [(1000.0, 1), (0.0, 4)])
+def test_replica_check_interval_bounds_retries_of_an_ejected_replica(
+    pg_url: str, interval: float, expected_attempts: int
+) -> None:
+    # A replica that never answers (nothing listens on port 1): the reads go to the
+    # primary without failing; the interval decides how often the replica is tried again.
+    settings = Settings(
+        replica_urls=("postgresql+psycopg://postgres@127.0.0.1:1/none",),
+        replica_check_interval=interval,
+        cache_enabled=False,
+        connect_timeout=1,
+    )
+    with govc_db.open(pg_url, settings=settings) as s:
+        assert s.replicas is not None
+        attempts: list[int] = []
+        sa.event.listen(
+            s.replicas.replicas[0].engine, "do_connect", lambda *a: attempts.append(1)
+        )
+        repo = s.create_repository("r")
+        repo.commit("main", {"a.txt": b"a"}, message="m\n", author=SIG)
+        for _ in range(4):
+            assert repo.read("main", "a.txt") == b"a"
+        assert len(attempts) == expected_attempts
+        stats = s.metrics()["replicas"]
+        replica = next(iter(stats["replicas"].values()))
+        assert replica["healthy"] is False and replica["ejections"] == 1
+        assert stats["primary_reads"] >= 4
+        assert "127.0.0.1:1/none" in next(iter(stats["replicas"]))
