@@ -531,7 +531,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(svc: Service) -> None:
     entered = threading.Event()
 
     def slow(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "anyio" in threading.current_thread().name.lower():  # the request's own
+        if threading.current_thread().name.startswith("govc_db-http"):  # a request
             entered.set()
             time.sleep(0.5)
 

@@ -9,13 +9,14 @@ Errors become JSON answers (:mod:`govc_db.http.errors`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
@@ -62,6 +63,7 @@ def _route(
     auth: TokenAuth,
     cache: ResponseCache,
     metrics: Callable[[], bytes],
+    pool: ThreadPoolExecutor,
 ) -> Route:
     write = ep.access == "write"
 
@@ -85,7 +87,7 @@ def _route(
                 return ep.handler(Ctx(request, body, store, identity, cache, metrics))
 
         try:
-            return await run_in_threadpool(work)
+            return await asyncio.get_running_loop().run_in_executor(pool, work)
         except Exception as exc:
             return error_response(exc)
 
@@ -140,6 +142,7 @@ def create_app(
     cache_bytes: int = 32 * 1024 * 1024,
     token_ttl: float = 30.0,
     compress_min_size: int = 1024,
+    threads: int = 32,
     close_store: bool = False,
 ) -> ASGIApp:
     """The HTTP service for ``store``.
@@ -148,19 +151,24 @@ def create_app(
     ``allow_push``: git pushes accepted (with a write token) on the smart-HTTP routes.
     ``cache_bytes``: bound of the response cache of immutable answers. ``token_ttl``:
     seconds a verified token is remembered. ``compress_min_size``: smallest answer
-    compressed. ``close_store``: close the store when the server shuts down.
+    compressed. ``threads``: worker threads running the (synchronous) library calls.
+    ``close_store``: close the store when the server shuts down.
     """
     auth = TokenAuth(store, public_read=public_read, ttl=token_ttl)
     cache = ResponseCache(cache_bytes)
     store.perf.register("http_cache", cache)
     metrics = _metrics_renderer(store)
-    routes = [_route(ep, store, auth, cache, metrics) for ep in ENDPOINTS]
+    # The library is synchronous: each request runs in this pool (one hop). A plain
+    # executor costs less per hop than anyio's worker threads.
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="govc_db-http")
+    routes = [_route(ep, store, auth, cache, metrics, pool) for ep in ENDPOINTS]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            pool.shutdown(wait=True)
             if close_store:
                 store.close()
 
