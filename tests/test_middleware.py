@@ -534,9 +534,7 @@ def test_replica_check_interval_bounds_retries_of_an_ejected_replica(
     with govc_db.open(pg_url, settings=settings) as s:
         assert s.replicas is not None
         attempts: list[int] = []
-        sa.event.listen(
-            s.replicas.replicas[0].engine, "do_connect", lambda *a: attempts.append(1)
-        )
+        sa.event.listen(s.replicas.replicas[0].engine, "do_connect", lambda *a: attempts.append(1))
         repo = s.create_repository("r")
         repo.commit("main", {"a.txt": b"a"}, message="m\n", author=SIG)
         for _ in range(4):
