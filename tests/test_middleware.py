@@ -545,3 +545,16 @@ def test_replica_check_interval_bounds_retries_of_an_ejected_replica(
         assert replica["healthy"] is False and replica["ejections"] == 1
         assert stats["primary_reads"] >= 4
         assert "127.0.0.1:1/none" in next(iter(stats["replicas"]))
+
+
+def test_a_listing_after_a_create_does_not_join_an_older_listing() -> None:
+    app = Gate()
+    mw = CoalesceMiddleware(app)
+    _, first = run_threads(1, lambda: mw(op("list_repositories", repo="")))
+    assert app.entered.wait(5)
+    mw(op("create_repository", repo="new", write=True))
+    _, second = run_threads(1, lambda: mw(op("list_repositories", repo="")))
+    wait_for(lambda: app.executions == 2)
+    app.release.set()
+    for t in first + second:
+        t.join(5)

@@ -78,9 +78,8 @@ def _route(
                 if identity.token_id is None:
                     auth.check(identity, None, False)  # 401 unless public_read
             elif ep.access != "public":
-                repo = request.path_params.get("repo")
-                if ep.handler.__name__ == "create_repo":
-                    repo = _posted_name(body)
+                # POST /api/v1/repos names its repository in the body.
+                repo = request.path_params.get("repo") or (_posted_name(body) if write else None)
                 auth.check(identity, repo, write)
             client = request.client.host if request.client else "unknown"
             with caller(who if identity.token_id is not None else f"ip:{client}"):

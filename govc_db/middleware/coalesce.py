@@ -55,6 +55,8 @@ class CoalesceMiddleware:
     def _bump(self, repository: str) -> None:
         with self._lock:
             self._generation[repository] = self._generation.get(repository, 0) + 1
+            # Store-wide reads (repository listings, operation repository "") see every write.
+            self._generation[""] = self._generation.get("", 0) + 1
 
     def __call__(self, op: Operation) -> Any:
         """Run ``op``, or wait for an identical one already running and share its answer."""
