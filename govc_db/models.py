@@ -188,14 +188,18 @@ class ApiToken(Base):
     """A bearer token of the HTTP service (``govc-db token create``).
 
     Only ``digest`` (SHA-256 of the whole token) is stored; the token itself is shown
-    once. ``repository`` None: every repository. ``can_write``: writes and git pushes.
+    once. ``repo_id`` None: every repository; a repository's tokens are deleted with it,
+    so a new repository of the same name does not inherit them. ``can_write``: writes
+    and git pushes.
     """
 
     __tablename__ = "govc_api_tokens"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     digest: Mapped[bytes] = mapped_column(LargeBinary(32))
-    repository: Mapped[str | None] = mapped_column(String(100))
+    repo_id: Mapped[int | None] = mapped_column(
+        ForeignKey("govc_repositories.id", ondelete="CASCADE")
+    )
     can_write: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.current_timestamp()

@@ -554,3 +554,17 @@ def test_graceful_shutdown_finishes_requests_in_flight(svc: Service) -> None:
     t.join(30)
     sa.event.remove(svc.store.engine, "before_cursor_execute", slow)
     assert result and result[0].status_code == 200 and result[0].json()[0]["path"] == "small.txt"
+
+
+def test_deleting_a_repository_deletes_its_tokens(svc: Service) -> None:
+    svc.store.create_repository("gone")
+    token = create_token(svc.store, repository="gone")
+    assert svc.get("/api/v1/repos/gone/branches", token=token).status_code == 200
+    svc.store.delete_repository("gone")
+    svc.store.create_repository("gone")  # same name, new repository
+    # A new server process (no remembered tokens) refuses the old token.
+    with serving(create_app(svc.store)) as (base, _), httpx.Client(base_url=base) as c:
+        r = c.get("/api/v1/repos/gone/branches", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401
+    with pytest.raises(govc_db.NotFound):
+        create_token(svc.store, repository="never-made")

@@ -1,11 +1,11 @@
 """Bearer tokens: ``Authorization: Bearer gvc_<id>_<secret>``.
 
 Only the SHA-256 digest of a token is stored (table ``govc_api_tokens``); the token is
-printed once by ``govc-db token create``. A presented token is looked up by its id and
-its digest compared with :func:`hmac.compare_digest` (constant time). Verified tokens
-are remembered for ``ttl`` seconds (keyed by digest, so the cache holds no secret
-either): a revoked token may work that long. Tokens never appear in logs: the request
-log names the token id only.
+printed once by ``govc-db token create``; a repository's tokens are deleted with it. A
+presented token is looked up by its id and its digest compared with
+:func:`hmac.compare_digest` (constant time). Verified tokens are remembered for ``ttl``
+seconds (keyed by digest, so the cache holds no secret either): a revoked token may
+work that long. Tokens never appear in logs: the request log names the token id only.
 
 Rules: reads need a token (of that repository, or of all) unless the service runs with
 ``public_read``; every write, git push included, needs a write token of that
@@ -27,17 +27,22 @@ import sqlalchemy as sa
 from cachetools import TTLCache
 
 from govc_db.api.store import Store
-from govc_db.errors import Forbidden, InvalidInput, Unauthenticated
+from govc_db.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from govc_db.models import ApiToken
+from govc_db.models import Repository as RepositoryRow
 from govc_db.objects import check_repository_name
 
 __all__ = ["Identity", "TokenAuth", "create_token"]
 
 _TOKEN_RE = re.compile(r"gvc_([0-9]{1,18})_([A-Za-z0-9_-]{20,100})")
 _TABLE = cast(sa.Table, ApiToken.__table__)
-_SELECT = sa.select(_TABLE.c.digest, _TABLE.c.repository, _TABLE.c.can_write).where(
-    _TABLE.c.id == sa.bindparam("id")
+_REPOS = cast(sa.Table, RepositoryRow.__table__)
+_SELECT = (
+    sa.select(_TABLE.c.digest, _REPOS.c.name.label("repository"), _TABLE.c.can_write)
+    .select_from(_TABLE.outerjoin(_REPOS, _REPOS.c.id == _TABLE.c.repo_id))
+    .where(_TABLE.c.id == sa.bindparam("id"))
 )
+_REPO_ID = sa.select(_REPOS.c.id).where(_REPOS.c.name == sa.bindparam("name"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +75,15 @@ def create_token(store: Store, *, repository: str | None = None, write: bool = F
         check_repository_name(repository)
     secret = secrets.token_urlsafe(32)
     with store.transaction() as tx:
+        repo_id = None
+        if repository is not None:
+            repo_id = tx.connection.execute(_REPO_ID, {"name": repository}).scalar()
+            if repo_id is None:
+                raise NotFound(f"repository {repository!r} not found")
         # The digest covers the id, so the row is inserted first and completed after.
         row_id = tx.connection.execute(
             sa.insert(_TABLE)
-            .values(digest=b"\0" * 32, repository=repository, can_write=bool(write))
+            .values(digest=b"\0" * 32, repo_id=repo_id, can_write=bool(write))
             .returning(_TABLE.c.id)
         ).scalar_one()
         token = f"gvc_{row_id}_{secret}"

@@ -26,13 +26,19 @@ def upgrade() -> None:
         "govc_api_tokens",
         sa.Column("id", BIG_INT_PK, autoincrement=True, nullable=False),
         sa.Column("digest", sa.LargeBinary(length=32), nullable=False),
-        sa.Column("repository", sa.String(length=100), nullable=True),
+        sa.Column("repo_id", BIG_INT_PK, nullable=True),
         sa.Column("can_write", sa.Boolean(), nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.func.current_timestamp(),
             nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["repo_id"],
+            ["govc_repositories.id"],
+            name=op.f("fk_govc_api_tokens_repo_id_govc_repositories"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_govc_api_tokens")),
     )
