@@ -28,8 +28,9 @@ from govc_db.http.access import AccessLogMiddleware
 from govc_db.http.auth import TokenAuth
 from govc_db.http.caching import ResponseCache
 from govc_db.http.compression import CompressionMiddleware
+from govc_db.http.context import Ctx, Endpoint
 from govc_db.http.errors import error_response, handle_error
-from govc_db.http.routes import ENDPOINTS, Ctx, Endpoint
+from govc_db.http.routes import ENDPOINTS
 from govc_db.middleware.caller import caller
 
 __all__ = ["create_app"]
