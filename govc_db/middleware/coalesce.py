@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +27,16 @@ __all__ = ["CoalesceMiddleware"]
 
 
 class _Call:
-    __slots__ = ("done", "error", "followers", "result")
+    """One execution others may wait for: ``lock`` is held until it is done (a bare lock
+    costs far less to create than an Event, and most calls never have followers)."""
+
+    __slots__ = ("error", "lock", "result")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.lock.acquire()
         self.result: Any = None
         self.error: BaseException | None = None
-        self.followers = 0
 
 
 class CoalesceMiddleware:
@@ -46,7 +48,8 @@ class CoalesceMiddleware:
         self._lock = threading.Lock()
         self._inflight: dict[tuple[Any, ...], _Call] = {}
         self._generation: dict[str, int] = {}
-        self._stats: Counter[str] = Counter()
+        self._executions = 0
+        self._coalesced = 0
 
     def on_ref_updated(self, event: RefUpdated) -> None:
         """A ref of ``event.repository`` moved elsewhere: later reads must not join older ones."""
@@ -83,10 +86,9 @@ class CoalesceMiddleware:
                 call = _Call()
                 if key:
                     self._inflight[key] = call
-                self._stats["executions"] += 1
+                self._executions += 1
             else:
-                call.followers += 1
-                self._stats["coalesced"] += 1
+                self._coalesced += 1
         if leader:
             try:
                 call.result = self._app(op)
@@ -97,9 +99,10 @@ class CoalesceMiddleware:
                 if key:
                     with self._lock:
                         self._inflight.pop(key, None)
-                call.done.set()
+                call.lock.release()
             return call.result
-        call.done.wait()
+        with call.lock:  # held by the leader until its execution is done
+            pass
         if call.error is not None:
             raise copy.copy(call.error) from call.error.__cause__
         result = call.result
@@ -111,7 +114,7 @@ class CoalesceMiddleware:
         """Executions, calls that shared another's execution, and reads running now."""
         with self._lock:
             return {
-                "executions": self._stats["executions"],
-                "coalesced": self._stats["coalesced"],
+                "executions": self._executions,
+                "coalesced": self._coalesced,
                 "in_flight": len(self._inflight),
             }
