@@ -568,3 +568,22 @@ def test_deleting_a_repository_deletes_its_tokens(svc: Service) -> None:
         assert r.status_code == 401
     with pytest.raises(govc_db.NotFound):
         create_token(svc.store, repository="never-made")
+
+
+@pytest.mark.parametrize("ttl", [0.0, 30.0])
+def test_repository_handles_and_a_deleted_repository(
+    make_service: Callable[..., Service], ttl: float
+) -> None:
+    svc = make_service(repo_ttl=ttl)
+    svc.store.create_repository("temp").commit("main", {"x": b"1"}, message="m\n", author=SIG)
+    url = "/api/v1/repos/temp/raw/main/x"
+    assert svc.get(url, token=svc.admin_token).content == b"1"
+    svc.store.delete_repository("temp")
+    gone = svc.get(url, token=svc.admin_token)
+    assert gone.status_code == 404 and gone.json()["error"] == "NotFound"
+    svc.store.create_repository("temp").commit("main", {"x": b"2"}, message="m\n", author=SIG)
+    again = svc.get(url, token=svc.admin_token)
+    if ttl == 0:
+        assert again.content == b"2"  # no handle reused: the new repository at once
+    else:
+        assert again.status_code == 404  # the old handle, for at most repo_ttl seconds

@@ -28,7 +28,7 @@ from govc_db.http.access import AccessLogMiddleware
 from govc_db.http.auth import TokenAuth
 from govc_db.http.caching import ResponseCache
 from govc_db.http.compression import CompressionMiddleware
-from govc_db.http.context import Ctx, Endpoint
+from govc_db.http.context import Ctx, Endpoint, RepoHandles
 from govc_db.http.errors import error_response, handle_error
 from govc_db.http.routes import ENDPOINTS
 from govc_db.middleware.caller import caller
@@ -65,6 +65,7 @@ def _route(
     cache: ResponseCache,
     metrics: Callable[[], bytes],
     pool: ThreadPoolExecutor,
+    handles: RepoHandles,
 ) -> Route:
     write = ep.access == "write"
 
@@ -84,7 +85,7 @@ def _route(
                 auth.check(identity, repo, write)
             client = request.client.host if request.client else "unknown"
             with caller(who if identity.token_id is not None else f"ip:{client}"):
-                return ep.handler(Ctx(request, body, store, identity, cache, metrics))
+                return ep.handler(Ctx(request, body, store, identity, cache, metrics, handles))
 
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, work)
@@ -143,6 +144,7 @@ def create_app(
     token_ttl: float = 30.0,
     compress_min_size: int = 1024,
     threads: int = 32,
+    repo_ttl: float = 1.0,
     close_store: bool = False,
 ) -> ASGIApp:
     """The HTTP service for ``store``.
@@ -152,7 +154,9 @@ def create_app(
     ``cache_bytes``: bound of the response cache of immutable answers. ``token_ttl``:
     seconds a verified token is remembered. ``compress_min_size``: smallest answer
     compressed. ``threads``: worker threads running the (synchronous) library calls.
-    ``close_store``: close the store when the server shuts down.
+    ``repo_ttl``: seconds a repository handle is reused (see
+    :class:`~govc_db.http.context.RepoHandles`). ``close_store``: close the store when
+    the server shuts down.
     """
     auth = TokenAuth(store, public_read=public_read, ttl=token_ttl)
     cache = ResponseCache(cache_bytes)
@@ -162,7 +166,8 @@ def create_app(
     # The library is synchronous: each request runs in this pool (one hop). A plain
     # executor costs less per hop than anyio's worker threads.
     pool = ThreadPoolExecutor(threads, thread_name_prefix="govc_db-http")
-    routes = [_route(ep, store, auth, cache, metrics, pool) for ep in ENDPOINTS]
+    handles = RepoHandles(store, repo_ttl)
+    routes = [_route(ep, store, auth, cache, metrics, pool, handles) for ep in ENDPOINTS]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

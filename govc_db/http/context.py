@@ -4,6 +4,7 @@ JSON answer helpers the handlers share."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "Ctx",
     "Endpoint",
     "Handler",
+    "RepoHandles",
     "cached_json",
     "change_json",
     "commit_json",
@@ -44,6 +46,7 @@ class Ctx:
     identity: Identity
     cache: ResponseCache
     metrics: Callable[[], bytes]
+    handles: RepoHandles
 
     @property
     def repo_name(self) -> str:
@@ -52,7 +55,7 @@ class Ctx:
 
     def repo(self) -> Repository:
         """The repository of the URL (NotFound if absent)."""
-        return self.store.repository(self.repo_name)
+        return self.handles.get(self.repo_name)
 
     def query(self, name: str) -> str | None:
         """A query parameter, or None."""
@@ -68,6 +71,34 @@ class Ctx:
 
 
 Handler = Callable[[Ctx], Response]
+
+
+class RepoHandles:
+    """Repository handles by name, reused for ``ttl`` seconds instead of a lookup per
+    request. A handle outlives its repository by at most ``ttl``: calls on it then fail
+    with NotFound (the database checks the id), so a repository deleted and created
+    again under the same name answers 404 for at most ``ttl`` seconds. 0 disables."""
+
+    def __init__(
+        self, store: Store, ttl: float = 1.0, timer: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._timer = timer
+        self._handles: dict[str, tuple[float, Repository]] = {}
+
+    def get(self, name: str) -> Repository:
+        """The handle of ``name`` (NotFound if there is no such repository)."""
+        now = self._timer()
+        hit = self._handles.get(name)  # dict reads and writes are atomic: no lock
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        repo = self.store.repository(name)
+        if self.ttl > 0:
+            if len(self._handles) > 10_000:
+                self._handles.clear()
+            self._handles[name] = (now + self.ttl, repo)
+        return repo
 
 
 @dataclass(frozen=True, slots=True)
