@@ -372,11 +372,12 @@ class Store:
                 self.subscribe(mw.on_ref_updated)
 
     def _close_optimizers(self) -> None:
-        pool, self._map_pool = self._map_pool, None
+        pool, self._map_pool = getattr(self, "_map_pool", None), None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        if self.replicas is not None:
-            self.replicas.close()
+        replicas = getattr(self, "replicas", None)
+        if replicas is not None:
+            replicas.close()
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(item) for item in items]``, run by a pool of ``Settings.map_workers``
