@@ -18,6 +18,7 @@ from govc_db.errors import (
     RefConflict,
     StoreUnavailable,
 )
+from govc_db.middleware.caller import caller
 from govc_db.objects import Signature
 from govc_db.settings import Settings
 from govc_db.types import (
@@ -59,5 +60,6 @@ __all__ = [
     "TreeEntry",
     "VerifyReport",
     "__version__",
+    "caller",
     "open",
 ]

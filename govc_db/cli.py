@@ -535,3 +535,8 @@ _register_merge(app)
 def main() -> None:
     """Console-script entry point of ``govc-db``."""
     app()
+
+
+from govc_db.http.cli import register as _register_http  # noqa: E402
+
+_register_http(app)

@@ -15,13 +15,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlreadyExists",
+    "CircuitOpen",
+    "Forbidden",
     "GovcError",
     "InvalidInput",
     "MergeConflict",
     "NotFound",
+    "Overloaded",
     "RateLimited",
     "RefConflict",
     "StoreUnavailable",
+    "Unauthenticated",
 ]
 
 
@@ -66,3 +70,30 @@ class RateLimited(GovcError):
     def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+# --- http ---
+
+
+class Overloaded(StoreUnavailable):
+    """The concurrency limiter's queue timed out: too many operations in flight."""
+
+    def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CircuitOpen(StoreUnavailable):
+    """The circuit breaker is open: the database kept failing, so calls fail fast."""
+
+    def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unauthenticated(GovcError):
+    """No valid credentials were presented (HTTP 401)."""
+
+
+class Forbidden(GovcError):
+    """The credentials presented do not allow this action (HTTP 403)."""

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -25,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
+    "ApiToken",
     "Base",
     "CommitIndex",
     "CommitParent",
@@ -177,3 +179,28 @@ class CommitPath(Base):
     position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     path: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
     """UTF-8 bytes, so range scans compare bytewise on every dialect and collation."""
+
+
+# --- http ---
+
+
+class ApiToken(Base):
+    """A bearer token of the HTTP service (``govc-db token create``).
+
+    Only ``digest`` (SHA-256 of the whole token) is stored; the token itself is shown
+    once. ``repo_id`` None: every repository; a repository's tokens are deleted with it,
+    so a new repository of the same name does not inherit them. ``can_write``: writes
+    and git pushes.
+    """
+
+    __tablename__ = "govc_api_tokens"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    repo_id: Mapped[int | None] = mapped_column(
+        ForeignKey("govc_repositories.id", ondelete="CASCADE")
+    )
+    can_write: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.current_timestamp()
+    )

@@ -170,19 +170,46 @@ class Settings:
     """Start tracemalloc so ``store.metrics()`` reports traced and peak bytes, live
     allocations and the top allocation sites. Slows every allocation: for diagnosis."""
 
-    # The API optimizer and read routing are not built yet: the next five fields are
-    # validated and reserved so configurations can be written now, but have no effect.
     rate_limit: float | None = None
-    """Reserved (API optimizer, not built yet): operations per second; None disables."""
+    """API optimizer, rate limiter: operations per second allowed to one caller
+    (``govc_db.caller(...)``; ``"library"`` by default) on one repository, as a token bucket
+    refilled at this rate; past it a call fails with RateLimited (``retry_after`` set).
+    None switches the rate limiter off."""
     rate_burst: int = 100
-    """Reserved (API optimizer, not built yet): token-bucket burst size."""
+    """Token-bucket size of the rate limiter: calls one caller may make at once on one
+    repository before the rate applies."""
     breaker_failures: int | None = None
-    """Reserved (API optimizer, not built yet): failures that open the breaker; None disables."""
+    """API optimizer, circuit breaker: after this many StoreUnavailable errors within
+    ``breaker_reset`` seconds, calls fail fast with StoreUnavailable (no database round
+    trip) for ``breaker_reset`` seconds, then one probe call is let through (half-open):
+    its success closes the breaker, its failure opens it again. None switches it off."""
     breaker_reset: float = 30.0
-    """Reserved (API optimizer, not built yet): seconds an open breaker waits."""
+    """Seconds an open circuit breaker fails fast before probing; also the window in which
+    ``breaker_failures`` are counted."""
 
     replica_urls: tuple[str, ...] = field(default_factory=tuple)
-    """Reserved (read routing, not built yet): read-replica URLs; passwords are masked."""
+    """PostgreSQL read replicas (streaming standbys of the primary ``url``): read-only
+    units go to a healthy replica that has replayed this Store's last write (WAL LSN),
+    else to the primary. Empty: every unit runs on the primary. Refused on SQLite.
+    Passwords are masked in ``repr``."""
+
+    # --- http ---
+    coalesce_enabled: bool = True
+    """API optimizer, request coalescing: identical concurrent read calls (same operation,
+    repository, arguments and ref state) share one execution and its result. Never inside
+    ``store.transaction()``. Off: every call runs on its own."""
+    max_in_flight: int | None = None
+    """API optimizer, concurrency limiter: at most this many operations run at once in
+    this Store; others queue for up to ``queue_timeout`` seconds and then fail with
+    Overloaded (a StoreUnavailable). None switches the limiter off."""
+    queue_timeout: float = 10.0
+    """Seconds an operation waits for a slot of ``max_in_flight`` before Overloaded."""
+    map_workers: int = 4
+    """Threads of the worker pool behind ``store.map(fn, items)``; 1 runs the items one
+    after another in the calling thread. Keep it at most ``pool_size + max_overflow``."""
+    replica_check_interval: float = 2.0
+    """Seconds between health checks of a read replica (state, timeline and replay LSN);
+    an ejected replica is checked again after this long and re-admitted when it answers."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -221,6 +248,12 @@ class Settings:
         if self.breaker_failures is not None:
             _check_range("breaker_failures", self.breaker_failures, 1)
         _check_range("breaker_reset", self.breaker_reset, 0.0)
+        # --- http ---
+        if self.max_in_flight is not None:
+            _check_range("max_in_flight", self.max_in_flight, 1, 100_000)
+        _check_range("queue_timeout", self.queue_timeout, 0.0)
+        _check_range("map_workers", self.map_workers, 1, 1024)
+        _check_range("replica_check_interval", self.replica_check_interval, 0.0)
 
     def __repr__(self) -> str:
         # Written by hand (dataclass keeps a class's own __repr__) to mask the passwords

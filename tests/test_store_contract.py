@@ -23,6 +23,7 @@ from _git import GitRepo
 import govc_db
 from govc_db import Repository, Settings, Store
 from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound
+from govc_db.http.auth import create_token
 from govc_db.models import Base
 from govc_db.objects import Commit, ObjectId, Signature, Tag, Tree, TreeItem, hash_object
 from govc_db.store.codec import ENC_RAW, ENC_ZLIB, ENC_ZSTD
@@ -595,6 +596,8 @@ class TestStoreContract:
         other = store.create_repository("other")
         self._populate(store, repo)
         self._populate(store, other)
+        for name in ("contract", "other"):  # API tokens of each (govc_db.http)
+            create_token(store, repository=name)
         # Every govc table is either the catalog or holds rows of one repository, so the
         # counts below cover the whole schema.
         for table in Base.metadata.sorted_tables:

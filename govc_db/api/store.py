@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 
 from govc_db.db.batch import BatchExecutor
-from govc_db.db.cache import QueryCache
+from govc_db.db.cache import QueryCache, uncached_active
 from govc_db.db.cache import install as install_cache
 from govc_db.db.engine import make_engine, normalize_url, safe_url
 from govc_db.db.notify import Listener, connect_kwargs, parse_message
@@ -36,6 +38,9 @@ __all__ = ["DEFAULT_URL", "Store", "Subscription", "open_store"]
 log = logging.getLogger("govc_db.store")
 
 DEFAULT_URL = "sqlite:///govc.db"
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(eq=False)
@@ -76,7 +81,9 @@ class Store:
         self.backend.pipeline_enabled = settings.write_pipeline
         self._pipeline: Handler
         self._middleware: list[Middleware]
-        self._pipeline, self._middleware = build_chain(default_stack(settings))
+        self._pipeline, self._middleware = build_chain(
+            default_stack(settings, in_transaction=self._in_transaction)
+        )
         self.perf: PerformanceManager = store_manager(self)
         self._subs: list[Subscription] = []
         self._subs_lock = threading.Lock()
@@ -84,6 +91,7 @@ class Store:
         self._listener: Listener | None = None
         self._listener_lock = threading.Lock()
         self._wire_cache_and_events(settings)
+        self._wire_optimizers(settings)
 
     # lifecycle ------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -107,6 +115,7 @@ class Store:
                 listener.stop()
             if self.backend.cache is not None:
                 self.backend.cache.close()
+            self._close_optimizers()
             self.perf.close()
             self.engine.dispose()
 
@@ -337,6 +346,70 @@ class Store:
     def performance_report(self) -> str:
         """The metrics as readable text, one section per part."""
         return render_report(self.metrics(), api_source=self.perf.api_source)
+
+    # --- http: API optimizer wiring, worker pool, read replicas ------------------------
+    def _in_transaction(self) -> bool:
+        # Coalescing steps aside where a read must see this context's own state.
+        return self.backend.txn.current() is not None or uncached_active()
+
+    def _wire_optimizers(self, settings: Settings) -> None:
+        from govc_db.db.replicas import install_replicas
+        from govc_db.middleware.coalesce import CoalesceMiddleware
+
+        self._map_pool: ThreadPoolExecutor | None = None
+        self._map_lock = threading.Lock()
+        try:
+            self.replicas = install_replicas(self.backend.txn, self._url, settings)
+        except GovcError:
+            self.replicas = None
+            self.close()
+            raise
+        if self.replicas is not None:
+            self.perf.register("replicas", self.replicas)
+        for mw in self._middleware:
+            if isinstance(mw, CoalesceMiddleware) and self._listener is not None:
+                # Other Stores' ref moves start a new generation of coalesced reads.
+                self.subscribe(mw.on_ref_updated)
+
+    def _close_optimizers(self) -> None:
+        pool, self._map_pool = getattr(self, "_map_pool", None), None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        replicas = getattr(self, "replicas", None)
+        if replicas is not None:
+            replicas.close()
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``[fn(item) for item in items]``, run by a pool of ``Settings.map_workers``
+        threads, results in the order of ``items``: many reads at once, e.g.
+        ``store.map(lambda p: repo.read("main", p), paths)``.
+
+        Each item runs with the caller's context (``govc_db.caller`` identity). The first
+        exception raised by ``fn`` is raised once every started item finished; items not
+        started yet are cancelled. Inside ``store.transaction()`` the items run one after
+        another in this thread, so they see the transaction's writes.
+        """
+        if self._closed:
+            raise GovcError("the store is closed")
+        if not callable(fn):
+            raise InvalidInput("fn must be callable")
+        work = list(items)
+        if self.settings.map_workers == 1 or len(work) <= 1 or self.backend.txn.current():
+            return [fn(item) for item in work]
+        with self._map_lock:
+            if self._map_pool is None:
+                self._map_pool = ThreadPoolExecutor(
+                    self.settings.map_workers, thread_name_prefix="govc_db-map"
+                )
+            pool = self._map_pool
+        ctx = contextvars.copy_context()
+        futures = [pool.submit(ctx.copy().run, fn, item) for item in work]
+        try:
+            return [f.result() for f in futures]
+        finally:
+            for f in futures:
+                f.cancel()
+            wait(futures)
 
 
 def open_store(url: str | URL | None = None, settings: Settings | None = None) -> Store:

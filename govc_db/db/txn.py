@@ -61,6 +61,7 @@ from govc_db.db.retry import (
 from govc_db.errors import GovcError, InvalidInput, NotFound, StoreUnavailable
 
 if TYPE_CHECKING:
+    from govc_db.db.replicas import ReplicaRouter
     from govc_db.settings import Settings
 
 __all__ = [
@@ -177,6 +178,8 @@ class TransactionManager:
         self._stats: Counter[str] = Counter()
         self._backoff_total = 0.0
         self._lock = threading.Lock()
+        # --- http: read replicas (govc_db/db/replicas.py); None: everything on `engine` ---
+        self.router: ReplicaRouter | None = None
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings, **kwargs: Any) -> TransactionManager:
@@ -288,7 +291,7 @@ class TransactionManager:
                     self._count("commit_unknown_retried")
                     pending = None
                 out: list[T] = []
-                with self._root(write, iso, readonly) as tx:
+                with self._root(write, iso, readonly, retry=attempt > 0) as tx:
                     out.append(fn(tx.connection))
             except _CommitUnknown as exc:
                 self._count("commit_unknown")
@@ -339,8 +342,16 @@ class TransactionManager:
         trans.commit()
 
     @contextmanager
-    def _root(self, write: bool, isolation: str | None, readonly: bool) -> Iterator[Transaction]:
-        with self.engine.connect() as conn:
+    def _root(
+        self, write: bool, isolation: str | None, readonly: bool, *, retry: bool = False
+    ) -> Iterator[Transaction]:
+        # --- http: a read may run on a replica; a retried one runs on the primary ---
+        router = self.router
+        if router is None or write:
+            connecting = self.engine.connect()
+        else:
+            connecting = router.connect(primary=retry or isolation is not None)
+        with connecting as conn:
             self._count("transactions")
             if write:
                 # SQLite: BEGIN IMMEDIATE (see db.engine), so writers queue on the lock
@@ -373,6 +384,8 @@ class TransactionManager:
                         raise _CommitUnknown() from exc
                     raise
                 self._count("commits")
+                if write and router is not None:
+                    router.note_write(conn)  # --- http: read-your-writes position ---
             finally:
                 _OPEN.reset(token)
                 if readonly and self._sqlite:

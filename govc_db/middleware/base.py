@@ -64,13 +64,47 @@ def _run(op: Operation) -> Any:
     return op.call()
 
 
-def default_stack(settings: Settings) -> list[MiddlewareSpec]:
-    """The chain ``Settings`` asks for, outermost first; switched-off parts are left out."""
+def default_stack(
+    settings: Settings, *, in_transaction: Callable[[], bool] | None = None
+) -> list[MiddlewareSpec]:
+    """The chain ``Settings`` asks for, outermost first; switched-off parts are left out.
+
+    Order: metrics (sees everything, refusals included) -> rate limit (cheapest refusal
+    first) -> circuit breaker -> coalescing (followers wait without taking a slot) ->
+    concurrency limiter. ``in_transaction`` tells coalescing to step aside inside
+    ``store.transaction()``.
+    """
+    from govc_db.middleware.breaker import BreakerMiddleware
+    from govc_db.middleware.coalesce import CoalesceMiddleware
+    from govc_db.middleware.limiter import LimiterMiddleware
     from govc_db.middleware.metrics import MetricsMiddleware
+    from govc_db.middleware.ratelimit import RateLimitMiddleware
 
     stack: list[MiddlewareSpec] = []
     if settings.metrics_enabled:
         stack.append(MiddlewareSpec(MetricsMiddleware))
+    if settings.rate_limit is not None:
+        stack.append(
+            MiddlewareSpec(
+                RateLimitMiddleware, {"rate": settings.rate_limit, "burst": settings.rate_burst}
+            )
+        )
+    if settings.breaker_failures is not None:
+        stack.append(
+            MiddlewareSpec(
+                BreakerMiddleware,
+                {"failures": settings.breaker_failures, "reset": settings.breaker_reset},
+            )
+        )
+    if settings.coalesce_enabled:
+        stack.append(MiddlewareSpec(CoalesceMiddleware, {"bypass": in_transaction}))
+    if settings.max_in_flight is not None:
+        stack.append(
+            MiddlewareSpec(
+                LimiterMiddleware,
+                {"limit": settings.max_in_flight, "timeout": settings.queue_timeout},
+            )
+        )
     return stack
 
 

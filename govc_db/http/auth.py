@@ -1,0 +1,151 @@
+"""Bearer tokens: ``Authorization: Bearer gvc_<id>_<secret>``.
+
+Only the SHA-256 digest of a token is stored (table ``govc_api_tokens``); the token is
+printed once by ``govc-db token create``; a repository's tokens are deleted with it. A
+presented token is looked up by its id and its digest compared with
+:func:`hmac.compare_digest` (constant time). Verified tokens are remembered for ``ttl``
+seconds (keyed by digest, so the cache holds no secret either): a revoked token may
+work that long. Tokens never appear in logs: the request log names the token id only.
+
+Rules: reads need a token (of that repository, or of all) unless the service runs with
+``public_read``; every write, git push included, needs a write token of that
+repository (or of all). Creating a repository needs a write token of that name or of
+all repositories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import cast
+
+import sqlalchemy as sa
+from cachetools import TTLCache
+
+from govc_db.api.store import Store
+from govc_db.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from govc_db.models import ApiToken
+from govc_db.models import Repository as RepositoryRow
+from govc_db.objects import check_repository_name
+
+__all__ = ["Identity", "TokenAuth", "create_token"]
+
+_TOKEN_RE = re.compile(r"gvc_([0-9]{1,18})_([A-Za-z0-9_-]{20,100})")
+_TABLE = cast(sa.Table, ApiToken.__table__)
+_REPOS = cast(sa.Table, RepositoryRow.__table__)
+_SELECT = (
+    sa.select(_TABLE.c.digest, _REPOS.c.name.label("repository"), _TABLE.c.can_write)
+    .select_from(_TABLE.outerjoin(_REPOS, _REPOS.c.id == _TABLE.c.repo_id))
+    .where(_TABLE.c.id == sa.bindparam("id"))
+)
+_REPO_ID = sa.select(_REPOS.c.id).where(_REPOS.c.name == sa.bindparam("name"))
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a request is: a token (``token_id``) or anonymous (``token_id`` None)."""
+
+    token_id: int | None
+    repository: str | None = None
+    can_write: bool = False
+
+    def allows(self, repository: str | None, write: bool) -> bool:
+        """Whether this identity may read (or write) ``repository`` (None: the store)."""
+        if self.token_id is None:
+            return False
+        if self.repository is not None and self.repository != repository:
+            return False
+        return self.can_write or not write
+
+
+ANONYMOUS = Identity(None)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+def create_token(store: Store, *, repository: str | None = None, write: bool = False) -> str:
+    """Store a new token's digest and return the token (shown once, never stored)."""
+    if repository is not None:
+        check_repository_name(repository)
+    secret = secrets.token_urlsafe(32)
+    with store.transaction() as tx:
+        repo_id = None
+        if repository is not None:
+            repo_id = tx.connection.execute(_REPO_ID, {"name": repository}).scalar()
+            if repo_id is None:
+                raise NotFound(f"repository {repository!r} not found")
+        # The digest covers the id, so the row is inserted first and completed after.
+        row_id = tx.connection.execute(
+            sa.insert(_TABLE)
+            .values(digest=b"\0" * 32, repo_id=repo_id, can_write=bool(write))
+            .returning(_TABLE.c.id)
+        ).scalar_one()
+        token = f"gvc_{row_id}_{secret}"
+        tx.connection.execute(
+            sa.update(_TABLE).where(_TABLE.c.id == row_id).values(digest=_digest(token))
+        )
+    return token
+
+
+class TokenAuth:
+    """Verifies bearer tokens against the store and applies the access rules."""
+
+    def __init__(self, store: Store, *, public_read: bool = False, ttl: float = 30.0) -> None:
+        self.store = store
+        self.public_read = public_read
+        self._verified: TTLCache[bytes, Identity] = TTLCache(maxsize=10_000, ttl=ttl)
+        self._lock = threading.Lock()
+
+    def identify(self, authorization: str | None) -> Identity:
+        """The identity of an ``Authorization`` header (None: anonymous); 401 if invalid."""
+        if authorization is None:
+            return ANONYMOUS
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        match = _TOKEN_RE.fullmatch(token)
+        if scheme.lower() != "bearer" or match is None:
+            raise Unauthenticated("invalid or unknown token")
+        digest = _digest(token)
+        with self._lock:
+            known = self._verified.get(digest)
+        if known is not None:
+            return known
+        with self.store.transaction(readonly=True) as tx:
+            row = tx.connection.execute(_SELECT, {"id": int(match.group(1))}).first()
+        # Compared even when the id is unknown, so timing says nothing about ids.
+        stored = row.digest if row is not None else b"\1" * 32
+        if not hmac.compare_digest(stored, digest) or row is None:
+            raise Unauthenticated("invalid or unknown token")
+        identity = Identity(int(match.group(1)), row.repository, bool(row.can_write))
+        with self._lock:
+            self._verified[digest] = identity
+        return identity
+
+    def check(self, identity: Identity, repository: str | None, write: bool) -> None:
+        """Raise Unauthenticated (401) or Forbidden (403) unless the access is allowed."""
+        if not write and self.public_read:
+            return
+        if identity.token_id is None:
+            raise Unauthenticated("this service needs a bearer token")
+        if not identity.allows(repository, write):
+            what = "write to" if write else "read"
+            target = f"repository {repository!r}" if repository else "this service"
+            raise Forbidden(f"the token may not {what} {target}")
+
+    def check_access(self, authorization: str | None, repository: str, write: bool) -> int | None:
+        """For git's smart HTTP: None if allowed, else 401 or 403."""
+        try:
+            self.check(self.identify(authorization), repository, write)
+        except Unauthenticated:
+            return 401
+        except Forbidden:
+            return 403
+        except InvalidInput:
+            return 401
+        return None

@@ -1,0 +1,97 @@
+"""HTTP caching: ETags, conditional GETs, Cache-Control, and the response cache.
+
+* An answer addressed by an id (a full commit id in the URL, or a blob id) never
+  changes: it is cached here (an LRU bounded by bytes) and sent with
+  ``Cache-Control: public, max-age=31536000, immutable``.
+* An answer addressed by a branch, tag or other revision carries an ETag derived from
+  the commit the revision resolves to now (the "ref state") and ``Cache-Control:
+  no-cache``; resolving a branch is answered by the library's query cache while it
+  knows the ref, so a conditional GET that matches is a 304 without a database trip.
+* ``raw`` answers carry ``ETag: "<blob id>"`` (the same bytes under any revision).
+
+ETags are strong; the compression middleware weakens them (``W/``) on the encoded
+representation, and :func:`matches` compares weakly, as RFC 9110 asks for
+``If-None-Match``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+from cachetools import LRUCache
+
+__all__ = [
+    "IMMUTABLE",
+    "REVALIDATE",
+    "ResponseCache",
+    "etag_for",
+    "is_full_id",
+    "matches",
+]
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_full_id(rev: str) -> bool:
+    """Whether ``rev`` is a full 40-hex object id (lowercase)."""
+    return len(rev) == 40 and _HEX.issuperset(rev)
+
+
+def etag_for(*parts: str) -> str:
+    """A strong ETag naming an answer computed from ``parts`` (ids and route arguments)."""
+    digest = hashlib.sha1("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+    return f'"{digest}"'
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """Weak comparison of ``etag`` with an ``If-None-Match`` header value."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    want = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == want for tag in if_none_match.split(","))
+
+
+class ResponseCache:
+    """Immutable answers (bytes or small values) by key, bounded by ``max_bytes``."""
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._data: LRUCache[Any, tuple[int, Any]] = LRUCache(
+            max(1, max_bytes), getsizeof=lambda v: v[0]
+        )
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Any) -> Any:
+        """The cached value or None."""
+        with self._lock:
+            found = self._data.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            return found[1]
+
+    def put(self, key: Any, value: Any, size: int = 64) -> None:
+        """Remember ``value`` (``size`` bytes counted); too large values are skipped."""
+        if self.max_bytes <= 0 or size > self.max_bytes // 4:
+            return
+        with self._lock:
+            self._data[key] = (max(1, size), value)
+
+    def get_stats(self) -> dict[str, Any]:
+        """Hits, misses, entries and bytes held."""
+        with self._lock:
+            return {
+                "hits": self.hits,
+                "misses": self.misses,
+                "entries": len(self._data),
+                "bytes": int(self._data.currsize),
+            }
