@@ -184,6 +184,14 @@ class Settings:
     replica_urls: tuple[str, ...] = field(default_factory=tuple)
     """Reserved (read routing, not built yet): read-replica URLs; passwords are masked."""
 
+    # --- interop ---
+    import_slice_objects: int = 20_000
+    """``import_git`` stores the objects of a git repository in transactions of this many
+    objects each (refs move last, in one more); smaller slices bound memory and lock time."""
+    push_max_pack_bytes: int = 512 * 1024 * 1024
+    """A pack received by ``git push`` over smart HTTP larger than this is refused with
+    nothing stored (like git's ``receive.maxInputSize``)."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             checked = _check_type(f.name, str(f.type), getattr(self, f.name))
@@ -221,6 +229,9 @@ class Settings:
         if self.breaker_failures is not None:
             _check_range("breaker_failures", self.breaker_failures, 1)
         _check_range("breaker_reset", self.breaker_reset, 0.0)
+        # --- interop ---
+        _check_range("import_slice_objects", self.import_slice_objects, 1, 10_000_000)
+        _check_range("push_max_pack_bytes", self.push_max_pack_bytes, 32)
 
     def __repr__(self) -> str:
         # Written by hand (dataclass keeps a class's own __repr__) to mask the passwords
