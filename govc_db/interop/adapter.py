@@ -1,0 +1,220 @@
+"""A govc_db repository seen through dulwich's server seam (``BackendRepo``).
+
+dulwich's ``UploadPackHandler`` speaks the protocol (ref advertisement, want/have
+negotiation with multi-ack, shallow, side-band); it asks the repository for refs, peeled
+tags, the objects to send (:meth:`GovcBackendRepo.find_missing_objects`, answered here
+from the commit index by :mod:`govc_db.interop.walk`) and then each object by id. All of it
+runs inside one read unit (one transaction: a consistent snapshot) on the worker thread
+of the request. Objects are handed to the pack writer exactly as stored, never re-encoded,
+and read in batches of the planned order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from dulwich.object_format import DEFAULT_OBJECT_FORMAT, ObjectFormat
+from dulwich.objects import ObjectID, ShaFile
+from dulwich.refs import Ref
+
+from govc_db.errors import NotFound
+from govc_db.interop.walk import plan_fetch
+from govc_db.objects import TYPE_NUMBERS, ObjectId
+from govc_db.objects.lenient import lenient_tag_target
+from govc_db.store.ports import RawObject, Unit
+
+__all__ = ["GovcBackendRepo", "GovcObjectStore", "GovcRefs"]
+
+_PREFETCH = 500
+
+
+def _raw(hexsha: bytes | str) -> ObjectId:
+    text = hexsha.decode("ascii") if isinstance(hexsha, bytes) else hexsha
+    if len(text) == 20 and isinstance(hexsha, bytes):
+        return ObjectId(hexsha)
+    return ObjectId(bytes.fromhex(text))
+
+
+class _Whole:
+    """What dulwich's pack writer needs of an object: its type, bytes and id."""
+
+    __slots__ = ("_data", "_oid", "type_num")
+
+    def __init__(self, oid: ObjectId, raw: RawObject) -> None:
+        self.type_num = TYPE_NUMBERS[raw.type]
+        self._data = raw.data
+        self._oid = oid
+
+    def as_raw_chunks(self) -> list[bytes]:
+        return [self._data]
+
+    def sha(self) -> _Whole:
+        return self
+
+    def digest(self) -> bytes:
+        return self._oid
+
+
+class _Graph:
+    """dulwich's commit-graph seam (``get_parents``), answered by the commit index."""
+
+    def __init__(self, unit: Unit) -> None:
+        self._unit = unit
+
+    def get_parents(self, oid: ObjectID) -> list[ObjectID] | None:
+        row = self._unit.index.get_many([_raw(oid)]).get(_raw(oid))
+        return None if row is None else [ObjectID(p.hex().encode()) for p in row.parents]
+
+
+class GovcObjectStore:
+    """The object-store calls dulwich's upload-pack makes, over one read unit."""
+
+    object_format: ObjectFormat = DEFAULT_OBJECT_FORMAT
+
+    def __init__(self, unit: Unit) -> None:
+        self._unit = unit
+        self._planned: list[ObjectId] = []
+        self._position: dict[ObjectId, int] = {}
+        self._buffer: dict[ObjectId, RawObject] = {}
+
+    def plan(self, oids: list[ObjectId]) -> None:
+        """The ids the pack writer will ask for next, in order (read ahead in batches)."""
+        self._planned = oids
+        self._position = {oid: i for i, oid in enumerate(oids)}
+
+    def _get(self, oid: ObjectId) -> RawObject:
+        hit = self._buffer.pop(oid, None)
+        if hit is not None:
+            return hit
+        at = self._position.get(oid)
+        if at is None:
+            found = self._unit.objects.get_many([oid])
+        else:
+            chunk = self._planned[at : at + _PREFETCH]
+            found = self._unit.objects.get_many(chunk)
+            self._buffer = dict(found)
+            self._buffer.pop(oid, None)
+        if oid not in found:
+            raise KeyError(oid.hex())
+        return found[oid]
+
+    def __contains__(self, hexsha: object) -> bool:
+        if not isinstance(hexsha, bytes | str):
+            return False
+        try:
+            return self._unit.objects.has(_raw(hexsha))
+        except ValueError:
+            return False
+
+    def __getitem__(self, hexsha: ObjectID) -> Any:
+        oid = _raw(hexsha)
+        raw = self._get(oid)
+        if oid in self._position and raw.type in (b"blob", b"tree"):
+            return _Whole(oid, raw)  # on its way to the pack writer: no parsing
+        return ShaFile.from_raw_string(TYPE_NUMBERS[raw.type], raw.data, sha=hexsha)
+
+    def get_raw(self, hexsha: ObjectID) -> tuple[int, bytes]:
+        raw = self._get(_raw(hexsha))
+        return TYPE_NUMBERS[raw.type], raw.data
+
+    def iter_unpacked_subset(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return iter(())  # nothing stored as a delta: every object is sent whole
+
+    def get_commit_graph(self) -> _Graph:
+        return _Graph(self._unit)
+
+    def find_common_revisions(self, graphwalker: Any) -> list[ObjectID]:
+        haves: list[ObjectID] = []
+        sha = next(graphwalker)
+        while sha:
+            if sha in self:
+                haves.append(sha)
+                graphwalker.ack(sha)
+            sha = next(graphwalker)
+        return haves
+
+
+class GovcRefs:
+    """The refs calls of dulwich's handlers: listing and symbolic ``HEAD``."""
+
+    def __init__(self, refs: dict[str, ObjectId], default_branch: str) -> None:
+        self._refs = refs
+        self._head = "refs/heads/" + default_branch
+
+    def get_symrefs(self) -> dict[Ref, Ref]:
+        if self._head in self._refs:
+            return {Ref(b"HEAD"): Ref(self._head.encode())}
+        return {}
+
+    def as_dict(self) -> dict[Ref, ObjectID]:
+        out = {Ref(k.encode()): ObjectID(v.hex().encode()) for k, v in self._refs.items()}
+        if self._head in self._refs:
+            out[Ref(b"HEAD")] = ObjectID(self._refs[self._head].hex().encode())
+        return out
+
+
+class GovcBackendRepo:
+    """dulwich's ``BackendRepo`` over one govc_db read unit."""
+
+    object_format: ObjectFormat = DEFAULT_OBJECT_FORMAT
+
+    def __init__(self, unit: Unit, default_branch: str) -> None:
+        self._unit = unit
+        self.object_store = GovcObjectStore(unit)
+        self.refs = GovcRefs(unit.refs.list_refs("refs/"), default_branch)
+        self.govc_repository: Any = None
+        self.repo = self  # dulwich's get_tagged() peels through ``handler.repo.repo``
+        self._peeled: dict[Ref, ObjectID | None] = {}
+
+    def get_refs(self) -> dict[Ref, ObjectID]:
+        return self.refs.as_dict()
+
+    def get_peeled(self, ref: Ref) -> ObjectID | None:
+        if ref in self._peeled:
+            return self._peeled[ref]
+        target = self.get_refs().get(ref)
+        if target is None:
+            raise KeyError(ref)
+        oid = _raw(target)
+        for _ in range(10):
+            raw = self._unit.objects.get_many([oid]).get(oid)
+            if raw is None or raw.type != b"tag":
+                break
+            oid = lenient_tag_target(raw.data)
+        peeled = ObjectID(oid.hex().encode())
+        self._peeled[ref] = peeled
+        return peeled
+
+    def find_missing_objects(
+        self,
+        determine_wants: Callable[[Mapping[Ref, ObjectID], int | None], list[ObjectID]],
+        graph_walker: Any,
+        progress: Callable[[bytes], None] | None,
+        *,
+        get_tagged: Callable[[], dict[ObjectID, ObjectID]] | None = None,
+        depth: int | None = None,
+    ) -> list[tuple[ObjectID, None]] | None:
+        """Negotiate through dulwich's walker, then plan the pack from the index."""
+        wants = determine_wants(self.get_refs(), depth)
+        shallow: set[ObjectID] = set(getattr(graph_walker, "shallow", set()))
+        unshallow = set(getattr(graph_walker, "unshallow", set()))
+        if not wants:
+            return None if (shallow or unshallow) else []
+        haves = self.object_store.find_common_revisions(graph_walker)
+        if shallow or unshallow:
+            haves = []
+        tagged = get_tagged() if get_tagged is not None else {}
+        try:
+            plan = plan_fetch(
+                self._unit,
+                [_raw(w) for w in wants],
+                [_raw(h) for h in haves],
+                {_raw(s) for s in shallow},
+                {_raw(k): _raw(v) for k, v in tagged.items()},
+            )
+        except NotFound as exc:
+            raise KeyError(str(exc)) from None
+        ids = plan.ids()
+        self.object_store.plan(ids)
+        return [(ObjectID(oid.hex().encode()), None) for oid in ids]
