@@ -164,6 +164,7 @@ class GovcBackendRepo:
         self.object_store = GovcObjectStore(unit)
         self.refs = GovcRefs(unit.refs.list_refs("refs/"), default_branch)
         self.govc_repository: Any = None
+        self.hooks: dict[str, Any] = {}  # no server-side hooks
         self.repo = self  # dulwich's get_tagged() peels through ``handler.repo.repo``
         self._peeled: dict[Ref, ObjectID | None] = {}
 

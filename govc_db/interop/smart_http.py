@@ -81,6 +81,7 @@ class _RefsOnly:
 
         self.object_format = DEFAULT_OBJECT_FORMAT
         self.govc_repository = repository
+        self.hooks: dict[str, Any] = {}  # no server-side hooks
 
     def get_refs(self) -> dict[bytes, bytes]:
         return {}
@@ -270,9 +271,11 @@ def make_git_app(
             await loop.run_in_executor(pool, run)
         except _Disconnected:
             log.info("git %s of %s: client disconnected", service, name)
-        except (GitProtocolError, GovcError, KeyError, ValueError, OSError) as exc:
+        except Exception as exc:  # the boundary: nothing but a short text leaves
             text = str(exc) if isinstance(exc, GovcError | GitProtocolError) else type(exc).__name__
             log.warning("git %s of %s failed: %s", service, name, text)
+            if not isinstance(exc, GovcError | GitProtocolError | HangupException):
+                log.debug("git %s of %s failed", service, name, exc_info=True)
             if not bridge.started:
                 await _plain(send, 400 if isinstance(exc, GitProtocolError) else 500, text)
             else:
