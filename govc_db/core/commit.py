@@ -139,15 +139,15 @@ def _commit_with_parents(
     committer: Signature,
     allow_empty: bool,
 ) -> CommitResult:
+    rows = unit.index.get_many(parents)
+    for p in parents:
+        if p not in rows:
+            raise NotFound(f"parent {p.hex()} is not a commit of this repository")
     if head is not None and head not in parents:
         raise InvalidInput(
             f"the branch head {head.hex()} must be one of the parents (commit() only moves "
             "a branch forward)"
         )
-    rows = unit.index.get_many(parents)
-    for p in parents:
-        if p not in rows:
-            raise NotFound(f"parent {p.hex()} is not a commit of this repository")
     base_tree = rows[parents[0]].tree if parents else None
     tree = build_tree(unit.objects, base_tree, changes)
     if not allow_empty and len(parents) < 2 and tree == (base_tree or EMPTY_TREE):
