@@ -140,7 +140,8 @@ def add_odd_objects(repo: Path) -> dict[str, str]:
     ).encode()
     ids["commit1"] = hash_object(repo, "commit", raw)
     raw2 = (
-        f"tree {odd_tree}\nparent {ids['commit1']}\nauthor Ada <ada@example.com> 99999999999 +0075\n"
+        f"tree {odd_tree}\nparent {ids['commit1']}\n"
+        "author Ada <ada@example.com> 99999999999 +0075\n"
         "committer Ada <ada@example.com> 99999999999 +0000\n\nfar future, +0075\n"
     ).encode()
     ids["commit2"] = hash_object(repo, "commit", raw2)

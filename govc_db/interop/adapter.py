@@ -100,6 +100,7 @@ class GovcObjectStore:
         return found[oid]
 
     def __contains__(self, hexsha: object) -> bool:
+        """Whether this repository holds the object (hex id)."""
         if not isinstance(hexsha, bytes | str):
             return False
         try:
@@ -108,6 +109,7 @@ class GovcObjectStore:
             return False
 
     def __getitem__(self, hexsha: ObjectID) -> Any:
+        """The object: parsed for the protocol's walks, raw on its way into the pack."""
         oid = _raw(hexsha)
         raw = self._get(oid)
         if oid in self._position and raw.type in (b"blob", b"tree"):
@@ -115,16 +117,20 @@ class GovcObjectStore:
         return ShaFile.from_raw_string(TYPE_NUMBERS[raw.type], raw.data, sha=hexsha)
 
     def get_raw(self, hexsha: ObjectID) -> tuple[int, bytes]:
+        """``(type number, raw content)``."""
         raw = self._get(_raw(hexsha))
         return TYPE_NUMBERS[raw.type], raw.data
 
     def iter_unpacked_subset(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """No stored deltas to reuse."""
         return iter(())  # nothing stored as a delta: every object is sent whole
 
     def get_commit_graph(self) -> _Graph:
+        """Parents from the commit index (for shallow requests)."""
         return _Graph(self._unit)
 
     def find_common_revisions(self, graphwalker: Any) -> list[ObjectID]:
+        """Acknowledge the client's haves that this repository holds."""
         haves: list[ObjectID] = []
         sha = next(graphwalker)
         while sha:
@@ -143,11 +149,13 @@ class GovcRefs:
         self._head = "refs/heads/" + default_branch
 
     def get_symrefs(self) -> dict[Ref, Ref]:
+        """``HEAD`` -> the default branch, when it exists."""
         if self._head in self._refs:
             return {Ref(b"HEAD"): Ref(self._head.encode())}
         return {}
 
     def as_dict(self) -> dict[Ref, ObjectID]:
+        """Every ref, and ``HEAD``."""
         out = {Ref(k.encode()): ObjectID(v.hex().encode()) for k, v in self._refs.items()}
         if self._head in self._refs:
             out[Ref(b"HEAD")] = ObjectID(self._refs[self._head].hex().encode())
@@ -169,9 +177,11 @@ class GovcBackendRepo:
         self._peeled: dict[Ref, ObjectID | None] = {}
 
     def get_refs(self) -> dict[Ref, ObjectID]:
+        """Every ref, and ``HEAD``."""
         return self.refs.as_dict()
 
     def get_peeled(self, ref: Ref) -> ObjectID | None:
+        """What ``ref`` points at, annotated tags followed."""
         if ref in self._peeled:
             return self._peeled[ref]
         target = self.get_refs().get(ref)

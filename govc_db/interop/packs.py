@@ -58,8 +58,8 @@ def read_pack(
     file.seek(0)
     try:
         data = PackData.from_file(file, DEFAULT_OBJECT_FORMAT)
-    except errors as exc:
-        raise InvalidInput(f"malformed pack: {exc}") from None
+    except errors:
+        raise InvalidInput("malformed pack: not a pack file") from None
 
     def ext_ref(sha: bytes) -> tuple[int, list[bytes]]:
         found = resolve_base(ObjectId(bytes(sha))) if resolve_base is not None else None

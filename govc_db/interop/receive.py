@@ -52,7 +52,9 @@ def _links(obj: object) -> Iterator[ObjectId]:
         yield obj.object
 
 
-def _store_pack(unit: Unit, spool: IO[bytes] | None) -> tuple[set[ObjectId], dict[ObjectId, Commit], dict[ObjectId, bytes]]:
+def _store_pack(
+    unit: Unit, spool: IO[bytes] | None
+) -> tuple[set[ObjectId], dict[ObjectId, Commit], dict[ObjectId, bytes]]:
     if spool is None:
         return set(), {}, {}
 
@@ -169,6 +171,7 @@ class GovcReceivePackHandler(ReceivePackHandler):
         super().__init__(backend, args, proto, **kwargs)
 
     def capabilities(self) -> list[bytes]:
+        """The receive-pack capabilities of dulwich (report-status, delete-refs, atomic ...)."""
         return [c for c in super().capabilities() if not c.startswith(b"object-format")] + [
             b"object-format=sha1"
         ]
@@ -193,4 +196,6 @@ class GovcReceivePackHandler(ReceivePackHandler):
                         yield (ref, b"n/a (unpacker error)")
                     return
                 spool.write(chunk)
-            yield from apply_push(self.govc_repo, commands, spool, atomic=atomic)
+            # No pack at all (every object already here) is what an empty pack means.
+            pack = spool if size else None
+            yield from apply_push(self.govc_repo, commands, pack, atomic=atomic)

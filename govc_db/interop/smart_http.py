@@ -46,7 +46,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 CheckAccess = Callable[[dict[str, Any], str, bool], int | None]
 
-_ROUTE = re.compile(r"/([A-Za-z0-9_-][A-Za-z0-9._-]{0,99})\.git/(info/refs|git-upload-pack|git-receive-pack)")
+_ROUTE = re.compile(
+    r"/([A-Za-z0-9_-][A-Za-z0-9._-]{0,99})\.git/(info/refs|git-upload-pack|git-receive-pack)"
+)
 _SERVICES = ("git-upload-pack", "git-receive-pack")
 _FLUSH_AT = 64 * 1024
 
@@ -115,7 +117,7 @@ class _Bridge:
         while not self._eof and (n < 0 or len(self._in) < n):
             message = self._call(self._receive())
             if message["type"] == "http.disconnect":
-                raise _Disconnected("client disconnected")
+                raise _Disconnected()
             body = message.get("body", b"")
             if self._inflate is not None:
                 try:
@@ -245,7 +247,9 @@ def make_git_app(
             denied = check_access(dict(scope), name, write)
             if denied is not None:
                 extra = [(b"www-authenticate", b'Basic realm="govc-db"')] if denied == 401 else []
-                await _plain(send, denied, "authentication required" if denied == 401 else "forbidden", extra)
+                await _plain(
+                    send, denied, "authentication required" if denied == 401 else "forbidden", extra
+                )
                 return
         if write and not allow_push:
             await _plain(send, 403, "pushing is disabled on this server")

@@ -40,6 +40,7 @@ class Plan:
         self.seen: set[ObjectId] = set()
 
     def add(self, bucket: list[ObjectId], oid: ObjectId) -> bool:
+        """Add ``oid`` to ``bucket`` unless already planned; whether it was new."""
         if oid in self.seen:
             return False
         self.seen.add(oid)
@@ -74,10 +75,7 @@ def _commits_between(
         theirs = unit.index.ancestry(list(have_rows), bound)
         result = {k: v for k, v in ours.items() if k not in theirs}
         below = [
-            p
-            for row in result.values()
-            for p in row.parents
-            if p not in ours and p not in theirs
+            p for row in result.values() for p in row.parents if p not in ours and p not in theirs
         ]
         if not below or bound == 0:
             return result
