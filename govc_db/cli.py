@@ -527,6 +527,11 @@ def tag_delete(ctx: typer.Context, repo: str, name: str) -> None:
     typer.echo(f"deleted tag {name!r}")
 
 
+from govc_db.interop.cli import register as _register_interop  # noqa: E402
+
+_register_interop(app)
+
+
 def main() -> None:
     """Console-script entry point of ``govc-db``."""
     app()

@@ -198,3 +198,23 @@ def test_commit_with_parents_makes_git_identical_merges(store: Store, tmp_path: 
         repo.commit("main", {"x": b"1"}, message="m\n", author=SIG, parents=[merged, merged])
     with pytest.raises(InvalidInput):
         repo.commit("main", {"x": b"1"}, message="m\n", author=SIG, parents="abc")  # type: ignore[arg-type]
+
+
+def test_cli_import_and_export(db_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from govc_db.cli import app
+
+    src = make_history(tmp_path)
+    runner = CliRunner()
+    out = runner.invoke(app, ["--url", db_url, "import", "cli", str(src)])
+    assert out.exit_code == 0, out.output
+    assert f"updated {len(refs_of(src))} refs of 'cli'" in out.output
+    dest = tmp_path / "cli.git"
+    out = runner.invoke(app, ["--url", db_url, "export", "cli", str(dest)])
+    assert out.exit_code == 0, out.output
+    assert refs_of(dest) == refs_of(src) and fsck(dest)[0] == 0
+    out = runner.invoke(app, ["--url", db_url, "export", "cli", str(dest)])
+    assert out.exit_code == 1 and "not empty" in out.output
+    out = runner.invoke(app, ["--url", db_url, "import", "cli", str(tmp_path / "none")])
+    assert out.exit_code == 1 and out.output.startswith("error: no git repository")
