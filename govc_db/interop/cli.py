@@ -29,14 +29,18 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Import every branch and tag of a git repository, ids identical."""
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         store = cli._open(ctx)
+        console = Console(stderr=True)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            console=console,
             transient=True,
+            disable=not console.is_terminal,
         ) as bar:
             tasks: dict[str, object] = {}
 
