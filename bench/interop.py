@@ -66,9 +66,9 @@ def serving(store: Store) -> Iterator[str]:
         thread.join(10)
 
 
-def timed(fn: Callable[[], Any]) -> float:
+def timed(fn: Callable[..., Any], *args: Any) -> float:
     t0 = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - t0
 
 
@@ -105,8 +105,7 @@ def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list
     bare = work / "peer0.git"
     ours_import = []
     for i in range(repeats):
-        t = timed(lambda i=i: store.import_git(f"imp{i}", bare))  # type: ignore[misc]
-        ours_import.append(t)
+        ours_import.append(timed(store.import_git, f"imp{i}", bare))
     rows.append(
         {
             "workload": f"import {n_commits} commits (commits/s)",
@@ -121,15 +120,11 @@ def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list
         ours_clone, peer_clone, ours_size, peer_size = [], [], 0, 0
         for i in range(repeats):
             dest = work / f"oc{i}"
-            ours_clone.append(timed(lambda d=dest: git(work, "clone", "-q", "--bare", url, str(d))))  # type: ignore[misc]
+            ours_clone.append(timed(git, work, "clone", "-q", "--bare", url, str(dest)))
             ours_size = pack_bytes(dest)
             dest = work / f"pc{i}"
             peer_clone.append(
-                timed(
-                    lambda d=dest: git(
-                        work, "clone", "-q", "--bare", "--no-local", str(bare), str(d)
-                    )
-                )  # type: ignore[misc]
+                timed(git, work, "clone", "-q", "--bare", "--no-local", str(bare), str(dest))
             )
             peer_size = pack_bytes(dest)
         rows.append(
@@ -152,14 +147,12 @@ def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list
         ours_fetch, peer_fetch = [], []
         for i in range(repeats):
             repo.commit("main", {f"fetch/{i}.txt": b"x%d\n" % i}, message=f"f{i}\n", author=sig)
-            ours_fetch.append(timed(lambda: git(ours_clone_dir, "fetch", "-q", url, "main:main")))
+            ours_fetch.append(timed(git, ours_clone_dir, "fetch", "-q", url, "main:main"))
             (peer_work / f"f{i}.txt").write_text(f"x{i}\n")
             git(peer_work, "add", ".", env=git_env(work, T0 + 10_000_000 + i))
             git(peer_work, "commit", "-q", "-m", f"f{i}", env=git_env(work, T0 + 10_000_000 + i))
             git(peer_work, "push", "-q", "origin", "main", env=git_env(work))
-            peer_fetch.append(
-                timed(lambda: git(work / "pc0", "fetch", "-q", str(bare), "main:main"))
-            )
+            peer_fetch.append(timed(git, work / "pc0", "fetch", "-q", str(bare), "main:main"))
         rows.append(
             {
                 "workload": "fetch 1 new commit (ms)",
@@ -182,10 +175,8 @@ def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list
             )
             target = work / f"target{i}.git"
             git(work, "clone", "-q", "--bare", "--no-local", str(work / "oc0"), str(target))
-            ours_push.append(timed(lambda c=client: git(c, "push", "-q", url, "main")))  # type: ignore[misc]
-            peer_push.append(
-                timed(lambda c=client, t=target: git(c, "push", "-q", f"file://{t}", "main"))  # type: ignore[misc]
-            )
+            ours_push.append(timed(git, client, "push", "-q", url, "main"))
+            peer_push.append(timed(git, client, "push", "-q", f"file://{target}", "main"))
             url_repo = store.repository("imp0")
             assert url_repo.resolve("main") == git(client, "rev-parse", "main").decode().strip()
         rows.append(

@@ -191,6 +191,12 @@ class Settings:
     push_max_pack_bytes: int = 512 * 1024 * 1024
     """A pack received by ``git push`` over smart HTTP larger than this is refused with
     nothing stored (like git's ``receive.maxInputSize``)."""
+    fetch_deltas: bool = True
+    """Packs sent to ``git clone``/``fetch`` hold a tree or blob as a delta against the
+    previous version at the same path when that version is in the same pack (chains at
+    most ``fetch_delta_depth`` long); False sends every object whole."""
+    fetch_delta_depth: int = 50
+    """Longest delta chain in a pack sent to git (git's own default for ``--depth``)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -232,6 +238,7 @@ class Settings:
         # --- interop ---
         _check_range("import_slice_objects", self.import_slice_objects, 1, 10_000_000)
         _check_range("push_max_pack_bytes", self.push_max_pack_bytes, 32)
+        _check_range("fetch_delta_depth", self.fetch_delta_depth, 1, 4095)
 
     def __repr__(self) -> str:
         # Written by hand (dataclass keeps a class's own __repr__) to mask the passwords

@@ -370,3 +370,38 @@ def test_pack_size_limit_setting(db_url: str, tmp_path: Path) -> None:
     assert limits == {10_000: False, 10_000_000: True}
     with pytest.raises(ValueError):
         Settings(push_max_pack_bytes=0)
+
+
+def test_fetch_deltas_settings_change_the_pack(db_url: str, tmp_path: Path) -> None:
+    sizes: dict[tuple[bool, int], int] = {}
+    chains: dict[tuple[bool, int], int] = {}
+    for deltas, depth in ((False, 50), (True, 50), (True, 1)):
+        with govc_db.open(db_url, Settings(fetch_deltas=deltas, fetch_delta_depth=depth)) as store:
+            name = f"d{int(deltas)}x{depth}"
+            repo = store.create_repository(name)
+            files = {
+                f"pkg/m{i:02d}.py": f"# module {i}\nvalue = 1\n".encode() * 20 for i in range(30)
+            }
+            repo.commit("main", files, message="init\n", author=SIG)
+            for k in range(30):
+                body = f"# module {k}\nvalue = {k + 2}\n".encode() * 20
+                repo.commit("main", {f"pkg/m{k:02d}.py": body}, message=f"{k}\n", author=SIG)
+            with serving(make_git_app(store)) as base:
+                clone = tmp_path / name
+                git(tmp_path, "clone", "-q", "--bare", f"{base}/{name}.git", str(clone))
+            assert fsck(clone)[0] == 0
+            assert git(clone, "rev-parse", "main").strip() == repo.resolve("main")
+            packs = clone / "objects" / "pack"
+            sizes[deltas, depth] = sum(p.stat().st_size for p in packs.glob("*.pack"))
+            verify = git(clone, "verify-pack", "-v", *map(str, packs.glob("*.idx")))
+            lengths = [
+                int(line.split("=")[1].split(":")[0])
+                for line in verify.splitlines()
+                if line.startswith("chain length")
+            ]
+            chains[deltas, depth] = max(lengths, default=0)
+    assert sizes[True, 50] < sizes[False, 50] * 0.7
+    assert chains == {(False, 50): 0, (True, 50): chains[True, 50], (True, 1): 1}
+    assert chains[True, 50] > 1
+    with pytest.raises(ValueError):
+        Settings(fetch_delta_depth=0)

@@ -72,16 +72,22 @@ class GovcObjectStore:
 
     object_format: ObjectFormat = DEFAULT_OBJECT_FORMAT
 
-    def __init__(self, unit: Unit) -> None:
+    def __init__(self, unit: Unit, *, deltas: bool = True, max_depth: int = 50) -> None:
         self._unit = unit
         self._planned: list[ObjectId] = []
         self._position: dict[ObjectId, int] = {}
         self._buffer: dict[ObjectId, RawObject] = {}
+        self._bases: dict[ObjectId, ObjectId] = {}
+        self._depth: dict[ObjectId, int] = {}
+        self._deltas = deltas
+        self._max_depth = max_depth
 
-    def plan(self, oids: list[ObjectId]) -> None:
-        """The ids the pack writer will ask for next, in order (read ahead in batches)."""
+    def plan(self, oids: list[ObjectId], bases: dict[ObjectId, ObjectId] | None = None) -> None:
+        """The ids the pack writer will ask for next, in order (read ahead in batches), and
+        the delta base candidate of some of them."""
         self._planned = oids
         self._position = {oid: i for i, oid in enumerate(oids)}
+        self._bases = bases or {}
 
     def _get(self, oid: ObjectId) -> RawObject:
         hit = self._buffer.pop(oid, None)
@@ -122,8 +128,38 @@ class GovcObjectStore:
         return TYPE_NUMBERS[raw.type], raw.data
 
     def iter_unpacked_subset(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        """No stored deltas to reuse."""
-        return iter(())  # nothing stored as a delta: every object is sent whole
+        """Deltas dulwich may reuse (asked for first): the planned trees and blobs whose
+        previous version (same path) is in the same pack, as deltas against it."""
+        if not self._deltas or not self._bases:
+            return iter(())
+        return self._deltified()
+
+    def _deltified(self) -> Iterator[Any]:
+        from dulwich.pack import REF_DELTA, UnpackedObject, create_delta
+
+        bases, planned, depth = self._bases, self._position, self._depth
+        recent: dict[ObjectId, bytes] = {}
+        targets = [o for o in self._planned if bases.get(o) in planned]
+        for i in range(0, len(targets), _PREFETCH):
+            chunk = targets[i : i + _PREFETCH]
+            wanted = [o for o in chunk if o not in recent]
+            wanted += [bases[o] for o in chunk if bases[o] not in recent]
+            found = self._unit.objects.get_many(wanted)
+            recent.update((oid, raw.data) for oid, raw in found.items())
+            for oid in chunk:
+                base = bases[oid]
+                level = depth.get(base, 0) + 1
+                target, source = recent.get(oid), recent.get(base)
+                if target is None or source is None or level > self._max_depth:
+                    continue
+                delta = b"".join(create_delta(source, target))
+                if len(delta) * 2 > len(target):
+                    continue  # not worth it
+                depth[oid] = level
+                yield UnpackedObject(REF_DELTA, delta_base=base, decomp_chunks=[delta], sha=oid)
+            if len(recent) > 4 * _PREFETCH:  # keep the last chunk's objects as bases
+                keep = set(chunk) | {bases[o] for o in chunk}
+                recent = {k: v for k, v in recent.items() if k in keep}
 
     def get_commit_graph(self) -> _Graph:
         """Parents from the commit index (for shallow requests)."""
@@ -167,9 +203,11 @@ class GovcBackendRepo:
 
     object_format: ObjectFormat = DEFAULT_OBJECT_FORMAT
 
-    def __init__(self, unit: Unit, default_branch: str) -> None:
+    def __init__(
+        self, unit: Unit, default_branch: str, *, deltas: bool = True, max_depth: int = 50
+    ) -> None:
         self._unit = unit
-        self.object_store = GovcObjectStore(unit)
+        self.object_store = GovcObjectStore(unit, deltas=deltas, max_depth=max_depth)
         self.refs = GovcRefs(unit.refs.list_refs("refs/"), default_branch)
         self.govc_repository: Any = None
         self.hooks: dict[str, Any] = {}  # no server-side hooks
@@ -227,5 +265,5 @@ class GovcBackendRepo:
         except NotFound as exc:
             raise KeyError(str(exc)) from None
         ids = plan.ids()
-        self.object_store.plan(ids)
+        self.object_store.plan(ids, plan.bases)
         return [(ObjectID(oid.hex().encode()), None) for oid in ids]

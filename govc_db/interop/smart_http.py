@@ -185,7 +185,13 @@ def _serve(repo: Repository, service: str, advertise: bool, bridge: _Bridge) -> 
         GovcReceivePackHandler(only, [repo.name], proto, stateless_rpc=True).handle()
         return
     with backend.unit(repo._id, write=False, what=service) as unit:
-        view = GovcBackendRepo(unit, repo.default_branch)
+        settings = repo._store.settings
+        view = GovcBackendRepo(
+            unit,
+            repo.default_branch,
+            deltas=settings.fetch_deltas,
+            max_depth=settings.fetch_delta_depth,
+        )
         handler_cls: Any = (
             GovcUploadPackHandler if service == "git-upload-pack" else GovcReceivePackHandler
         )
