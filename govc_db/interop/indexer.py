@@ -2,62 +2,85 @@
 
 ``core.indexing.index_commit`` indexes one commit whose parents are indexed, reading its
 parents' rows and trees one query at a time. Here a whole batch of new commits is put in
-topological order, generations are computed in memory, trees come from the pack being
-stored (parsed once, shared across commits), and the rows are written with one
-executemany per table and slice instead of three statements per commit.
+topological order, generations are computed in memory, the changed paths come from a
+light diff of the trees being stored (split once, shared across commits; the same paths
+``core.diff.diff_trees`` reports, checked by the tests against ``git log -- path``), and
+the rows are written with one executemany per table and slice instead of three
+statements per commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from govc_db.core.diff import diff_trees
+from govc_db.core.trees import EMPTY_TREE
 from govc_db.errors import InvalidInput
-from govc_db.objects import Commit, ObjectId, Tree
-from govc_db.store.ports import IndexEntry, ObjectStore, RawObject, Unit
+from govc_db.interop.walk import Entries, split_tree
+from govc_db.objects import Commit, ObjectId
+from govc_db.store.ports import IndexEntry, ObjectStore, Unit
 
 __all__ = ["IndexPlan", "TreeSource", "plan_index", "write_index"]
 
 
-class _Memo:
-    """Parsed trees by id, shared by every diff of one import (see ``core.trees.TreeMemo``)."""
-
-    def __init__(self) -> None:
-        self.trees: dict[ObjectId, Tree] = {}
-
-    def get_trees(self, oids: Iterable[ObjectId]) -> dict[ObjectId, Tree]:
-        return {o: self.trees[o] for o in oids if o in self.trees}
-
-    def put_trees(self, trees: Mapping[ObjectId, Tree]) -> None:
-        self.trees.update(trees)
+_DIR = (b"40000", b"040000")
 
 
 class TreeSource:
-    """An ObjectStore for ``diff_trees``: trees of the incoming pack, else the unit's."""
+    """Trees for the changed-path diffs: the incoming ones, else the unit's; each split
+    once (names, mode texts, ids) and shared by every commit of the batch.
+    """
 
     def __init__(self, pending: Mapping[ObjectId, bytes], fallback: ObjectStore) -> None:
         self._pending = pending
         self._fallback = fallback
-        self.tree_memo = _Memo()
-
-    def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, RawObject]:
-        """The trees among ``oids``: pending ones first, the rest from the store."""
-        out: dict[ObjectId, RawObject] = {}
-        rest: list[ObjectId] = []
-        for oid in oids:
-            raw = self._pending.get(oid)
-            if raw is None:
-                rest.append(oid)
-            else:
-                out[oid] = RawObject(b"tree", raw)
-        if rest:
-            out.update(self._fallback.get_many(rest))
-        return out
+        self._split: dict[ObjectId, Entries] = {EMPTY_TREE: {}}
 
     def use(self, fallback: ObjectStore) -> None:
         """Read missing trees through another unit's store (one unit per slice)."""
         self._fallback = fallback
+
+    def entries(self, oid: ObjectId) -> Entries:
+        """The entries of tree ``oid``."""
+        found = self._split.get(oid)
+        if found is None:
+            raw = self._pending.get(oid)
+            if raw is None:
+                obj = self._fallback.get_many([oid]).get(oid)
+                if obj is None or obj.type != b"tree":
+                    raise InvalidInput(f"tree {oid.hex()} is missing")
+                raw = obj.data
+            found = self._split[oid] = split_tree(raw)
+        return found
+
+    def changed(self, old: ObjectId | None, new: ObjectId) -> list[str]:
+        """File paths (gitlinks and symlinks included) that differ between two trees, as
+        ``diff_trees`` reports them (a file replaced by a directory: both sides)."""
+        out: list[str] = []
+        self._diff(b"", old, new, out)
+        return out
+
+    def _diff(
+        self, prefix: bytes, old: ObjectId | None, new: ObjectId | None, out: list[str]
+    ) -> None:
+        a = self.entries(old) if old is not None else {}
+        b = self.entries(new) if new is not None else {}
+        for name in a.keys() | b.keys():
+            x, y = a.get(name), b.get(name)
+            if x == y:
+                continue
+            path = prefix + name
+            x_dir = x is not None and x[0] in _DIR
+            y_dir = y is not None and y[0] in _DIR
+            if x_dir or y_dir:
+                self._diff(
+                    path + b"/",
+                    x[1] if x is not None and x_dir else None,
+                    y[1] if y is not None and y_dir else None,
+                    out,
+                )
+            if (x is not None and not x_dir) or (y is not None and not y_dir):
+                out.append(path.decode("utf-8", "surrogateescape"))
 
 
 class IndexPlan:
@@ -131,10 +154,9 @@ def write_index(unit: Unit, plan: IndexPlan, oids: Sequence[ObjectId], source: T
         c = plan.commits[oid]
         changed: dict[int, list[str]] = {}
         if not c.parents:
-            changed[0] = [x.path for x in diff_trees(source, None, c.tree)]  # type: ignore[arg-type]
+            changed[0] = source.changed(None, c.tree)
         for pos, parent in enumerate(c.parents):
-            old = plan.trees[parent]
-            changed[pos] = [x.path for x in diff_trees(source, old, c.tree)]  # type: ignore[arg-type]
+            changed[pos] = source.changed(plan.trees[parent], c.tree)
         entry = IndexEntry(
             oid, c.tree, c.parents, plan.generation[oid], c.author.time, c.committer.time
         )

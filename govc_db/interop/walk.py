@@ -24,7 +24,7 @@ from govc_db.objects import ObjectId
 from govc_db.objects.lenient import lenient_tag_target
 from govc_db.store.ports import IndexEntry, Unit
 
-__all__ = ["Plan", "plan_fetch"]
+__all__ = ["Entries", "Plan", "plan_fetch", "split_tree"]
 
 _BATCH = 500
 
@@ -109,7 +109,8 @@ Entries = dict[bytes, tuple[bytes, ObjectId]]
 """name -> (mode text, id) of one tree."""
 
 
-def _entries(raw: bytes) -> Entries:
+def split_tree(raw: bytes) -> Entries:
+    """``name -> (mode text, id)`` of a raw tree."""
     # The walk needs names, kinds and ids only: a light split of git's tree format
     # (``<mode> <name>\0<20-byte id>``), several times faster than full parsing.
     out: Entries = {}
@@ -143,7 +144,7 @@ class _Trees:
                 raw = found.get(oid)
                 if raw is None or raw.type != b"tree":
                     raise GovcError(f"tree {oid.hex()} is missing")
-                self.parsed[oid] = _entries(raw.data)
+                self.parsed[oid] = split_tree(raw.data)
 
 
 def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan: Plan) -> None:
