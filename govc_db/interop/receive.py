@@ -24,7 +24,8 @@ from govc_db.api.repository import _check_ref_dir_clash
 from govc_db.errors import GovcError, InvalidInput
 from govc_db.interop.indexer import TreeSource, plan_index, write_index
 from govc_db.interop.packs import read_pack
-from govc_db.objects import MODE_GITLINK, Commit, ObjectId, Tag, Tree, check_ref_name
+from govc_db.interop.walk import tree_ids
+from govc_db.objects import Commit, ObjectId, Tag, check_ref_name
 from govc_db.objects.lenient import parse_lenient
 from govc_db.store.ports import Unit
 
@@ -46,8 +47,6 @@ def _links(obj: object) -> Iterator[ObjectId]:
     if isinstance(obj, Commit):
         yield obj.tree
         yield from obj.parents
-    elif isinstance(obj, Tree):
-        yield from (i.oid for i in obj.items if i.mode != MODE_GITLINK)
     elif isinstance(obj, Tag):
         yield obj.object
 
@@ -69,15 +68,17 @@ def _store_pack(
     rows: list[tuple[bytes, bytes]] = []
     try:
         for oid, type_name, raw in read_pack(spool, base):
-            obj = parse_lenient(type_name, raw)
             ids.add(oid)
-            linked.update(_links(obj))
-            if isinstance(obj, Commit):
-                commits[oid] = obj
-            elif type_name == b"tree":
+            if type_name == b"tree":
                 trees[oid] = raw
+                linked.update(tree_ids(raw))
+            elif type_name != b"blob":
+                obj = parse_lenient(type_name, raw)
+                linked.update(_links(obj))
+                if isinstance(obj, Commit):
+                    commits[oid] = obj
             rows.append((type_name, raw))
-    except InvalidInput as exc:
+    except (InvalidInput, GovcError) as exc:
         raise _Refused(str(exc)) from None
     outside = sorted(linked - ids)
     present: set[ObjectId] = set()

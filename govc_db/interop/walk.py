@@ -16,7 +16,9 @@ one it needs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 from govc_db.core.trees import EMPTY_TREE
 from govc_db.errors import GovcError
@@ -24,7 +26,7 @@ from govc_db.objects import ObjectId
 from govc_db.objects.lenient import lenient_tag_target
 from govc_db.store.ports import IndexEntry, Unit
 
-__all__ = ["Entries", "Plan", "plan_fetch", "split_tree"]
+__all__ = ["Entries", "Plan", "plan_fetch", "split_tree", "tree_ids"]
 
 _BATCH = 500
 
@@ -109,21 +111,28 @@ Entries = dict[bytes, tuple[bytes, ObjectId]]
 """name -> (mode text, id) of one tree."""
 
 
+_ENTRY = re.compile(rb"([0-7]+) ([^\0]+)\0(.{20})", re.DOTALL)
+_IDS = re.compile(rb"[0-7]+ [^\0]+\0(.{20})", re.DOTALL)
+_TREE = re.compile(rb"(?:[0-7]+ [^\0]+\0.{20})*", re.DOTALL)
+
+
 def split_tree(raw: bytes) -> Entries:
-    """``name -> (mode text, id)`` of a raw tree."""
-    # The walk needs names, kinds and ids only: a light split of git's tree format
-    # (``<mode> <name>\0<20-byte id>``), several times faster than full parsing.
-    out: Entries = {}
-    pos, end = 0, len(raw)
-    find = raw.find
-    while pos < end:
-        space = find(b" ", pos)
-        nul = find(b"\0", space)
-        if space < 0 or nul < 0 or nul + 21 > end:
-            raise GovcError("corrupt tree object")
-        out[raw[space + 1 : nul]] = (raw[pos:space], ObjectId(raw[nul + 1 : nul + 21]))
-        pos = nul + 21
-    return out
+    """``name -> (mode text, id)`` of a raw tree: two regex passes in C (validate, split),
+    several times faster than parsing into ``TreeItem`` values."""
+    if _TREE.fullmatch(raw) is None:
+        raise GovcError("corrupt tree object")
+    # ObjectId is a NewType (the identity at run time): no per-entry call.
+    return cast(Entries, {name: (mode, oid) for mode, name, oid in _ENTRY.findall(raw)})
+
+
+def tree_ids(raw: bytes) -> list[ObjectId]:
+    """The ids a raw tree links to, gitlinks (mode 160000) left out; ``GovcError`` when
+    the tree is malformed."""
+    if _TREE.fullmatch(raw) is None:
+        raise GovcError("corrupt tree object")
+    if b"160000 " in raw:
+        return [ObjectId(o) for m, _, o in _ENTRY.findall(raw) if m != b"160000"]
+    return cast(list[ObjectId], _IDS.findall(raw))
 
 
 _DIR = (b"40000", b"040000")
