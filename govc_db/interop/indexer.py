@@ -16,7 +16,7 @@ from typing import Any
 
 from govc_db.core.trees import EMPTY_TREE
 from govc_db.errors import InvalidInput
-from govc_db.interop.walk import Entries, split_tree
+from govc_db.interop.walk import tree_entries
 from govc_db.objects import Commit, ObjectId
 from govc_db.store.ports import IndexEntry, ObjectStore, Unit
 
@@ -34,14 +34,20 @@ class TreeSource:
     def __init__(self, pending: Mapping[ObjectId, bytes], fallback: ObjectStore) -> None:
         self._pending = pending
         self._fallback = fallback
-        self._split: dict[ObjectId, Entries] = {EMPTY_TREE: {}}
+        self._split: dict[ObjectId, frozenset[tuple[bytes, bytes, bytes]]] = {
+            EMPTY_TREE: frozenset()
+        }
+
+    def remember(self, oid: ObjectId, entries: list[tuple[bytes, bytes, bytes]]) -> None:
+        """Entries of a tree the caller has already split."""
+        self._split[oid] = frozenset(entries)
 
     def use(self, fallback: ObjectStore) -> None:
         """Read missing trees through another unit's store (one unit per slice)."""
         self._fallback = fallback
 
-    def entries(self, oid: ObjectId) -> Entries:
-        """The entries of tree ``oid``."""
+    def entries(self, oid: ObjectId) -> frozenset[tuple[bytes, bytes, bytes]]:
+        """The ``(mode text, name, id)`` entries of tree ``oid``."""
         found = self._split.get(oid)
         if found is None:
             raw = self._pending.get(oid)
@@ -50,7 +56,7 @@ class TreeSource:
                 if obj is None or obj.type != b"tree":
                     raise InvalidInput(f"tree {oid.hex()} is missing")
                 raw = obj.data
-            found = self._split[oid] = split_tree(raw)
+            found = self._split[oid] = frozenset(tree_entries(raw))
         return found
 
     def changed(self, old: ObjectId | None, new: ObjectId) -> list[str]:
@@ -63,20 +69,21 @@ class TreeSource:
     def _diff(
         self, prefix: bytes, old: ObjectId | None, new: ObjectId | None, out: list[str]
     ) -> None:
-        a = self.entries(old) if old is not None else {}
-        b = self.entries(new) if new is not None else {}
+        left = self.entries(old) if old is not None else frozenset()
+        right = self.entries(new) if new is not None else frozenset()
+        # Set differences run in C: only the entries that differ reach Python.
+        a = {n: (m, o) for m, n, o in left - right}
+        b = {n: (m, o) for m, n, o in right - left}
         for name in a.keys() | b.keys():
             x, y = a.get(name), b.get(name)
-            if x == y:
-                continue
             path = prefix + name
             x_dir = x is not None and x[0] in _DIR
             y_dir = y is not None and y[0] in _DIR
             if x_dir or y_dir:
                 self._diff(
                     path + b"/",
-                    x[1] if x is not None and x_dir else None,
-                    y[1] if y is not None and y_dir else None,
+                    ObjectId(x[1]) if x is not None and x_dir else None,
+                    ObjectId(y[1]) if y is not None and y_dir else None,
                     out,
                 )
             if (x is not None and not x_dir) or (y is not None and not y_dir):

@@ -24,7 +24,7 @@ from govc_db.api.repository import _check_ref_dir_clash
 from govc_db.errors import GovcError, InvalidInput
 from govc_db.interop.indexer import TreeSource, plan_index, write_index
 from govc_db.interop.packs import read_pack
-from govc_db.interop.walk import tree_ids
+from govc_db.interop.walk import tree_entries
 from govc_db.objects import Commit, ObjectId, Tag, check_ref_name
 from govc_db.objects.lenient import parse_lenient
 from govc_db.store.ports import Unit
@@ -51,11 +51,10 @@ def _links(obj: object) -> Iterator[ObjectId]:
         yield obj.object
 
 
-def _store_pack(
-    unit: Unit, spool: IO[bytes] | None
-) -> tuple[set[ObjectId], dict[ObjectId, Commit], dict[ObjectId, bytes]]:
+def _store_pack(unit: Unit, spool: IO[bytes] | None, source: TreeSource) -> dict[ObjectId, Commit]:
+    """Check and store the pack's objects; its trees are handed to ``source`` split."""
     if spool is None:
-        return set(), {}, {}
+        return {}
 
     def base(oid: ObjectId) -> tuple[bytes, bytes] | None:
         found = unit.objects.get_many([oid]).get(oid)
@@ -63,15 +62,18 @@ def _store_pack(
 
     ids: set[ObjectId] = set()
     commits: dict[ObjectId, Commit] = {}
-    trees: dict[ObjectId, bytes] = {}
     linked: set[ObjectId] = set()
     rows: list[tuple[bytes, bytes]] = []
     try:
         for oid, type_name, raw in read_pack(spool, base):
             ids.add(oid)
             if type_name == b"tree":
-                trees[oid] = raw
-                linked.update(tree_ids(raw))
+                entries = tree_entries(raw)
+                source.remember(oid, entries)
+                if b"160000 " in raw:  # gitlinks name commits of other repositories
+                    linked.update(ObjectId(o) for m, _, o in entries if m != b"160000")
+                elif entries:
+                    linked.update(list(zip(*entries, strict=True))[2])
             elif type_name != b"blob":
                 obj = parse_lenient(type_name, raw)
                 linked.update(_links(obj))
@@ -88,7 +90,7 @@ def _store_pack(
     if missing:
         raise _Refused(f"missing necessary objects (e.g. {min(missing).hex()})")
     unit.objects.put_many(rows)
-    return ids, commits, trees
+    return commits
 
 
 def apply_push(
@@ -101,13 +103,14 @@ def apply_push(
     """Store the pack and move the refs; returns dulwich's status list (``unpack`` first)."""
 
     def work(unit: Unit) -> list[tuple[bytes, bytes]]:
-        _ids, commits, trees = _store_pack(unit, spool)
+        source = TreeSource({}, unit.objects)
+        commits = _store_pack(unit, spool, source)
         if commits:
             try:
                 plan = plan_index(unit, commits)
             except InvalidInput as exc:
                 raise _Refused(str(exc)) from None
-            write_index(unit, plan, plan.order, TreeSource(trees, unit.objects))
+            write_index(unit, plan, plan.order, source)
         status: list[tuple[bytes, bytes]] = [(b"unpack", b"ok")]
         for old_hex, new_hex, ref_b in commands:
             status.append((ref_b, _move(repo, unit, old_hex, new_hex, ref_b)))

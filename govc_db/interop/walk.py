@@ -26,7 +26,7 @@ from govc_db.objects import ObjectId
 from govc_db.objects.lenient import lenient_tag_target
 from govc_db.store.ports import IndexEntry, Unit
 
-__all__ = ["Entries", "Plan", "plan_fetch", "split_tree", "tree_ids"]
+__all__ = ["Entries", "Plan", "plan_fetch", "split_tree", "tree_entries"]
 
 _BATCH = 500
 
@@ -112,7 +112,6 @@ Entries = dict[bytes, tuple[bytes, ObjectId]]
 
 
 _ENTRY = re.compile(rb"([0-7]+) ([^\0]+)\0(.{20})", re.DOTALL)
-_IDS = re.compile(rb"[0-7]+ [^\0]+\0(.{20})", re.DOTALL)
 _TREE = re.compile(rb"(?:[0-7]+ [^\0]+\0.{20})*", re.DOTALL)
 
 
@@ -125,14 +124,11 @@ def split_tree(raw: bytes) -> Entries:
     return cast(Entries, {name: (mode, oid) for mode, name, oid in _ENTRY.findall(raw)})
 
 
-def tree_ids(raw: bytes) -> list[ObjectId]:
-    """The ids a raw tree links to, gitlinks (mode 160000) left out; ``GovcError`` when
-    the tree is malformed."""
+def tree_entries(raw: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """``(mode text, name, id)`` of every entry of a raw tree (``GovcError`` if malformed)."""
     if _TREE.fullmatch(raw) is None:
         raise GovcError("corrupt tree object")
-    if b"160000 " in raw:
-        return [ObjectId(o) for m, _, o in _ENTRY.findall(raw) if m != b"160000"]
-    return cast(list[ObjectId], _IDS.findall(raw))
+    return cast(list[tuple[bytes, bytes, bytes]], _ENTRY.findall(raw))
 
 
 _DIR = (b"40000", b"040000")
