@@ -78,21 +78,31 @@ class GovcObjectStore:
         self._position: dict[ObjectId, int] = {}
         self._buffer: dict[ObjectId, RawObject] = {}
         self._bases: dict[ObjectId, ObjectId] = {}
+        self._known: dict[ObjectId, bytes] = {}
         self._depth: dict[ObjectId, int] = {}
         self._deltas = deltas
         self._max_depth = max_depth
 
-    def plan(self, oids: list[ObjectId], bases: dict[ObjectId, ObjectId] | None = None) -> None:
-        """The ids the pack writer will ask for next, in order (read ahead in batches), and
-        the delta base candidate of some of them."""
+    def plan(
+        self,
+        oids: list[ObjectId],
+        bases: dict[ObjectId, ObjectId] | None = None,
+        known: dict[ObjectId, bytes] | None = None,
+    ) -> None:
+        """The ids the pack writer will ask for next, in order (read ahead in batches),
+        the delta base candidate of some of them, and trees already read."""
         self._planned = oids
         self._position = {oid: i for i, oid in enumerate(oids)}
         self._bases = bases or {}
+        self._known = known or {}
 
     def _get(self, oid: ObjectId) -> RawObject:
         hit = self._buffer.pop(oid, None)
         if hit is not None:
             return hit
+        tree = self._known.pop(oid, None)
+        if tree is not None:
+            return RawObject(b"tree", tree)
         at = self._position.get(oid)
         if at is None:
             found = self._unit.objects.get_many([oid])
@@ -142,10 +152,16 @@ class GovcObjectStore:
         targets = [o for o in self._planned if bases.get(o) in planned]
         for i in range(0, len(targets), _PREFETCH):
             chunk = targets[i : i + _PREFETCH]
+            known = self._known
+            for o in chunk:
+                for x in (o, bases[o]):
+                    if x not in recent and x in known:
+                        recent[x] = known[x]
             wanted = [o for o in chunk if o not in recent]
             wanted += [bases[o] for o in chunk if bases[o] not in recent]
-            found = self._unit.objects.get_many(wanted)
-            recent.update((oid, raw.data) for oid, raw in found.items())
+            if wanted:
+                found = self._unit.objects.get_many(wanted)
+                recent.update((oid, raw.data) for oid, raw in found.items())
             for oid in chunk:
                 base = bases[oid]
                 level = depth.get(base, 0) + 1
@@ -265,5 +281,5 @@ class GovcBackendRepo:
         except NotFound as exc:
             raise KeyError(str(exc)) from None
         ids = plan.ids()
-        self.object_store.plan(ids, plan.bases)
+        self.object_store.plan(ids, plan.bases, plan.tree_data)
         return [(ObjectID(oid.hex().encode()), None) for oid in ids]

@@ -51,6 +51,7 @@ _ROUTE = re.compile(
 )
 _SERVICES = ("git-upload-pack", "git-receive-pack")
 _FLUSH_AT = 64 * 1024
+_SIDEBAND = 65515  # the largest side-band payload
 
 
 class _Disconnected(HangupException):
@@ -58,10 +59,40 @@ class _Disconnected(HangupException):
 
 
 class GovcUploadPackHandler(UploadPackHandler):
-    """dulwich's upload-pack without partial-clone filters (the adapter plans whole packs)."""
+    """dulwich's upload-pack without partial-clone filters (the adapter plans whole packs),
+    sending the pack in full 64 KiB side-band packets rather than one per object chunk.
+    """
 
     def capabilities(self) -> list[bytes]:
+        """The upload-pack capabilities of dulwich, ``filter`` left out."""
         return [c for c in super().capabilities() if c != b"filter"]
+
+    def _start_pack_send_phase(self) -> None:
+        super()._start_pack_send_phase()
+        if not self.has_capability(b"side-band-64k"):
+            return
+        send = self.write_pack_data
+        pending = bytearray()
+
+        def write(data: bytes) -> None:
+            pending.extend(data)
+            if len(pending) >= _SIDEBAND:
+                data = bytes(pending)
+                pending.clear()  # before sending: send() comes back through flush_then_write
+                send(data)
+
+        write_pkt_line = self.proto.write_pkt_line
+
+        def flush_then_write(line: bytes | None) -> None:
+            # dulwich ends the pack with a flush-pkt: the coalesced tail goes first.
+            if pending:
+                data = bytes(pending)
+                pending.clear()
+                send(data)
+            write_pkt_line(line)
+
+        self.write_pack_data = write
+        self.proto.write_pkt_line = flush_then_write  # type: ignore[method-assign]
 
 
 class _Backend:

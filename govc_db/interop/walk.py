@@ -29,6 +29,7 @@ from govc_db.store.ports import IndexEntry, Unit
 __all__ = ["Entries", "Plan", "plan_fetch", "split_tree", "tree_entries"]
 
 _BATCH = 500
+_KEEP_BYTES = 64 * 1024 * 1024
 
 
 class Plan:
@@ -43,6 +44,8 @@ class Plan:
         self.blobs: list[ObjectId] = []
         self.seen: set[ObjectId] = set()
         self.bases: dict[ObjectId, ObjectId] = {}
+        self.tree_data: dict[ObjectId, bytes] = {}
+        """Raw trees read while planning (up to ``_KEEP_BYTES``), reused by the pack writer."""
 
     def add(self, bucket: list[ObjectId], oid: ObjectId) -> bool:
         """Add ``oid`` to ``bucket`` unless already planned; whether it was new."""
@@ -136,9 +139,11 @@ _GITLINK = b"160000"
 
 
 class _Trees:
-    def __init__(self, unit: Unit) -> None:
+    def __init__(self, unit: Unit, keep: dict[ObjectId, bytes]) -> None:
         self._unit = unit
         self.parsed: dict[ObjectId, Entries] = {EMPTY_TREE: {}}
+        self._keep = keep
+        self._kept = 0
 
     def load(self, oids: Iterable[ObjectId]) -> None:
         need = [o for o in dict.fromkeys(oids) if o not in self.parsed]
@@ -150,11 +155,14 @@ class _Trees:
                 if raw is None or raw.type != b"tree":
                     raise GovcError(f"tree {oid.hex()} is missing")
                 self.parsed[oid] = split_tree(raw.data)
+                if self._kept < _KEEP_BYTES:
+                    self._keep[oid] = raw.data
+                    self._kept += len(raw.data)
 
 
 def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan: Plan) -> None:
     """Add every tree/blob of each ``new`` tree that is not at the same place in ``old``."""
-    trees = _Trees(unit)
+    trees = _Trees(unit, plan.tree_data)
     frontier = [(new, old) for new, old in pairs if new != old]
     bases = plan.bases
     seen = plan.seen
