@@ -37,6 +37,7 @@ __all__ = ["GovcReceivePackHandler", "apply_push"]
 log = logging.getLogger("govc_db.interop")
 ZERO = b"0" * 40
 _READ = 64 * 1024
+_ROWS = 1000
 
 
 class _Refused(GovcError):
@@ -80,6 +81,9 @@ def _store_pack(unit: Unit, spool: IO[bytes] | None, source: TreeSource) -> dict
                 if isinstance(obj, Commit):
                     commits[oid] = obj
             rows.append((type_name, raw))
+            if len(rows) >= _ROWS:  # stored as they come: the check below rolls back
+                unit.objects.put_many(rows)
+                rows.clear()
     except (InvalidInput, GovcError) as exc:
         raise _Refused(str(exc)) from None
     outside = sorted(linked - ids)
