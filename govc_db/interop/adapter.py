@@ -128,8 +128,8 @@ class GovcObjectStore:
         """The object: parsed for the protocol's walks, raw on its way into the pack."""
         oid = _raw(hexsha)
         raw = self._get(oid)
-        if oid in self._position and raw.type in (b"blob", b"tree"):
-            return _Whole(oid, raw)  # on its way to the pack writer: no parsing
+        if oid in self._position:
+            return _Whole(oid, raw)  # planned: on its way to the pack writer, no parsing
         return ShaFile.from_raw_string(TYPE_NUMBERS[raw.type], raw.data, sha=hexsha)
 
     def get_raw(self, hexsha: ObjectID) -> tuple[int, bytes]:
