@@ -30,9 +30,12 @@ _PREFETCH = 500
 
 
 def _raw(hexsha: bytes | str) -> ObjectId:
-    text = hexsha.decode("ascii") if isinstance(hexsha, bytes) else hexsha
-    if len(text) == 20 and isinstance(hexsha, bytes):
+    """A raw id from dulwich's hex (or already raw 20-byte) id; ``ValueError`` if neither."""
+    if isinstance(hexsha, bytes) and len(hexsha) == 20:
         return ObjectId(hexsha)
+    text = hexsha.decode("ascii") if isinstance(hexsha, bytes) else hexsha
+    if len(text) != 40:
+        raise ValueError("not an object id")
     return ObjectId(bytes.fromhex(text))
 
 
