@@ -405,3 +405,17 @@ def test_fetch_deltas_settings_change_the_pack(db_url: str, tmp_path: Path) -> N
     assert chains[True, 50] > 1
     with pytest.raises(ValueError):
         Settings(fetch_delta_depth=0)
+
+
+def test_empty_repository_clone_then_first_push(store: Store, tmp_path: Path) -> None:
+    store.create_repository("empty")
+    with serving(make_git_app(store, allow_push=True)) as base:
+        done = git_run(tmp_path, "clone", f"{base}/empty.git", str(tmp_path / "e"))
+        assert done.returncode == 0, done.stderr
+        clone = tmp_path / "e"
+        git(clone, "checkout", "-q", "-b", "main")
+        first = commit_file(clone, "a.txt", "a\n", "first")
+        git(clone, "push", "-q", "origin", "main")
+    repo = store.repository("empty")
+    assert repo.resolve("main") == first
+    assert repo.read("main", "a.txt") == b"a\n"
