@@ -419,3 +419,14 @@ def test_empty_repository_clone_then_first_push(store: Store, tmp_path: Path) ->
     repo = store.repository("empty")
     assert repo.resolve("main") == first
     assert repo.read("main", "a.txt") == b"a\n"
+
+
+def test_mounted_under_a_starlette_app(seeded: Store, tmp_path: Path) -> None:
+    pytest.importorskip("starlette")  # the http branch's dependency
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    outer = Starlette(routes=[Mount("/git", app=make_git_app(seeded))])
+    with serving(outer) as base:
+        clone = _clone(f"{base}/git/demo.git", tmp_path / "m")
+        assert git(clone, "rev-parse", "HEAD").strip() == seeded.repository("demo").resolve("main")

@@ -205,6 +205,16 @@ async def _plain(
     await send({"type": "http.response.body", "body": text.encode() + b"\n"})
 
 
+def _route_path(scope: Scope) -> str:
+    """The request path below where the app is mounted (Starlette's ``Mount`` keeps the
+    full ``path`` and sets ``root_path``)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        return path[len(root) :]
+    return path
+
+
 def _serve(repo: Repository, service: str, advertise: bool, bridge: _Bridge) -> None:
     """The worker thread: one dulwich handler over a repository view."""
     proto = ReceivableProtocol(bridge.read, bridge.write)
@@ -252,7 +262,7 @@ def make_git_app(
                     return
         if scope["type"] != "http":
             return
-        m = _ROUTE.fullmatch(scope.get("path", ""))
+        m = _ROUTE.fullmatch(_route_path(scope))
         if m is None:
             await _plain(send, 404, "not found")
             return
