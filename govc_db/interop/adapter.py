@@ -27,6 +27,7 @@ from govc_db.store.ports import RawObject, Unit
 __all__ = ["GovcBackendRepo", "GovcObjectStore", "GovcRefs"]
 
 _PREFETCH = 500
+_STASH_BYTES = 64 * 1024 * 1024
 
 
 def _raw(hexsha: bytes | str) -> ObjectId:
@@ -82,6 +83,7 @@ class GovcObjectStore:
         self._buffer: dict[ObjectId, RawObject] = {}
         self._bases: dict[ObjectId, ObjectId] = {}
         self._known: dict[ObjectId, bytes] = {}
+        self._stash: dict[ObjectId, RawObject] = {}
         self._depth: dict[ObjectId, int] = {}
         self._deltas = deltas
         self._max_depth = max_depth
@@ -100,7 +102,7 @@ class GovcObjectStore:
         self._known = known or {}
 
     def _get(self, oid: ObjectId) -> RawObject:
-        hit = self._buffer.pop(oid, None)
+        hit = self._stash.pop(oid, None) or self._buffer.pop(oid, None)
         if hit is not None:
             return hit
         tree = self._known.pop(oid, None)
@@ -148,37 +150,49 @@ class GovcObjectStore:
         return self._deltified()
 
     def _deltified(self) -> Iterator[Any]:
+        # One pass over the planned objects, each read once: deltas are yielded, whole
+        # objects stashed (up to _STASH_BYTES) for the pack writer's second pass.
         from dulwich.pack import REF_DELTA, UnpackedObject, create_delta
 
-        bases, planned, depth = self._bases, self._position, self._depth
-        recent: dict[ObjectId, bytes] = {}
-        targets = [o for o in self._planned if bases.get(o) in planned]
-        for i in range(0, len(targets), _PREFETCH):
-            chunk = targets[i : i + _PREFETCH]
-            known = self._known
-            for o in chunk:
-                for x in (o, bases[o]):
-                    if x not in recent and x in known:
-                        recent[x] = known[x]
-            wanted = [o for o in chunk if o not in recent]
-            wanted += [bases[o] for o in chunk if bases[o] not in recent]
-            if wanted:
-                found = self._unit.objects.get_many(wanted)
-                recent.update((oid, raw.data) for oid, raw in found.items())
-            for oid in chunk:
-                base = bases[oid]
-                level = depth.get(base, 0) + 1
-                target, source = recent.get(oid), recent.get(base)
-                if target is None or source is None or level > self._max_depth:
+        bases, planned, depth, known = self._bases, self._position, self._depth, self._known
+        recent: dict[ObjectId, RawObject] = {}
+        stash, stashed = self._stash, 0
+        order = self._planned
+        for i in range(0, len(order), _PREFETCH):
+            chunk = order[i : i + _PREFETCH]
+            need = chunk + [bases[o] for o in chunk if bases.get(o) in planned]
+            wanted = []
+            for x in need:
+                if x in recent:
                     continue
-                delta = b"".join(create_delta(source, target))
-                if len(delta) * 2 > len(target):
-                    continue  # not worth it
-                depth[oid] = level
-                yield UnpackedObject(REF_DELTA, delta_base=base, decomp_chunks=[delta], sha=oid)
-            if len(recent) > 4 * _PREFETCH:  # keep the last chunk's objects as bases
-                keep = set(chunk) | {bases[o] for o in chunk}
-                recent = {k: v for k, v in recent.items() if k in keep}
+                tree = known.get(x)
+                if tree is not None:
+                    recent[x] = RawObject(b"tree", tree)
+                else:
+                    wanted.append(x)
+            if wanted:
+                recent.update(self._unit.objects.get_many(wanted))
+            for oid in chunk:
+                raw = recent.get(oid)
+                if raw is None:
+                    continue  # missing: the second pass reports it
+                base = bases.get(oid)
+                source = recent.get(base) if base is not None and base in planned else None
+                level = depth.get(base, 0) + 1 if base is not None else 0
+                if source is not None and level <= self._max_depth:
+                    delta = b"".join(create_delta(source.data, raw.data))
+                    if len(delta) * 2 <= len(raw.data):
+                        depth[oid] = level
+                        yield UnpackedObject(
+                            REF_DELTA, delta_base=base, decomp_chunks=[delta], sha=oid
+                        )
+                        continue
+                if stashed < _STASH_BYTES and oid not in known:
+                    stash[oid] = raw
+                    stashed += len(raw.data)
+            # Keep this chunk as the next one's likely bases; drop the rest.
+            keep = set(chunk)
+            recent = {k: v for k, v in recent.items() if k in keep}
 
     def get_commit_graph(self) -> _Graph:
         """Parents from the commit index (for shallow requests)."""
