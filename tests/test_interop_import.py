@@ -218,3 +218,10 @@ def test_cli_import_and_export(db_url: str, tmp_path: Path) -> None:
     assert out.exit_code == 1 and "not empty" in out.output
     out = runner.invoke(app, ["--url", db_url, "import", "cli", str(tmp_path / "none")])
     assert out.exit_code == 1 and out.output.startswith("error: no git repository")
+
+
+def test_a_directory_inside_a_repository_is_refused(store: Store, tmp_path: Path) -> None:
+    src = make_history(tmp_path)
+    with pytest.raises(InvalidInput, match="not the top"):
+        store.import_git("inner", src / "src")
+    assert "inner" not in store.list_repositories()

@@ -56,6 +56,21 @@ def _git(source: Path, *args: str, stdin: bytes | None = None) -> bytes:
     return done.stdout
 
 
+def _check_is_repository(path: Path) -> None:
+    """``path`` itself must be a repository (git would also accept any directory below
+    one, and import the enclosing repository)."""
+    out = _git(path, "rev-parse", "--absolute-git-dir", "--is-bare-repository")
+    git_dir, bare = out.decode("utf-8", "surrogateescape").splitlines()[:2]
+    here = path.resolve()
+    if Path(git_dir).resolve() in (here, here / ".git"):
+        return
+    if bare == "false":
+        top = _git(path, "rev-parse", "--show-toplevel").decode("utf-8", "surrogateescape")
+        if Path(top.strip()).resolve() == here:
+            return  # a linked worktree: its .git is a file
+    raise InvalidInput(f"{path} is not the top of a git repository")
+
+
 def _source_refs(source: Path, only: Sequence[str] | None) -> dict[str, ObjectId]:
     out: dict[str, ObjectId] = {}
     lines = _git(
@@ -154,7 +169,7 @@ def import_git(
     path = Path(source)
     if not path.exists():
         raise NotFound(f"no git repository at {path}")
-    _git(path, "rev-parse", "--git-dir")
+    _check_is_repository(path)
     src = _source_refs(path, refs)
     try:
         repo = store.repository(name)
