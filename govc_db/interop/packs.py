@@ -6,9 +6,8 @@ repository), and every object yielded as ``(type, raw content)``. Anything wrong
 ``InvalidInput`` naming the problem, raised before the caller has stored anything if the
 caller first drains the iterator (the push path does).
 
-Writing: whole objects (zlib-compressed), or a delta against an earlier object of the
-same pack (``OFS_DELTA``) when the caller asks for one; the pack trailer and the entries of
-a version-2 ``.idx`` are computed on the way.
+Writing (export): whole objects, zlib-compressed; the pack trailer and the entries of a
+version-2 ``.idx`` are computed on the way.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from govc_db.objects import TYPE_NAMES, TYPE_NUMBERS, ObjectId, hash_object
 
 __all__ = ["PackWriter", "read_pack"]
 
-OFS_DELTA = 6
 _ERRORS: tuple[type[BaseException], ...] = (
     AssertionError,
     ValueError,
@@ -103,16 +101,6 @@ def _header(type_num: int, size: int) -> bytes:
     return bytes(out)
 
 
-def _ofs(distance: int) -> bytes:
-    out = [distance & 0x7F]
-    distance >>= 7
-    while distance:
-        distance -= 1
-        out.insert(0, 0x80 | (distance & 0x7F))
-        distance >>= 7
-    return bytes(out)
-
-
 class PackWriter:
     """Writes one pack through ``write``; :meth:`finish` writes the trailer."""
 
@@ -135,11 +123,6 @@ class PackWriter:
     def add(self, oid: ObjectId, type_name: bytes, raw: bytes) -> None:
         """Append a whole object."""
         self._entry(oid, _header(TYPE_NUMBERS[type_name], len(raw)), raw)
-
-    def add_delta(self, oid: ObjectId, base: ObjectId, delta: bytes) -> None:
-        """Append ``oid`` as a delta against ``base``, written earlier in this pack."""
-        distance = self._offset - self.offsets[base]
-        self._entry(oid, _header(OFS_DELTA, len(delta)) + _ofs(distance), delta)
 
     def _entry(self, oid: ObjectId, head: bytes, payload: bytes) -> None:
         start = self._offset
