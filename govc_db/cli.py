@@ -531,6 +531,10 @@ from govc_db.cli_merge import register as _register_merge  # noqa: E402
 
 _register_merge(app)
 
+from govc_db.interop.cli import register as _register_interop  # noqa: E402
+
+_register_interop(app)
+
 
 def main() -> None:
     """Console-script entry point of ``govc-db``."""

@@ -211,6 +211,20 @@ class Settings:
     """Seconds between health checks of a read replica (state, timeline and replay LSN);
     an ejected replica is checked again after this long and re-admitted when it answers."""
 
+    # --- interop ---
+    import_slice_objects: int = 20_000
+    """``import_git`` stores the objects of a git repository in transactions of this many
+    objects each (refs move last, in one more); smaller slices bound memory and lock time."""
+    push_max_pack_bytes: int = 512 * 1024 * 1024
+    """A pack received by ``git push`` over smart HTTP larger than this is refused with
+    nothing stored (like git's ``receive.maxInputSize``)."""
+    fetch_deltas: bool = True
+    """Packs sent to ``git clone``/``fetch`` hold a tree or blob as a delta against the
+    previous version at the same path when that version is in the same pack (chains at
+    most ``fetch_delta_depth`` long); False sends every object whole."""
+    fetch_delta_depth: int = 50
+    """Longest delta chain in a pack sent to git (git's own default for ``--depth``)."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             checked = _check_type(f.name, str(f.type), getattr(self, f.name))
@@ -254,6 +268,11 @@ class Settings:
         _check_range("queue_timeout", self.queue_timeout, 0.0)
         _check_range("map_workers", self.map_workers, 1, 1024)
         _check_range("replica_check_interval", self.replica_check_interval, 0.0)
+
+        # --- interop ---
+        _check_range("import_slice_objects", self.import_slice_objects, 1, 10_000_000)
+        _check_range("push_max_pack_bytes", self.push_max_pack_bytes, 32)
+        _check_range("fetch_delta_depth", self.fetch_delta_depth, 1, 4095)
 
     def __repr__(self) -> str:
         # Written by hand (dataclass keeps a class's own __repr__) to mask the passwords

@@ -16,6 +16,7 @@ __all__ = [
     "RefUpdate",
     "RefUpdated",
     "Signature",
+    "TagInfo",
     "TreeEntry",
     "VerifyReport",
 ]
@@ -65,6 +66,23 @@ class CommitInfo:
     author: Signature
     committer: Signature
     message: str
+    extra: tuple[tuple[str, bytes], ...] = ()
+    """Headers after the committer, in order and verbatim: ``encoding``, ``gpgsig``,
+    ``mergetag`` ... (a signed commit's signature is ``dict(extra)["gpgsig"]``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """An annotated tag object as the API shows it (``Repository.get_tag``)."""
+
+    oid: str
+    object: str
+    type: str
+    name: str
+    tagger: Signature | None
+    message: str
+    extra: tuple[tuple[str, bytes], ...] = ()
+    """Headers after the tagger, verbatim (e.g. ``gpgsig`` of an SSH-signed tag)."""
 
 
 @dataclass(frozen=True, slots=True)

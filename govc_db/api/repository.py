@@ -5,6 +5,7 @@ the pipeline, and converts between hex ids at the API and raw ids inside.
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -32,9 +33,9 @@ from govc_db.objects import (
     check_short_ref_name,
     hex_to_oid,
     mode_type,
-    parse_object,
 )
 from govc_db.objects.kinds import TreeItem
+from govc_db.objects.lenient import parse_lenient
 from govc_db.store.cached_read import run_cached
 from govc_db.store.ports import Unit
 from govc_db.types import (
@@ -44,12 +45,14 @@ from govc_db.types import (
     MergeResult,
     RefUpdate,
     RefUpdated,
+    TagInfo,
     TreeEntry,
     VerifyReport,
 )
 
 if TYPE_CHECKING:
     from govc_db.api.store import Store
+    from govc_db.interop.types import ExportReport
     from govc_db.store.sql import RepositoryRecord
 
 __all__ = ["ChangeBuilder", "Repository"]
@@ -78,7 +81,12 @@ def _commit_info(oid: ObjectId, commit: Commit) -> CommitInfo:
         author=commit.author,
         committer=commit.committer,
         message=commit.message.decode("utf-8", "surrogateescape"),
+        extra=_extra(commit.extra),
     )
+
+
+def _extra(extra: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[str, bytes], ...]:
+    return tuple((k.decode("utf-8", "surrogateescape"), v) for k, v in extra)
 
 
 def _entry(path: str, item: TreeItem) -> TreeEntry:
@@ -124,6 +132,17 @@ def _signature(value: object, what: str) -> Signature:
     if not isinstance(value, Signature):
         raise InvalidInput(f"{what} must be a govc_db.Signature, got {type(value).__name__}")
     return value
+
+
+def _parent_ids(parents: object) -> tuple[ObjectId, ...] | None:
+    if parents is None:
+        return None
+    if isinstance(parents, str | bytes) or not isinstance(parents, list | tuple):
+        raise InvalidInput("parents must be a list of commit ids")
+    ids = tuple(hex_to_oid(_str_arg(p, "parent")) for p in parents)
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("parents must not repeat a commit")
+    return ids
 
 
 def _oid_or_none(value: object, what: str) -> ObjectId | None:
@@ -219,7 +238,7 @@ class Repository:
         )
 
     def _load_commit(self, unit: Unit, oid: ObjectId) -> Commit:
-        obj = parse_object(*unit.objects.get(oid))
+        obj = parse_lenient(*unit.objects.get(oid))
         if not isinstance(obj, Commit):
             raise InvalidInput(f"{oid.hex()} is not a commit")
         return obj
@@ -242,14 +261,21 @@ class Repository:
         committer: Signature | None = None,
         expected_head: str | None = None,
         allow_empty: bool = False,
+        parents: list[str] | None = None,
     ) -> str:
-        """Apply ``changes`` to ``branch`` atomically and return the new commit id."""
+        """Apply ``changes`` to ``branch`` atomically and return the new commit id.
+
+        ``parents`` (plumbing, e.g. for merge commits): the exact parent ids, which must
+        be commits of this repository; the changes apply to the first parent's tree and
+        the branch head, if the branch exists, must be one of them.
+        """
         check_short_ref_name(_str_arg(branch, "branch"), "branch")
         normalized = _normalize_changes(changes)
         msg = _message_bytes(message)
         author = _signature(author, "author")
         committer = author if committer is None else _signature(committer, "committer")
         expected = _oid_or_none(expected_head, "expected_head")
+        parent_ids = _parent_ids(parents)
         settings = self._store.settings
 
         def work(unit: Unit) -> str:
@@ -264,6 +290,7 @@ class Repository:
                 expected_head=expected,
                 allow_empty=bool(allow_empty),
                 rebase_attempts=settings.commit_rebase_attempts,
+                parents=parent_ids,
             )
             self._publish(unit, "refs/heads/" + branch, result.old_head, result.oid)
             return result.oid.hex()
@@ -407,7 +434,7 @@ class Repository:
                 for oid in chunk:
                     if oid not in objs:
                         raise NotFound(f"commit {oid.hex()} is missing")
-                    obj = parse_object(*objs[oid])
+                    obj = parse_lenient(*objs[oid])
                     assert isinstance(obj, Commit)
                     out.append(_commit_info(oid, obj))
             return out
@@ -754,6 +781,45 @@ class Repository:
             return out.oid.hex()
 
         return self._run("revert", work, write=True, branch=branch, rev=rev)
+
+    def get_tag(self, name: str) -> TagInfo:
+        """The annotated tag object that tag ``name`` (or a full tag id) points at.
+
+        ``InvalidInput`` when it is a lightweight tag (no tag object); ``NotFound``.
+        """
+        _str_arg(name, "tag")
+
+        def work(unit: Unit) -> TagInfo:
+            target = unit.refs.get("refs/tags/" + name) if name else None
+            if target is None:
+                target = hex_to_oid(name) if len(name) == 40 and set(name) <= _HEX else None
+                if target is None:
+                    raise NotFound(f"tag {name!r} not found")
+            raw = unit.objects.get(target)
+            if raw.type != b"tag":
+                raise InvalidInput(f"tag {name!r} is a lightweight tag (no tag object)")
+            tag = parse_lenient(raw.type, raw.data)
+            assert isinstance(tag, Tag)
+            return TagInfo(
+                oid=target.hex(),
+                object=tag.object.hex(),
+                type=tag.object_type.decode("ascii"),
+                name=tag.name.decode("utf-8", "surrogateescape"),
+                tagger=tag.tagger,
+                message=tag.message.decode("utf-8", "surrogateescape"),
+                extra=_extra(tag.extra),
+            )
+
+        return self._run("get_tag", work, name=name)
+
+    def export_git(self, dest: str | os.PathLike[str]) -> ExportReport:
+        """Write this repository as a bare git repository at ``dest`` (one pack, all refs);
+        ids identical, ``git fsck --strict`` clean. Needs the ``git`` extra (dulwich).
+        """
+        # The facade only forwards: the work lives in interop/, which imports api/.
+        from govc_db.interop.export import export_repository
+
+        return export_repository(self, dest)
 
 
 def _check_ref_dir_clash(unit: Unit, ref: str) -> None:

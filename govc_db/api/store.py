@@ -8,11 +8,11 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import URL
 
@@ -32,6 +32,9 @@ from govc_db.settings import Settings
 from govc_db.store.codec import Codec
 from govc_db.store.sql import RepositoryRecord, SqlBackend
 from govc_db.types import RefUpdated
+
+if TYPE_CHECKING:
+    from govc_db.interop.types import ImportReport
 
 __all__ = ["DEFAULT_URL", "Store", "Subscription", "open_store"]
 
@@ -410,6 +413,28 @@ class Store:
             for f in futures:
                 f.cancel()
             wait(futures)
+
+    def import_git(
+        self,
+        name: str,
+        source: str | os.PathLike[str],
+        *,
+        refs: Sequence[str] | None = None,
+        force: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> ImportReport:
+        """Import the branches and tags of the local git repository at ``source`` (bare or
+        not) into repository ``name`` (created if missing), every object byte-identical.
+
+        ``refs`` limits the import to those refs (full or short names). Running it again
+        imports only what is new; a ref moved in govc_db meanwhile to a commit the source
+        does not descend from is a ``RefConflict`` with nothing changed, unless ``force``.
+        ``progress(stage, done, total)`` is called along the way. Needs ``git`` on PATH.
+        """
+        # The facade only forwards: the work lives in interop/, which imports api/.
+        from govc_db.interop.importer import import_git
+
+        return import_git(self, name, source, refs=refs, force=force, progress=progress)
 
 
 def open_store(url: str | URL | None = None, settings: Settings | None = None) -> Store:

@@ -15,7 +15,8 @@ from govc_db.core.diff import diff_trees
 from govc_db.core.indexing import index_commit
 from govc_db.core.trees import EMPTY_TREE, build_tree
 from govc_db.errors import GovcError, InvalidInput, NotFound, RefConflict
-from govc_db.objects import Commit, ObjectId, Signature, hash_object, parse_object
+from govc_db.objects import Commit, ObjectId, Signature, hash_object
+from govc_db.objects.lenient import parse_lenient
 from govc_db.store.ports import Unit
 from govc_db.types import File
 
@@ -35,7 +36,7 @@ def head_tree(unit: Unit, commit_oid: ObjectId) -> ObjectId:
     entry = unit.index.get_many([commit_oid]).get(commit_oid)
     if entry is not None:
         return entry.tree
-    obj = parse_object(*unit.objects.get(commit_oid))
+    obj = parse_lenient(*unit.objects.get(commit_oid))
     if not isinstance(obj, Commit):
         raise GovcError(f"{commit_oid.hex()} is not a commit")
     return obj.tree
@@ -69,8 +70,14 @@ def commit_changes(
     expected_head: ObjectId | None,
     allow_empty: bool,
     rebase_attempts: int,
+    parents: tuple[ObjectId, ...] | None = None,
 ) -> CommitResult:
-    """Commit ``changes`` onto ``branch`` inside ``unit``; see the module docstring."""
+    """Commit ``changes`` onto ``branch`` inside ``unit``; see the module docstring.
+
+    ``parents`` (plumbing for merge commits): the new commit's exact parents; the changes
+    apply to the first parent's tree, the branch head (if any) must be one of them, and a
+    lost race is a ``RefConflict`` (never re-applied on another head).
+    """
     ref = "refs/heads/" + branch
     head = unit.refs.get(ref)
     if expected_head is not None and head != expected_head:
@@ -80,6 +87,12 @@ def commit_changes(
         )
     if head is None and (branch != default_branch or unit.refs.list_refs("refs/heads/")):
         raise NotFound(f"branch {branch!r} not found")
+    if parents is not None:
+        if expected_head is not None and head != expected_head:
+            raise RefConflict(f"branch {branch!r} is not at the expected head")
+        return _commit_with_parents(
+            unit, ref, head, parents, changes, message, author, committer, allow_empty
+        )
     summary = message.split(b"\n", 1)[0].decode("utf-8", "replace")
     reflog_message = ("commit: " if head else "commit (initial): ") + summary
     attempt = 0
@@ -113,3 +126,39 @@ def commit_changes(
         if paths_overlap(changes.keys(), theirs):
             raise RefConflict(f"branch {branch!r} moved and the new commits touch the same paths")
         head = current
+
+
+def _commit_with_parents(
+    unit: Unit,
+    ref: str,
+    head: ObjectId | None,
+    parents: tuple[ObjectId, ...],
+    changes: Mapping[str, File | None],
+    message: bytes,
+    author: Signature,
+    committer: Signature,
+    allow_empty: bool,
+) -> CommitResult:
+    rows = unit.index.get_many(parents)
+    for p in parents:
+        if p not in rows:
+            raise NotFound(f"parent {p.hex()} is not a commit of this repository")
+    if head is not None and head not in parents:
+        raise InvalidInput(
+            f"the branch head {head.hex()} must be one of the parents (commit() only moves "
+            "a branch forward)"
+        )
+    base_tree = rows[parents[0]].tree if parents else None
+    tree = build_tree(unit.objects, base_tree, changes)
+    if not allow_empty and len(parents) < 2 and tree == (base_tree or EMPTY_TREE):
+        raise InvalidInput("nothing to commit: the tree equals the parent's (allow_empty=False)")
+    commit = Commit(tree, parents, author, committer, message)
+    raw = commit.serialize()
+    oid = hash_object(b"commit", raw)
+    summary = message.split(b"\n", 1)[0].decode("utf-8", "replace")
+    kind = "commit (merge): " if len(parents) > 1 else "commit: "
+    if not unit.refs.set_if_equals(ref, head, oid, kind + summary):
+        raise RefConflict(f"{ref} moved during the commit")
+    unit.objects.put(b"commit", raw)
+    index_commit(unit.objects, unit.index, oid, commit)
+    return CommitResult(oid, head)

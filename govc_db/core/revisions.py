@@ -29,7 +29,8 @@ import re
 
 from govc_db.core.history import CommitGraph
 from govc_db.errors import GovcError, InvalidInput, NotFound
-from govc_db.objects import HEX_LEN, ObjectId, Tag, check_ref_name
+from govc_db.objects import HEX_LEN, ObjectId, check_ref_name
+from govc_db.objects.lenient import lenient_tag_target
 from govc_db.store.ports import CommitIndexStore, IndexEntry, ObjectStore, RefStore
 
 __all__ = ["resolve_commit", "resolve_object"]
@@ -117,7 +118,7 @@ def _peel(
             kind = raw.type.decode("ascii", "replace")
             raise InvalidInput(f"revision {_show(rev)} names a {kind}, not a commit")
         try:
-            oid = Tag.parse(raw.data).object
+            oid = lenient_tag_target(raw.data)
         except InvalidInput as exc:
             raise GovcError(f"tag {oid.hex()} is corrupt: {exc}") from None
     raise InvalidInput(f"revision {_show(rev)}: tag chain deeper than {_MAX_TAG_DEPTH}")

@@ -14,6 +14,7 @@ from typing import Final, Protocol
 
 from govc_db.errors import GovcError, InvalidInput, NotFound
 from govc_db.objects import MODE_DIR, Blob, ObjectId, Tree, TreeItem, hash_object
+from govc_db.objects.lenient import lenient_tree
 from govc_db.store.ports import ObjectStore, RawObject
 from govc_db.types import File
 
@@ -52,7 +53,7 @@ def _parse_tree(oid: ObjectId, raw: RawObject) -> Tree:
             f"object {oid.hex()} is a {raw.type.decode('ascii', 'replace')}, not a tree"
         )
     try:
-        return Tree.parse(raw.data)
+        return lenient_tree(raw.data)
     except InvalidInput as exc:
         raise GovcError(f"tree {oid.hex()} is corrupt: {exc}") from exc
 

@@ -114,6 +114,8 @@ class Tree:
 
     type_name: ClassVar[bytes] = b"tree"
     items: tuple[TreeItem, ...] = ()
+    raw: bytes | None = field(default=None, compare=False, repr=False)
+    """The exact bytes of a non-canonical tree read leniently (:func:`parse_lenient`)."""
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.items, key=lambda i: tree_sort_key(i.name, i.mode)))
@@ -129,6 +131,8 @@ class Tree:
 
     def serialize(self) -> bytes:
         """Raw git content: ``<octal mode> <name>\\0<20-byte id>`` per entry."""
+        if self.raw is not None:
+            return self.raw
         return b"".join(b"%o %s\0%s" % (i.mode, i.name, i.oid) for i in self.items)
 
     @property
@@ -224,6 +228,8 @@ class Commit:
     message: bytes
     extra: tuple[tuple[bytes, bytes], ...] = field(default=())
     """Headers after committer (``encoding``, ``gpgsig``, ``mergetag`` ...), kept verbatim."""
+    raw: bytes | None = field(default=None, compare=False, repr=False)
+    """The exact bytes of a non-canonical commit read leniently (:func:`parse_lenient`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parents", tuple(self.parents))
@@ -238,6 +244,8 @@ class Commit:
 
     def serialize(self) -> bytes:
         """Raw git content."""
+        if self.raw is not None:
+            return self.raw
         parts = [b"tree " + self.tree.hex().encode() + b"\n"]
         parts.extend(b"parent " + p.hex().encode() + b"\n" for p in self.parents)
         parts.append(b"author " + self.author.serialize() + b"\n")
@@ -293,6 +301,8 @@ class Tag:
     tagger: Signature | None
     message: bytes
     extra: tuple[tuple[bytes, bytes], ...] = field(default=())
+    raw: bytes | None = field(default=None, compare=False, repr=False)
+    """The exact bytes of a non-canonical tag read leniently (:func:`parse_lenient`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.object, bytes) or len(self.object) != RAW_LEN:
@@ -315,6 +325,8 @@ class Tag:
 
     def serialize(self) -> bytes:
         """Raw git content."""
+        if self.raw is not None:
+            return self.raw
         parts = [
             b"object " + self.object.hex().encode() + b"\n",
             b"type " + self.object_type + b"\n",
