@@ -15,6 +15,7 @@ all repositories.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -65,6 +66,15 @@ class Identity:
 ANONYMOUS = Identity(None)
 
 
+def _basic_token(credentials: str) -> str:
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    user, _, password = decoded.partition(":")
+    return password or user
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("ascii")).digest()
 
@@ -108,6 +118,11 @@ class TokenAuth:
             return ANONYMOUS
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
+        if scheme.lower() == "basic":
+            # The git client sends credentials as Basic auth (`http://user:TOKEN@host/..`):
+            # the token is the password (or the user name when no password is given).
+            token = _basic_token(token)
+            scheme = "bearer"
         match = _TOKEN_RE.fullmatch(token)
         if scheme.lower() != "bearer" or match is None:
             raise Unauthenticated("invalid or unknown token")
