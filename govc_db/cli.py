@@ -5,31 +5,48 @@ current directory; apart from :meth:`Settings.from_env` this is the only module 
 the environment. Every :class:`~govc_db.errors.GovcError` becomes one ``error: ...`` line on
 stderr and exit status 1 (never a traceback); usage errors exit with 2, as click's do.
 Data (ids, logs, listings, file bytes) goes to stdout unstyled so it can be piped.
+
+Start-up matters for a command line: this module imports only typer and govc_db's light
+modules; the store (SQLAlchemy, the driver), rich and the helpers of one command are
+imported inside the commands that need them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
-import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
 import govc_db
-from govc_db.api.store import DEFAULT_URL
-from govc_db.errors import GovcError, InvalidInput, NotFound
-from govc_db.objects import MODE_EXEC, MODE_FILE, MODE_LINK, format_offset
-from govc_db.types import Change, CommitInfo, File
+from govc_db.cli_files import collect_files
+from govc_db.cli_help import Command, Group
+from govc_db.errors import (
+    AlreadyExists,
+    GovcError,
+    InvalidInput,
+    NotFound,
+    NothingToCommit,
+    StoreUnavailable,
+)
+from govc_db.objects import format_offset
+from govc_db.types import Change, CommitInfo, File, TreeEntry
 
-__all__ = ["app", "main", "parse_person"]
+if TYPE_CHECKING:
+    from govc_db.api import Repository, Store
+
+__all__ = ["DEFAULT_URL", "app", "collect_files", "main", "parse_person"]
+
+#: The same default as :func:`govc_db.open` (kept here so ``--help`` needs no SQLAlchemy).
+DEFAULT_URL = "sqlite:///govc.db"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,10 +60,15 @@ app = typer.Typer(
     add_completion=False,
     # Locals could hold a database URL with its password.
     pretty_exceptions_show_locals=False,
+    cls=Group,
 )
-repo_app = typer.Typer(help="Create, list and delete repositories.", no_args_is_help=True)
-branch_app = typer.Typer(help="List, create, move and delete branches.", no_args_is_help=True)
-tag_app = typer.Typer(help="List, create and delete tags.", no_args_is_help=True)
+repo_app = typer.Typer(
+    help="Create, list and delete repositories.", no_args_is_help=True, cls=Group
+)
+branch_app = typer.Typer(
+    help="List, create, move and delete branches.", no_args_is_help=True, cls=Group
+)
+tag_app = typer.Typer(help="List, create and delete tags.", no_args_is_help=True, cls=Group)
 app.add_typer(repo_app, name="repo")
 app.add_typer(branch_app, name="branch")
 app.add_typer(tag_app, name="tag")
@@ -69,6 +91,8 @@ def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except GovcError as exc:
             message = " ".join(str(exc).split()) or type(exc).__name__
+            if isinstance(exc, StoreUnavailable):
+                message = _diagnosis(args, kwargs) or message
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(1) from None
 
@@ -79,31 +103,55 @@ def _command(
     group: typer.Typer, name: str | None = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     def register(fn: Callable[P, R]) -> Callable[P, R]:
-        group.command(name)(_user_errors(fn))
+        group.command(name, cls=Command)(_user_errors(fn))
         return fn
 
     return register
 
 
-def _open(ctx: typer.Context, *, initialized: bool = True) -> govc_db.Store:
-    """Open the store for this invocation; it is closed when the command ends."""
+def _diagnosis(args: tuple[object, ...], kwargs: dict[str, object]) -> str | None:
+    """Why the database of this invocation is unreachable, in one line (no password)."""
+    # Commands receive their context as ``ctx`` (typer passes parameters by keyword).
+    ctx = kwargs.get("ctx")
+    find = getattr(ctx, "find_object", None)
+    state = find(_State) if find is not None else None
+    if state is None:
+        return None
+    from govc_db.db.provision import diagnose
+
+    try:
+        return diagnose(state.url)
+    except GovcError:
+        return None
+
+
+def _url(ctx: typer.Context) -> str:
     state = ctx.find_object(_State)
     assert state is not None, "the root callback always sets the state"
-    store = govc_db.open(state.url)
+    return state.url
+
+
+def _open(ctx: typer.Context, *, initialized: bool = True) -> Store:
+    """Open the store for this invocation; it is closed when the command ends."""
+    # One short-lived process: other processes' ref moves cannot reach a cache that
+    # dies with it, so no LISTEN connection (and no listener warnings) is needed.
+    settings = dataclasses.replace(govc_db.Settings.from_env(), notify_enabled=False)
+    store = govc_db.open(_url(ctx), settings)
     ctx.call_on_close(store.close)
     if initialized:
         _require_schema(store)
     return store
 
 
-def _require_schema(store: govc_db.Store) -> None:
+def _require_schema(store: Store) -> None:
     from govc_db.db import migrate
+    from govc_db.db.provision import sqlite_problem
 
-    database = store.engine.url.database
-    in_file = store.dialect == "sqlite" and database not in (None, "", ":memory:")
     # Checked before connecting: SQLite would silently create an empty file.
-    if in_file and database is not None and not os.path.exists(database):
-        raise NotFound(f"database file {database!r} does not exist (run `govc-db init`)")
+    if store.dialect == "sqlite":
+        problem = sqlite_problem(store.engine.url, create=False)
+        if problem is not None:
+            raise NotFound(problem)
     current = migrate.current_revision(store.engine)
     if current is None:
         raise GovcError(f"database {store.url} is not initialized (run `govc-db init`)")
@@ -143,10 +191,13 @@ def _subject(info: CommitInfo) -> str:
     return info.message.split("\n", 1)[0]
 
 
-def _print_commit(info: CommitInfo, *, oneline: bool) -> None:
+def _print_commit(info: CommitInfo, *, oneline: bool, first: bool = True) -> None:
+    """One commit as ``git log`` (medium format) or ``git log --oneline`` prints it."""
     if oneline:
         typer.echo(typer.style(_short(info.oid), fg="yellow") + " " + _subject(info))
         return
+    if not first:
+        typer.echo()  # git separates commits by one blank line
     typer.secho(f"commit {info.oid}", fg="yellow")
     if len(info.parents) > 1:
         typer.echo("Merge: " + " ".join(_short(p) for p in info.parents))
@@ -154,8 +205,7 @@ def _print_commit(info: CommitInfo, *, oneline: bool) -> None:
     typer.echo(f"Author: {a.name} <{a.email}>")
     typer.echo(f"Date:   {_date(a)}\n")
     for line in info.message.rstrip("\n").split("\n"):
-        typer.echo(f"    {line}".rstrip())
-    typer.echo()
+        typer.echo(f"    {line}" if line.strip() else "")
 
 
 def _print_changes(changes: list[Change]) -> None:
@@ -171,6 +221,12 @@ def _print_changes(changes: list[Change]) -> None:
 # -- root and store-level commands ------------------------------------------------------------
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"govc-db {govc_db.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -180,9 +236,16 @@ def _root(
             "--url",
             envvar="GOVC_DB_URL",
             show_envvar=True,
+            metavar="URL",
             help="Database URL (postgresql+psycopg://... or sqlite:///path).",
         ),
     ] = DEFAULT_URL,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Git-compatible version control stored in SQL databases (PostgreSQL, SQLite)."""
     ctx.obj = _State(url=url)
@@ -190,25 +253,31 @@ def _root(
 
 @_command(app)
 def init(ctx: typer.Context) -> None:
-    """Create the database if needed and upgrade its schema to this version."""
+    """Create the database if it does not exist and upgrade its schema to this version."""
+    from govc_db.db.provision import ensure_database
+
+    created = ensure_database(_url(ctx))
     store = _open(ctx, initialized=False)
     store.upgrade()
-    typer.echo(f"initialized {store.url}")
+    typer.echo(f"{'created and ' if created else ''}initialized {store.url}")
 
 
 @_command(app)
 def stats(ctx: typer.Context) -> None:
-    """Print the performance report of this process's store."""
-    store = _open(ctx)
-    names = store.list_repositories()
-    typer.echo(f"{len(names)} repositories in {store.url}")
-    typer.echo(store.performance_report())
+    """Repositories, objects, stored bytes per table, settings and the server version."""
+    from govc_db.cli_stats import print_stats
+
+    print_stats(_open(ctx))
 
 
 @_command(app)
-def verify(ctx: typer.Context, repo: Annotated[str, typer.Argument()]) -> None:
+def verify(ctx: typer.Context, repo: str) -> None:
     """Check every object id, ref and the commit graph of a repository (fsck)."""
-    report = _open(ctx).repository(repo).verify()
+    from govc_db.cli_stats import progress_bar
+
+    repository = _open(ctx).repository(repo)
+    with progress_bar("verifying objects") as advance:
+        report = repository.verify(progress=advance)
     for problem in report.problems:
         typer.echo(problem)
     if not report.ok:
@@ -216,20 +285,51 @@ def verify(ctx: typer.Context, repo: Annotated[str, typer.Argument()]) -> None:
     typer.echo(typer.style("ok", fg="green") + f": {report.objects_checked} objects checked")
 
 
+def _free_name(base: str, taken: set[str]) -> str:
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
 @_command(app)
 def demo(
     ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Repository to write (default 'demo', or the next free 'demo-N')."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete and recreate the repository if it exists.")
+    ] = False,
     commits: Annotated[int, typer.Option(min=2, hidden=True)] = 200,
     files: Annotated[int, typer.Option(min=20, hidden=True)] = 500,
 ) -> None:
-    """(Re)create the repository 'demo' with a realistic history, then tour it."""
-    from govc_db.demo import print_report, run_demo
+    """Write a realistic history into a new repository 'demo', then tour it."""
+    from rich.console import Console
+
+    from govc_db.demo import REPOSITORY, print_report, run_demo
 
     store = _open(ctx, initialized=False)
     store.upgrade()
+    existing = set(store.list_repositories())
+    target = name or REPOSITORY
+    if target in existing and not force:
+        if name is not None:
+            raise AlreadyExists(
+                f"repository {name!r} already exists (--force deletes and recreates it)"
+            )
+        target = _free_name(REPOSITORY, existing)
+        typer.echo(
+            f"repository {REPOSITORY!r} exists, writing the demo into {target!r} "
+            f"(--force recreates {REPOSITORY!r})",
+            err=True,
+        )
     # soft_wrap: ids and paths are never re-wrapped; no emoji/markup in commit subjects.
     console = Console(soft_wrap=True, highlight=False, emoji=False)
-    summary = run_demo(store, commits=commits, files=files, console=console)
+    summary = run_demo(
+        store, commits=commits, files=files, console=console, name=target, replace=force
+    )
     print_report(store, summary, console=console)
 
 
@@ -272,75 +372,7 @@ def repo_delete(
 # -- commit ---------------------------------------------------------------------------------
 
 
-def _file_at(path: str) -> File | None:
-    """The File for a symlink or regular file; None for other kinds (fifo, socket ...)."""
-    try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            return File(os.fsencode(os.readlink(path)), MODE_LINK)
-        if stat.S_ISREG(st.st_mode):
-            with open(path, "rb") as fh:
-                data = fh.read()
-            # Like git: only the owner's execute bit decides between 755 and 644.
-            return File(data, MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE)
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path!r}: {exc.strerror or exc}") from None
-    return None
-
-
-def _walk(top: str) -> Iterator[str]:
-    """Every non-directory below ``top``; symlinked directories are yielded, not followed."""
-    for current, dirs, names in os.walk(top, onerror=_raise_walk_error):
-        keep = []
-        for d in sorted(dirs):
-            full = os.path.join(current, d)
-            if d.lower() == ".git":
-                continue  # a git checkout's own metadata is never content
-            if os.path.islink(full):
-                yield full
-            else:
-                keep.append(d)
-        dirs[:] = keep
-        for n in sorted(names):
-            yield os.path.join(current, n)
-
-
-def _raise_walk_error(exc: OSError) -> None:
-    raise InvalidInput(f"cannot read {exc.filename!r}: {exc.strerror or exc}")
-
-
-def collect_files(
-    paths: list[Path], root: Path, *, exclude: frozenset[str] = frozenset()
-) -> dict[str, File]:
-    """Map repository path -> File for files and directory trees below ``root``.
-
-    ``exclude`` holds absolute paths to skip (the SQLite database being written to).
-    """
-    base = os.path.abspath(root)
-    out: dict[str, File] = {}
-    for given in paths:
-        top = os.path.abspath(given)
-        rel = os.path.relpath(top, base)
-        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
-            raise InvalidInput(f"{str(given)!r} is outside the root {str(root)!r}")
-        if not os.path.lexists(top):
-            raise NotFound(f"no such file or directory: {str(given)!r}")
-        if top in exclude:
-            raise InvalidInput(f"refusing to commit the database file {str(given)!r}")
-        is_tree = os.path.isdir(top) and not os.path.islink(top)
-        for full in _walk(top) if is_tree else [top]:
-            if full in exclude:
-                continue
-            entry = _file_at(full)
-            if entry is None:
-                if not is_tree:
-                    raise InvalidInput(f"{str(given)!r} is not a regular file or symlink")
-                continue
-            out[os.path.relpath(full, base).replace(os.sep, "/")] = entry
-    return out
-
-
-def _database_files(store: govc_db.Store) -> frozenset[str]:
+def _database_files(store: Store) -> frozenset[str]:
     database = store.engine.url.database
     if store.dialect != "sqlite" or database in (None, "", ":memory:"):
         return frozenset()
@@ -367,29 +399,52 @@ def commit(
     allow_empty: Annotated[
         bool, typer.Option("--allow-empty", help="Commit even if nothing changed.")
     ] = False,
+    sync: Annotated[
+        bool,
+        typer.Option(
+            "--sync/--no-sync",
+            help="Mirror each DIRECTORY argument: files gone from disk are deleted in the "
+            "commit, as `git add DIR` does (default). --no-sync only adds and updates.",
+        ),
+    ] = True,
 ) -> None:
     """Commit files (with their exec bit; symlinks as links) and deletions to a branch."""
+    from govc_db.cli_files import directory_prefixes, vanished
+
     sig = parse_person(author)
     store = _open(ctx)
     repository = store.repository(repo)
+    target = branch or repository.default_branch
     changes: dict[str, File | None] = dict(
         collect_files(paths or [], root, exclude=_database_files(store))
     )
     for path in delete or []:
         if path in changes:
-            raise InvalidInput(f"{path!r} is both written and deleted")
+            raise InvalidInput(f"{path!r} is both written and deleted (--delete and a PATH)")
         changes[path] = None
+    prefixes = directory_prefixes(paths or [], root)
+    if sync and prefixes:
+        for path in vanished(_tracked(repository, target), prefixes, changes):
+            changes[path] = None
     if not message.endswith("\n"):
         message += "\n"  # as `git commit` stores it
-    typer.echo(
-        repository.commit(
-            branch or repository.default_branch,
-            changes,
-            message=message,
-            author=sig,
-            allow_empty=allow_empty,
+    try:
+        oid = repository.commit(
+            target, changes, message=message, author=sig, allow_empty=allow_empty
         )
-    )
+    except NothingToCommit:
+        raise NothingToCommit(
+            f"nothing to commit: the tree of {target!r} would not change "
+            "(--allow-empty commits anyway)"
+        ) from None
+    typer.echo(oid)
+
+
+def _tracked(repository: Repository, branch: str) -> list[str]:
+    """Every file path on ``branch`` (none before its first commit)."""
+    if branch not in repository.branches():
+        return []
+    return [e.path for e in repository.walk(branch)]
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -401,12 +456,16 @@ def log(
     repo: str,
     rev: Annotated[str, typer.Argument()] = "HEAD",
     path: Annotated[str | None, typer.Option(help="Only commits that changed this path.")] = None,
-    max_count: Annotated[int | None, typer.Option("-n", "--max-count", min=0)] = None,
+    max_count: Annotated[
+        int | None,
+        typer.Option("-n", "--max-count", min=0, metavar="N", help="Show at most N commits."),
+    ] = None,
     oneline: Annotated[bool, typer.Option("--oneline", help="One line per commit.")] = False,
 ) -> None:
-    """Show the history reachable from a revision, newest first."""
-    for info in _open(ctx).repository(repo).log(rev, path=path, limit=max_count):
-        _print_commit(info, oneline=oneline)
+    """Show the history reachable from a revision, newest first (as `git log`)."""
+    entries = _open(ctx).repository(repo).log(rev, path=path, limit=max_count)
+    for n, info in enumerate(entries):
+        _print_commit(info, oneline=oneline, first=n == 0)
 
 
 @_command(app)
@@ -415,6 +474,7 @@ def show(ctx: typer.Context, repo: str, rev: Annotated[str, typer.Argument()] = 
     repository = _open(ctx).repository(repo)
     info = repository.get_commit(rev)
     _print_commit(info, oneline=False)
+    typer.echo()
     if info.parents:
         changes = repository.diff(info.parents[0], info.oid)
     else:
@@ -439,11 +499,31 @@ def ls(
     path: Annotated[str, typer.Argument()] = "",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="All files below.")] = False,
 ) -> None:
-    """List a directory at a revision as `git ls-tree` does: mode, type, id, path."""
+    """List a directory at a revision as `git ls-tree` does: mode, type, id, path.
+
+    On a file, print that file's entry (as `git ls-tree REV FILE` does).
+    """
     repository = _open(ctx).repository(repo)
-    entries = repository.walk(rev, path) if recursive else iter(repository.tree(rev, path))
+    entries = _file_entry(repository, rev, path)
+    if entries is None:
+        entries = list(repository.walk(rev, path) if recursive else repository.tree(rev, path))
     for e in entries:
         typer.echo(f"{e.mode:06o} {e.type} {e.oid}\t{e.path}")
+
+
+def _file_entry(repository: Repository, rev: str, path: str) -> list[TreeEntry] | None:
+    """``[entry]`` when ``path`` names a non-directory at ``rev``, else None."""
+    if not path.strip("/"):
+        return None
+    parent, _, name = path.strip("/").rpartition("/")
+    try:
+        siblings = repository.tree(rev, parent)
+    except NotFound:
+        return None  # the directory listing reports what is missing
+    for entry in siblings:
+        if entry.name == name and entry.type != "tree":
+            return [entry]
+    return None
 
 
 @_command(app)

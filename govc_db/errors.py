@@ -13,6 +13,7 @@ __all__ = [
     "InvalidInput",
     "MergeConflict",
     "NotFound",
+    "NothingToCommit",
     "RateLimited",
     "RefConflict",
     "StoreUnavailable",
@@ -53,3 +54,7 @@ class RateLimited(GovcError):
     def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NothingToCommit(InvalidInput):
+    """A commit whose tree equals its parent's, without ``allow_empty=True``."""
