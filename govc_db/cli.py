@@ -91,7 +91,7 @@ def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except GovcError as exc:
             message = " ".join(str(exc).split()) or type(exc).__name__
-            if isinstance(exc, StoreUnavailable):
+            if isinstance(exc, StoreUnavailable) and not _diagnosed(exc):
                 message = _diagnosis(args, kwargs) or message
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(1) from None
@@ -107,6 +107,12 @@ def _command(
         return fn
 
     return register
+
+
+def _diagnosed(exc: GovcError) -> bool:
+    from govc_db.db.provision import Unreachable
+
+    return isinstance(exc, Unreachable)
 
 
 def _diagnosis(args: tuple[object, ...], kwargs: dict[str, object]) -> str | None:
@@ -205,7 +211,7 @@ def _print_commit(info: CommitInfo, *, oneline: bool, first: bool = True) -> Non
     typer.echo(f"Author: {a.name} <{a.email}>")
     typer.echo(f"Date:   {_date(a)}\n")
     for line in info.message.rstrip("\n").split("\n"):
-        typer.echo(f"    {line}" if line.strip() else "")
+        typer.echo(f"    {line}")  # blank lines too, as git prints them
 
 
 def _print_changes(changes: list[Change]) -> None:

@@ -54,11 +54,17 @@ def _tables() -> list[str]:
 
 
 def _pg_sizes(conn: sa.Connection) -> dict[str, int]:
+    # The tables the search path shows (where the store's statements find them).
     rows = conn.execute(
-        sa.text("SELECT t, pg_total_relation_size(to_regclass(t)) FROM unnest(:names) AS t"),
+        sa.text(
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class"
+            " WHERE relkind IN ('r', 'p') AND relname = ANY(:names) AND pg_table_is_visible(oid)"
+        ),
         {"names": _tables()},
     )
-    return {name: int(size or 0) for name, size in rows}
+    sizes = dict.fromkeys(_tables(), 0)
+    sizes.update({str(name): int(size or 0) for name, size in rows})
+    return sizes
 
 
 def _sqlite_sizes(conn: sa.Connection) -> dict[str, int]:

@@ -23,9 +23,15 @@ from govc_db.db.engine import normalize_url
 from govc_db.db.errors import sqlstate
 from govc_db.errors import GovcError, InvalidInput, StoreUnavailable
 
-__all__ = ["diagnose", "ensure_database", "sqlite_problem"]
+__all__ = ["Unreachable", "diagnose", "ensure_database", "sqlite_problem"]
 
 CONNECT_TIMEOUT = 5
+
+
+class Unreachable(StoreUnavailable):
+    """The database cannot be used, with the reason already diagnosed in the message."""
+
+
 # The server's reasons, in libpq's words (C locale; also what PgBouncer relays).
 _MISSING_DB = re.compile(r'database "[^"]*" does not exist')
 _AUTH = re.compile(
@@ -97,11 +103,10 @@ def sqlite_problem(url: URL, *, create: bool) -> str | None:
     probe = folder
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return f"cannot create SQLite database {path!r}: {probe!r} is not a directory"
     if probe != folder:
-        missing = folder if os.path.isdir(probe) else probe
-        return f"cannot create SQLite database {path!r}: directory {missing!r} does not exist"
-    if not os.path.isdir(folder):
-        return f"cannot create SQLite database {path!r}: {folder!r} is not a directory"
+        return f"cannot create SQLite database {path!r}: directory {folder!r} does not exist"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"cannot create SQLite database {path!r}: directory {folder!r} is not writable"
     return None
@@ -134,13 +139,13 @@ def ensure_database(url: str | URL) -> bool:
     if parsed.get_backend_name() == "sqlite":
         problem = sqlite_problem(parsed, create=True)
         if problem is not None:
-            raise StoreUnavailable(problem)
+            raise Unreachable(problem)
         return False
     error = _connect_error(parsed)
     if error is None:
         return False
     if not _MISSING_DB.search(_driver_text(error)):
-        raise StoreUnavailable(_reason(parsed, error))
+        raise Unreachable(_reason(parsed, error))
     name = parsed.database
     if not name:
         raise InvalidInput("the database URL names no database")
@@ -162,13 +167,13 @@ def _create(url: URL, name: str) -> None:
             conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
     except sa.exc.DBAPIError as exc:
         if sqlstate(exc) == _INSUFFICIENT_PRIVILEGE:
-            raise StoreUnavailable(
+            raise Unreachable(
                 f"permission denied: user {url.username or '(default user)'!r} may not create "
                 f"database {name!r} on {_where(url)} (create it, or grant CREATEDB)"
             ) from exc
         if sqlstate(exc) == "42P04":  # duplicate_database: created meanwhile by someone else
             return
-        raise StoreUnavailable(
+        raise Unreachable(
             f"database {name!r} does not exist on {_where(url)} and cannot be created: "
             f"{_reason(admin, exc)}"
         ) from exc
