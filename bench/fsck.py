@@ -28,6 +28,7 @@ from pathlib import Path
 
 import govc_db
 from bench.peers import git_env
+from govc_db.db.provision import ensure_database
 from govc_db.demo import run_demo
 from govc_db.objects.ids import object_header
 
@@ -75,6 +76,7 @@ def _run(*cmd: str, env: dict[str, str] | None = None) -> None:
 
 def bench_backend(url: str, work: Path, commits: int, files: int, repeat: int) -> list[str]:
     """The table rows of one database."""
+    created = ensure_database(url)  # a PostgreSQL database named by --pg-url may be new
     with govc_db.open(url) as store:
         store.upgrade()
         summary = run_demo(store, commits=commits, files=files, name="fsck", replace=True)
@@ -93,6 +95,9 @@ def bench_backend(url: str, work: Path, commits: int, files: int, repeat: int) -
     loose = measure(lambda: _run(*fsck, env=genv), repeat)
     _run("git", "-C", str(dest), "repack", "-adq", env=genv)
     packed = measure(lambda: _run(*fsck, env=genv), repeat)
+    if not created:  # leave an existing database as it was
+        with govc_db.open(url) as store:
+            store.delete_repository(summary.repository)
     rows = [
         f"{dialect}: {objects} objects ({commits} commits, {files} files), best of {repeat}",
         f"  ours repo.verify()           {ours * 1000:8.0f} ms",
@@ -110,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the comparison and print one table per backend."""
     p = argparse.ArgumentParser(prog="python -m bench.fsck", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help=f"{QUICK[0]} commits, {QUICK[1]} files")
-    p.add_argument("--pg-url", default=None, help="also measure on this PostgreSQL database")
+    p.add_argument(
+        "--pg-url",
+        default=None,
+        help="also measure on this PostgreSQL database (created if missing, left in place)",
+    )
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args(argv)
     commits, files = QUICK if args.quick else FULL

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
 
 from govc_db.core.trees import EMPTY_TREE
 from govc_db.core.verify_trees import (
@@ -58,6 +59,9 @@ _SHOWN_PATHS = 5
 _EXPECTED_TYPE = {
     b"%o" % m: mode_type(m).encode("ascii") for m in PARSEABLE_MODES if m != MODE_GITLINK
 }
+
+
+_BLOB_MODES = frozenset(m for m, t in _EXPECTED_TYPE.items() if t == b"blob")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +204,9 @@ def _links_fine(scanned: Scanned, kinds: _Kinds) -> bool:
     modes, oids = scanned.modes, scanned.oids
     if DIR_TEXT not in modes and GITLINK_TEXT not in modes:
         return kinds.blobs.issuperset(oids)
-    pairs = list(zip(modes, oids, strict=True))
-    return kinds.trees.issuperset(o for m, o in pairs if m == DIR_TEXT) and (
-        kinds.blobs.issuperset(o for m, o in pairs if m != DIR_TEXT and m != GITLINK_TEXT)
+    # compress/map keep the per-entry loop in C.
+    return kinds.trees.issuperset(compress(oids, map(DIR_TEXT.__eq__, modes))) and (
+        kinds.blobs.issuperset(compress(oids, map(_BLOB_MODES.__contains__, modes)))
     )
 
 
@@ -246,13 +250,20 @@ def _check_index(
     parent_ids = {p for c in batch.values() for p in c.parents}
     rows = unit.index.get_many([*batch, *(p for p in parent_ids if p not in batch)])
     load = _tree_loader(unit, memo)
+    # The SQL index reads the recorded paths of the whole batch at once; any other
+    # CommitIndexStore answers one commit at a time.
+    many = getattr(unit.index, "changed_paths_many", None)
+    recorded_all = many(list(batch)) if many is not None else None
     for oid, commit in batch.items():
         row = rows.get(oid)
         if row is None:
             problems.append(f"commit {oid.hex()}: missing from the commit index")
             continue
         _compare_row(oid, commit, row, rows, problems)
-        _compare_paths(unit, oid, commit, commits, types, load, problems)
+        recorded = (
+            recorded_all.get(oid, {}) if recorded_all is not None else unit.index.changed_paths(oid)
+        )
+        _compare_paths(oid, commit, commits, types, load, recorded, problems)
 
 
 def _tree_loader(
@@ -312,12 +323,12 @@ def _compare_row(
 
 
 def _compare_paths(
-    unit: Unit,
     oid: ObjectId,
     commit: _CommitFacts,
     commits: Mapping[ObjectId, _CommitFacts],
     types: dict[ObjectId, bytes],
     load: Callable[[Sequence[ObjectId]], Mapping[ObjectId, Entries]],
+    recorded_paths: Mapping[int, set[str]],
     problems: list[str],
 ) -> None:
     """Recorded changed paths against a recomputation per parent position."""
@@ -339,7 +350,7 @@ def _compare_paths(
     except GovcError as exc:
         problems.append(f"commit {oid.hex()}: cannot recompute its changed paths: {exc}")
         return
-    recorded = {pos: paths for pos, paths in unit.index.changed_paths(oid).items() if paths}
+    recorded = {pos: paths for pos, paths in recorded_paths.items() if paths}
     for pos in sorted(expected.keys() | recorded.keys()):
         want, have = expected.get(pos, set()), recorded.get(pos, set())
         if want == have:

@@ -39,8 +39,7 @@ DIR_TEXT = b"%o" % MODE_DIR
 GITLINK_TEXT = b"%o" % MODE_GITLINK
 
 
-# The whole tree, then each entry: the regex engine (C) does the byte scanning.
-_TREE = re.compile(rb"(?:[0-7]+ [^\0/]+\0.{20})*", re.S)
+# Every entry in one pass of the regex engine (C).
 _ENTRY = re.compile(rb"([0-7]+) ([^\0/]+)\0(.{20})", re.S)
 _DOTGIT = re.compile(rb" \.[gG][iI][tT]\0")
 
@@ -60,12 +59,14 @@ class Scanned(NamedTuple):
 
 def scan_tree(raw: bytes) -> Scanned | None:
     """The entries of a well-formed tree, or None if anything is wrong with it."""
-    if _TREE.fullmatch(raw) is None:
-        return None
     found = _ENTRY.findall(raw)
     if not found:
-        return Scanned({}, (), ())
+        return Scanned({}, (), ()) if not raw else None
     modes, names, oids = zip(*found, strict=True)
+    # findall skips what does not match: the entries cover the whole object only if
+    # their lengths add up to it (mode, space, name, NUL, 20-byte id).
+    if sum(map(len, modes)) + sum(map(len, names)) + 22 * len(found) != len(raw):
+        return None
     if not _MODES.issuperset(modes) or b"." in names or b".." in names:
         return None
     if len(set(names)) != len(names):
