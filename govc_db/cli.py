@@ -13,32 +13,30 @@ imported inside the commands that need them.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
-import re
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
 import govc_db
+from govc_db.cli_base import State as _State
+from govc_db.cli_base import command as _command
+from govc_db.cli_base import open_store as _open
+from govc_db.cli_base import parse_person
+from govc_db.cli_base import print_changes as _print_changes
+from govc_db.cli_base import print_commit as _print_commit
+from govc_db.cli_base import url_of as _url
 from govc_db.cli_files import collect_files
-from govc_db.cli_help import Command, Group
+from govc_db.cli_help import Group
 from govc_db.errors import (
     AlreadyExists,
     GovcError,
     InvalidInput,
     NotFound,
     NothingToCommit,
-    StoreUnavailable,
 )
-from govc_db.objects import format_offset
-from govc_db.types import Change, CommitInfo, File, TreeEntry
+from govc_db.types import Change, File, TreeEntry
 
 if TYPE_CHECKING:
     from govc_db.api import Repository, Store
@@ -72,156 +70,6 @@ tag_app = typer.Typer(help="List, create and delete tags.", no_args_is_help=True
 app.add_typer(repo_app, name="repo")
 app.add_typer(branch_app, name="branch")
 app.add_typer(tag_app, name="tag")
-
-
-# -- plumbing -------------------------------------------------------------------------------
-
-
-@dataclass
-class _State:
-    url: str
-
-
-def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn a GovcError into one ``error:`` line on stderr and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except GovcError as exc:
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            if isinstance(exc, StoreUnavailable) and not _diagnosed(exc):
-                message = _diagnosis(args, kwargs) or message
-            typer.echo(f"error: {message}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _command(
-    group: typer.Typer, name: str | None = None
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    def register(fn: Callable[P, R]) -> Callable[P, R]:
-        group.command(name, cls=Command)(_user_errors(fn))
-        return fn
-
-    return register
-
-
-def _diagnosed(exc: GovcError) -> bool:
-    from govc_db.db.provision import Unreachable
-
-    return isinstance(exc, Unreachable)
-
-
-def _diagnosis(args: tuple[object, ...], kwargs: dict[str, object]) -> str | None:
-    """Why the database of this invocation is unreachable, in one line (no password)."""
-    # Commands receive their context as ``ctx`` (typer passes parameters by keyword).
-    ctx = kwargs.get("ctx")
-    find = getattr(ctx, "find_object", None)
-    state = find(_State) if find is not None else None
-    if state is None:
-        return None
-    from govc_db.db.provision import diagnose
-
-    try:
-        return diagnose(state.url)
-    except GovcError:
-        return None
-
-
-def _url(ctx: typer.Context) -> str:
-    state = ctx.find_object(_State)
-    assert state is not None, "the root callback always sets the state"
-    return state.url
-
-
-def _open(ctx: typer.Context, *, initialized: bool = True) -> Store:
-    """Open the store for this invocation; it is closed when the command ends."""
-    # One short-lived process: other processes' ref moves cannot reach a cache that
-    # dies with it, so no LISTEN connection (and no listener warnings) is needed.
-    settings = dataclasses.replace(govc_db.Settings.from_env(), notify_enabled=False)
-    store = govc_db.open(_url(ctx), settings)
-    ctx.call_on_close(store.close)
-    if initialized:
-        _require_schema(store)
-    return store
-
-
-def _require_schema(store: Store) -> None:
-    from govc_db.db import migrate
-    from govc_db.db.provision import sqlite_problem
-
-    # Checked before connecting: SQLite would silently create an empty file.
-    if store.dialect == "sqlite":
-        problem = sqlite_problem(store.engine.url, create=False)
-        if problem is not None:
-            raise NotFound(problem)
-    current = migrate.current_revision(store.engine)
-    if current is None:
-        raise GovcError(f"database {store.url} is not initialized (run `govc-db init`)")
-    head = migrate.head_revision()
-    if current != head:
-        raise GovcError(
-            f"database schema is at revision {current}, this version needs {head} "
-            "(run `govc-db init` to upgrade)"
-        )
-
-
-_PERSON = re.compile(r"\s*([^<>]*?)\s*<([^<>]*)>\s*")
-
-
-def parse_person(text: str, *, when: float | None = None) -> govc_db.Signature:
-    """A Signature from ``"Name <email>"`` at ``when`` (default now) in the local zone."""
-    m = _PERSON.fullmatch(text)
-    if m is None or not m.group(1):
-        raise InvalidInput(f"expected 'Name <email>', got {text!r}")
-    stamp = time.time() if when is None else when
-    utc_offset = datetime.fromtimestamp(stamp, UTC).astimezone().utcoffset()
-    minutes = int((utc_offset or timedelta(0)).total_seconds() // 60)
-    return govc_db.Signature(m.group(1), m.group(2).strip(), int(stamp), minutes)
-
-
-def _short(oid: str) -> str:
-    return oid[:7]
-
-
-def _date(sig: govc_db.Signature) -> str:
-    """The default date format of git, in the signature's own zone."""
-    dt = datetime.fromtimestamp(sig.time, timezone(timedelta(minutes=sig.offset)))
-    return f"{dt:%a %b} {dt.day} {dt:%H:%M:%S %Y} {format_offset(sig.offset)}"
-
-
-def _subject(info: CommitInfo) -> str:
-    return info.message.split("\n", 1)[0]
-
-
-def _print_commit(info: CommitInfo, *, oneline: bool, first: bool = True) -> None:
-    """One commit as ``git log`` (medium format) or ``git log --oneline`` prints it."""
-    if oneline:
-        typer.echo(typer.style(_short(info.oid), fg="yellow") + " " + _subject(info))
-        return
-    if not first:
-        typer.echo()  # git separates commits by one blank line
-    typer.secho(f"commit {info.oid}", fg="yellow")
-    if len(info.parents) > 1:
-        typer.echo("Merge: " + " ".join(_short(p) for p in info.parents))
-    a = info.author
-    typer.echo(f"Author: {a.name} <{a.email}>")
-    typer.echo(f"Date:   {_date(a)}\n")
-    for line in info.message.rstrip("\n").split("\n"):
-        typer.echo(f"    {line}")  # blank lines too, as git prints them
-
-
-def _print_changes(changes: list[Change]) -> None:
-    for c in changes:
-        typer.echo(f"{c.status}\t{c.path}")
-    counts = {s: sum(1 for c in changes if c.status == s) for s in "AMDT"}
-    names = {"A": "added", "M": "modified", "D": "deleted", "T": "type changed"}
-    detail = ", ".join(f"{n} {names[s]}" for s, n in counts.items() if n)
-    plural = "" if len(changes) == 1 else "s"
-    typer.echo(f" {len(changes)} file{plural} changed" + (f" ({detail})" if detail else ""))
 
 
 # -- root and store-level commands ------------------------------------------------------------
