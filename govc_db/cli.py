@@ -46,6 +46,12 @@ __all__ = ["DEFAULT_URL", "app", "collect_files", "main", "parse_person"]
 #: The same default as :func:`govc_db.open` (kept here so ``--help`` needs no SQLAlchemy).
 DEFAULT_URL = "sqlite:///govc.db"
 
+# The arguments most commands share, with the help text that explains them.
+Repo = Annotated[str, typer.Argument(help="Repository name.", show_default=False)]
+Rev = Annotated[
+    str, typer.Argument(help="Revision: branch, tag, id, HEAD; with ~N, ^N (docs/contract.md).")
+]
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -125,7 +131,7 @@ def stats(ctx: typer.Context) -> None:
 
 
 @_command(app)
-def verify(ctx: typer.Context, repo: str) -> None:
+def verify(ctx: typer.Context, repo: Repo) -> None:
     """Check every object id, ref and the commit graph of a repository (fsck)."""
     from govc_db.cli_stats import progress_bar
 
@@ -237,7 +243,7 @@ def _database_files(store: Store) -> frozenset[str]:
 @_command(app)
 def commit(
     ctx: typer.Context,
-    repo: str,
+    repo: Repo,
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message.")],
     author: Annotated[str, typer.Option(help="'Name <email>' (time: now, local zone).")],
     paths: Annotated[
@@ -307,8 +313,8 @@ def _tracked(repository: Repository, branch: str) -> list[str]:
 @_command(app)
 def log(
     ctx: typer.Context,
-    repo: str,
-    rev: Annotated[str, typer.Argument()] = "HEAD",
+    repo: Repo,
+    rev: Rev = "HEAD",
     path: Annotated[str | None, typer.Option(help="Only commits that changed this path.")] = None,
     max_count: Annotated[
         int | None,
@@ -323,7 +329,7 @@ def log(
 
 
 @_command(app)
-def show(ctx: typer.Context, repo: str, rev: Annotated[str, typer.Argument()] = "HEAD") -> None:
+def show(ctx: typer.Context, repo: Repo, rev: Rev = "HEAD") -> None:
     """Show a commit and the files it changed (against its first parent)."""
     repository = _open(ctx).repository(repo)
     info = repository.get_commit(rev)
@@ -337,7 +343,7 @@ def show(ctx: typer.Context, repo: str, rev: Annotated[str, typer.Argument()] = 
 
 
 @_command(app)
-def cat(ctx: typer.Context, repo: str, rev: str, path: str) -> None:
+def cat(ctx: typer.Context, repo: Repo, rev: Rev, path: str) -> None:
     """Write a file's exact bytes at a revision to stdout."""
     data = _open(ctx).repository(repo).read(rev, path)
     out = typer.get_binary_stream("stdout")
@@ -348,9 +354,9 @@ def cat(ctx: typer.Context, repo: str, rev: str, path: str) -> None:
 @_command(app, "ls")
 def ls(
     ctx: typer.Context,
-    repo: str,
-    rev: str,
-    path: Annotated[str, typer.Argument()] = "",
+    repo: Repo,
+    rev: Rev,
+    path: Annotated[str, typer.Argument(help="Directory or file (default: the root).")] = "",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="All files below.")] = False,
 ) -> None:
     """List a directory at a revision as `git ls-tree` does: mode, type, id, path.
@@ -381,7 +387,7 @@ def _file_entry(repository: Repository, rev: str, path: str) -> list[TreeEntry] 
 
 
 @_command(app)
-def diff(ctx: typer.Context, repo: str, old: str, new: str) -> None:
+def diff(ctx: typer.Context, repo: Repo, old: str, new: str) -> None:
     """List the files that differ between two revisions (status and path)."""
     _print_changes(_open(ctx).repository(repo).diff(old, new))
 
@@ -390,7 +396,7 @@ def diff(ctx: typer.Context, repo: str, old: str, new: str) -> None:
 
 
 @_command(branch_app, "list")
-def branch_list(ctx: typer.Context, repo: str) -> None:
+def branch_list(ctx: typer.Context, repo: Repo) -> None:
     """List branches with their commit ids (the default branch marked with *)."""
     repository = _open(ctx).repository(repo)
     for name, oid in sorted(repository.branches().items()):
@@ -399,9 +405,7 @@ def branch_list(ctx: typer.Context, repo: str) -> None:
 
 
 @_command(branch_app, "create")
-def branch_create(
-    ctx: typer.Context, repo: str, name: str, rev: Annotated[str, typer.Argument()] = "HEAD"
-) -> None:
+def branch_create(ctx: typer.Context, repo: Repo, name: str, rev: Rev = "HEAD") -> None:
     """Create a branch at a revision; prints its commit id."""
     typer.echo(_open(ctx).repository(repo).create_branch(name, rev))
 
@@ -409,7 +413,7 @@ def branch_create(
 @_command(branch_app, "move")
 def branch_move(
     ctx: typer.Context,
-    repo: str,
+    repo: Repo,
     name: str,
     rev: str,
     force: Annotated[
@@ -421,14 +425,14 @@ def branch_move(
 
 
 @_command(branch_app, "delete")
-def branch_delete(ctx: typer.Context, repo: str, name: str) -> None:
+def branch_delete(ctx: typer.Context, repo: Repo, name: str) -> None:
     """Delete a branch (not the default branch)."""
     _open(ctx).repository(repo).delete_branch(name)
     typer.echo(f"deleted branch {name!r}")
 
 
 @_command(tag_app, "list")
-def tag_list(ctx: typer.Context, repo: str) -> None:
+def tag_list(ctx: typer.Context, repo: Repo) -> None:
     """List tags with their targets (the tag object id for annotated tags)."""
     for name, oid in sorted(_open(ctx).repository(repo).tags().items()):
         typer.echo(f"{name} {oid}")
@@ -437,9 +441,9 @@ def tag_list(ctx: typer.Context, repo: str) -> None:
 @_command(tag_app, "create")
 def tag_create(
     ctx: typer.Context,
-    repo: str,
+    repo: Repo,
     name: str,
-    rev: Annotated[str, typer.Argument()] = "HEAD",
+    rev: Rev = "HEAD",
     message: Annotated[
         str | None, typer.Option("--message", "-m", help="Make an annotated tag.")
     ] = None,
@@ -455,7 +459,7 @@ def tag_create(
 
 
 @_command(tag_app, "delete")
-def tag_delete(ctx: typer.Context, repo: str, name: str) -> None:
+def tag_delete(ctx: typer.Context, repo: Repo, name: str) -> None:
     """Delete a tag."""
     _open(ctx).repository(repo).delete_tag(name)
     typer.echo(f"deleted tag {name!r}")
