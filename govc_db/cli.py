@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
@@ -65,14 +65,13 @@ app = typer.Typer(
     # Locals could hold a database URL with its password.
     pretty_exceptions_show_locals=False,
     cls=Group,
+    # Plain help, as git prints it: no rich import (a third of --help's start-up).
+    rich_markup_mode=None,
 )
-repo_app = typer.Typer(
-    help="Create, list and delete repositories.", no_args_is_help=True, cls=Group
-)
-branch_app = typer.Typer(
-    help="List, create, move and delete branches.", no_args_is_help=True, cls=Group
-)
-tag_app = typer.Typer(help="List, create and delete tags.", no_args_is_help=True, cls=Group)
+_GROUP: dict[str, Any] = {"no_args_is_help": True, "cls": Group, "rich_markup_mode": None}
+repo_app = typer.Typer(help="Create, list and delete repositories.", **_GROUP)
+branch_app = typer.Typer(help="List, create, move and delete branches.", **_GROUP)
+tag_app = typer.Typer(help="List, create and delete tags.", **_GROUP)
 app.add_typer(repo_app, name="repo")
 app.add_typer(branch_app, name="branch")
 app.add_typer(tag_app, name="tag")
@@ -113,7 +112,7 @@ def _root(
 
 @_command(app)
 def init(ctx: typer.Context) -> None:
-    """Create the database if it does not exist and upgrade its schema to this version."""
+    """Create the database if missing and upgrade its schema."""
     from govc_db.db.provision import ensure_database
 
     created = ensure_database(_url(ctx))
@@ -124,7 +123,7 @@ def init(ctx: typer.Context) -> None:
 
 @_command(app)
 def stats(ctx: typer.Context) -> None:
-    """Repositories, objects, stored bytes per table, settings and the server version."""
+    """Repositories, objects, bytes per table, settings, server version."""
     from govc_db.cli_stats import print_stats
 
     print_stats(_open(ctx))
@@ -132,7 +131,7 @@ def stats(ctx: typer.Context) -> None:
 
 @_command(app)
 def verify(ctx: typer.Context, repo: Repo) -> None:
-    """Check every object id, ref and the commit graph of a repository (fsck)."""
+    """Check every object, ref and the commit index (fsck)."""
     from govc_db.cli_stats import progress_bar
 
     repository = _open(ctx).repository(repo)
@@ -165,7 +164,7 @@ def demo(
     commits: Annotated[int, typer.Option(min=2, hidden=True)] = 200,
     files: Annotated[int, typer.Option(min=20, hidden=True)] = 500,
 ) -> None:
-    """Write a realistic history into a new repository 'demo', then tour it."""
+    """Write a demo history into a new repository and tour it."""
     from rich.console import Console
 
     from govc_db.demo import REPOSITORY, print_report, run_demo
@@ -268,7 +267,10 @@ def commit(
         ),
     ] = True,
 ) -> None:
-    """Commit files (with their exec bit; symlinks as links) and deletions to a branch."""
+    """Commit files and directories (or deletions) to a branch.
+
+    Files keep their exec bit; symlinks are stored as links.
+    """
     from govc_db.cli_files import directory_prefixes, vanished
 
     sig = parse_person(author)
@@ -322,7 +324,7 @@ def log(
     ] = None,
     oneline: Annotated[bool, typer.Option("--oneline", help="One line per commit.")] = False,
 ) -> None:
-    """Show the history reachable from a revision, newest first (as `git log`)."""
+    """Show the history of a revision, newest first, as `git log`."""
     entries = _open(ctx).repository(repo).log(rev, path=path, limit=max_count)
     for n, info in enumerate(entries):
         _print_commit(info, oneline=oneline, first=n == 0)
@@ -359,9 +361,9 @@ def ls(
     path: Annotated[str, typer.Argument(help="Directory or file (default: the root).")] = "",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="All files below.")] = False,
 ) -> None:
-    """List a directory at a revision as `git ls-tree` does: mode, type, id, path.
+    """List a directory (or one file) as `git ls-tree` does.
 
-    On a file, print that file's entry (as `git ls-tree REV FILE` does).
+    Mode, type, id and path per entry; on a file, that file's entry.
     """
     repository = _open(ctx).repository(repo)
     entries = _file_entry(repository, rev, path)
@@ -388,7 +390,7 @@ def _file_entry(repository: Repository, rev: str, path: str) -> list[TreeEntry] 
 
 @_command(app)
 def diff(ctx: typer.Context, repo: Repo, old: str, new: str) -> None:
-    """List the files that differ between two revisions (status and path)."""
+    """List the files that differ between two revisions."""
     _print_changes(_open(ctx).repository(repo).diff(old, new))
 
 
