@@ -69,7 +69,8 @@ def scan_tree(raw: bytes) -> Scanned | None:
         return None
     if not _MODES.issuperset(modes) or b"." in names or b".." in names:
         return None
-    if len(set(names)) != len(names):
+    entries = cast(Entries, dict(zip(names, zip(modes, oids, strict=True), strict=True)))
+    if len(entries) != len(names):
         return None  # a name twice (also a file and a directory of one name)
     # git order: a directory sorts as "name/".
     keys = (
@@ -79,7 +80,6 @@ def scan_tree(raw: bytes) -> Scanned | None:
     )
     if keys != sorted(keys):
         return None
-    entries = cast(Entries, dict(zip(names, zip(modes, oids, strict=True), strict=True)))
     return Scanned(entries, modes, oids)
 
 
