@@ -99,17 +99,13 @@ def directory_prefixes(paths: list[Path], root: Path) -> list[str]:
 
 
 def vanished(
-    tracked: Iterable[str],
-    prefixes: list[str],
-    on_disk: Mapping[str, object],
-    keep: Iterable[str] = (),
+    tracked: Iterable[str], prefixes: list[str], changes: Mapping[str, object]
 ) -> list[str]:
-    """Tracked paths under a directory argument that are no longer on disk."""
-    kept = set(keep)
-    gone = []
-    for path in tracked:
-        if path in on_disk or path in kept:
-            continue
-        if any(p == "" or path.startswith(p + "/") for p in prefixes):
-            gone.append(path)
-    return gone
+    """Tracked paths under a directory argument that the change set does not mention
+    (so they are no longer on disk, or were not asked to be written).
+    """
+    return [
+        path
+        for path in tracked
+        if path not in changes and any(p == "" or path.startswith(p + "/") for p in prefixes)
+    ]
