@@ -106,11 +106,19 @@ def url_of(ctx: typer.Context) -> str:
     return state.url
 
 
-def open_store(ctx: typer.Context, *, initialized: bool = True) -> Store:
-    """Open the store for this invocation; it is closed when the command ends."""
-    # One short-lived process: other processes' ref moves cannot reach a cache that
-    # dies with it, so no LISTEN connection (and no listener warnings) is needed.
-    settings = dataclasses.replace(govc_db.Settings.from_env(), notify_enabled=False)
+def open_store(
+    ctx: typer.Context, *, initialized: bool = True, long_running: bool = False
+) -> Store:
+    """Open the store for this invocation; it is closed when the command ends.
+
+    A one-shot command needs no LISTEN connection: other processes' ref moves cannot
+    reach a cache that dies with the process (and no listener warnings are printed).
+    A ``long_running`` command (a server) keeps the settings as the environment gives
+    them, cross-process cache invalidation included.
+    """
+    settings = govc_db.Settings.from_env()
+    if not long_running:
+        settings = dataclasses.replace(settings, notify_enabled=False)
     store = govc_db.open(url_of(ctx), settings)
     ctx.call_on_close(store.close)
     if initialized:

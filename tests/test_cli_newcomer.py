@@ -21,9 +21,12 @@ from pathlib import Path
 import pg
 import pytest
 import sqlalchemy as sa
+import typer
 from _export import export_repository, git
+from typer.testing import CliRunner
 
 import govc_db
+from govc_db.cli_base import State, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTHOR = "Ada Lovelace <ada@example.com>"
@@ -350,3 +353,18 @@ def test_readme_cli_default_url_matches_the_library() -> None:
 
     assert CLI_DEFAULT == DEFAULT_URL
     assert shutil.which("git") is not None
+
+
+def test_one_shot_commands_do_not_listen_but_a_server_may(sqlite_url: str) -> None:
+    seen: list[bool] = []
+    app = typer.Typer()
+
+    @app.command()
+    def probe(ctx: typer.Context, long_running: bool = False) -> None:
+        ctx.obj = State(url=sqlite_url)
+        seen.append(open_store(ctx, long_running=long_running).settings.notify_enabled)
+
+    runner = CliRunner()
+    assert runner.invoke(app, []).exit_code == 0
+    assert runner.invoke(app, ["--long-running"]).exit_code == 0
+    assert seen == [False, True]
