@@ -332,17 +332,21 @@ def run_demo(
     files: int = 500,
     console: Console | None = None,
     seed: int = 2023,
+    name: str = REPOSITORY,
+    replace: bool = False,
 ) -> DemoSummary:
-    """(Re)create repository ``demo`` in ``store`` and write the demo history into it.
+    """Create repository ``name`` in ``store`` and write the demo history into it.
 
     ``commits`` is the total number of commits (at least 2), ``files`` the size of the
-    tree (at least 20). The same arguments always produce the same ids.
+    tree (at least 20). The same arguments always produce the same ids. An existing
+    repository of that name is deleted first only with ``replace=True``; otherwise it is
+    ``AlreadyExists``.
     """
     if commits < 2 or files < 20:
         raise InvalidInput("the demo needs commits >= 2 and files >= 20")
-    if REPOSITORY in store.list_repositories():
-        store.delete_repository(REPOSITORY)
-    repo = store.create_repository(REPOSITORY, default_branch="main")
+    if replace and name in store.list_repositories():
+        store.delete_repository(name)
+    repo = store.create_repository(name, default_branch="main")
     rng = random.Random(seed)
     history = _History(repo, rng, commits, files)
     started = time.perf_counter()
@@ -372,15 +376,15 @@ def run_demo(
                 history.release()
             elif left >= 3 and rng.random() < 0.12:
                 features += 1
-                name = f"feature/{rng.choice(_WORDS)}-{features}"
-                history.fork(name, "main")
+                feature = f"feature/{rng.choice(_WORDS)}-{features}"
+                history.fork(feature, "main")
                 for _ in range(min(rng.randint(2, 5), left)):
-                    history.change(name)
+                    history.change(feature)
                 if rng.random() < 0.75:  # merged: main catches up, the branch may go
-                    history.fast_forward("main", name)
+                    history.fast_forward("main", feature)
                     if rng.random() < 0.6:
-                        repo.delete_branch(name)
-                        del history.trees[name]
+                        repo.delete_branch(feature)
+                        del history.trees[feature]
             else:
                 history.change("main")
             if history.count % 10 == 0 and history.trees["staging"] != history.trees["main"]:
@@ -391,7 +395,7 @@ def run_demo(
                 rollback_done = True
     elapsed = time.perf_counter() - started
     return DemoSummary(
-        repository=REPOSITORY,
+        repository=name,
         commits=history.count,
         main_commits=history.depth["main"],
         files=len(history.trees["main"]),

@@ -22,6 +22,7 @@ __all__ = [
     "MergeConflict",
     "NotFound",
     "Overloaded",
+    "NothingToCommit",
     "RateLimited",
     "RefConflict",
     "StoreUnavailable",
@@ -97,3 +98,7 @@ class Unauthenticated(GovcError):
 
 class Forbidden(GovcError):
     """The credentials presented do not allow this action (HTTP 403)."""
+
+
+class NothingToCommit(InvalidInput):
+    """A commit whose tree equals its parent's, without ``allow_empty=True``."""

@@ -4,6 +4,7 @@ the pipeline, and converts between hex ids at the API and raw ids inside.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import time
@@ -654,11 +655,14 @@ class Repository:
                 return candidate
         return "refs/heads/" + ref
 
-    def verify(self) -> VerifyReport:
-        """fsck: recompute every id and check refs, graph and commit index."""
+    def verify(self, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        """fsck: recompute every id and check refs, graph and commit index.
+
+        ``progress(done, total)`` is called as objects are checked.
+        """
         # An fsck checks what is stored, not what the query-result cache remembers.
         with uncached():
-            return self._run("verify", verify_unit)
+            return self._run("verify", functools.partial(verify_unit, progress=progress))
 
     # merging (issue 13) ---------------------------------------------------------------
     def merge(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from govc_db.core.diff import diff_trees
 from govc_db.core.indexing import index_commit
 from govc_db.core.trees import EMPTY_TREE, build_tree
-from govc_db.errors import GovcError, InvalidInput, NotFound, RefConflict
+from govc_db.errors import GovcError, InvalidInput, NotFound, NothingToCommit, RefConflict
 from govc_db.objects import Commit, ObjectId, Signature, hash_object
 from govc_db.objects.lenient import parse_lenient
 from govc_db.store.ports import Unit
@@ -104,8 +104,8 @@ def commit_changes(
         # behind, and no savepoint (two round trips) is needed.
         tree = build_tree(unit.objects, base_tree, changes)
         if not allow_empty and tree == (base_tree or EMPTY_TREE):
-            raise InvalidInput(
-                "nothing to commit: the tree equals the parent's (allow_empty=False)"
+            raise NothingToCommit(
+                "nothing to commit: the tree equals the parent's (pass allow_empty=True)"
             )
         commit = Commit(tree, (head,) if head else (), author, committer, message)
         raw = commit.serialize()

@@ -35,11 +35,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "CHANNEL",
@@ -263,6 +265,8 @@ class Listener:
         while not self._stop.is_set():
             conn: psycopg.Connection[Any] | None = None
             try:
+                import psycopg  # only a PostgreSQL store listens (SQLite never loads it)
+
                 conn = psycopg.connect(**self._kwargs, autocommit=True)
                 if self._stop.is_set():  # stopped while connecting
                     break
@@ -306,6 +310,8 @@ class Listener:
                     self._stats["notifications"] += 1
                     self._safe(functools.partial(self._on_payload, note.payload))
             if conn.broken or conn.closed:
+                import psycopg
+
                 raise psycopg.OperationalError("the listener connection was lost")
             ready, _, _ = select.select([sock, wake], [], [], self._idle_check)
             if wake in ready:

@@ -10,9 +10,9 @@ error it chains, so a failure inside a nested unit is still classified by the ou
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Callable
 
-import psycopg
 from sqlalchemy import exc as sa_exc
 
 from govc_db.db.errors import sqlstate
@@ -73,6 +73,11 @@ def is_disconnect(exc: BaseException) -> bool:
     orig = getattr(err, "orig", None)
     # psycopg raises its base OperationalError (no SQLSTATE) only on the client side of a
     # connection failure: refused, reset, closed by the server; ConnectionTimeout likewise.
+    # psycopg is imported only by a PostgreSQL engine: if it is not loaded, the error
+    # cannot be one of its (and SQLite-only processes never pay for importing it).
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return False
     return type(orig) is psycopg.OperationalError or isinstance(
         orig, psycopg.errors.ConnectionTimeout
     )
