@@ -151,7 +151,9 @@ def _commit_with_parents(
     base_tree = rows[parents[0]].tree if parents else None
     tree = build_tree(unit.objects, base_tree, changes)
     if not allow_empty and len(parents) < 2 and tree == (base_tree or EMPTY_TREE):
-        raise InvalidInput("nothing to commit: the tree equals the parent's (allow_empty=False)")
+        raise NothingToCommit(
+            "nothing to commit: the tree equals the parent's (pass allow_empty=True)"
+        )
     commit = Commit(tree, parents, author, committer, message)
     raw = commit.serialize()
     oid = hash_object(b"commit", raw)
