@@ -475,12 +475,11 @@ from govc_db.interop.cli import register as _register_interop  # noqa: E402
 
 _register_interop(app)
 
+from govc_db.http.cli import register as _register_http  # noqa: E402
+
+_register_http(app)
+
 
 def main() -> None:
     """Console-script entry point of ``govc-db``."""
     app()
-
-
-from govc_db.http.cli import register as _register_http  # noqa: E402
-
-_register_http(app)

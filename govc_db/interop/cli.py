@@ -12,11 +12,9 @@ __all__ = ["register"]
 
 def register(app: typer.Typer) -> None:
     """Add the ``import`` and ``export`` commands to the ``govc-db`` app."""
-    # govc_db.cli imports this module at its end: its helpers are read at call time.
-    from govc_db import cli
+    from govc_db.cli_base import command, open_store
 
-    @app.command("import")
-    @cli._user_errors
+    @command(app, "import")
     def import_command(
         ctx: typer.Context,
         name: str,
@@ -32,7 +30,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        store = cli._open(ctx)
+        store = open_store(ctx)
         console = Console(stderr=True)
         with Progress(
             TextColumn("{task.description}"),
@@ -56,15 +54,14 @@ def register(app: typer.Typer) -> None:
             f"updated {len(report.refs_updated)} refs of {name!r} in {report.seconds:.2f}s"
         )
 
-    @app.command("export")
-    @cli._user_errors
+    @command(app, "export")
     def export_command(
         ctx: typer.Context,
         name: str,
         path: Annotated[Path, typer.Argument(help="Where to write the bare git repository.")],
     ) -> None:
         """Write a repository as a bare git repository (one pack, every ref)."""
-        report = cli._open(ctx).repository(name).export_git(path)
+        report = open_store(ctx).repository(name).export_git(path)
         typer.echo(
             f"exported {report.objects} objects and {len(report.refs)} refs to {report.path}"
         )
