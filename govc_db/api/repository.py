@@ -35,12 +35,14 @@ from govc_db.objects import (
     parse_object,
 )
 from govc_db.objects.kinds import TreeItem
+from govc_db.storage.stream import prepared_changes
 from govc_db.store.cached_read import run_cached
 from govc_db.store.ports import Unit
 from govc_db.types import (
     Change,
     CommitInfo,
     File,
+    Readable,
     RefUpdate,
     RefUpdated,
     TreeEntry,
@@ -100,9 +102,12 @@ def _normalize_changes(changes: object) -> dict[str, File | None]:
             out[path] = value
         elif isinstance(value, bytes | bytearray | memoryview):
             out[path] = File(bytes(value))
+        elif callable(getattr(value, "read", None)):
+            out[path] = File(value)  # a readable stream: read when the commit runs
         else:
             raise InvalidInput(
-                f"content for {path!r} must be bytes, File or None, got {type(value).__name__}"
+                f"content for {path!r} must be bytes, a readable stream, File or None, "
+                f"got {type(value).__name__}"
             )
     check_path_set(p for p, v in out.items() if v is not None)
     return out
@@ -234,7 +239,7 @@ class Repository:
     def commit(
         self,
         branch: str,
-        changes: Mapping[str, bytes | File | None],
+        changes: Mapping[str, bytes | Readable | File | None],
         *,
         message: str,
         author: Signature,
@@ -244,11 +249,30 @@ class Repository:
     ) -> str:
         """Apply ``changes`` to ``branch`` atomically and return the new commit id."""
         check_short_ref_name(_str_arg(branch, "branch"), "branch")
-        normalized = _normalize_changes(changes)
+        checked = _normalize_changes(changes)
         msg = _message_bytes(message)
         author = _signature(author, "author")
         committer = author if committer is None else _signature(committer, "committer")
         expected = _oid_or_none(expected_head, "expected_head")
+        settings = self._store.settings
+        with prepared_changes(checked, settings.chunk_threshold) as normalized:
+            # A speculative unit may run twice: large content is read once, by a plain unit.
+            streams = any(f is not None and not isinstance(f.data, bytes) for f in normalized.values())
+            return self._commit(
+                branch, normalized, msg, author, committer, expected, bool(allow_empty), streams
+            )
+
+    def _commit(
+        self,
+        branch: str,
+        normalized: dict[str, File | None],
+        msg: bytes,
+        author: Signature,
+        committer: Signature,
+        expected: ObjectId | None,
+        allow_empty: bool,
+        streams: bool,
+    ) -> str:
         settings = self._store.settings
 
         def work(unit: Unit) -> str:
@@ -261,14 +285,19 @@ class Repository:
                 author=author,
                 committer=committer,
                 expected_head=expected,
-                allow_empty=bool(allow_empty),
+                allow_empty=allow_empty,
                 rebase_attempts=settings.commit_rebase_attempts,
             )
             self._publish(unit, "refs/heads/" + branch, result.old_head, result.oid)
             return result.oid.hex()
 
         return self._run(
-            "commit", work, write=True, speculative=True, branch=branch, paths=len(normalized)
+            "commit",
+            work,
+            write=True,
+            speculative=not streams,
+            branch=branch,
+            paths=len(normalized),
         )
 
     def changes(
@@ -295,7 +324,7 @@ class Repository:
         )
 
     # reading --------------------------------------------------------------------------
-    def _blob_at(self, unit: Unit, rev: object, path: object) -> bytes:
+    def _blob_at(self, unit: Unit, rev: object, path: object, stream: bool = False) -> Any:
         p = check_path(_str_arg(path, "path"))
         commit = self._resolve(unit, rev)
         tree = head_tree(unit, commit)
@@ -309,6 +338,9 @@ class Repository:
             raise InvalidInput(f"path {p!r} is a directory")
         if mode_type(item.mode) != "blob":
             raise InvalidInput(f"path {p!r} is a submodule")
+        opener = getattr(unit.objects, "open_blob", None) if stream else None
+        if opener is not None:
+            return opener(item.oid)
         return unit.objects.get(item.oid).data
 
     def read(self, rev: str, path: str) -> bytes:
@@ -322,16 +354,17 @@ class Repository:
         )
 
     def open(self, rev: str, path: str) -> BinaryIO:
-        """A binary file-like reader of the file at ``path`` in ``rev``."""
-        return io.BytesIO(
-            self._run(
-                "open",
-                lambda u: self._blob_at(u, rev, path),
-                fast=(rev, path),
-                rev=rev,
-                path=path,
-            )
+        """A binary file-like reader (``read(n)``, ``readinto``, ``seek``/``tell``,
+        iteration) of the file at ``path`` in ``rev``; a large (chunked) file is streamed,
+        a few chunks in memory at a time whatever its size."""
+        found: Any = self._run(
+            "open",
+            lambda u: self._blob_at(u, rev, path, stream=True),
+            fast=(rev, path),
+            rev=rev,
+            path=path,
         )
+        return io.BytesIO(found) if isinstance(found, bytes) else found  # type: ignore[no-any-return]
 
     def exists(self, rev: str, path: str) -> bool:
         """Whether ``path`` (file or directory) exists in ``rev``."""
@@ -653,8 +686,8 @@ class ChangeBuilder:
         self._changes: dict[str, File | None] = {}
         self.oid: str | None = None
 
-    def write(self, path: str, data: bytes, mode: int = 0o100644) -> None:
-        """Stage ``data`` at ``path`` with ``mode``."""
+    def write(self, path: str, data: bytes | Readable, mode: int = 0o100644) -> None:
+        """Stage ``data`` (bytes or a readable binary stream) at ``path`` with ``mode``."""
         self._changes[check_path(path)] = File(data, mode)
 
     def delete(self, path: str) -> None:

@@ -27,6 +27,7 @@ from govc_db.objects import check_repository_name, check_short_ref_name
 from govc_db.perf.manager import PerformanceManager, store_manager
 from govc_db.perf.report import render_report
 from govc_db.settings import Settings
+from govc_db.storage.chunks import ChunkStore
 from govc_db.store.codec import Codec
 from govc_db.store.sql import RepositoryRecord, SqlBackend
 from govc_db.types import RefUpdated
@@ -74,6 +75,12 @@ class Store:
             batch=BatchExecutor.from_settings(self.engine.dialect.name, settings),
         )
         self.backend.pipeline_enabled = settings.write_pipeline
+        txn = self.backend.txn
+        self.backend.large_blobs = ChunkStore.from_settings(
+            self.engine.dialect.name,
+            lambda fn: txn.run(fn, write=False, what="read chunks"),
+            settings,
+        )
         self._pipeline: Handler
         self._middleware: list[Middleware]
         self._pipeline, self._middleware = build_chain(default_stack(settings))

@@ -343,10 +343,18 @@ def build_tree(
     for path, parts, f in split:
         if f is None:
             continue
-        blob = Blob(f.data)
-        item = TreeItem(parts[-1], f.mode, blob.id)
-        if _write(objects, root, path, parts, item):
-            new_objects.append((b"blob", f.data))
+        if isinstance(f.data, bytes):
+            item = TreeItem(parts[-1], f.mode, Blob(f.data).id)
+            if _write(objects, root, path, parts, item):
+                new_objects.append((b"blob", f.data))
+            continue
+        # Large content as a stream: the store hashes, cuts and writes it in one pass
+        # (an ObjectStore that takes streams offers ``put_stream``).
+        put_stream = getattr(objects, "put_stream", None)
+        if put_stream is None:
+            raise GovcError("this object store cannot store content streams")
+        item = TreeItem(parts[-1], f.mode, put_stream(b"blob", f.data))
+        _write(objects, root, path, parts, item)
 
     built: dict[ObjectId, Tree] = {}
     oid = _serialize(root, new_objects, built)

@@ -10,13 +10,14 @@ allocation; it is stopped again when the last Store that started it closes.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["GcMonitor", "TracemallocProbe", "gc_monitor"]
+__all__ = ["BytesInFlight", "GcMonitor", "TracemallocProbe", "gc_monitor", "in_flight", "rss_stats"]
 
 
 class GcMonitor:
@@ -107,6 +108,55 @@ def gc_monitor() -> GcMonitor:
     """The process's GC monitor, installed on first use."""
     _GC_MONITOR.install()
     return _GC_MONITOR
+
+
+class BytesInFlight:
+    """Bytes of large content held by the process right now (chunk buffers being written
+    or read), and the most ever held: what a stream costs in memory, whatever its size."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.current = 0
+        self.peak = 0
+
+    def add(self, nbytes: int) -> None:
+        """Count ``nbytes`` more (negative: released)."""
+        if not nbytes:
+            return
+        with self._lock:
+            self.current += nbytes
+            if self.current > self.peak:
+                self.peak = self.current
+
+    def get_stats(self) -> dict[str, int]:
+        """Current and peak bytes."""
+        return {"bytes_in_flight": self.current, "peak_bytes_in_flight": self.peak}
+
+
+_IN_FLIGHT = BytesInFlight()
+
+
+def in_flight() -> BytesInFlight:
+    """The process's bytes-in-flight counter."""
+    return _IN_FLIGHT
+
+
+def rss_stats() -> dict[str, int | None]:
+    """Resident set size of the process now and at its peak, in bytes (None if unknown)."""
+    current: int | None = None
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    peak: int | None = None
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    except (ImportError, OSError):
+        pass
+    return {"rss_bytes": current, "peak_rss_bytes": peak}
 
 
 # tracemalloc is process-wide: count the Stores that asked for it, and stop it only if
