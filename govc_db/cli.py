@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -272,6 +273,10 @@ def repo_delete(
 # -- commit ---------------------------------------------------------------------------------
 
 
+#: Files from this size on are committed as streams, never read whole.
+_STREAM_MIN = 1024 * 1024
+
+
 def _file_at(path: str) -> File | None:
     """The File for a symlink or regular file; None for other kinds (fifo, socket ...)."""
     try:
@@ -279,10 +284,13 @@ def _file_at(path: str) -> File | None:
         if stat.S_ISLNK(st.st_mode):
             return File(os.fsencode(os.readlink(path)), MODE_LINK)
         if stat.S_ISREG(st.st_mode):
+            # Like git: only the owner's execute bit decides between 755 and 644.
+            mode = MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE
+            if st.st_size >= _STREAM_MIN:  # streamed by the commit (closed by `commit`)
+                return File(open(path, "rb"), mode)
             with open(path, "rb") as fh:
                 data = fh.read()
-            # Like git: only the owner's execute bit decides between 755 and 644.
-            return File(data, MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE)
+            return File(data, mode)
     except OSError as exc:
         raise InvalidInput(f"cannot read {path!r}: {exc.strerror or exc}") from None
     return None
@@ -381,15 +389,19 @@ def commit(
         changes[path] = None
     if not message.endswith("\n"):
         message += "\n"  # as `git commit` stores it
-    typer.echo(
-        repository.commit(
+    try:
+        oid = repository.commit(
             branch or repository.default_branch,
             changes,
             message=message,
             author=sig,
             allow_empty=allow_empty,
         )
-    )
+    finally:
+        for f in changes.values():
+            if f is not None and not isinstance(f.data, bytes):
+                getattr(f.data, "close", lambda: None)()
+    typer.echo(oid)
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -425,9 +437,9 @@ def show(ctx: typer.Context, repo: str, rev: Annotated[str, typer.Argument()] = 
 @_command(app)
 def cat(ctx: typer.Context, repo: str, rev: str, path: str) -> None:
     """Write a file's exact bytes at a revision to stdout."""
-    data = _open(ctx).repository(repo).read(rev, path)
     out = typer.get_binary_stream("stdout")
-    out.write(data)
+    with _open(ctx).repository(repo).open(rev, path) as f:
+        shutil.copyfileobj(f, out, 1024 * 1024)  # in pieces: large files are streamed
     out.flush()
 
 

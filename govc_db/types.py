@@ -48,9 +48,8 @@ class File:
             if callable(getattr(self.data, "read", None)):
                 pass
             else:
-                raise InvalidInput(
-                    f"file content must be bytes or a readable stream, got {type(self.data).__name__}"
-                )
+                kind = type(self.data).__name__
+                raise InvalidInput(f"file content must be bytes or a readable stream, got {kind}")
         elif not isinstance(self.data, bytes):
             object.__setattr__(self, "data", bytes(self.data))
         # 33188.0 == 0o100644 would pass the membership test and break serialization later.

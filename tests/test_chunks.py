@@ -85,7 +85,9 @@ SIZES = [0, 1, THRESHOLD - 1, THRESHOLD, THRESHOLD + 1, MAX_CHUNK - 1, MAX_CHUNK
 def test_round_trip_at_chunk_boundaries(small: Store, tmp_path: Path, size: int) -> None:
     repo = small.create_repository("r")
     data = data_of(size, seed=size)
-    repo.commit("main", {"stream.bin": io.BytesIO(data), "bytes.bin": data}, message="m\n", author=SIG)
+    repo.commit(
+        "main", {"stream.bin": io.BytesIO(data), "bytes.bin": data}, message="m\n", author=SIG
+    )
     expected = git_hash(tmp_path, data)
     entries = {e.path: e.oid for e in repo.walk("main")}
     assert entries == {"stream.bin": expected, "bytes.bin": expected}
@@ -123,7 +125,9 @@ def test_a_stream_failing_midway_leaves_nothing(small: Store) -> None:
     head = repo.commit("main", {"a.txt": b"a"}, message="m\n", author=SIG)
     data = data_of(100_000, seed=3)
     with pytest.raises(GovcError, match="connection reset"):
-        repo.commit("main", {"big.bin": OnlyRead(data, fail_after=60_000)}, message="m\n", author=SIG)
+        repo.commit(
+            "main", {"big.bin": OnlyRead(data, fail_after=60_000)}, message="m\n", author=SIG
+        )
 
     class Exploding(io.BytesIO):  # seekable: read inside the commit's transaction
         def readinto(self, buffer: Any) -> int:
@@ -161,7 +165,7 @@ def test_seek_tell_readinto_and_iteration_across_chunks(small: Store) -> None:
     f.seek(5000)
     f.seek(-1000, io.SEEK_CUR)
     buf = bytearray(7000)
-    n = f.readinto(buf)
+    n = f.readinto(buf)  # type: ignore[attr-defined]
     assert bytes(buf[:n]) == data[4000 : 4000 + n] and n > 0
     f.seek(30_000)
     assert list(f) == data[30_000:].splitlines(keepends=True)
@@ -188,7 +192,9 @@ def test_versions_share_their_chunks(small: Store) -> None:
     [change] = repo.diff("main~1", "main")
     assert change.status == "M"
     # The same content again stores nothing new.
-    repo.commit("main", {"copy.bin": io.BytesIO(edited)}, message="v3\n", author=SIG, allow_empty=True)
+    repo.commit(
+        "main", {"copy.bin": io.BytesIO(edited)}, message="v3\n", author=SIG, allow_empty=True
+    )
     assert chunk_count(small) - before_rows == added_rows
     assert repo.verify().ok
 
@@ -203,7 +209,11 @@ def test_verify_checks_chunked_blobs(small: Store) -> None:
     with small.engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE govc_chunks SET data = :d, encoding = 0 WHERE chunk_id = :c"),
-            {"d": b"\0" * rows(small, "SELECT size FROM govc_chunks WHERE chunk_id = :c", c=cid)[0][0], "c": cid},
+            {
+                "d": b"\0"
+                * rows(small, "SELECT size FROM govc_chunks WHERE chunk_id = :c", c=cid)[0][0],
+                "c": cid,
+            },
         )
     problems = repo.verify().problems
     assert any("does not hash to its id" in p for p in problems)
@@ -260,7 +270,9 @@ def test_streamed_commit_over_a_moved_branch_is_reapplied(small: Store) -> None:
     data = data_of(30_000, seed=19)
     # Strict compare-and-swap against an old head refuses without leaving chunks behind.
     with pytest.raises(govc_db.errors.RefConflict):
-        repo.commit("main", {"c.bin": io.BytesIO(data)}, message="m\n", author=SIG, expected_head=base)
+        repo.commit(
+            "main", {"c.bin": io.BytesIO(data)}, message="m\n", author=SIG, expected_head=base
+        )
     assert chunk_count(small) == 0
     repo.commit("main", {"c.bin": io.BytesIO(data)}, message="m\n", author=SIG)
     assert repo.read("main", "c.bin") == data

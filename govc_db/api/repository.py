@@ -257,7 +257,9 @@ class Repository:
         settings = self._store.settings
         with prepared_changes(checked, settings.chunk_threshold) as normalized:
             # A speculative unit may run twice: large content is read once, by a plain unit.
-            streams = any(f is not None and not isinstance(f.data, bytes) for f in normalized.values())
+            streams = any(
+                f is not None and not isinstance(f.data, bytes) for f in normalized.values()
+            )
             return self._commit(
                 branch, normalized, msg, author, committer, expected, bool(allow_empty), streams
             )
@@ -341,17 +343,19 @@ class Repository:
         opener = getattr(unit.objects, "open_blob", None) if stream else None
         if opener is not None:
             return opener(item.oid)
-        return unit.objects.get(item.oid).data
+        data: bytes = unit.objects.get(item.oid).data
+        return data
 
     def read(self, rev: str, path: str) -> bytes:
         """The content of the file at ``path`` in ``rev``."""
-        return self._run(
+        data: bytes = self._run(
             "read",
             lambda u: self._blob_at(u, rev, path),
             fast=(rev, path),
             rev=rev,
             path=path,
         )
+        return data
 
     def open(self, rev: str, path: str) -> BinaryIO:
         """A binary file-like reader (``read(n)``, ``readinto``, ``seek``/``tell``,
@@ -364,7 +368,8 @@ class Repository:
             rev=rev,
             path=path,
         )
-        return io.BytesIO(found) if isinstance(found, bytes) else found  # type: ignore[no-any-return]
+        reader: BinaryIO = io.BytesIO(found) if isinstance(found, bytes) else found
+        return reader
 
     def exists(self, rev: str, path: str) -> bool:
         """Whether ``path`` (file or directory) exists in ``rev``."""

@@ -114,6 +114,10 @@ class Store:
                 listener.stop()
             if self.backend.cache is not None:
                 self.backend.cache.close()
+            for mw in self._middleware:
+                closer = getattr(mw, "close", None)
+                if closer is not None:
+                    closer()
             self.perf.close()
             self.engine.dispose()
 

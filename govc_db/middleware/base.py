@@ -71,6 +71,12 @@ def default_stack(settings: Settings) -> list[MiddlewareSpec]:
     stack: list[MiddlewareSpec] = []
     if settings.metrics_enabled:
         stack.append(MiddlewareSpec(MetricsMiddleware))
+    if settings.memory_optimizer:
+        from govc_db.middleware.memory import MemoryMiddleware
+
+        stack.append(
+            MiddlewareSpec(MemoryMiddleware, {"gc_threshold": settings.memory_gc_threshold})
+        )
     return stack
 
 

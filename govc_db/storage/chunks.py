@@ -35,6 +35,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, Protocol
 
 import zstandard
@@ -311,7 +312,9 @@ class ChunkStore:
         self.stats.count(blobs_written=1, bytes_written=size, chunks_seen=chunks)
         return ObjectId(h.digest()), size, bytes(manifest)
 
-    def _flush(self, conn: Connection, repo_id: int, pending: Sequence[tuple[bytes, bytes]]) -> None:
+    def _flush(
+        self, conn: Connection, repo_id: int, pending: Sequence[tuple[bytes, bytes]]
+    ) -> None:
         """Store the chunks of ``pending`` this repository does not have yet."""
         if not pending:
             return
@@ -361,7 +364,7 @@ class ChunkStore:
             part = ids[first : first + self.window]
             if conn is None:
                 got: dict[bytes, bytes] = self._run_read(
-                    lambda c, part=part: self.fetch(c, repo_id, part)
+                    partial(self.fetch, repo_id=repo_id, ids=part)
                 )
             else:
                 got = self.fetch(conn, repo_id, part)
@@ -384,7 +387,9 @@ class ChunkStore:
         self.stats.count(blobs_opened=1)
         return open_chunked(self, repo_id, Manifest.parse(stored, size))
 
-    def check(self, conn: Connection, repo_id: int, oid: bytes, stored: bytes, size: int) -> list[str]:
+    def check(
+        self, conn: Connection, repo_id: int, oid: bytes, stored: bytes, size: int
+    ) -> list[str]:
         """Problems of one chunked blob for ``verify()``: every chunk present and hashing to
         its id, and the whole stream hashing to the blob's git id."""
         name = f"blob {oid.hex()}"
@@ -421,6 +426,4 @@ def unreferenced_chunks(conn: Connection, repo_id: int) -> set[bytes]:
         raw = bytes(data)
         for cid, _ in _ENTRY.iter_unpack(memoryview(raw)[len(_MAGIC) :]):
             referenced.add(cid)
-    return {
-        bytes(r[0]) for r in conn.execute(S_ALL_CHUNK_IDS, {"repo_id": repo_id})
-    } - referenced
+    return {bytes(r[0]) for r in conn.execute(S_ALL_CHUNK_IDS, {"repo_id": repo_id})} - referenced

@@ -346,6 +346,7 @@ class SqlObjects:
         number = TYPE_NUMBERS.get(type_name)
         if number is None:
             raise GovcError(f"unknown object type {type_name!r}")
+        oid: ObjectId
         oid, size, manifest = large.put_stream(self._u.conn, self._u.repo_id, type_name, source)
         row = {
             "repo_id": self._u.repo_id,
