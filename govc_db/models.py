@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     DateTime,
     ForeignKey,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    event,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -199,3 +201,14 @@ class ChunkRow(Base):
     size: Mapped[int] = mapped_column(Integer)
     encoding: Mapped[int] = mapped_column(SmallInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# Chunks are stored compressed by zstd, or raw when that did not pay: PostgreSQL's own
+# TOAST compression (pglz) would only spend time failing again (migration 0002 does this).
+event.listen(
+    ChunkRow.__table__,
+    "after_create",
+    DDL("ALTER TABLE govc_chunks ALTER COLUMN data SET STORAGE EXTERNAL").execute_if(  # type: ignore[no-untyped-call]
+        dialect="postgresql"
+    ),
+)

@@ -75,12 +75,7 @@ class Store:
             batch=BatchExecutor.from_settings(self.engine.dialect.name, settings),
         )
         self.backend.pipeline_enabled = settings.write_pipeline
-        txn = self.backend.txn
-        self.backend.large_blobs = ChunkStore.from_settings(
-            self.engine.dialect.name,
-            lambda fn: txn.run(fn, write=False, what="read chunks"),
-            settings,
-        )
+        self.backend.large_blobs = ChunkStore.from_settings(self.engine, settings)
         self._pipeline: Handler
         self._middleware: list[Middleware]
         self._pipeline, self._middleware = build_chain(default_stack(settings))
@@ -114,6 +109,7 @@ class Store:
                 listener.stop()
             if self.backend.cache is not None:
                 self.backend.cache.close()
+            self.backend.large_blobs.close()
             for mw in self._middleware:
                 closer = getattr(mw, "close", None)
                 if closer is not None:

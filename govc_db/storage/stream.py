@@ -25,6 +25,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -186,6 +187,7 @@ class ChunkedReader(io.RawIOBase):
         self._first = 0  # chunk index of _window[0]
         self._window: list[bytes] = []
         self._held = 0
+        self._ahead: tuple[int, Future[list[bytes]]] | None = None
 
     # io.RawIOBase ----------------------------------------------------------------------
     def readable(self) -> bool:
@@ -229,7 +231,7 @@ class ChunkedReader(io.RawIOBase):
         data = self._chunk(index)
         inner = pos - m.offsets[index]
         n = min(len(view), len(data) - inner)
-        view[:n] = data[inner : inner + n]
+        view[:n] = memoryview(data)[inner : inner + n]  # one copy, not two
         self._pos = pos + n
         return n
 
@@ -262,16 +264,32 @@ class ChunkedReader(io.RawIOBase):
         first = self._first
         if not (first <= index < first + len(self._window)):
             self._release()
-            _, window = next(self._store.windows(None, self._repo_id, self._m, index))
+            ahead = self._ahead
+            self._ahead = None
+            if ahead is not None and ahead[0] == index:
+                window = ahead[1].result()  # read while the previous window was consumed
+            else:
+                if ahead is not None:
+                    ahead[1].cancel()
+                window = self._store.window_at(self._repo_id, self._m, index)
             self._first, self._window = index, window
             self._held = sum(len(w) for w in window)
             in_flight().add(self._held)
+            after = index + len(window)
+            if after < len(self._m.ids):  # sequential reading: fetch the next one now
+                future = self._store.prefetcher().submit(
+                    self._store.window_at, self._repo_id, self._m, after
+                )
+                self._ahead = (after, future)
         return self._window[index - self._first]
 
     def _release(self) -> None:
         in_flight().add(-self._held)
         self._held = 0
         self._window = []
+        if self.closed and self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead = None
 
 
 def open_chunked(store: ChunkStore, repo_id: int, manifest: Manifest) -> BinaryIO:

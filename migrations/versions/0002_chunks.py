@@ -39,6 +39,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("repo_id", "chunk_id", name=op.f("pk_govc_chunks")),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        # Chunks arrive compressed (or incompressible): no second compression attempt.
+        op.execute("ALTER TABLE govc_chunks ALTER COLUMN data SET STORAGE EXTERNAL")
 
 
 def downgrade() -> None:
