@@ -4,12 +4,14 @@ the pipeline, and converts between hex ids at the API and raw ids inside.
 
 from __future__ import annotations
 
+import functools
 import io
+import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 from govc_db.core import history
 from govc_db.core.commit import commit_changes, head_tree
@@ -37,7 +39,7 @@ from govc_db.objects import (
 from govc_db.objects.kinds import TreeItem
 from govc_db.storage.stream import prepared_changes
 from govc_db.store.cached_read import run_cached
-from govc_db.store.ports import Unit
+from govc_db.store.ports import CommitIndexStore, Unit
 from govc_db.types import (
     Change,
     CommitInfo,
@@ -434,22 +436,37 @@ class Repository:
         ):
             raise InvalidInput("limit must be a non-negative int or None")
 
-        def work(unit: Unit) -> list[CommitInfo]:
-            start = self._resolve(unit, rev)
-            oids = list(history.log(unit.index, start, p, limit))
-            out: list[CommitInfo] = []
-            for i in range(0, len(oids), 500):
-                chunk = oids[i : i + 500]
-                objs = unit.objects.get_many(chunk)
-                for oid in chunk:
-                    if oid not in objs:
-                        raise NotFound(f"commit {oid.hex()} is missing")
-                    obj = parse_object(*objs[oid])
-                    assert isinstance(obj, Commit)
-                    out.append(_commit_info(oid, obj))
-            return out
+        # The walk streams: its first page is computed in one unit (a log with a small
+        # limit costs what it always did); later pages, and the index rows the walk still
+        # needs, are read in short units of their own -- commits and index rows never
+        # change -- so memory holds one page of CommitInfo, never the whole history.
+        relay = _IndexRelay()
 
-        return iter(self._run("log", work, rev=rev, path=path, limit=limit))
+        def first(unit: Unit) -> tuple[Iterator[ObjectId], list[CommitInfo]]:
+            relay.target = unit.index
+            index = cast(CommitIndexStore, relay)
+            walk = history.log(index, self._resolve(unit, rev), p, limit)
+            return walk, self._commit_infos(unit, list(itertools.islice(walk, LOG_PAGE)))
+
+        walk, infos = self._run("log", first, rev=rev, path=path, limit=limit)
+        relay.target = _PagedIndex(self)
+        return self._log_pages(walk, infos)
+
+    def _log_pages(self, walk: Iterator[ObjectId], infos: list[CommitInfo]) -> Iterator[CommitInfo]:
+        yield from infos
+        while page := list(itertools.islice(walk, LOG_PAGE)):
+            yield from self._run("log", functools.partial(self._commit_infos, oids=page))
+
+    def _commit_infos(self, unit: Unit, oids: list[ObjectId]) -> list[CommitInfo]:
+        objs = unit.objects.get_many(oids)
+        out: list[CommitInfo] = []
+        for oid in oids:
+            if oid not in objs:
+                raise NotFound(f"commit {oid.hex()} is missing")
+            obj = parse_object(*objs[oid])
+            assert isinstance(obj, Commit)
+            out.append(_commit_info(oid, obj))
+        return out
 
     def diff(self, old_rev: str, new_rev: str) -> list[Change]:
         """Changed files between two revisions (``git diff-tree -r --no-renames``)."""
@@ -679,6 +696,43 @@ def _check_ref_dir_clash(unit: Unit, ref: str) -> None:
             raise AlreadyExists(f"cannot create {ref!r}: {'/'.join(parts[:i])!r} exists")
     if unit.refs.list_refs(ref + "/"):
         raise AlreadyExists(f"cannot create {ref!r}: refs exist below it")
+
+
+#: Commits per page of a streamed log.
+LOG_PAGE = 2000
+
+
+class _IndexRelay:
+    """The commit index a streamed log walks: the first unit's, then :class:`_PagedIndex`."""
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["target"], name)
+
+
+class _PagedIndex:
+    """Commit-index reads, each in a short read unit of its own (rows never change)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+
+    def _read(self, fn: Callable[[Any], T]) -> T:
+        return self._repo._run("log", lambda u: fn(u.index))
+
+    def get_many(self, oids: Any) -> Any:
+        ids = list(oids)
+        return self._read(lambda i: i.get_many(ids))
+
+    def ancestry(self, oids: Any, min_generation: int = 0) -> Any:
+        return self._read(lambda i: i.ancestry(list(oids), min_generation))
+
+    def window(self, lo: int, hi: int) -> Any:
+        return self._read(lambda i: i.window(lo, hi))
+
+    def touching(self, path: str) -> Any:
+        return self._read(lambda i: i.touching(path))
 
 
 class ChangeBuilder:
