@@ -289,3 +289,23 @@ def test_a_file_that_changes_size_while_read_is_refused(small: Store, tmp_path: 
         with pytest.raises(GovcError, match="announced"):
             repo.commit("main", {"g": File(source)}, message="m\n", author=SIG)
     assert chunk_count(small) == 0
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("chunk_threshold", 0),
+        ("chunk_avg_size", 512),
+        ("chunk_avg_size", 8 * 1024 * 1024),
+        ("chunk_compression_level", 20),
+        ("chunk_read_window", 0),
+        ("memory_gc_threshold", 10),
+    ],
+)
+def test_chunk_and_memory_settings_are_validated(field: str, value: int) -> None:
+    with pytest.raises(govc_db.errors.InvalidInput, match=field):
+        Settings(**{field: value})
+    valid = {"chunk_threshold": None, "chunk_compression_level": 5, "chunk_read_window": 8}
+    good = valid.get(field, 4096)
+    env = {"GOVC_DB_" + field.upper(): "none" if good is None else str(good)}
+    assert getattr(Settings.from_env(env), field) == good
