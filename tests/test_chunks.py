@@ -304,7 +304,7 @@ def test_a_file_that_changes_size_while_read_is_refused(small: Store, tmp_path: 
 )
 def test_chunk_and_memory_settings_are_validated(field: str, value: int) -> None:
     with pytest.raises(govc_db.errors.InvalidInput, match=field):
-        Settings(**{field: value})
+        Settings().replace(**{field: value})
     valid = {"chunk_threshold": None, "chunk_compression_level": 5, "chunk_read_window": 8}
     good = valid.get(field, 4096)
     env = {"GOVC_DB_" + field.upper(): "none" if good is None else str(good)}
