@@ -17,7 +17,7 @@ from govc_db.core import history
 from govc_db.core.commit import commit_changes, head_tree
 from govc_db.core.diff import diff_trees
 from govc_db.core.revisions import resolve_commit, resolve_object
-from govc_db.core.trees import find_entry, list_tree, walk_files
+from govc_db.core.trees import find_entry, iter_files, list_tree
 from govc_db.core.verify import verify as verify_unit
 from govc_db.db.cache import uncached, uncached_active
 from govc_db.db.cache_ports import ReadMemo, read_cached
@@ -39,7 +39,7 @@ from govc_db.objects import (
 from govc_db.objects.kinds import TreeItem
 from govc_db.storage.stream import prepared_changes
 from govc_db.store.cached_read import run_cached
-from govc_db.store.ports import CommitIndexStore, Unit
+from govc_db.store.ports import CommitIndexStore, ObjectStore, Unit
 from govc_db.types import (
     Change,
     CommitInfo,
@@ -397,11 +397,19 @@ class Repository:
         """Every file below ``path`` recursively, sorted by path."""
         p = "" if path == "" else check_path(_str_arg(path, "path"))
 
-        def work(unit: Unit) -> list[TreeEntry]:
-            root = head_tree(unit, self._resolve(unit, rev))
-            return [_entry(full, item) for full, item in walk_files(unit.objects, root, p)]
+        # Streamed like log: the first page in one unit, the rest of the tree read by
+        # short units (trees never change) as the caller iterates.
+        relay = _Relay()
 
-        return iter(self._run("walk", work, rev=rev, path=path))
+        def first(unit: Unit) -> tuple[Iterator[tuple[str, TreeItem]], list[TreeEntry]]:
+            relay.target = unit.objects
+            root = head_tree(unit, self._resolve(unit, rev))
+            files = iter_files(cast(ObjectStore, relay), root, p)
+            return files, [_entry(full, item) for full, item in itertools.islice(files, PAGE)]
+
+        files, entries = self._run("walk", first, rev=rev, path=path)
+        relay.target = _PagedObjects(self)
+        return itertools.chain(entries, (_entry(full, item) for full, item in files))
 
     def resolve(self, rev: str) -> str:
         """The commit id ``rev`` names (annotated tags peeled)."""
@@ -440,13 +448,13 @@ class Repository:
         # limit costs what it always did); later pages, and the index rows the walk still
         # needs, are read in short units of their own -- commits and index rows never
         # change -- so memory holds one page of CommitInfo, never the whole history.
-        relay = _IndexRelay()
+        relay = _Relay()
 
         def first(unit: Unit) -> tuple[Iterator[ObjectId], list[CommitInfo]]:
             relay.target = unit.index
             index = cast(CommitIndexStore, relay)
             walk = history.log(index, self._resolve(unit, rev), p, limit)
-            return walk, self._commit_infos(unit, list(itertools.islice(walk, LOG_PAGE)))
+            return walk, self._commit_infos(unit, list(itertools.islice(walk, PAGE)))
 
         walk, infos = self._run("log", first, rev=rev, path=path, limit=limit)
         relay.target = _PagedIndex(self)
@@ -454,7 +462,7 @@ class Repository:
 
     def _log_pages(self, walk: Iterator[ObjectId], infos: list[CommitInfo]) -> Iterator[CommitInfo]:
         yield from infos
-        while page := list(itertools.islice(walk, LOG_PAGE)):
+        while page := list(itertools.islice(walk, PAGE)):
             yield from self._run("log", functools.partial(self._commit_infos, oids=page))
 
     def _commit_infos(self, unit: Unit, oids: list[ObjectId]) -> list[CommitInfo]:
@@ -698,12 +706,12 @@ def _check_ref_dir_clash(unit: Unit, ref: str) -> None:
         raise AlreadyExists(f"cannot create {ref!r}: refs exist below it")
 
 
-#: Commits per page of a streamed log.
-LOG_PAGE = 2000
+#: Commits (files) per page of a streamed log (walk).
+PAGE = 2000
 
 
-class _IndexRelay:
-    """The commit index a streamed log walks: the first unit's, then :class:`_PagedIndex`."""
+class _Relay:
+    """The port a streamed log or walk reads: the first unit's, then a paged one."""
 
     def __init__(self) -> None:
         self.target: Any = None
@@ -733,6 +741,17 @@ class _PagedIndex:
 
     def touching(self, path: str) -> Any:
         return self._read(lambda i: i.touching(path))
+
+
+class _PagedObjects:
+    """Object reads (trees, for a streamed walk), each in a short read unit of its own."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+
+    def get_many(self, oids: Any) -> Any:
+        ids = list(oids)
+        return self._repo._run("walk", lambda u: u.objects.get_many(ids))
 
 
 class ChangeBuilder:

@@ -24,6 +24,7 @@ __all__ = [
     "decode_path",
     "encode_path",
     "find_entry",
+    "iter_files",
     "list_tree",
     "load_tree",
     "load_trees",
@@ -159,6 +160,48 @@ def walk_files(
             return iter([(path, item)])
         start = item.oid
     return iter(_walk(objects, start, encode_path(path + "/") if path else b""))
+
+
+def iter_files(
+    objects: ObjectStore, root: ObjectId, path: str = ""
+) -> Iterator[tuple[str, TreeItem]]:
+    """What :func:`walk_files` yields, in the same order, streamed: depth first, which in
+    git's tree order (a directory sorts as ``name/``) is exactly full-path byte order. A
+    directory's subtrees are read together with one ``get_many`` when it is entered, so
+    memory holds the directories on the current path and their subtrees, never the whole
+    listing. ``NotFound`` for a missing ``path`` is raised at the call."""
+    start = root
+    if path:
+        item = find_entry(objects, root, path)
+        if item is None:
+            raise NotFound(f"path {path!r} not found")
+        if item.mode != MODE_DIR:
+            return iter([(path, item)])
+        start = item.oid
+    return _depth_first(objects, start, encode_path(path + "/") if path else b"")
+
+
+def _depth_first(
+    objects: ObjectStore, root: ObjectId, prefix: bytes
+) -> Iterator[tuple[str, TreeItem]]:
+    def enter(tree: Tree) -> dict[ObjectId, Tree]:
+        return load_trees(objects, [i.oid for i in tree.items if i.mode == MODE_DIR])
+
+    top = load_tree(objects, root)
+    stack = [(prefix, iter(top.items), enter(top))]
+    while stack:
+        base, items, subtrees = stack[-1]
+        for item in items:
+            full = base + item.name
+            if item.mode == MODE_DIR:
+                sub = subtrees.pop(item.oid, None)
+                if sub is None:  # the same subtree twice in one directory
+                    sub = load_tree(objects, item.oid)
+                stack.append((full + b"/", iter(sub.items), enter(sub)))
+                break
+            yield decode_path(full), item
+        else:
+            stack.pop()
 
 
 def _walk(objects: ObjectStore, root: ObjectId, prefix: bytes) -> list[tuple[str, TreeItem]]:
