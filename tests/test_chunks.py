@@ -309,3 +309,17 @@ def test_chunk_and_memory_settings_are_validated(field: str, value: int) -> None
     good = valid.get(field, 4096)
     env = {"GOVC_DB_" + field.upper(): "none" if good is None else str(good)}
     assert getattr(Settings.from_env(env), field) == good
+
+
+def test_a_large_file_written_in_a_transaction_is_readable_in_it(small: Store) -> None:
+    repo = small.create_repository("r")
+    data = data_of(50_000, seed=23)
+    with small.transaction():
+        repo.commit("main", {"big": io.BytesIO(data)}, message="m\n", author=SIG)
+        with repo.open("main", "big") as f:
+            f.seek(20_000)
+            assert f.read() == data[20_000:]
+        reader = repo.open("main", "big")
+        reader.read(10)
+    assert reader.read() == data[10:]  # after the commit: read outside it
+    assert repo.read("main", "big") == data

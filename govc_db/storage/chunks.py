@@ -463,10 +463,16 @@ class ChunkStore:
                 got = self.fetch(conn, repo_id, part)
             yield first, [got[cid] for cid in part]
 
-    def window_at(self, repo_id: int, manifest: Manifest, start: int) -> list[bytes]:
-        """The window of chunks from index ``start``, read outside any transaction."""
+    def window_at(
+        self, repo_id: int, manifest: Manifest, start: int, conn: Connection | None = None
+    ) -> list[bytes]:
+        """The window of chunks from index ``start``: in ``conn``'s transaction while it is
+        open, else outside any transaction."""
         part = manifest.ids[start : start + self.window]
-        got = self._fetch_pooled(repo_id, part)
+        if conn is not None and not conn.closed and conn.in_transaction():
+            got = self.fetch(conn, repo_id, part)
+        else:
+            got = self._fetch_pooled(repo_id, part)
         return [got[cid] for cid in part]
 
     def prefetcher(self) -> ThreadPoolExecutor:
@@ -493,13 +499,14 @@ class ChunkStore:
         self.stats.count(whole_reads=1)
         return b"".join(parts)
 
-    def open(self, repo_id: int, stored: bytes, size: int) -> Any:
+    def open(self, repo_id: int, stored: bytes, size: int, conn: Connection | None = None) -> Any:
         """A buffered, seekable reader of a chunked blob that fetches its windows on
-        demand (see :mod:`govc_db.storage.stream`)."""
+        demand (see :mod:`govc_db.storage.stream`); ``conn``: an open transaction to read
+        in while it lasts (its own uncommitted chunks)."""
         from govc_db.storage.stream import open_chunked
 
         self.stats.count(blobs_opened=1)
-        return open_chunked(self, repo_id, Manifest.parse(stored, size))
+        return open_chunked(self, repo_id, Manifest.parse(stored, size), conn)
 
     def check(
         self, conn: Connection, repo_id: int, oid: bytes, stored: bytes, size: int

@@ -34,6 +34,8 @@ from govc_db.perf.memory import in_flight
 from govc_db.types import File
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from govc_db.storage.chunks import ChunkStore, Manifest
 
 __all__ = ["ChunkedReader", "StreamSource", "open_chunked", "prepared_changes"]
@@ -178,8 +180,11 @@ def prepared_changes(
 class ChunkedReader(io.RawIOBase):
     """A seekable raw reader of one chunked blob (see the module docstring)."""
 
-    def __init__(self, store: ChunkStore, repo_id: int, manifest: Manifest) -> None:
+    def __init__(
+        self, store: ChunkStore, repo_id: int, manifest: Manifest, conn: Connection | None = None
+    ) -> None:
         super().__init__()
+        self._conn = conn  # a transaction to read in while it is open (no read-ahead then)
         self._store = store
         self._repo_id = repo_id
         self._m = manifest
@@ -271,12 +276,12 @@ class ChunkedReader(io.RawIOBase):
             else:
                 if ahead is not None:
                     ahead[1].cancel()
-                window = self._store.window_at(self._repo_id, self._m, index)
+                window = self._store.window_at(self._repo_id, self._m, index, self._conn)
             self._first, self._window = index, window
             self._held = sum(len(w) for w in window)
             in_flight().add(self._held)
             after = index + len(window)
-            if after < len(self._m.ids):  # sequential reading: fetch the next one now
+            if after < len(self._m.ids) and self._conn is None:  # read the next one ahead
                 future = self._store.prefetcher().submit(
                     self._store.window_at, self._repo_id, self._m, after
                 )
@@ -292,9 +297,11 @@ class ChunkedReader(io.RawIOBase):
             self._ahead = None
 
 
-def open_chunked(store: ChunkStore, repo_id: int, manifest: Manifest) -> BinaryIO:
+def open_chunked(
+    store: ChunkStore, repo_id: int, manifest: Manifest, conn: Connection | None = None
+) -> BinaryIO:
     """A buffered reader over :class:`ChunkedReader`."""
-    raw = ChunkedReader(store, repo_id, manifest)
+    raw = ChunkedReader(store, repo_id, manifest, conn)
     size = min(max(store.avg_size, 64 * 1024), 1 << 20)
     reader: Any = io.BufferedReader(raw, buffer_size=size)
     return reader  # type: ignore[no-any-return]

@@ -368,7 +368,10 @@ class SqlObjects:
         if large is not None and not self._batch.get(oid):
             row = self._u.execute(S_OBJ_GET_ONE, {"oid": oid}).first()
             if row is not None and row.encoding == large.encoding:
-                return large.open(self._u.repo_id, bytes(row.data), row.size)
+                # Inside store.transaction() the blob may be this transaction's own write:
+                # read on its connection while it is open.
+                own = self._u.conn if self._u._backend.txn.current() is not None else None
+                return large.open(self._u.repo_id, bytes(row.data), row.size, own)
         return io.BytesIO(self.get(oid).data)
 
     def chunked(self) -> tuple[Any, set[ObjectId]]:
