@@ -243,6 +243,7 @@ def _gc_notes(stats: dict[str, Any]) -> dict[str, Any]:
         "pauses": stats.get("pauses"),
         "total_pause_ms": stats.get("total_pause_ms"),
         "max_pause_ms_by_generation": stats.get("max_pause_ms_by_generation"),
+        "max_pause_cpu_ms": stats.get("max_pause_cpu_ms"),
         "collections_by_generation": stats.get("collections"),
     }
 

@@ -38,6 +38,9 @@ def test_the_optimizer_freezes_tunes_and_reports(db_url: str, restore_gc: None) 
         assert memory["rss_bytes"] > 10 * 1024 * 1024
         assert memory["peak_rss_bytes"] >= memory["rss_bytes"] // 2
         assert len(memory["gc"]["max_pause_ms_by_generation"]) == 3
+        gc.collect(0)
+        cpu = st.metrics()["memory"]["gc"]
+        assert cpu["max_pause_cpu_ms"] >= 0 and len(cpu["max_pause_cpu_ms_by_generation"]) == 3
         with govc_db.open(db_url, settings=Settings(memory_gc_threshold=700)) as second:
             # The collector is process-wide: the first Store's tuning stands.
             assert gc.get_threshold()[0] == 5000

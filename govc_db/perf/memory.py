@@ -28,8 +28,19 @@ class GcMonitor:
     are never interleaved with another's, and readers only read plain numbers.
     """
 
-    def __init__(self, *, timer: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        *,
+        timer: Callable[[], float] = time.perf_counter,
+        cpu_timer: Callable[[], float] = time.thread_time,
+    ) -> None:
         self._timer = timer
+        # The collecting thread's CPU time as well: on a loaded machine a wall-clock pause
+        # also holds time the process spent descheduled, which the collector did not cause.
+        self._cpu_timer = cpu_timer
+        self._cpu_start = 0.0
+        self.max_cpu_pause = 0.0
+        self.max_cpu_by_generation = [0.0, 0.0, 0.0]
         self._install_lock = threading.Lock()
         self._installed = False
         self._start: float | None = None
@@ -63,11 +74,13 @@ class GcMonitor:
         """The gc.callbacks hook: time from "start" to "stop" of each collection."""
         if phase == "start":
             self._start = self._timer()
+            self._cpu_start = self._cpu_timer()
             return
         start, self._start = self._start, None
         if start is None:  # installed while a collection was running
             return
         pause = self._timer() - start
+        cpu = self._cpu_timer() - self._cpu_start
         self.pauses += 1
         self.total_pause += pause
         self.last_pause = pause
@@ -78,6 +91,12 @@ class GcMonitor:
             pause > self.max_by_generation[generation]
         ):
             self.max_by_generation[generation] = pause
+        if cpu > self.max_cpu_pause:
+            self.max_cpu_pause = cpu
+        if 0 <= generation < len(self.max_cpu_by_generation) and (
+            cpu > self.max_cpu_by_generation[generation]
+        ):
+            self.max_cpu_by_generation[generation] = cpu
 
     def get_stats(self) -> dict[str, Any]:
         """Collections per generation (``gc.get_stats``) and pause times in milliseconds.
@@ -96,6 +115,8 @@ class GcMonitor:
             "pauses": self.pauses,
             "max_pause_ms": self.max_pause * 1000,
             "max_pause_ms_by_generation": [p * 1000 for p in self.max_by_generation],
+            "max_pause_cpu_ms": self.max_cpu_pause * 1000,
+            "max_pause_cpu_ms_by_generation": [p * 1000 for p in self.max_cpu_by_generation],
             "total_pause_ms": self.total_pause * 1000,
             "last_pause_ms": self.last_pause * 1000,
         }
