@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
+from govc_db.api.paging import PAGE, PagedIndex, PagedObjects, Relay
 from govc_db.core import history
 from govc_db.core.commit import commit_changes, head_tree
 from govc_db.core.diff import diff_trees
@@ -399,7 +400,7 @@ class Repository:
 
         # Streamed like log: the first page in one unit, the rest of the tree read by
         # short units (trees never change) as the caller iterates.
-        relay = _Relay()
+        relay = Relay()
 
         def first(unit: Unit) -> tuple[Iterator[tuple[str, TreeItem]], list[TreeEntry]]:
             relay.target = unit.objects
@@ -408,7 +409,7 @@ class Repository:
             return files, [_entry(full, item) for full, item in itertools.islice(files, PAGE)]
 
         files, entries = self._run("walk", first, rev=rev, path=path)
-        relay.target = _PagedObjects(self)
+        relay.target = PagedObjects(self)
         return itertools.chain(entries, (_entry(full, item) for full, item in files))
 
     def resolve(self, rev: str) -> str:
@@ -448,7 +449,7 @@ class Repository:
         # limit costs what it always did); later pages, and the index rows the walk still
         # needs, are read in short units of their own -- commits and index rows never
         # change -- so memory holds one page of CommitInfo, never the whole history.
-        relay = _Relay()
+        relay = Relay()
 
         def first(unit: Unit) -> tuple[Iterator[ObjectId], list[CommitInfo]]:
             relay.target = unit.index
@@ -457,7 +458,7 @@ class Repository:
             return walk, self._commit_infos(unit, list(itertools.islice(walk, PAGE)))
 
         walk, infos = self._run("log", first, rev=rev, path=path, limit=limit)
-        relay.target = _PagedIndex(self)
+        relay.target = PagedIndex(self)
         return self._log_pages(walk, infos)
 
     def _log_pages(self, walk: Iterator[ObjectId], infos: list[CommitInfo]) -> Iterator[CommitInfo]:
@@ -704,54 +705,6 @@ def _check_ref_dir_clash(unit: Unit, ref: str) -> None:
             raise AlreadyExists(f"cannot create {ref!r}: {'/'.join(parts[:i])!r} exists")
     if unit.refs.list_refs(ref + "/"):
         raise AlreadyExists(f"cannot create {ref!r}: refs exist below it")
-
-
-#: Commits (files) per page of a streamed log (walk).
-PAGE = 2000
-
-
-class _Relay:
-    """The port a streamed log or walk reads: the first unit's, then a paged one."""
-
-    def __init__(self) -> None:
-        self.target: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["target"], name)
-
-
-class _PagedIndex:
-    """Commit-index reads, each in a short read unit of its own (rows never change)."""
-
-    def __init__(self, repo: Repository) -> None:
-        self._repo = repo
-
-    def _read(self, fn: Callable[[Any], T]) -> T:
-        return self._repo._run("log", lambda u: fn(u.index))
-
-    def get_many(self, oids: Any) -> Any:
-        ids = list(oids)
-        return self._read(lambda i: i.get_many(ids))
-
-    def ancestry(self, oids: Any, min_generation: int = 0) -> Any:
-        return self._read(lambda i: i.ancestry(list(oids), min_generation))
-
-    def window(self, lo: int, hi: int) -> Any:
-        return self._read(lambda i: i.window(lo, hi))
-
-    def touching(self, path: str) -> Any:
-        return self._read(lambda i: i.touching(path))
-
-
-class _PagedObjects:
-    """Object reads (trees, for a streamed walk), each in a short read unit of its own."""
-
-    def __init__(self, repo: Repository) -> None:
-        self._repo = repo
-
-    def get_many(self, oids: Any) -> Any:
-        ids = list(oids)
-        return self._repo._run("walk", lambda u: u.objects.get_many(ids))
 
 
 class ChangeBuilder:
