@@ -95,7 +95,7 @@ QUICK = Sizes(
     import_chunks=5,
     writer_seconds=0.5,
     writer_repeats=3,
-    big_file=32 * 1024 * 1024,
+    big_file=256 * 1024 * 1024,
 )
 FULL = Sizes(
     repeats=5,
@@ -107,7 +107,7 @@ FULL = Sizes(
     import_chunks=10,
     writer_seconds=3.0,
     writer_repeats=3,
-    big_file=256 * 1024 * 1024,
+    big_file=1024 * 1024 * 1024,
 )
 
 

@@ -6,8 +6,9 @@ runs the step as *its* child, waits for it and prints
 bench's own RUSAGE_CHILDREN would be the peak of every process it ever started). Our
 side's steps are ``python -m bench._rss commit|read|floor``, which import only govc_db.
 
-* ours, commit: a Python process opens the Store, reads the file into memory (the API
-  takes ``bytes``) and ``repo.commit()``s it; read: ``repo.open()`` read in 1 MiB chunks.
+* ours, commit: a Python process opens the Store and ``repo.commit()``s the open file
+  (streamed: stored as content-defined chunks, never held whole); read: ``repo.open()``
+  read in 1 MiB pieces (a timed pass to nowhere, then a hashing pass).
   A third child that only imports govc_db and connects a Store gives the interpreter's
   floor, in the notes (a commit cannot go below that floor plus the file itself).
 * git, commit: ``hash-object -w``, ``update-index``, ``write-tree``, ``commit-tree`` in a
@@ -15,6 +16,10 @@ side's steps are ``python -m bench._rss commit|read|floor``, which import only g
 
 The file is pseudo-random (incompressible), written once by the parent. One sample each:
 a peak is a peak, not a rate.
+
+Throughput (MB/s): ours timed inside those children, beside ``git hash-object -w`` and
+``git cat-file blob`` timed as processes, git both with its default
+``core.bigFileThreshold`` and with it raised above the file (see :func:`_throughput`).
 
 The GC line reports ``store.metrics()["memory"]["gc"]["max_pause_ms"]`` of the bench
 process after the backend's workloads (the harness's own forced collections excluded,
@@ -29,6 +34,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +141,7 @@ def bench_memory(t: Target, sizes: Sizes) -> list[Result]:
         ),
     }
     out: list[Result] = []
+    timings: dict[str, float] = {}
     try:
         floor = measure([*py, "floor", url])
         # A child's peak includes the image it was forked from (the wrapper) until exec.
@@ -149,7 +156,10 @@ def bench_memory(t: Target, sizes: Sizes) -> list[Result]:
                 base.status, base.reason = failed
             else:
                 base.ours = Stats.of([ours["maxrss_kib"] / 1024])
-                base.check = ours["stdout"].strip() == expected
+                lines = ours["stdout"].split()
+                base.check = bool(lines) and lines[0] == expected
+                if len(lines) > 1:
+                    timings[step] = float(lines[1])
             peer_failed = _child_outcome(theirs)
             if peer_failed is not None:
                 base.notes["peer_error"] = peer_failed[1]
@@ -165,6 +175,7 @@ def bench_memory(t: Target, sizes: Sizes) -> list[Result]:
                 wrapper_floor_mib=round(wrapper["maxrss_kib"] / 1024, 1),
             )
             out.append(base)
+        out.extend(_throughput(t, sizes.big_file, data, blob, timings))
     except Exception as exc:
         for base in bases.values():
             if base.ours is None and base.status == "ok":
@@ -175,11 +186,64 @@ def bench_memory(t: Target, sizes: Sizes) -> list[Result]:
     return out
 
 
+def _git_seconds(argv: list[str], cwd: Path, *, stdout: Any = subprocess.DEVNULL) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, env=git_env(cwd), check=True, stdout=stdout)
+    return time.perf_counter() - start
+
+
+def _throughput(
+    t: Target, size: int, data: Path, blob: str, timings: dict[str, float]
+) -> list[Result]:
+    """MB/s writing and reading the file: ours (timed inside the measured children) beside
+    ``git hash-object -w`` and ``git cat-file blob``, git with its default
+    ``core.bigFileThreshold`` (512 MiB: a larger file is streamed into a pack) and with the
+    threshold raised above the file (a loose object, as for smaller files)."""
+    mb = size / 1e6
+    raised = f"core.bigFileThreshold={size + 1}"
+    seconds: dict[str, dict[str, float]] = {"default": {}, "raised": {}}
+    for how, extra in (("default", []), ("raised", ["-c", raised])):
+        gdir = t.workdir / f"big-git-{how}"
+        git(Path("/"), "init", "-q", str(gdir), env=git_env(gdir))
+        write = ["git", *extra, "hash-object", "-w", str(data)]
+        seconds[how]["commit"] = _git_seconds(write, gdir)
+        seconds[how]["read"] = _git_seconds(["git", *extra, "cat-file", "blob", blob], gdir)
+    out = []
+    for step, peer in (("commit", "git hash-object -w"), ("read", "git cat-file blob")):
+        line = Result(
+            "8 memory",
+            f"throughput, {'write' if step == 'commit' else 'read'} a {size // MIB} MiB file",
+            t.backend,
+            "MB/s",
+            True,
+            f"{peer} (default core.bigFileThreshold)",
+            notes={
+                "samples": "one run; ours timed inside the measured child (the commit call; "
+                "the read loop to nowhere), git's as a whole process",
+                "git_raised_threshold_mb_s": round(mb / seconds["raised"][step], 1),
+                "ratio_vs_git_raised_threshold": None,
+            },
+        )
+        theirs = mb / seconds["default"][step]
+        line.theirs = Stats.of([theirs])
+        if step in timings:
+            ours = mb / timings[step]
+            line.ours = Stats.of([ours])
+            line.notes["ratio_vs_git_raised_threshold"] = round(
+                ours / (mb / seconds["raised"][step]), 2
+            )
+        else:
+            line.status, line.reason = FAILED, "our measured child reported no time"
+        out.append(line)
+    return out
+
+
 def _gc_notes(stats: dict[str, Any]) -> dict[str, Any]:
     return {
         "pauses": stats.get("pauses"),
         "total_pause_ms": stats.get("total_pause_ms"),
         "max_pause_ms_by_generation": stats.get("max_pause_ms_by_generation"),
+        "max_pause_cpu_ms": stats.get("max_pause_cpu_ms"),
         "collections_by_generation": stats.get("collections"),
     }
 

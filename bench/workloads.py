@@ -9,7 +9,8 @@
 6. concurrent writers, 1/4/8 processes, own branches and one branch, vs the raw driver
    (:mod:`bench.writers`);
 7. stored size of the history vs ``git count-objects -v`` after ``git gc``;
-8. peak RSS committing and reading a large file vs git (:mod:`bench.memory`);
+8. peak RSS committing and reading a large file vs git, MB/s both ways (:mod:`bench.memory`),
+   and stored bytes added by a 1 MiB edit in its middle (:mod:`bench.bigedit`);
 9. the maximum GC pause ``store.metrics()`` reports (seed goal: 10 ms).
 10. merges: ``merge_trees`` of branches 1,000 commits apart vs ``git merge-tree``, and
     one-file merge commits vs git plumbing's one-file commits (:mod:`bench.merge`).
@@ -25,6 +26,7 @@ from functools import partial
 from typing import Any
 
 import govc_db
+from bench.bigedit import bench_edit
 from bench.harness import (
     CHANGELOG,
     LOG_DIR,
@@ -318,6 +320,7 @@ def run_backend(
             progress(f"[{t.backend}] 8 memory: peak RSS of a {sizes.big_file >> 20} MiB file")
             with step("memory"):
                 yield from _guarded("memory", t, lambda: bench_memory(t, sizes))
+                yield from _guarded("memory", t, lambda: bench_edit(t, sizes, store))
         if "merge" in which:
             progress(f"[{t.backend}] 10 merge: merge-tree and one-file merges, ours and git")
             with step("merge"):

@@ -299,6 +299,10 @@ def commit(
             f"nothing to commit: the tree of {target!r} would not change "
             "(--allow-empty commits anyway)"
         ) from None
+    finally:
+        for f in changes.values():
+            if f is not None and not isinstance(f.data, bytes):
+                getattr(f.data, "close", lambda: None)()
     typer.echo(oid)
 
 
@@ -347,9 +351,11 @@ def show(ctx: typer.Context, repo: Repo, rev: Rev = "HEAD") -> None:
 @_command(app)
 def cat(ctx: typer.Context, repo: Repo, rev: Rev, path: str) -> None:
     """Write a file's exact bytes at a revision to stdout."""
-    data = _open(ctx).repository(repo).read(rev, path)
     out = typer.get_binary_stream("stdout")
-    out.write(data)
+    with _open(ctx).repository(repo).open(rev, path) as f:
+        import shutil
+
+        shutil.copyfileobj(f, out, 1024 * 1024)  # in pieces: large files are streamed
     out.flush()
 
 

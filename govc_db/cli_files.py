@@ -18,6 +18,10 @@ from govc_db.types import File
 __all__ = ["collect_files", "directory_prefixes", "vanished"]
 
 
+#: Files from this size on are committed as streams, never read whole.
+STREAM_MIN = 1024 * 1024
+
+
 def _file_at(path: str) -> File | None:
     """The File for a symlink or regular file; None for other kinds (fifo, socket ...)."""
     try:
@@ -25,10 +29,13 @@ def _file_at(path: str) -> File | None:
         if stat.S_ISLNK(st.st_mode):
             return File(os.fsencode(os.readlink(path)), MODE_LINK)
         if stat.S_ISREG(st.st_mode):
+            # Like git: only the owner's execute bit decides between 755 and 644.
+            mode = MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE
+            if st.st_size >= STREAM_MIN:  # streamed by the commit (closed by `commit`)
+                return File(open(path, "rb"), mode)
             with open(path, "rb") as fh:
                 data = fh.read()
-            # Like git: only the owner's execute bit decides between 755 and 644.
-            return File(data, MODE_EXEC if st.st_mode & stat.S_IXUSR else MODE_FILE)
+            return File(data, mode)
     except OSError as exc:
         raise InvalidInput(f"cannot read {path!r}: {exc.strerror or exc}") from None
     return None

@@ -278,6 +278,7 @@ class _History:
             message = "assets: refresh the logo\n"
         elif roll < 0.10:
             old = tree["scripts/build.sh"].data
+            assert isinstance(old, bytes)  # the demo builds its files from bytes
             changes["scripts/build.sh"] = File(
                 old + f"echo step {self.count}\n".encode(), MODE_EXEC
             )
@@ -303,7 +304,9 @@ class _History:
             message = f"feat: add {path.rsplit('/', 1)[-1]}\n"
         else:
             for path in rng.sample(editable, min(len(editable), rng.randint(1, 4))):
-                new = _mutate(rng, path, tree[path].data.decode())
+                text = tree[path].data
+                assert isinstance(text, bytes)
+                new = _mutate(rng, path, text.decode())
                 changes[path] = File(new.encode(), tree[path].mode)
             first = next(iter(changes))
             kind = "fix" if rng.random() < 0.4 else rng.choice(("feat", "perf", "docs", "test"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     DateTime,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    event,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -30,6 +32,7 @@ __all__ = [
     "Base",
     "CommitIndex",
     "CommitParent",
+    "ChunkRow",
     "CommitPath",
     "ObjectRow",
     "Ref",
@@ -179,6 +182,38 @@ class CommitPath(Base):
     position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     path: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
     """UTF-8 bytes, so range scans compare bytewise on every dialect and collation."""
+
+
+class ChunkRow(Base):
+    """One content-defined chunk of a large blob, stored once per (repository, chunk id).
+
+    ``chunk_id`` is the SHA-1 of the chunk's content, so versions of a large file share
+    every chunk they have in common. A chunked blob's ``govc_objects`` row keeps its git
+    id, type and size, has ``encoding`` 8 and holds the manifest (the ordered chunk ids and
+    lengths, see :mod:`govc_db.storage.chunks`). ``encoding`` here: 0 raw, 2 zstd; ``size``
+    is the uncompressed length.
+    """
+
+    __tablename__ = "govc_chunks"
+
+    repo_id: Mapped[int] = mapped_column(
+        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    chunk_id: Mapped[bytes] = mapped_column(OID, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    encoding: Mapped[int] = mapped_column(SmallInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# Chunks are stored compressed by zstd, or raw when that did not pay: PostgreSQL's own
+# TOAST compression (pglz) would only spend time failing again (migration 0002 does this).
+event.listen(
+    ChunkRow.__table__,
+    "after_create",
+    DDL("ALTER TABLE govc_chunks ALTER COLUMN data SET STORAGE EXTERNAL").execute_if(  # type: ignore[no-untyped-call]
+        dialect="postgresql"
+    ),
+)
 
 
 # --- http ---

@@ -225,6 +225,25 @@ class Settings:
     fetch_delta_depth: int = 50
     """Longest delta chain in a pack sent to git (git's own default for ``--depth``)."""
 
+    # --- chunks ---
+    chunk_threshold: int | None = 8 * 1024 * 1024
+    """Blobs of at least this many bytes are stored as content-defined chunks (each
+    compressed on its own, shared between versions) and read back as streams; None
+    switches chunked storage off (existing chunked blobs stay readable)."""
+    chunk_avg_size: int = 1024 * 1024
+    """Average chunk size of FastCDC (min a quarter of it, max four times), 1 KiB-4 MiB."""
+    chunk_compression_level: int = 3
+    """zstd level for chunks (a chunk that does not shrink is stored raw); 0 stores raw."""
+    chunk_read_window: int = 4
+    """Chunks fetched per query when a chunked blob is read (bounds a reader's memory)."""
+    memory_optimizer: bool = True
+    """The memory middleware: ``gc.freeze()`` after the Store opens, tuned collector
+    thresholds, full collections between operations rather than inside them, and the
+    ``memory`` metrics (RSS, bytes in flight)."""
+    memory_gc_threshold: int = 10_000
+    """Generation-0 threshold of the collector while the memory optimizer runs (Python's
+    default is 700); 100-1,000,000."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             checked = _check_type(f.name, str(f.type), getattr(self, f.name))
@@ -273,6 +292,14 @@ class Settings:
         _check_range("import_slice_objects", self.import_slice_objects, 1, 10_000_000)
         _check_range("push_max_pack_bytes", self.push_max_pack_bytes, 32)
         _check_range("fetch_delta_depth", self.fetch_delta_depth, 1, 4095)
+
+        # --- chunks ---
+        if self.chunk_threshold is not None:
+            _check_range("chunk_threshold", self.chunk_threshold, 1)
+        _check_range("chunk_avg_size", self.chunk_avg_size, 1024, 4 * 1024 * 1024)
+        _check_range("chunk_compression_level", self.chunk_compression_level, 0, 19)
+        _check_range("chunk_read_window", self.chunk_read_window, 1, 1024)
+        _check_range("memory_gc_threshold", self.memory_gc_threshold, 100, 1_000_000)
 
     def __repr__(self) -> str:
         # Written by hand (dataclass keeps a class's own __repr__) to mask the passwords

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from govc_db.errors import InvalidInput
 from govc_db.objects import MODE_EXEC, MODE_FILE, MODE_LINK, Signature
@@ -14,6 +15,7 @@ __all__ = [
     "CommitInfo",
     "File",
     "RefUpdate",
+    "Readable",
     "RefUpdated",
     "Signature",
     "TagInfo",
@@ -24,17 +26,34 @@ __all__ = [
 _FILE_MODES = (MODE_FILE, MODE_EXEC, MODE_LINK)
 
 
+class Readable(Protocol):
+    """A binary stream a commit can read content from."""
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Up to ``n`` bytes; ``b""`` at the end."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class File:
-    """Content to write at a path, with its mode (100644, 100755 or 120000 for a symlink)."""
+    """Content to write at a path, with its mode (100644, 100755 or 120000 for a symlink).
 
-    data: bytes
+    ``data`` is bytes, or a readable binary stream (anything with ``read(n)``: an open
+    file, a socket's file, a pipe): it is read in pieces when the commit runs and never
+    held whole when it is large (see ``Settings.chunk_threshold``).
+    """
+
+    data: bytes | Readable
     mode: int = MODE_FILE
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, bytes | bytearray | memoryview):
-            raise InvalidInput(f"file content must be bytes, got {type(self.data).__name__}")
-        if not isinstance(self.data, bytes):
+            if callable(getattr(self.data, "read", None)):
+                pass
+            else:
+                kind = type(self.data).__name__
+                raise InvalidInput(f"file content must be bytes or a readable stream, got {kind}")
+        elif not isinstance(self.data, bytes):
             object.__setattr__(self, "data", bytes(self.data))
         # 33188.0 == 0o100644 would pass the membership test and break serialization later.
         if isinstance(self.mode, bool) or not isinstance(self.mode, int):

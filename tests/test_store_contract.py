@@ -9,6 +9,7 @@ API's behaviour on top of them is the point (scoping of ``get_object``, catalog 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import os
 import random
@@ -26,6 +27,7 @@ from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound
 from govc_db.http.auth import create_token
 from govc_db.models import Base
 from govc_db.objects import Commit, ObjectId, Signature, Tag, Tree, TreeItem, hash_object
+from govc_db.storage.stream import StreamSource
 from govc_db.store.codec import ENC_RAW, ENC_ZLIB, ENC_ZSTD
 from govc_db.store.ports import IndexEntry, RawObject, Unit
 from govc_db.store.sql import SqlBackend
@@ -591,6 +593,9 @@ class TestStoreContract:
             u.refs.add_if_new("refs/tags/t", a, "tag")
             for entry, changed in self._dag():
                 u.index.add(entry, changed)
+            # A large blob stored in chunks (govc_chunks rows).
+            data = bytes(range(256)) * 400
+            u.objects.put_stream(b"blob", StreamSource(io.BytesIO(data), len(data), 0))  # type: ignore[attr-defined]
 
     def test_delete_repository_removes_every_row(self, store: Store, repo: Repository) -> None:
         other = store.create_repository("other")

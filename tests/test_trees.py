@@ -50,7 +50,9 @@ FILES: dict[str, bytes | File] = {
 
 
 def _data(value: bytes | File) -> bytes:
-    return value.data if isinstance(value, File) else value
+    data = value.data if isinstance(value, File) else value
+    assert isinstance(data, bytes)
+    return data
 
 
 def _mode(value: bytes | File) -> int:

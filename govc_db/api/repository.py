@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
+from govc_db.api.paging import PAGE, PagedIndex, PagedObjects, Relay
 from govc_db.core import history, merge_ops
 from govc_db.core.commit import commit_changes, head_tree
 from govc_db.core.diff import diff_trees
 from govc_db.core.revisions import resolve_commit, resolve_object
-from govc_db.core.trees import find_entry, list_tree, walk_files
+from govc_db.core.trees import find_entry, iter_files, list_tree
 from govc_db.core.verify import verify as verify_unit
 from govc_db.db.cache import uncached, uncached_active
 from govc_db.db.cache_ports import ReadMemo, read_cached
@@ -37,13 +39,15 @@ from govc_db.objects import (
 )
 from govc_db.objects.kinds import TreeItem
 from govc_db.objects.lenient import parse_lenient
+from govc_db.storage.stream import prepared_changes
 from govc_db.store.cached_read import run_cached
-from govc_db.store.ports import Unit
+from govc_db.store.ports import CommitIndexStore, ObjectStore, Unit
 from govc_db.types import (
     Change,
     CommitInfo,
     File,
     MergeResult,
+    Readable,
     RefUpdate,
     RefUpdated,
     TagInfo,
@@ -110,9 +114,12 @@ def _normalize_changes(changes: object) -> dict[str, File | None]:
             out[path] = value
         elif isinstance(value, bytes | bytearray | memoryview):
             out[path] = File(bytes(value))
+        elif callable(getattr(value, "read", None)):
+            out[path] = File(value)  # a readable stream: read when the commit runs
         else:
             raise InvalidInput(
-                f"content for {path!r} must be bytes, File or None, got {type(value).__name__}"
+                f"content for {path!r} must be bytes, a readable stream, File or None, "
+                f"got {type(value).__name__}"
             )
     check_path_set(p for p, v in out.items() if v is not None)
     return out
@@ -255,7 +262,7 @@ class Repository:
     def commit(
         self,
         branch: str,
-        changes: Mapping[str, bytes | File | None],
+        changes: Mapping[str, bytes | Readable | File | None],
         *,
         message: str,
         author: Signature,
@@ -271,12 +278,42 @@ class Repository:
         the branch head, if the branch exists, must be one of them.
         """
         check_short_ref_name(_str_arg(branch, "branch"), "branch")
-        normalized = _normalize_changes(changes)
+        checked = _normalize_changes(changes)
         msg = _message_bytes(message)
         author = _signature(author, "author")
         committer = author if committer is None else _signature(committer, "committer")
         expected = _oid_or_none(expected_head, "expected_head")
         parent_ids = _parent_ids(parents)
+        settings = self._store.settings
+        with prepared_changes(checked, settings.chunk_threshold) as normalized:
+            # A speculative unit may run twice: large content is read once, by a plain unit.
+            streams = any(
+                f is not None and not isinstance(f.data, bytes) for f in normalized.values()
+            )
+            return self._commit(
+                branch,
+                normalized,
+                msg,
+                author,
+                committer,
+                expected,
+                bool(allow_empty),
+                streams,
+                parent_ids,
+            )
+
+    def _commit(
+        self,
+        branch: str,
+        normalized: dict[str, File | None],
+        msg: bytes,
+        author: Signature,
+        committer: Signature,
+        expected: ObjectId | None,
+        allow_empty: bool,
+        streams: bool,
+        parent_ids: tuple[ObjectId, ...] | None,
+    ) -> str:
         settings = self._store.settings
 
         def work(unit: Unit) -> str:
@@ -289,7 +326,7 @@ class Repository:
                 author=author,
                 committer=committer,
                 expected_head=expected,
-                allow_empty=bool(allow_empty),
+                allow_empty=allow_empty,
                 rebase_attempts=settings.commit_rebase_attempts,
                 parents=parent_ids,
             )
@@ -297,7 +334,12 @@ class Repository:
             return result.oid.hex()
 
         return self._run(
-            "commit", work, write=True, speculative=True, branch=branch, paths=len(normalized)
+            "commit",
+            work,
+            write=True,
+            speculative=not streams,
+            branch=branch,
+            paths=len(normalized),
         )
 
     def changes(
@@ -324,7 +366,7 @@ class Repository:
         )
 
     # reading --------------------------------------------------------------------------
-    def _blob_at(self, unit: Unit, rev: object, path: object) -> bytes:
+    def _blob_at(self, unit: Unit, rev: object, path: object, stream: bool = False) -> Any:
         p = check_path(_str_arg(path, "path"))
         commit = self._resolve(unit, rev)
         tree = head_tree(unit, commit)
@@ -338,29 +380,36 @@ class Repository:
             raise InvalidInput(f"path {p!r} is a directory")
         if mode_type(item.mode) != "blob":
             raise InvalidInput(f"path {p!r} is a submodule")
-        return unit.objects.get(item.oid).data
+        opener = getattr(unit.objects, "open_blob", None) if stream else None
+        if opener is not None:
+            return opener(item.oid)
+        data: bytes = unit.objects.get(item.oid).data
+        return data
 
     def read(self, rev: str, path: str) -> bytes:
         """The content of the file at ``path`` in ``rev``."""
-        return self._run(
+        data: bytes = self._run(
             "read",
             lambda u: self._blob_at(u, rev, path),
             fast=(rev, path),
             rev=rev,
             path=path,
         )
+        return data
 
     def open(self, rev: str, path: str) -> BinaryIO:
-        """A binary file-like reader of the file at ``path`` in ``rev``."""
-        return io.BytesIO(
-            self._run(
-                "open",
-                lambda u: self._blob_at(u, rev, path),
-                fast=(rev, path),
-                rev=rev,
-                path=path,
-            )
+        """A binary file-like reader (``read(n)``, ``readinto``, ``seek``/``tell``,
+        iteration) of the file at ``path`` in ``rev``; a large (chunked) file is streamed,
+        a few chunks in memory at a time whatever its size."""
+        found: Any = self._run(
+            "open",
+            lambda u: self._blob_at(u, rev, path, stream=True),
+            fast=(rev, path),
+            rev=rev,
+            path=path,
         )
+        reader: BinaryIO = io.BytesIO(found) if isinstance(found, bytes) else found
+        return reader
 
     def exists(self, rev: str, path: str) -> bool:
         """Whether ``path`` (file or directory) exists in ``rev``."""
@@ -386,11 +435,19 @@ class Repository:
         """Every file below ``path`` recursively, sorted by path."""
         p = "" if path == "" else check_path(_str_arg(path, "path"))
 
-        def work(unit: Unit) -> list[TreeEntry]:
-            root = head_tree(unit, self._resolve(unit, rev))
-            return [_entry(full, item) for full, item in walk_files(unit.objects, root, p)]
+        # Streamed like log: the first page in one unit, the rest of the tree read by
+        # short units (trees never change) as the caller iterates.
+        relay = Relay()
 
-        return iter(self._run("walk", work, rev=rev, path=path))
+        def first(unit: Unit) -> tuple[Iterator[tuple[str, TreeItem]], list[TreeEntry]]:
+            relay.target = unit.objects
+            root = head_tree(unit, self._resolve(unit, rev))
+            files = iter_files(cast(ObjectStore, relay), root, p)
+            return files, [_entry(full, item) for full, item in itertools.islice(files, PAGE)]
+
+        files, entries = self._run("walk", first, rev=rev, path=path)
+        relay.target = PagedObjects(self)
+        return itertools.chain(entries, (_entry(full, item) for full, item in files))
 
     def resolve(self, rev: str) -> str:
         """The commit id ``rev`` names (annotated tags peeled)."""
@@ -425,22 +482,37 @@ class Repository:
         ):
             raise InvalidInput("limit must be a non-negative int or None")
 
-        def work(unit: Unit) -> list[CommitInfo]:
-            start = self._resolve(unit, rev)
-            oids = list(history.log(unit.index, start, p, limit))
-            out: list[CommitInfo] = []
-            for i in range(0, len(oids), 500):
-                chunk = oids[i : i + 500]
-                objs = unit.objects.get_many(chunk)
-                for oid in chunk:
-                    if oid not in objs:
-                        raise NotFound(f"commit {oid.hex()} is missing")
-                    obj = parse_lenient(*objs[oid])
-                    assert isinstance(obj, Commit)
-                    out.append(_commit_info(oid, obj))
-            return out
+        # The walk streams: its first page is computed in one unit (a log with a small
+        # limit costs what it always did); later pages, and the index rows the walk still
+        # needs, are read in short units of their own -- commits and index rows never
+        # change -- so memory holds one page of CommitInfo, never the whole history.
+        relay = Relay()
 
-        return iter(self._run("log", work, rev=rev, path=path, limit=limit))
+        def first(unit: Unit) -> tuple[Iterator[ObjectId], list[CommitInfo]]:
+            relay.target = unit.index
+            index = cast(CommitIndexStore, relay)
+            walk = history.log(index, self._resolve(unit, rev), p, limit)
+            return walk, self._commit_infos(unit, list(itertools.islice(walk, PAGE)))
+
+        walk, infos = self._run("log", first, rev=rev, path=path, limit=limit)
+        relay.target = PagedIndex(self)
+        return self._log_pages(walk, infos)
+
+    def _log_pages(self, walk: Iterator[ObjectId], infos: list[CommitInfo]) -> Iterator[CommitInfo]:
+        yield from infos
+        while page := list(itertools.islice(walk, PAGE)):
+            yield from self._run("log", functools.partial(self._commit_infos, oids=page))
+
+    def _commit_infos(self, unit: Unit, oids: list[ObjectId]) -> list[CommitInfo]:
+        objs = unit.objects.get_many(oids)
+        out: list[CommitInfo] = []
+        for oid in oids:
+            if oid not in objs:
+                raise NotFound(f"commit {oid.hex()} is missing")
+            obj = parse_lenient(*objs[oid])
+            assert isinstance(obj, Commit)
+            out.append(_commit_info(oid, obj))
+        return out
 
     def diff(self, old_rev: str, new_rev: str) -> list[Change]:
         """Changed files between two revisions (``git diff-tree -r --no-renames``)."""
@@ -846,8 +918,8 @@ class ChangeBuilder:
         self._changes: dict[str, File | None] = {}
         self.oid: str | None = None
 
-    def write(self, path: str, data: bytes, mode: int = 0o100644) -> None:
-        """Stage ``data`` at ``path`` with ``mode``."""
+    def write(self, path: str, data: bytes | Readable, mode: int = 0o100644) -> None:
+        """Stage ``data`` (bytes or a readable binary stream) at ``path`` with ``mode``."""
         self._changes[check_path(path)] = File(data, mode)
 
     def delete(self, path: str) -> None:

@@ -29,6 +29,7 @@ from govc_db.objects import check_repository_name, check_short_ref_name
 from govc_db.perf.manager import PerformanceManager, store_manager
 from govc_db.perf.report import render_report
 from govc_db.settings import Settings
+from govc_db.storage.chunks import ChunkStore
 from govc_db.store.codec import Codec
 from govc_db.store.sql import RepositoryRecord, SqlBackend
 from govc_db.types import RefUpdated
@@ -82,6 +83,7 @@ class Store:
             batch=BatchExecutor.from_settings(self.engine.dialect.name, settings),
         )
         self.backend.pipeline_enabled = settings.write_pipeline
+        self.backend.large_blobs = ChunkStore.from_settings(self.engine, settings)
         self._pipeline: Handler
         self._middleware: list[Middleware]
         self._pipeline, self._middleware = build_chain(
@@ -119,6 +121,11 @@ class Store:
             if self.backend.cache is not None:
                 self.backend.cache.close()
             self._close_optimizers()
+            self.backend.large_blobs.close()
+            for mw in self._middleware:
+                closer = getattr(mw, "close", None)
+                if closer is not None:
+                    closer()
             self.perf.close()
             self.engine.dispose()
 

@@ -25,6 +25,7 @@ __all__ = [
     "decode_path",
     "encode_path",
     "find_entry",
+    "iter_files",
     "list_tree",
     "load_tree",
     "load_trees",
@@ -160,6 +161,48 @@ def walk_files(
             return iter([(path, item)])
         start = item.oid
     return iter(_walk(objects, start, encode_path(path + "/") if path else b""))
+
+
+def iter_files(
+    objects: ObjectStore, root: ObjectId, path: str = ""
+) -> Iterator[tuple[str, TreeItem]]:
+    """What :func:`walk_files` yields, in the same order, streamed: depth first, which in
+    git's tree order (a directory sorts as ``name/``) is exactly full-path byte order. A
+    directory's subtrees are read together with one ``get_many`` when it is entered, so
+    memory holds the directories on the current path and their subtrees, never the whole
+    listing. ``NotFound`` for a missing ``path`` is raised at the call."""
+    start = root
+    if path:
+        item = find_entry(objects, root, path)
+        if item is None:
+            raise NotFound(f"path {path!r} not found")
+        if item.mode != MODE_DIR:
+            return iter([(path, item)])
+        start = item.oid
+    return _depth_first(objects, start, encode_path(path + "/") if path else b"")
+
+
+def _depth_first(
+    objects: ObjectStore, root: ObjectId, prefix: bytes
+) -> Iterator[tuple[str, TreeItem]]:
+    def enter(tree: Tree) -> dict[ObjectId, Tree]:
+        return load_trees(objects, [i.oid for i in tree.items if i.mode == MODE_DIR])
+
+    top = load_tree(objects, root)
+    stack = [(prefix, iter(top.items), enter(top))]
+    while stack:
+        base, items, subtrees = stack[-1]
+        for item in items:
+            full = base + item.name
+            if item.mode == MODE_DIR:
+                sub = subtrees.pop(item.oid, None)
+                if sub is None:  # the same subtree twice in one directory
+                    sub = load_tree(objects, item.oid)
+                stack.append((full + b"/", iter(sub.items), enter(sub)))
+                break
+            yield decode_path(full), item
+        else:
+            stack.pop()
 
 
 def _walk(objects: ObjectStore, root: ObjectId, prefix: bytes) -> list[tuple[str, TreeItem]]:
@@ -344,10 +387,18 @@ def build_tree(
     for path, parts, f in split:
         if f is None:
             continue
-        blob = Blob(f.data)
-        item = TreeItem(parts[-1], f.mode, blob.id)
-        if _write(objects, root, path, parts, item):
-            new_objects.append((b"blob", f.data))
+        if isinstance(f.data, bytes):
+            item = TreeItem(parts[-1], f.mode, Blob(f.data).id)
+            if _write(objects, root, path, parts, item):
+                new_objects.append((b"blob", f.data))
+            continue
+        # Large content as a stream: the store hashes, cuts and writes it in one pass
+        # (an ObjectStore that takes streams offers ``put_stream``).
+        put_stream = getattr(objects, "put_stream", None)
+        if put_stream is None:
+            raise GovcError("this object store cannot store content streams")
+        item = TreeItem(parts[-1], f.mode, put_stream(b"blob", f.data))
+        _write(objects, root, path, parts, item)
 
     built: dict[ObjectId, Tree] = {}
     oid = _serialize(root, new_objects, built)

@@ -105,6 +105,12 @@ def default_stack(
                 {"limit": settings.max_in_flight, "timeout": settings.queue_timeout},
             )
         )
+    if settings.memory_optimizer:
+        from govc_db.middleware.memory import MemoryMiddleware
+
+        stack.append(
+            MiddlewareSpec(MemoryMiddleware, {"gc_threshold": settings.memory_gc_threshold})
+        )
     return stack
 
 

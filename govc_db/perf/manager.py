@@ -26,7 +26,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from govc_db.errors import InvalidInput
-from govc_db.perf.memory import GcMonitor, TracemallocProbe, gc_monitor
+from govc_db.perf.memory import GcMonitor, TracemallocProbe, gc_monitor, in_flight, rss_stats
 
 if TYPE_CHECKING:
     from govc_db.api.store import Store
@@ -179,7 +179,14 @@ class PerformanceManager:
         out["components"] = sorted(out)
         out["api"] = self._api(out.get(self.api_source))
         out["concurrency"] = self._concurrency(out.get(self.api_source), out.get(self.pool_source))
-        out["memory"] = {"gc": self._gc.get_stats(), "tracemalloc": self._tracemalloc.get_stats()}
+        out["memory"] = {
+            "gc": self._gc.get_stats(),
+            "tracemalloc": self._tracemalloc.get_stats(),
+            **rss_stats(),
+            **in_flight().get_stats(),
+            # The memory middleware (govc_db.middleware.memory), registered under this name.
+            "optimizer": out.get("memory_middleware", {"enabled": False}),
+        }
         result: dict[str, Any] = jsonable(out)
         return result
 

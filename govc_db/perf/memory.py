@@ -10,13 +10,14 @@ allocation; it is stopped again when the last Store that started it closes.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["GcMonitor", "TracemallocProbe", "gc_monitor"]
+__all__ = ["BytesInFlight", "GcMonitor", "TracemallocProbe", "gc_monitor", "in_flight", "rss_stats"]
 
 
 class GcMonitor:
@@ -27,8 +28,19 @@ class GcMonitor:
     are never interleaved with another's, and readers only read plain numbers.
     """
 
-    def __init__(self, *, timer: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        *,
+        timer: Callable[[], float] = time.perf_counter,
+        cpu_timer: Callable[[], float] = time.thread_time,
+    ) -> None:
         self._timer = timer
+        # The collecting thread's CPU time as well: on a loaded machine a wall-clock pause
+        # also holds time the process spent descheduled, which the collector did not cause.
+        self._cpu_timer = cpu_timer
+        self._cpu_start = 0.0
+        self.max_cpu_pause = 0.0
+        self.max_cpu_by_generation = [0.0, 0.0, 0.0]
         self._install_lock = threading.Lock()
         self._installed = False
         self._start: float | None = None
@@ -62,11 +74,13 @@ class GcMonitor:
         """The gc.callbacks hook: time from "start" to "stop" of each collection."""
         if phase == "start":
             self._start = self._timer()
+            self._cpu_start = self._cpu_timer()
             return
         start, self._start = self._start, None
         if start is None:  # installed while a collection was running
             return
         pause = self._timer() - start
+        cpu = self._cpu_timer() - self._cpu_start
         self.pauses += 1
         self.total_pause += pause
         self.last_pause = pause
@@ -77,6 +91,12 @@ class GcMonitor:
             pause > self.max_by_generation[generation]
         ):
             self.max_by_generation[generation] = pause
+        if cpu > self.max_cpu_pause:
+            self.max_cpu_pause = cpu
+        if 0 <= generation < len(self.max_cpu_by_generation) and (
+            cpu > self.max_cpu_by_generation[generation]
+        ):
+            self.max_cpu_by_generation[generation] = cpu
 
     def get_stats(self) -> dict[str, Any]:
         """Collections per generation (``gc.get_stats``) and pause times in milliseconds.
@@ -95,6 +115,8 @@ class GcMonitor:
             "pauses": self.pauses,
             "max_pause_ms": self.max_pause * 1000,
             "max_pause_ms_by_generation": [p * 1000 for p in self.max_by_generation],
+            "max_pause_cpu_ms": self.max_cpu_pause * 1000,
+            "max_pause_cpu_ms_by_generation": [p * 1000 for p in self.max_cpu_by_generation],
             "total_pause_ms": self.total_pause * 1000,
             "last_pause_ms": self.last_pause * 1000,
         }
@@ -107,6 +129,55 @@ def gc_monitor() -> GcMonitor:
     """The process's GC monitor, installed on first use."""
     _GC_MONITOR.install()
     return _GC_MONITOR
+
+
+class BytesInFlight:
+    """Bytes of large content held by the process right now (chunk buffers being written
+    or read), and the most ever held: what a stream costs in memory, whatever its size."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.current = 0
+        self.peak = 0
+
+    def add(self, nbytes: int) -> None:
+        """Count ``nbytes`` more (negative: released)."""
+        if not nbytes:
+            return
+        with self._lock:
+            self.current += nbytes
+            if self.current > self.peak:
+                self.peak = self.current
+
+    def get_stats(self) -> dict[str, int]:
+        """Current and peak bytes."""
+        return {"bytes_in_flight": self.current, "peak_bytes_in_flight": self.peak}
+
+
+_IN_FLIGHT = BytesInFlight()
+
+
+def in_flight() -> BytesInFlight:
+    """The process's bytes-in-flight counter."""
+    return _IN_FLIGHT
+
+
+def rss_stats() -> dict[str, int | None]:
+    """Resident set size of the process now and at its peak, in bytes (None if unknown)."""
+    current: int | None = None
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    peak: int | None = None
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    except (ImportError, OSError):
+        pass
+    return {"rss_bytes": current, "peak_rss_bytes": peak}
 
 
 # tracemalloc is process-wide: count the Stores that asked for it, and stop it only if

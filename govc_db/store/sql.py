@@ -8,6 +8,7 @@ are translated into :mod:`govc_db.errors` here and nowhere else.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -203,6 +204,7 @@ class SqlObjects:
         self._ex = unit._backend.batch
         self._batch = self._ex.batch(unit.conn)
         self._pg = self._ex.dialect == "postgresql"
+        self._streamed: dict[int, tuple[object, ObjectId]] = {}
 
     def flush(self, reason: str) -> None:
         """Write the pending rows (``reason`` is counted in the batch stats)."""
@@ -246,11 +248,16 @@ class SqlObjects:
             wanted = rest
         hits = len(out)
         decode = self._codec.decode
+        large = self._u._backend.large_blobs
         statements = 0
         for stmt, params in self._statements(wanted, S_OBJ_GET_ONE, S_OBJ_GET_PG, S_OBJ_GET):
             statements += 1
             for row in self._u.execute(stmt, params):
-                data = decode(row.encoding, row.data, row.size)
+                if large is not None and row.encoding == large.encoding:
+                    # A chunked blob, asked for whole (get_object, read): assembled here.
+                    data = large.read_whole(self._u.conn, self._u.repo_id, row.data, row.size)
+                else:
+                    data = decode(row.encoding, row.data, row.size)
                 out[ObjectId(bytes(row.oid))] = RawObject(type_name_of(row.type, row.oid), data)
         self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
         return out
@@ -327,6 +334,63 @@ class SqlObjects:
             batch.write_now(direct.values())
         self._ex.count_put(objects=len(ids), duplicates=duplicates)
         return ids
+
+    # large blobs (govc_db.storage.chunks through SqlBackend.large_blobs) ---------------
+    def put_stream(self, type_name: bytes, source: Any) -> ObjectId:
+        """Store content read from ``source`` (a ``storage.stream.StreamSource``) in
+        chunks, in this unit's transaction; returns its git id."""
+        large = self._u._backend.large_blobs
+        if large is None:
+            raise GovcError("chunked storage is not available")
+        memo = self._streamed.get(id(source))
+        if memo is not None and memo[0] is source:
+            return memo[1]  # the same content again (a commit re-applied on a new head)
+        number = TYPE_NUMBERS.get(type_name)
+        if number is None:
+            raise GovcError(f"unknown object type {type_name!r}")
+        oid: ObjectId
+        oid, size, manifest = large.put_stream(self._u.conn, self._u.repo_id, type_name, source)
+        row = {
+            "repo_id": self._u.repo_id,
+            "oid": oid,
+            "type": number,
+            "size": size,
+            "encoding": large.encoding,
+            "data": manifest,
+        }
+        self._u.conn.execute(self._u._backend.obj_insert, row)
+        self._streamed[id(source)] = (source, oid)
+        self._ex.count_put(objects=1, duplicates=0)
+        return oid
+
+    def open_blob(self, oid: ObjectId) -> Any:
+        """A binary reader of blob ``oid``: chunked blobs stream (their windows are read
+        later, each in its own short transaction), others are read whole. ``NotFound``."""
+        large = self._u._backend.large_blobs
+        if large is not None and not self._batch.get(oid):
+            row = self._u.execute(S_OBJ_GET_ONE, {"oid": oid}).first()
+            if row is not None and row.encoding == large.encoding:
+                # Inside store.transaction() the blob may be this transaction's own write:
+                # read on its connection while it is open.
+                own = self._u.conn if self._u._backend.txn.current() is not None else None
+                return large.open(self._u.repo_id, bytes(row.data), row.size, own)
+        return io.BytesIO(self.get(oid).data)
+
+    def chunked(self) -> tuple[Any, set[ObjectId]]:
+        """``(the chunk store, ids of this repository's chunked blobs)`` for verify."""
+        large = self._u._backend.large_blobs
+        if large is None:
+            return None, set()
+        self._batch.flush("read")
+        return large, large.chunked_ids(self._u.conn, self._u.repo_id)
+
+    def check_chunked(self, oid: ObjectId) -> list[str]:
+        """Problems of chunked blob ``oid`` (each chunk's hash, the whole stream's)."""
+        large = self._u._backend.large_blobs
+        row = self._u.execute(S_OBJ_GET_ONE, {"oid": oid}).first()
+        if large is None or row is None:
+            return [f"blob {oid.hex()}: cannot be read"]
+        return list(large.check(self._u.conn, self._u.repo_id, oid, bytes(row.data), row.size))
 
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
         """Ids starting with ``prefix_hex``; ``InvalidInput`` unless it is 4-40 lowercase hex."""
@@ -898,7 +962,10 @@ class SqlBackend:
         finally:
             pooled.close()
         out: dict[ObjectId, RawObject] = {}
+        large = self.large_blobs
         for oid, type_number, size, encoding, data in rows:
+            if large is not None and encoding == large.encoding:
+                raise CacheMiss  # a chunked blob: an ordinary unit reads (or streams) it
             key = ObjectId(bytes(oid))
             out[key] = RawObject(type_name_of(type_number, key), decode(encoding, data, size))
         self.reads.count(fetches=1, fetched_objects=len(out))
@@ -918,6 +985,10 @@ class SqlBackend:
                 if have != want:
                     return False
         return True
+
+    #: Chunked storage of large blobs (``govc_db.storage.chunks.ChunkStore``), wired in by
+    #: the Store; None: chunked blobs can be neither written nor read.
+    large_blobs: Any = None
 
     # repository catalog --------------------------------------------------------------
     #: The query-result cache (:mod:`govc_db.db.cache`); None when it is switched off.

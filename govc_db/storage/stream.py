@@ -1,0 +1,307 @@
+"""Streams in and out: a caller's readable as a re-readable source of known size, and a
+seekable reader of a chunked blob.
+
+In. A blob's git id hashes ``blob <size>\\0`` before the content, so the size must be
+known before the first byte is hashed. A regular file gives it by ``fstat``, anything
+seekable by seeking to its end; any other stream is spooled to an anonymous temporary
+file first (read in 1 MiB pieces: memory stays flat). The source is re-readable from its
+start, because a transaction that is retried (a serialization failure, a lost
+connection) reads it again. Content below ``Settings.chunk_threshold`` is simply read
+into bytes.
+
+Out. :class:`ChunkedReader` is an :class:`io.RawIOBase` over a blob's manifest: ``seek``
+finds the chunk by bisection over the offsets, ``readinto`` copies from the current
+window, and a window of ``Settings.chunk_read_window`` chunks is fetched in one query in
+its own short read transaction, so the reader holds no connection between calls and its
+memory is one window whatever the blob's size. :func:`open_chunked` wraps it in an
+:class:`io.BufferedReader` (``read(n)``, ``readline``, iteration, ``peek``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import os
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from govc_db.errors import GovcError, InvalidInput
+from govc_db.perf.memory import in_flight
+from govc_db.types import File
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from govc_db.storage.chunks import ChunkStore, Manifest
+
+__all__ = ["ChunkedReader", "StreamSource", "open_chunked", "prepared_changes"]
+
+#: Read size when spooling or slurping a caller's stream.
+PIECE = 1024 * 1024
+
+
+def _failed(exc: BaseException) -> GovcError:
+    return GovcError(f"reading the content stream failed: {type(exc).__name__}: {exc}")
+
+
+class StreamSource:
+    """A caller's readable with a known size, readable again from its start."""
+
+    __slots__ = ("_f", "_owned", "_start", "size")
+
+    def __init__(self, f: Any, size: int, start: int, *, owned: bool = False) -> None:
+        self._f = f
+        self._start = start
+        self._owned = owned
+        self.size = size
+
+    @classmethod
+    def of(cls, stream: Any) -> StreamSource:
+        """Measure ``stream`` (fstat, seek) or spool it; ``GovcError`` if reading fails."""
+        try:
+            seekable = bool(getattr(stream, "seekable", lambda: False)())
+            if seekable:
+                start = stream.tell()
+                size: int | None = None
+                try:
+                    st = os.fstat(stream.fileno())
+                    if stat.S_ISREG(st.st_mode):
+                        size = st.st_size - start
+                except (AttributeError, OSError, io.UnsupportedOperation):
+                    pass
+                if size is None:
+                    end = stream.seek(0, io.SEEK_END)
+                    stream.seek(start)
+                    size = end - start
+                return cls(stream, max(size, 0), start)
+            spool = tempfile.TemporaryFile()  # noqa: SIM115 (owned by the source)
+            try:
+                while True:
+                    piece = stream.read(PIECE)
+                    if not piece:
+                        break
+                    spool.write(piece)
+                return cls(spool, spool.tell(), 0, owned=True)
+            except BaseException:
+                spool.close()
+                raise
+        except GovcError:
+            raise
+        except Exception as exc:
+            raise _failed(exc) from exc
+
+    def rewind(self) -> None:
+        """Back to the first byte."""
+        try:
+            self._f.seek(self._start)
+        except Exception as exc:
+            raise _failed(exc) from exc
+
+    def readinto(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` (partially at the end); errors become ``GovcError``."""
+        try:
+            into = getattr(self._f, "readinto", None)
+            if into is not None:
+                return int(into(buffer) or 0)
+            piece = self._f.read(len(buffer))
+            buffer[: len(piece)] = piece
+            return len(piece)
+        except Exception as exc:
+            raise _failed(exc) from exc
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all the rest for -1)."""
+        try:
+            return bytes(self._f.read(n))
+        except Exception as exc:
+            raise _failed(exc) from exc
+
+    def read_all(self) -> bytes:
+        """The whole content (for sources below the chunk threshold)."""
+        self.rewind()
+        data = self.read(self.size)
+        if len(data) != self.size:
+            raise GovcError("the content stream ended early")
+        return data
+
+    def close(self) -> None:
+        """Remove a spooled copy (a caller's own stream is left open)."""
+        if self._owned:
+            self._f.close()
+
+
+def _is_stream(value: object) -> bool:
+    return callable(getattr(value, "read", None)) and not isinstance(
+        value, bytes | bytearray | memoryview
+    )
+
+
+@contextmanager
+def prepared_changes(
+    changes: Mapping[str, File | None], threshold: int | None
+) -> Iterator[dict[str, File | None]]:
+    """``changes`` with every large content as a :class:`StreamSource` (chunked by the
+    store) and every small stream read into bytes; spooled copies are removed on exit.
+    ``threshold`` None (chunking off): streams are read into bytes."""
+    owned: list[StreamSource] = []
+    out: dict[str, File | None] = {}
+    try:
+        for path, f in changes.items():
+            if f is None:
+                out[path] = None
+                continue
+            data: Any = f.data
+            if isinstance(data, bytes):
+                if threshold is None or len(data) < threshold:
+                    out[path] = f
+                    continue
+                src = StreamSource(io.BytesIO(data), len(data), 0)
+            elif isinstance(data, StreamSource):
+                src = data
+            elif _is_stream(data):
+                src = StreamSource.of(data)
+                owned.append(src)
+            else:
+                raise InvalidInput(f"content for {path!r} must be bytes or a readable stream")
+            if threshold is None or src.size < threshold:
+                out[path] = File(src.read_all(), f.mode)
+            else:
+                out[path] = File(src, f.mode)
+        yield out
+    finally:
+        for src in owned:
+            src.close()
+
+
+class ChunkedReader(io.RawIOBase):
+    """A seekable raw reader of one chunked blob (see the module docstring)."""
+
+    def __init__(
+        self, store: ChunkStore, repo_id: int, manifest: Manifest, conn: Connection | None = None
+    ) -> None:
+        super().__init__()
+        self._conn = conn  # a transaction to read in while it is open (no read-ahead then)
+        self._store = store
+        self._repo_id = repo_id
+        self._m = manifest
+        self._pos = 0
+        self._first = 0  # chunk index of _window[0]
+        self._window: list[bytes] = []
+        self._held = 0
+        self._ahead: tuple[int, Future[list[bytes]]] | None = None
+
+    # io.RawIOBase ----------------------------------------------------------------------
+    def readable(self) -> bool:
+        """True."""
+        return True
+
+    def seekable(self) -> bool:
+        """True: any position, found by bisection over the chunk offsets."""
+        return True
+
+    def tell(self) -> int:
+        """The current position."""
+        self._check_open_()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``offset`` (from the start, the current position or the end)."""
+        self._check_open_()
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._m.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence!r}")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer: Any) -> int:
+        """Copy from the current chunk into ``buffer``; 0 at the end."""
+        self._check_open_()
+        m = self._m
+        pos = self._pos
+        view = memoryview(buffer).cast("B")
+        if pos >= m.size or not len(view):
+            return 0
+        index = bisect.bisect_right(m.offsets, pos) - 1
+        data = self._chunk(index)
+        inner = pos - m.offsets[index]
+        n = min(len(view), len(data) - inner)
+        view[:n] = memoryview(data)[inner : inner + n]  # one copy, not two
+        self._pos = pos + n
+        return n
+
+    def readall(self) -> bytes:
+        """Everything from the position to the end (the caller asked for all of it)."""
+        parts: list[bytes] = []
+        while True:
+            piece = self.read(max(self._m.size - self._pos, 1))
+            if not piece:
+                return b"".join(parts)
+            parts.append(piece)
+
+    def close(self) -> None:
+        """Drop the window held."""
+        if not self.closed:
+            self._release()
+        super().close()
+
+    @property
+    def size(self) -> int:
+        """The blob's length."""
+        return self._m.size
+
+    def _check_open_(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+
+    # windows ----------------------------------------------------------------------------
+    def _chunk(self, index: int) -> bytes:
+        first = self._first
+        if not (first <= index < first + len(self._window)):
+            self._release()
+            ahead = self._ahead
+            self._ahead = None
+            if ahead is not None and ahead[0] == index:
+                window = ahead[1].result()  # read while the previous window was consumed
+            else:
+                if ahead is not None:
+                    ahead[1].cancel()
+                window = self._store.window_at(self._repo_id, self._m, index, self._conn)
+            self._first, self._window = index, window
+            self._held = sum(len(w) for w in window)
+            in_flight().add(self._held)
+            after = index + len(window)
+            if after < len(self._m.ids) and self._conn is None:  # read the next one ahead
+                future = self._store.prefetcher().submit(
+                    self._store.window_at, self._repo_id, self._m, after
+                )
+                self._ahead = (after, future)
+        return self._window[index - self._first]
+
+    def _release(self) -> None:
+        in_flight().add(-self._held)
+        self._held = 0
+        self._window = []
+        if self.closed and self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead = None
+
+
+def open_chunked(
+    store: ChunkStore, repo_id: int, manifest: Manifest, conn: Connection | None = None
+) -> BinaryIO:
+    """A buffered reader over :class:`ChunkedReader`."""
+    raw = ChunkedReader(store, repo_id, manifest, conn)
+    size = min(max(store.avg_size, 64 * 1024), 1 << 20)
+    reader: Any = io.BufferedReader(raw, buffer_size=size)
+    return reader  # type: ignore[no-any-return]
