@@ -24,7 +24,9 @@ def _print_conflicts(exc: MergeConflict) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the merge commands to ``app``."""
-    from govc_db.cli import _command, _open, parse_person
+    from govc_db.cli_base import command as _command
+    from govc_db.cli_base import open_store as _open
+    from govc_db.cli_base import parse_person
 
     def _message(text: str | None) -> str | None:
         if text is not None and not text.endswith("\n"):

@@ -1,7 +1,7 @@
 """API tokens of the HTTP service: only SHA-256 digests are stored.
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-07 02:30:00
 """
 
