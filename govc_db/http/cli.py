@@ -141,7 +141,9 @@ def token_create(
 
 def register(app: typer.Typer) -> None:
     """Add ``serve`` and ``token create`` to the ``govc-db`` command."""
-    app.command("serve")(serve)
+    from govc_db.cli_help import Command
+
+    app.command("serve", cls=Command)(serve)
     tokens = typer.Typer(help="Manage API tokens of the HTTP service.", no_args_is_help=True)
-    tokens.command("create")(token_create)
+    tokens.command("create", cls=Command)(token_create)
     app.add_typer(tokens, name="token")
