@@ -184,6 +184,26 @@ class Settings:
     replica_urls: tuple[str, ...] = field(default_factory=tuple)
     """Reserved (read routing, not built yet): read-replica URLs; passwords are masked."""
 
+    # --- faults ---
+    retry_budget: float = 3.0
+    """Seconds a unit keeps re-running after a lost or refused connection, counted from its
+    first attempt (``retry_attempts`` still bounds conflict retries). The default covers a
+    PostgreSQL crash-recovery restart (all backends are restarted after one is killed,
+    ~1.5 s) and a fast ``pg_ctl restart``; a genuine outage is reported after about this
+    long, plus at most one ``connect_timeout``. 0: count ``retry_attempts`` only."""
+    pooler_check: bool = True
+    """PostgreSQL: on the first connection, detect a pooler (PgBouncer, pgcat, RDS Proxy)
+    between the Store and the server, and if there is one switch server-side prepared
+    statements off for that Store, with a warning (transaction pooling would otherwise mix
+    up prepared statements between clients). Off: trust ``prepare_threshold`` as given,
+    e.g. behind PgBouncer >= 1.21 with ``max_prepared_statements`` > 0."""
+    listener_probe_interval: float = 30.0
+    """PostgreSQL: seconds between the LISTEN connection's self-checks (it NOTIFYs itself
+    through the Store's pool and must hear it back). It also checks once on every
+    connect. While a check fails -- LISTEN through a transaction-mode pooler hears nothing
+    -- refs are not cached at all, so no read is staler than the database. 0: check only
+    on connect."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             checked = _check_type(f.name, str(f.type), getattr(self, f.name))
@@ -221,6 +241,9 @@ class Settings:
         if self.breaker_failures is not None:
             _check_range("breaker_failures", self.breaker_failures, 1)
         _check_range("breaker_reset", self.breaker_reset, 0.0)
+        # --- faults ---
+        _check_range("retry_budget", self.retry_budget, 0.0, 600.0)
+        _check_range("listener_probe_interval", self.listener_probe_interval, 0.0)
 
     def __repr__(self) -> str:
         # Written by hand (dataclass keeps a class's own __repr__) to mask the passwords
