@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -18,7 +19,7 @@ from govc_db.db.batch import BatchExecutor
 from govc_db.db.cache import QueryCache
 from govc_db.db.cache import install as install_cache
 from govc_db.db.engine import make_engine, normalize_url, safe_url
-from govc_db.db.notify import Listener, connect_kwargs, parse_message
+from govc_db.db.notify import Listener, connect_kwargs, parse_message, send_probe
 from govc_db.db.scope import TransactionScope
 from govc_db.db.txn import TransactionManager
 from govc_db.errors import GovcError, InvalidInput, NotFound
@@ -253,6 +254,8 @@ class Store:
                 on_payload=self._on_payload,
                 on_connect=self._on_listen_change,
                 on_disconnect=self._on_listen_change,
+                probe=functools.partial(send_probe, self.engine),
+                probe_interval=self.settings.listener_probe_interval,
             )
             self._listener.start()
 
