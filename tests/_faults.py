@@ -154,6 +154,7 @@ class Outcome:
 
     def __init__(self) -> None:
         self.acked: list[tuple[str, str, str, bytes]] = []  # (branch, oid, path, data)
+        self.ack_times: list[float] = []  # monotonic time of each acknowledgement
         self.errors: list[GovcError] = []
         self.wrong: list[str] = []  # wrong answers and untyped exceptions
         self.first_error: float | None = None
@@ -212,6 +213,7 @@ def worker(
             continue
         with out.lock:
             out.acked.append((branch, oid, path, data))
+            out.ack_times.append(time.monotonic())
         try:
             if repo.resolve(branch) != oid:
                 out.wrong.append(f"{branch} does not resolve to its acknowledged head")

@@ -47,13 +47,20 @@ def pgbouncer(target: str) -> Iterator[str]:
 
 
 def workload(store: Store, seconds: float = 1.5, name: str = "pooled") -> None:
+    """Four writers/readers through the pooler; prints the closing note's figures."""
     repo = store.create_repository(name)
     repo.commit("main", {"README": b"pooled\n"}, message="init\n", author=SIG)
     out = run_workload(repo, 4, lambda: time.sleep(seconds), min_steps=20)
     assert out.wrong == []
     assert out.errors == [], [str(e) for e in out.errors[:3]]
     assert len(out.acked) >= 40
-    assert out.check(repo) == 0
+    lost = out.check(repo)
+    assert lost == 0
+    print(
+        f"FAULT-FIGURES pooler ({name}, prepare_threshold="
+        f"{store.settings.prepare_threshold}): errors seen by callers none; wrong answers "
+        f"0; commits acknowledged {len(out.acked)}; lost {lost}"
+    )
     # Every branch answers, also by relative revision (the symptoms of the issue).
     for name in repo.branches():
         if name != "main":

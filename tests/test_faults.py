@@ -1,4 +1,4 @@
-"""Fault tests: lost connections before and during COMMIT, pg_terminate_backend in the
+"""Fault tests (see also ``test_fault_*.py``): lost connections before and during COMMIT, pg_terminate_backend in the
 middle of a stream of commits and reads, and a PostgreSQL cluster restarted under a
 running Store.
 
@@ -25,6 +25,8 @@ from govc_db.db.txn import TransactionManager
 from govc_db.errors import GovcError, StoreUnavailable
 from govc_db.models import CommitIndex, RefLog
 from govc_db.types import RefUpdated
+
+pytestmark = pytest.mark.faults
 
 SIG = Signature("Grace Hopper", "grace@example.com", 1_700_000_000, 0)
 T_COMMITS: sa.Table = CommitIndex.__table__  # type: ignore[assignment]
@@ -306,7 +308,9 @@ def pg_ctl(cluster: pg._LocalCluster, *args: str) -> None:
 @pytest.mark.postgres
 def test_store_recovers_after_a_cluster_restart(cluster: pg._LocalCluster) -> None:
     url = cluster.start()
-    settings = Settings(retry_attempts=3, retry_max_delay=0.05, connect_timeout=2)
+    settings = Settings(
+        retry_attempts=3, retry_max_delay=0.05, connect_timeout=2, retry_budget=0.3
+    )
     with govc_db.open(url, settings=settings) as store:
         store.upgrade()
         repo = store.create_repository("restart")
