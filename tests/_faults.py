@@ -245,9 +245,7 @@ def run_workload(
     for name in names:
         if name not in repo.branches():
             repo.create_branch(name, base)
-    pool = [
-        threading.Thread(target=worker, args=(repo, name, out, stop)) for name in names
-    ]
+    pool = [threading.Thread(target=worker, args=(repo, name, out, stop)) for name in names]
     for t in pool:
         t.start()
     try:

@@ -42,10 +42,11 @@ class Injector:
 
     Points are every call into and return from govc_db code, and every driver call
     (``execute``, ``executemany``, ``commit``, psycopg's ``wait`` for the server's
-    answer ...: on entry, and right after it returned). Not inside SQLAlchemy's or the standard library's own code: a Ctrl-C there
-    is theirs to handle (SQLAlchemy's pool, for one, loses a pool slot when interrupted
-    between taking a record and wrapping it), and CPython drops anything raised in a
-    finalizer or a gc callback run in the middle (GcMonitor's callback is tested below).
+    answer ...: on entry, and right after it returned). Not inside SQLAlchemy's or the
+    standard library's own code: a Ctrl-C there is theirs to handle (SQLAlchemy's pool,
+    for one, loses a pool slot when interrupted between taking a record and wrapping
+    it), and CPython drops anything raised in a finalizer or a gc callback run in the
+    middle (GcMonitor's callback is tested below).
     """
 
     def __init__(self, at: int | None = None) -> None:
@@ -141,7 +142,9 @@ def interrupt_everywhere(
             hits += 1
 
         else:
-            assert not injector.fired, f"KeyboardInterrupt at event {at} was swallowed: {injector.where}"
+            assert not injector.fired, (
+                f"KeyboardInterrupt at event {at} was swallowed: {injector.where}"
+            )
         no_open_transaction(store, url)
         after(i)
     assert hits >= len(where) * 3 // 4, (hits, len(where))

@@ -140,9 +140,11 @@ def test_listener_that_cannot_hear_turns_ref_caching_off(
     pgbouncer: str, target: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = Settings(listener_probe_interval=0.5)
-    with caplog.at_level(logging.WARNING, "govc_db"), govc_db.open(
-        pgbouncer, settings=settings
-    ) as reader, govc_db.open(target) as writer:
+    with (
+        caplog.at_level(logging.WARNING, "govc_db"),
+        govc_db.open(pgbouncer, settings=settings) as reader,
+        govc_db.open(target) as writer,
+    ):
         deadline = time.monotonic() + 10
         while reader.metrics()["listener"]["probe_failures"] == 0:
             assert time.monotonic() < deadline, reader.metrics()["listener"]

@@ -11,6 +11,7 @@ to recover, errors callers saw) are printed on lines starting ``FAULT-FIGURES`` 
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -47,7 +48,7 @@ def figures(name: str, out: Outcome, started: float, lost: int) -> None:
     assert after, "no commit was acknowledged after the fault"
     before = [t for t in times if t <= started]
     window = ([before[-1]] if before else [started]) + after
-    recovery = max(b - a for a, b in zip(window, window[1:], strict=False))
+    recovery = max(b - a for a, b in itertools.pairwise(window))
     print(
         f"FAULT-FIGURES {name}: recovery {recovery:.2f} s (longest gap between acknowledged "
         f"commits); errors seen by callers {out.error_kinds() or 'none'}; commits "
@@ -117,9 +118,7 @@ def seeded(store: Store, name: str = "faults") -> govc_db.Repository:
 # -- restarts and crashes ------------------------------------------------------------------
 
 
-def test_fast_restart_mid_workload(
-    cluster: tuple[pg._LocalCluster, str], cluster_db: str
-) -> None:
+def test_fast_restart_mid_workload(cluster: tuple[pg._LocalCluster, str], cluster_db: str) -> None:
     c = cluster[0]
     with govc_db.open(cluster_db) as store:  # default settings: retry_budget 3 s
         repo = seeded(store)
@@ -167,9 +166,7 @@ def test_wrong_password_is_authentication_failed(cluster: tuple[pg._LocalCluster
     admin_exec(admin, f"CREATE ROLE govc_pw LOGIN PASSWORD '{PASSWORD}'")
     hba = c.data / "pg_hba.conf"
     original = hba.read_text()
-    hba.write_text(
-        "host all govc_pw 127.0.0.1/32 scram-sha-256\n" + original
-    )
+    hba.write_text("host all govc_pw 127.0.0.1/32 scram-sha-256\n" + original)
     pg_ctl(c, "reload")
     try:
         time.sleep(0.3)  # the postmaster re-reads pg_hba.conf on SIGHUP

@@ -1,6 +1,6 @@
-"""Fault tests (see also ``test_fault_*.py``): lost connections before and during COMMIT, pg_terminate_backend in the
+"""Fault tests: lost connections before and during COMMIT, pg_terminate_backend in the
 middle of a stream of commits and reads, and a PostgreSQL cluster restarted under a
-running Store.
+running Store (more in ``test_fault_*.py``).
 
 The database is always real. The one test double replaces the manager's COMMIT *step*
 (``TransactionManager._commit``) to lose the acknowledgement of a COMMIT that did (or did
@@ -308,9 +308,7 @@ def pg_ctl(cluster: pg._LocalCluster, *args: str) -> None:
 @pytest.mark.postgres
 def test_store_recovers_after_a_cluster_restart(cluster: pg._LocalCluster) -> None:
     url = cluster.start()
-    settings = Settings(
-        retry_attempts=3, retry_max_delay=0.05, connect_timeout=2, retry_budget=0.3
-    )
+    settings = Settings(retry_attempts=3, retry_max_delay=0.05, connect_timeout=2, retry_budget=0.3)
     with govc_db.open(url, settings=settings) as store:
         store.upgrade()
         repo = store.create_repository("restart")

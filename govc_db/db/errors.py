@@ -79,7 +79,7 @@ def connect_failure(error: BaseException) -> tuple[str, str] | None:
     where = f"{host}:{port}" if host else "the database server"
     if "connection refused" in text:
         return "refused", where
-    if "database \"" in text and "does not exist" in text:
+    if 'database "' in text and "does not exist" in text:
         return "database", where
     if any(p in text for p in _AUTH_PHRASES):
         return "auth", where

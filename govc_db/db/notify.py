@@ -182,8 +182,9 @@ class Listener:
     after a deaf spell) before :attr:`connected` turns true; ``on_disconnect`` after it
     turned false. With ``probe`` (a function sending a NOTIFY payload through another
     connection), :attr:`connected` turns true only once the listener heard its own probe
-    (see the module docstring); without it, as soon as LISTEN succeeded. ``on_payload`` receives each
-    payload, in the listener thread. ``rng`` and ``wait`` are injectable for tests.
+    (see the module docstring); without it, as soon as LISTEN succeeded.
+    ``on_payload`` receives each payload, in the listener thread. ``rng`` and ``wait``
+    are injectable for tests.
     """
 
     def __init__(

@@ -337,12 +337,12 @@ class TransactionManager:
             # budget is set (and no explicit ``retries``): a restarting server refuses
             # connections for a second or two, however many attempts fit in that window.
             by_time = reason == "disconnect" and self.budget > 0 and retries is None
-            over = (
-                elapsed >= self.budget or attempt > MAX_RETRIES if by_time else attempt > limit
-            )
+            over = elapsed >= self.budget or attempt > MAX_RETRIES if by_time else attempt > limit
             if over:
                 self._count("exhausted")
-                raise self._exhausted(cause, what, readonly, reason, attempt, elapsed, pending) from cause
+                raise self._exhausted(
+                    cause, what, readonly, reason, attempt, elapsed, pending
+                ) from cause
             self._count(f"retries_{reason}")
             delay = self.backoff(attempt)
             if by_time:

@@ -891,7 +891,8 @@ class SqlBackend:
         if pg and getattr(pooled.driver_connection, "autocommit", False):
             return True
         try:
-            return bool(self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None))
+            lost = self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)  # type: ignore[arg-type]
+            return bool(lost)
         except Exception:
             return True
 
