@@ -13,6 +13,7 @@ keeps working. ``verify()`` is clean at the end.
 from __future__ import annotations
 
 import gc
+import signal
 import sqlite3
 import sys
 import time
@@ -148,6 +149,11 @@ def interrupt_everywhere(
         no_open_transaction(store, url)
         after(i)
     assert hits >= len(where) * 3 // 4, (hits, len(where))
+    print(
+        f"FAULT-FIGURES Ctrl-C ({store.engine.dialect.name}): {len(where)} points, {hits} "
+        "interrupted, every KeyboardInterrupt reached the caller, no transaction or lock "
+        "left, Store usable at once"
+    )
     return hits
 
 
@@ -209,3 +215,38 @@ def test_ctrl_c_in_the_gc_monitor_callback_reaches_the_program() -> None:
             time.sleep(50 * REDELIVER_AFTER)  # handed back to this (the main) thread
     finally:
         monitor.uninstall()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("warm_refs", [True, False], ids=["cached-read", "unit"])
+def test_real_ctrl_c_while_a_read_waits_on_the_server(pg_url: str, warm_refs: bool) -> None:
+    """A real signal while the statement runs on the server (blocked behind a lock): the
+    query is cancelled, the KeyboardInterrupt reaches the caller (the cached read path
+    once turned it into a cache miss and completed the read), nothing is left open."""
+    with govc_db.open(pg_url) as store, govc_db.open(pg_url) as other:
+        assert store.listener is not None and store.listener.wait_connected(10)
+        repo = store.create_repository("sigint")
+        repo.commit("main", {"a": b"a\n"}, message="a\n", author=SIG)
+        other.repository("sigint").commit("main", {"b": b"b\n"}, message="b\n", author=SIG)
+        if warm_refs:
+            repo.resolve("main")  # refs cached: the read takes the autocommit fetch path
+        blocker = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            with blocker.connect() as conn:
+                conn.exec_driver_sql("LOCK TABLE govc_objects IN ACCESS EXCLUSIVE MODE")
+                signal.setitimer(signal.ITIMER_REAL, 0.5)
+                with pytest.raises(KeyboardInterrupt):
+                    repo.read("main", "b")
+                conn.rollback()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            blocker.dispose()
+        no_open_transaction(store, pg_url)
+        assert repo.read("main", "b") == b"b\n"
+        assert repo.verify().ok
