@@ -198,8 +198,8 @@ class Settings:
     up prepared statements between clients). Off: trust ``prepare_threshold`` as given,
     e.g. behind PgBouncer >= 1.21 with ``max_prepared_statements`` > 0."""
     listener_probe_interval: float = 30.0
-    """PostgreSQL: seconds between the LISTEN connection's self-checks (it NOTIFYs itself
-    through the Store's pool and must hear it back). It also checks once on every
+    """PostgreSQL: seconds between the LISTEN connection's self-checks (a probe NOTIFY
+    sent on a short-lived connection, which it must hear back). It also checks once on every
     connect. While a check fails -- LISTEN through a transaction-mode pooler hears nothing
     -- refs are not cached at all, so no read is staler than the database. 0: check only
     on connect."""

@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 import govc_db
 from govc_db import Repository, Settings, Signature, Store
 from govc_db.db.txn import TransactionManager
-from govc_db.errors import GovcError, StoreUnavailable
+from govc_db.errors import GovcError, InvalidInput, StoreUnavailable
 from govc_db.models import CommitIndex, RefLog
 from govc_db.types import RefUpdated
 
@@ -328,3 +328,12 @@ def test_store_recovers_after_a_cluster_restart(cluster: pg._LocalCluster) -> No
         assert repo.read("main", "a.txt") == b"1\n"
         assert repo.get_commit(c2).parents == [c1]
         assert store.repository("restart").verify().ok
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("retry_budget", -1.0), ("retry_budget", 601.0), ("listener_probe_interval", -0.5)],
+)
+def test_fault_settings_are_validated(field: str, value: float) -> None:
+    with pytest.raises(InvalidInput, match=field):
+        Settings(**{field: value})

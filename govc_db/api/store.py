@@ -249,12 +249,13 @@ class Store:
                 return
             # In a forked child the parent's thread does not exist: start a new one (the
             # old object's connection belongs to the parent and is left alone).
+            kwargs = connect_kwargs(self._url, connect_timeout=self.settings.connect_timeout)
             self._listener = Listener(
-                connect_kwargs(self._url, connect_timeout=self.settings.connect_timeout),
+                kwargs,
                 on_payload=self._on_payload,
                 on_connect=self._on_listen_change,
                 on_disconnect=self._on_listen_change,
-                probe=functools.partial(send_probe, self.engine),
+                probe=functools.partial(send_probe, kwargs),
                 probe_interval=self.settings.listener_probe_interval,
             )
             self._listener.start()

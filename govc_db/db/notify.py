@@ -17,9 +17,9 @@ away are lost for good: the Store flushes its mutable cache then.
 **Self-check.** A connection that LISTENs is not proof of hearing: through a pooler in
 transaction mode (PgBouncer) LISTEN runs on whichever server connection the pooler picks
 and nothing is ever delivered, while the connection looks healthy. So after every LISTEN,
-and every ``probe_interval`` seconds, the listener sends a probe NOTIFY through the Store's
-own pool (the way other processes' notifications travel) and must hear it back within
-``probe_timeout``. Only then does :attr:`Listener.connected` turn true -- and the Store caches
+and every ``probe_interval`` seconds, the listener sends a probe NOTIFY on a short-lived
+connection of its own (the way other processes' notifications travel, through any
+pooler) and must hear it back within ``probe_timeout``. Only then does :attr:`Listener.connected` turn true -- and the Store caches
 refs only while it is true. A probe not heard is logged (once per change), counted in
 ``get_stats()`` (``verified`` False, ``probe_failures``), and mutable caching stays off until
 a later probe is heard: reads then go to the database, so they are never staler than it.
@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 __all__ = [
@@ -141,11 +141,12 @@ def parse_message(payload: str) -> Message | None:
     return msg
 
 
-def send_probe(engine: Engine, payload: str) -> None:
-    """NOTIFY ``payload`` through ``engine``'s pool (the listener's self-check)."""
-    with engine.connect() as conn:
-        conn.execute(NOTIFY_STATEMENT, {"payload": payload})
-        conn.commit()
+def send_probe(kwargs: dict[str, Any], payload: str) -> None:
+    """NOTIFY ``payload`` on a short-lived connection of its own (the listener's
+    self-check): the path another process's notification takes, through any pooler,
+    without taking a connection from the Store's pool."""
+    with psycopg.connect(**kwargs, autocommit=True) as conn:
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload), prepare=False)
 
 
 def connect_kwargs(url: URL, *, connect_timeout: float) -> dict[str, Any]:
