@@ -336,4 +336,4 @@ def test_store_recovers_after_a_cluster_restart(cluster: pg._LocalCluster) -> No
 )
 def test_fault_settings_are_validated(field: str, value: float) -> None:
     with pytest.raises(InvalidInput, match=field):
-        Settings(**{field: value})
+        Settings().replace(**{field: value})

@@ -19,10 +19,11 @@ transaction mode (PgBouncer) LISTEN runs on whichever server connection the pool
 and nothing is ever delivered, while the connection looks healthy. So after every LISTEN,
 and every ``probe_interval`` seconds, the listener sends a probe NOTIFY on a short-lived
 connection of its own (the way other processes' notifications travel, through any
-pooler) and must hear it back within ``probe_timeout``. Only then does :attr:`Listener.connected` turn true -- and the Store caches
-refs only while it is true. A probe not heard is logged (once per change), counted in
-``get_stats()`` (``verified`` False, ``probe_failures``), and mutable caching stays off until
-a later probe is heard: reads then go to the database, so they are never staler than it.
+pooler) and must hear it back within ``probe_timeout``. Only then does
+:attr:`Listener.connected` turn true -- and the Store caches refs only while it is true. A
+probe not heard is logged (once per change), counted in ``get_stats()`` (``verified``
+False, ``probe_failures``), and mutable caching stays off until a later probe is heard:
+reads then go to the database, so they are never staler than it.
 
 psycopg supplies the notification stream; the thread, its wake-up and reconnection are
 written here because neither psycopg nor SQLAlchemy keeps a listening connection alive.
