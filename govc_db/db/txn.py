@@ -12,7 +12,12 @@ are the application's job.
   (``sleep(rng() * min(max_delay, base_delay * 2 ** (n - 1)))`` before retry ``n``). The
   decision uses SQLSTATEs and exception classes, never message text
   (:mod:`govc_db.db.retry`). ``sleep``, ``rng`` and ``clock`` are injected so tests are
-  deterministic and never sleep.
+  deterministic and never sleep. Conflicts are retried ``retries`` times; lost or refused
+  connections, with a ``budget`` (``Settings.retry_budget``), for that many seconds from
+  the first attempt -- long enough for a server restart, short enough to report an outage.
+  A prepared-statement conflict (42P05/26000, a pooler in transaction mode) switches
+  server-side preparation off for the engine, then retries. Never retried: timeouts, a
+  read-only database, refused credentials, a missing database (see ``retry_reason``).
 * **Unknown COMMIT outcome.** When the connection is lost *during* COMMIT, the server may
   or may not have committed. The caller's ``verify_commit()`` (for a ref move: re-read the
   ref on a new connection) decides: True means it committed, False means re-run. Without a
