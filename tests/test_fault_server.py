@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 PASSWORD = "s3cret-Pa55"
 
 
-def figures(name: str, out: Outcome, started: float, lost: int) -> None:
+def figures(name: str, out: Outcome, started: float, lost: int, store: Store) -> None:
     """Print the closing note's figures: recovery = the longest wait between two
     acknowledged commits around the fault (the callers' view of the outage)."""
     times = sorted(out.ack_times)
@@ -49,11 +49,14 @@ def figures(name: str, out: Outcome, started: float, lost: int) -> None:
     before = [t for t in times if t <= started]
     window = ([before[-1]] if before else [started]) + after
     recovery = max(b - a for a, b in itertools.pairwise(window))
+    retried = store.metrics()["txn"]["retries_by_reason"]["disconnect"]
     print(
         f"FAULT-FIGURES {name}: recovery {recovery:.2f} s (longest gap between acknowledged "
         f"commits); errors seen by callers {out.error_kinds() or 'none'}; commits "
-        f"acknowledged {len(out.acked)}; lost {lost}"
+        f"acknowledged {len(out.acked)}; lost {lost}; calls re-run after a lost or refused "
+        f"connection {retried}"
     )
+    assert retried >= 1 or out.errors, "the fault did not reach the Store"
 
 
 def check_errors(out: Outcome) -> None:
@@ -132,7 +135,7 @@ def test_fast_restart_mid_workload(cluster: tuple[pg._LocalCluster, str], cluste
         check_errors(out)
         lost = out.check(repo)
         assert lost == 0
-        figures("pg_ctl restart -m fast", out, started[0], lost)
+        figures("pg_ctl restart -m fast", out, started[0], lost, store)
         oid = repo.commit("main", {"after": b"1"}, message="after\n", author=SIG)
         assert repo.read(oid, "after") == b"1"
 
@@ -158,7 +161,7 @@ def test_backend_killed_mid_commit(cluster: tuple[pg._LocalCluster, str], cluste
         check_errors(out)
         lost = out.check(repo)
         assert lost == 0
-        figures("kill -9 of a backend", out, started[0], lost)
+        figures("kill -9 of a backend", out, started[0], lost, store)
 
 
 def test_wrong_password_is_authentication_failed(cluster: tuple[pg._LocalCluster, str]) -> None:
