@@ -337,3 +337,13 @@ def test_store_recovers_after_a_cluster_restart(cluster: pg._LocalCluster) -> No
 def test_fault_settings_are_validated(field: str, value: float) -> None:
     with pytest.raises(InvalidInput, match=field):
         Settings().replace(**{field: value})
+
+
+def test_nul_in_a_message_is_invalid_input_on_every_backend(repo: Repository) -> None:
+    message = "a\0b\n"
+    head = repo.resolve("main")
+    with pytest.raises(InvalidInput, match="NUL"):
+        repo.commit("main", {"n.txt": b"n"}, message=message, author=SIG)
+    with pytest.raises(InvalidInput, match="NUL"):
+        repo.create_tag("t", message=message, tagger=SIG)
+    assert repo.resolve("main") == head and repo.tags() == {}
