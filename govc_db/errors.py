@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlreadyExists",
+    "AuthenticationFailed",
     "CircuitOpen",
+    "ConnectionRefused",
+    "DatabaseMissing",
+    "DatabaseTimeout",
     "Forbidden",
     "GovcError",
     "InvalidInput",
@@ -24,6 +28,7 @@ __all__ = [
     "Overloaded",
     "NothingToCommit",
     "RateLimited",
+    "ReadOnlyDatabase",
     "RefConflict",
     "StoreUnavailable",
     "Unauthenticated",
@@ -63,6 +68,31 @@ class MergeConflict(GovcError):
 
 class StoreUnavailable(GovcError):
     """The database cannot be reached or keeps failing after the retry policy ran out."""
+
+
+class DatabaseTimeout(StoreUnavailable, TimeoutError):
+    """A server-side timeout cancelled the statement (``statement_timeout``,
+    ``lock_timeout``), or no pooled connection became free within ``pool_timeout``.
+    Not retried: the same statement would time out again."""
+
+
+class ReadOnlyDatabase(StoreUnavailable):
+    """The database refused a write because it is read-only: a standby, or
+    ``default_transaction_read_only=on``. Not retried."""
+
+
+class AuthenticationFailed(StoreUnavailable):
+    """The database refused the credentials (wrong password, unknown role, no
+    ``pg_hba.conf`` entry). Not retried; the message never contains the password."""
+
+
+class DatabaseMissing(StoreUnavailable):
+    """The database named in the URL does not exist on the server. Not retried."""
+
+
+class ConnectionRefused(StoreUnavailable):
+    """Nothing accepts connections at the database's address (server down or
+    restarting). Retried within ``Settings.retry_budget``, then raised."""
 
 
 class RateLimited(GovcError):

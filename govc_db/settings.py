@@ -244,6 +244,26 @@ class Settings:
     """Generation-0 threshold of the collector while the memory optimizer runs (Python's
     default is 700); 100-1,000,000."""
 
+    # --- faults ---
+    retry_budget: float = 3.0
+    """Seconds a unit keeps re-running after a lost or refused connection, counted from its
+    first attempt (``retry_attempts`` still bounds conflict retries). The default covers a
+    PostgreSQL crash-recovery restart (all backends are restarted after one is killed,
+    ~1.5 s) and a fast ``pg_ctl restart``; a genuine outage is reported after about this
+    long, plus at most one ``connect_timeout``. 0: count ``retry_attempts`` only."""
+    pooler_check: bool = True
+    """PostgreSQL: on the first connection, detect a pooler (PgBouncer, pgcat, RDS Proxy)
+    between the Store and the server, and if there is one switch server-side prepared
+    statements off for that Store, with a warning (transaction pooling would otherwise mix
+    up prepared statements between clients). Off: trust ``prepare_threshold`` as given,
+    e.g. behind PgBouncer >= 1.21 with ``max_prepared_statements`` > 0."""
+    listener_probe_interval: float = 30.0
+    """PostgreSQL: seconds between the LISTEN connection's self-checks (a probe NOTIFY
+    sent on a short-lived connection, which it must hear back). It also checks once on every
+    connect. While a check fails -- LISTEN through a transaction-mode pooler hears nothing
+    -- refs are not cached at all, so no read is staler than the database. 0: check only
+    on connect."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             checked = _check_type(f.name, str(f.type), getattr(self, f.name))
@@ -300,6 +320,10 @@ class Settings:
         _check_range("chunk_compression_level", self.chunk_compression_level, 0, 19)
         _check_range("chunk_read_window", self.chunk_read_window, 1, 1024)
         _check_range("memory_gc_threshold", self.memory_gc_threshold, 100, 1_000_000)
+
+        # --- faults ---
+        _check_range("retry_budget", self.retry_budget, 0.0, 600.0)
+        _check_range("listener_probe_interval", self.listener_probe_interval, 0.0)
 
     def __repr__(self) -> str:
         # Written by hand (dataclass keeps a class's own __repr__) to mask the passwords

@@ -1,6 +1,6 @@
 """Fault tests: lost connections before and during COMMIT, pg_terminate_backend in the
 middle of a stream of commits and reads, and a PostgreSQL cluster restarted under a
-running Store.
+running Store (more in ``test_fault_*.py``).
 
 The database is always real. The one test double replaces the manager's COMMIT *step*
 (``TransactionManager._commit``) to lose the acknowledgement of a COMMIT that did (or did
@@ -22,9 +22,11 @@ from sqlalchemy.pool import NullPool
 import govc_db
 from govc_db import Repository, Settings, Signature, Store
 from govc_db.db.txn import TransactionManager
-from govc_db.errors import GovcError, StoreUnavailable
+from govc_db.errors import GovcError, InvalidInput, StoreUnavailable
 from govc_db.models import CommitIndex, RefLog
 from govc_db.types import RefUpdated
+
+pytestmark = pytest.mark.faults
 
 SIG = Signature("Grace Hopper", "grace@example.com", 1_700_000_000, 0)
 T_COMMITS: sa.Table = CommitIndex.__table__  # type: ignore[assignment]
@@ -306,7 +308,7 @@ def pg_ctl(cluster: pg._LocalCluster, *args: str) -> None:
 @pytest.mark.postgres
 def test_store_recovers_after_a_cluster_restart(cluster: pg._LocalCluster) -> None:
     url = cluster.start()
-    settings = Settings(retry_attempts=3, retry_max_delay=0.05, connect_timeout=2)
+    settings = Settings(retry_attempts=3, retry_max_delay=0.05, connect_timeout=2, retry_budget=0.3)
     with govc_db.open(url, settings=settings) as store:
         store.upgrade()
         repo = store.create_repository("restart")
@@ -326,3 +328,22 @@ def test_store_recovers_after_a_cluster_restart(cluster: pg._LocalCluster) -> No
         assert repo.read("main", "a.txt") == b"1\n"
         assert repo.get_commit(c2).parents == [c1]
         assert store.repository("restart").verify().ok
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("retry_budget", -1.0), ("retry_budget", 601.0), ("listener_probe_interval", -0.5)],
+)
+def test_fault_settings_are_validated(field: str, value: float) -> None:
+    with pytest.raises(InvalidInput, match=field):
+        Settings().replace(**{field: value})
+
+
+def test_nul_in_a_message_is_invalid_input_on_every_backend(repo: Repository) -> None:
+    message = "a\0b\n"
+    head = repo.resolve("main")
+    with pytest.raises(InvalidInput, match="NUL"):
+        repo.commit("main", {"n.txt": b"n"}, message=message, author=SIG)
+    with pytest.raises(InvalidInput, match="NUL"):
+        repo.create_tag("t", message=message, tagger=SIG)
+    assert repo.resolve("main") == head and repo.tags() == {}

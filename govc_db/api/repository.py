@@ -128,12 +128,18 @@ def _normalize_changes(changes: object) -> dict[str, File | None]:
 def _message_bytes(message: object) -> bytes:
     if isinstance(message, str):
         try:
-            return message.encode("utf-8")
+            raw = message.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidInput("message is not valid Unicode") from None
-    if isinstance(message, bytes):
-        return message
-    raise InvalidInput(f"message must be a str, got {type(message).__name__}")
+    elif isinstance(message, bytes):
+        raw = message
+    else:
+        raise InvalidInput(f"message must be a str, got {type(message).__name__}")
+    if b"\0" in raw:
+        # git refuses it too ("a NUL byte in commit log message not allowed"), and
+        # PostgreSQL text cannot hold it: rejected the same way on every backend.
+        raise InvalidInput("message must not contain a NUL byte")
+    return raw
 
 
 def _signature(value: object, what: str) -> Signature:

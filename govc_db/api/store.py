@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import logging
 import os
@@ -20,7 +21,7 @@ from govc_db.db.batch import BatchExecutor
 from govc_db.db.cache import QueryCache, uncached_active
 from govc_db.db.cache import install as install_cache
 from govc_db.db.engine import make_engine, normalize_url, safe_url
-from govc_db.db.notify import Listener, connect_kwargs, parse_message
+from govc_db.db.notify import Listener, connect_kwargs, parse_message, send_probe
 from govc_db.db.scope import TransactionScope
 from govc_db.db.txn import TransactionManager
 from govc_db.errors import GovcError, InvalidInput, NotFound
@@ -267,11 +268,14 @@ class Store:
                 return
             # In a forked child the parent's thread does not exist: start a new one (the
             # old object's connection belongs to the parent and is left alone).
+            kwargs = connect_kwargs(self._url, connect_timeout=self.settings.connect_timeout)
             self._listener = Listener(
-                connect_kwargs(self._url, connect_timeout=self.settings.connect_timeout),
+                kwargs,
                 on_payload=self._on_payload,
                 on_connect=self._on_listen_change,
                 on_disconnect=self._on_listen_change,
+                probe=functools.partial(send_probe, kwargs),
+                probe_interval=self.settings.listener_probe_interval,
             )
             self._listener.start()
 

@@ -239,8 +239,18 @@ class _Dir:
         self.dirty = oid is None
 
     def is_empty(self) -> bool:
-        """Empty once pruned: no entry except directories that are empty too."""
-        return all(isinstance(v, _Dir) and v.is_empty() for v in self.items.values())
+        """Empty once pruned: no entry except directories that are empty too.
+
+        Iterative (an explicit stack, not recursion): a valid path may be thousands of
+        levels deep, far beyond Python's recursion limit.
+        """
+        stack: list[_Dir] = [self]
+        while stack:
+            for v in stack.pop().items.values():
+                if not isinstance(v, _Dir):
+                    return False
+                stack.append(v)
+        return True
 
 
 _Trie = dict[bytes, "_Trie"]
@@ -335,28 +345,43 @@ def _write(
 
 
 def _serialize(
-    d: _Dir, out: list[tuple[bytes, bytes]], built: dict[ObjectId, Tree]
+    root: _Dir, out: list[tuple[bytes, bytes]], built: dict[ObjectId, Tree]
 ) -> ObjectId | None:
-    """The id of ``d`` after the edits (None when it ended up empty), queuing new trees
-    in ``out`` and keeping them parsed in ``built``."""
-    if not d.dirty:
-        return d.oid
-    items: list[TreeItem] = []
-    for name, child in d.items.items():
-        if isinstance(child, _Dir):
-            oid = _serialize(child, out, built)
-            if oid is not None:
-                items.append(TreeItem(name, MODE_DIR, oid))
-        else:
-            items.append(child)
-    if not items:
-        return None  # git has no empty directories
-    tree = Tree.of(items)
-    data = tree.serialize()
-    out.append((b"tree", data))
-    oid = hash_object(b"tree", data)
-    built[oid] = tree
-    return oid
+    """The id of ``root`` after the edits (None when it ended up empty), queuing new trees
+    in ``out`` (children before parents) and keeping them parsed in ``built``.
+
+    Post-order over an explicit stack rather than recursion: a path within the 4096-byte
+    limit can be ~2000 directories deep, beyond Python's recursion limit.
+    """
+    ids: dict[int, ObjectId | None] = {}  # id(_Dir) -> its serialized id
+    stack: list[tuple[_Dir, bool]] = [(root, False)]
+    while stack:
+        d, children_done = stack.pop()
+        if not d.dirty:
+            ids[id(d)] = d.oid
+            continue
+        if not children_done:
+            stack.append((d, True))
+            stack.extend((c, False) for c in d.items.values() if isinstance(c, _Dir))
+            continue
+        items: list[TreeItem] = []
+        for name, child in d.items.items():
+            if isinstance(child, _Dir):
+                oid = ids[id(child)]
+                if oid is not None:
+                    items.append(TreeItem(name, MODE_DIR, oid))
+            else:
+                items.append(child)
+        if not items:
+            ids[id(d)] = None  # git has no empty directories
+            continue
+        tree = Tree.of(items)
+        data = tree.serialize()
+        out.append((b"tree", data))
+        oid = hash_object(b"tree", data)
+        built[oid] = tree
+        ids[id(d)] = oid
+    return ids[id(root)]
 
 
 def build_tree(

@@ -14,6 +14,17 @@ payload holds keys, not rows (JSON, far below PostgreSQL's 8000-byte limit)::
 jittered backoff and reports every (re)connect, because notifications sent while it was
 away are lost for good: the Store flushes its mutable cache then.
 
+**Self-check.** A connection that LISTENs is not proof of hearing: through a pooler in
+transaction mode (PgBouncer) LISTEN runs on whichever server connection the pooler picks
+and nothing is ever delivered, while the connection looks healthy. So after every LISTEN,
+and every ``probe_interval`` seconds, the listener sends a probe NOTIFY on a short-lived
+connection of its own (the way other processes' notifications travel, through any
+pooler) and must hear it back within ``probe_timeout``. Only then does
+:attr:`Listener.connected` turn true -- and the Store caches refs only while it is true. A
+probe not heard is logged (once per change), counted in ``get_stats()`` (``verified``
+False, ``probe_failures``), and mutable caching stays off until a later probe is heard:
+reads then go to the database, so they are never staler than it.
+
 psycopg supplies the notification stream; the thread, its wake-up and reconnection are
 written here because neither psycopg nor SQLAlchemy keeps a listening connection alive.
 The commit serializes on PostgreSQL's notification queue lock for transactions that
@@ -29,9 +40,11 @@ import json
 import logging
 import os
 import random
+import secrets
 import select
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANNEL",
+    "PROBE_TIMEOUT",
     "NOTIFY_STATEMENT",
     "Listener",
     "Message",
@@ -52,6 +66,7 @@ __all__ = [
     "parse_message",
     "ref_message",
     "repository_deleted_message",
+    "send_probe",
 ]
 
 log = logging.getLogger("govc_db.notify")
@@ -60,6 +75,8 @@ CHANNEL = "govc_db"
 #: PostgreSQL refuses payloads of 8000 bytes or more; stay clear of the edge.
 MAX_PAYLOAD = 7900
 NOTIFY_STATEMENT = text("SELECT pg_notify('govc_db', :payload)")
+#: Seconds a probe NOTIFY may take to come back before the listener is declared deaf.
+PROBE_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +144,14 @@ def parse_message(payload: str) -> Message | None:
     return msg
 
 
+def send_probe(kwargs: dict[str, Any], payload: str) -> None:
+    """NOTIFY ``payload`` on a short-lived connection of its own (the listener's
+    self-check): the path another process's notification takes, through any pooler,
+    without taking a connection from the Store's pool."""
+    with psycopg.connect(**kwargs, autocommit=True) as conn:
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload), prepare=False)
+
+
 def connect_kwargs(url: URL, *, connect_timeout: float) -> dict[str, Any]:
     """Connection parameters for psycopg from a SQLAlchemy URL (password included: never
     log the result)."""
@@ -157,9 +182,13 @@ def connect_kwargs(url: URL, *, connect_timeout: float) -> dict[str, Any]:
 class Listener:
     """A thread listening on :data:`CHANNEL` over its own connection, reconnecting.
 
-    ``on_connect`` runs after every successful ``LISTEN`` and before :attr:`connected`
-    turns true; ``on_disconnect`` after it turned false. ``on_payload`` receives each
-    payload, in the listener thread. ``rng`` and ``wait`` are injectable for tests.
+    ``on_connect`` runs after every successful ``LISTEN`` (and again when a probe is heard
+    after a deaf spell) before :attr:`connected` turns true; ``on_disconnect`` after it
+    turned false. With ``probe`` (a function sending a NOTIFY payload through another
+    connection), :attr:`connected` turns true only once the listener heard its own probe
+    (see the module docstring); without it, as soon as LISTEN succeeded.
+    ``on_payload`` receives each payload, in the listener thread. ``rng`` and ``wait``
+    are injectable for tests.
     """
 
     def __init__(
@@ -172,6 +201,9 @@ class Listener:
         backoff_base: float = 0.05,
         backoff_max: float = 5.0,
         idle_check: float = 30.0,
+        probe: Callable[[str], None] | None = None,
+        probe_interval: float = 30.0,
+        probe_timeout: float = PROBE_TIMEOUT,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._kwargs = kwargs
@@ -181,6 +213,14 @@ class Listener:
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._idle_check = idle_check
+        self._probe = probe
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        # The probe in flight: (its token, the monotonic deadline); the next one's time.
+        self._pending: tuple[str, float] | None = None
+        self._next_probe = 0.0
+        self._listening = False
+        self._deaf_reported = False
         self._rng = rng
         self._stop = threading.Event()
         self._up = threading.Event()
@@ -189,7 +229,10 @@ class Listener:
         self._pid = os.getpid()
         # Every key exists from the start: get_stats copies it from other threads, and a
         # dict must not grow while it is copied.
-        self._stats: Counter[str] = Counter(connects=0, reconnects=0, notifications=0, errors=0)
+        self._stats: Counter[str] = Counter(
+            connects=0, reconnects=0, notifications=0, errors=0, probes_sent=0,
+            probes_heard=0, probe_failures=0,
+        )  # fmt: skip
         self._last_error: str | None = None
         self._backend_pid: int | None = None
         self._lock = threading.Lock()
@@ -227,7 +270,8 @@ class Listener:
 
     @property
     def connected(self) -> bool:
-        """Whether the listener is listening now (always False in a forked child)."""
+        """Whether the listener is listening now and, with a probe, proved it hears
+        notifications (always False in a forked child)."""
         return self._up.is_set() and self._pid == os.getpid()
 
     @property
@@ -244,6 +288,12 @@ class Listener:
         s = dict(self._stats)
         return {
             "connected": self.connected,
+            "listening": self._listening and not self.orphaned,
+            "verified": self.connected if self._probe is not None else None,
+            "probes_sent": s.get("probes_sent", 0),
+            "probes_heard": s.get("probes_heard", 0),
+            "probe_failures": s.get("probe_failures", 0),
+            "staleness": "none: refs are not cached" if not self.connected else "notified",
             "connects": s.get("connects", 0),
             "reconnects": s.get("reconnects", 0),
             "notifications": s.get("notifications", 0),
@@ -272,11 +322,15 @@ class Listener:
                     break
                 conn.execute("LISTEN " + CHANNEL)
                 self._backend_pid = conn.info.backend_pid
+                self._listening = True
                 self._on_connect()
                 self._stats["connects"] += 1
                 if self._stats["connects"] > 1:
                     self._stats["reconnects"] += 1
-                self._up.set()
+                if self._probe is None:
+                    self._up.set()
+                else:
+                    self._send_probe()
                 failures = 0
                 self._serve(conn)
             except Exception as exc:  # whatever broke, the answer is to reconnect
@@ -287,6 +341,8 @@ class Listener:
                     report = log.warning if failures == 0 else log.debug
                     report("cache listener is not connected (%s); retrying", self._last_error)
             finally:
+                self._listening = False
+                self._pending = None
                 if self._up.is_set():
                     self._up.clear()
                     self._safe(self._on_disconnect)
@@ -306,21 +362,83 @@ class Listener:
             # First what psycopg already holds: notifications that arrived with the reply
             # to LISTEN or to the idle check sit in its backlog, not in the socket.
             for note in conn.notifies(timeout=0):
-                if note.channel == CHANNEL:
-                    self._stats["notifications"] += 1
-                    self._safe(functools.partial(self._on_payload, note.payload))
+                if note.channel != CHANNEL:
+                    continue
+                if self._heard_probe(note.payload):
+                    continue
+                self._stats["notifications"] += 1
+                self._safe(functools.partial(self._on_payload, note.payload))
             if conn.broken or conn.closed:
                 import psycopg
 
                 raise psycopg.OperationalError("the listener connection was lost")
-            ready, _, _ = select.select([sock, wake], [], [], self._idle_check)
+            timeout = self._check_probe()
+            ready, _, _ = select.select([sock, wake], [], [], timeout)
             if wake in ready:
                 if self._stop.is_set():
                     return
                 self._wake_r.recv(64)  # not meant for us (see stop()); keep listening
                 continue
-            if not ready:
+            if not ready and timeout >= self._idle_check:
                 conn.execute("SELECT 1")  # raises if the server went away silently
+
+    # -- the self-check ---------------------------------------------------------------
+    def _send_probe(self) -> None:
+        assert self._probe is not None
+        token = secrets.token_hex(8)
+        now = time.monotonic()
+        self._pending = (token, now + self._probe_timeout)
+        self._next_probe = now + self._probe_interval if self._probe_interval > 0 else 0.0
+        self._stats["probes_sent"] += 1
+        try:
+            self._probe(_dump({"v": 1, "probe": token, "pid": os.getpid()}))
+        except Exception as exc:  # the pool's problem is reported by the pool's users
+            log.debug("listener probe could not be sent (%s)", type(exc).__name__)
+
+    def _heard_probe(self, payload: str) -> bool:
+        """Whether ``payload`` is a probe (ours or another Store's): never a message."""
+        if '"probe"' not in payload:
+            return False
+        pending = self._pending
+        if pending is not None and pending[0] in payload:
+            self._pending = None
+            self._stats["probes_heard"] += 1
+            if not self._up.is_set():
+                if self._deaf_reported:
+                    log.warning("cache listener hears notifications again; refs are cached")
+                    self._deaf_reported = False
+                    self._safe(self._on_connect)  # forget what was missed meanwhile
+                self._up.set()
+        return True
+
+    def _check_probe(self) -> float:
+        """Time out the probe in flight, start the next one when due; the seconds until
+        something is due (at most ``idle_check``)."""
+        if self._probe is None:
+            return self._idle_check
+        now = time.monotonic()
+        pending = self._pending
+        if pending is not None and now >= pending[1]:
+            self._pending = None
+            self._stats["probe_failures"] += 1
+            if self._up.is_set():
+                self._up.clear()
+                self._safe(self._on_disconnect)
+            if not self._deaf_reported:
+                self._deaf_reported = True
+                log.warning(
+                    "cache listener does not hear its own NOTIFY (LISTEN through a pooler "
+                    "in transaction mode?): refs are not cached, so other processes' "
+                    "writes are read from the database; see docs/faults.md"
+                )
+        if self._pending is None and self._next_probe and now >= self._next_probe:
+            self._send_probe()
+        due = [self._idle_check]
+        if self._pending is not None:
+            due.append(self._pending[1] - now)
+        if self._next_probe:
+            due.append(self._next_probe - now)
+        return max(0.0, min(due))
 
     def _safe(self, fn: Callable[[], None]) -> None:
         try:

@@ -16,7 +16,10 @@ it) instead of handing it out again:
 * ``25006`` -- read-only SQL transaction: after a failover the old primary came back as a
   standby, so every pooled connection points at a server that can no longer write
   (except on a Connection carrying the ``READONLY_OPTION`` execution option, whose
-  transaction the caller declared READ ONLY).
+  transaction the caller declared READ ONLY);
+* ``42P05`` / ``26000`` -- duplicate / unknown prepared statement: a pooler in transaction
+  mode shares server connections, so the prepared-statement state of every pooled
+  connection is wrong; they are all replaced (see :mod:`govc_db.db.prepared`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ __all__ = [
 log = logging.getLogger("govc_db.db")
 
 #: SQLSTATE prefixes that mean "this connection is unusable; replace it".
-DISCONNECT_SQLSTATE_PREFIXES = ("08", "57P0", "25006")
+DISCONNECT_SQLSTATE_PREFIXES = ("08", "57P0", "25006", "42P05", "26000")
 
 #: Execution option on a Connection whose transaction the caller declared READ ONLY: a
 #: write in it fails with 25006 too, but that is the caller's mistake on a healthy

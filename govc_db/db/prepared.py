@@ -22,12 +22,28 @@ with ``max_prepared_statements`` > 0 tracks protocol-level prepares itself, and 
 uses protocol-level Parse/Close with libpq >= 17 (the psycopg[binary] wheel bundles one),
 so there it can stay on. Direct connections and session pooling keep it on.
 
+**Pooler detection** (``Settings.pooler_check``, on by default): on the first connection of
+an engine, the backend PID the server announced at startup (``BackendKeyData``) is
+compared with ``SELECT pg_backend_pid()``. A pooler answers the startup itself with a key
+of its own, so they differ behind PgBouncer, pgcat or RDS Proxy; then server-side
+preparation is switched off for that engine (a warning is logged once, and
+``get_stats()["pooler_detected"]`` says so). This must happen *before* anything is
+prepared: in transaction mode psycopg's ``_pg3_N`` names collide between clients sharing
+a server connection, and executing another client's ``_pg3_N`` with our parameters is not
+always an error -- it can return the other statement's rows (a wrong answer), or fail
+with 22021 when a text parameter receives our binary bytea. Should a prepared-statement
+conflict still happen (SQLSTATE 42P05/26000: detection off, or a pooler put in front
+later), :func:`disable_server_prepares` does the same at runtime, every pooled connection
+is replaced (:mod:`govc_db.db.pool` treats those codes as a lost connection) and the
+transaction manager re-runs the unit.
+
 Statement statistics come from SQLAlchemy's dialect-level ``do_execute`` events: each
 execution reports whether its compiled form came from SQLAlchemy's compiled cache.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
@@ -41,7 +57,14 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from govc_db.db.pool import PoolMonitor
 from govc_db.settings import Settings
 
-__all__ = ["StatementMonitor", "install_statement_monitor", "statement_monitor"]
+__all__ = [
+    "StatementMonitor",
+    "disable_server_prepares",
+    "install_statement_monitor",
+    "statement_monitor",
+]
+
+log = logging.getLogger("govc_db.db")
 
 _OUTCOME: dict[Any, str] = {
     CacheStats.CACHE_HIT: "compiled_cache_hits",
@@ -82,6 +105,9 @@ class StatementMonitor:
         self._postgres = engine.dialect.name == "postgresql"
         self._threshold = settings.prepare_threshold if self._postgres else None
         self._max = settings.prepared_max
+        # None: not checked yet; True/False once the first connection was compared.
+        self._pooler: bool | None = None if settings.pooler_check else False
+        self._disabled_reason: str | None = None
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._listen(engine)
@@ -116,6 +142,10 @@ class StatementMonitor:
             def on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
                 # prepare_threshold goes in as a connect argument; prepared_max has none.
                 dbapi_conn.prepared_max = prepared_max
+                if self._pooler is None and self._threshold is not None:
+                    self._check_pooler(dbapi_conn)
+                if self._disabled_reason is not None:
+                    dbapi_conn.prepare_threshold = None
 
             event.listen(engine, "connect", on_connect)
             # SQLAlchemy's pre-ping runs ";" (an empty query). With prepare_threshold=0
@@ -123,6 +153,45 @@ class StatementMonitor:
             # (an empty query is never cached) without deallocating it: one leaked server
             # statement per checkout. The ping is never worth preparing.
             engine.dialect.do_ping = _ping_unprepared  # type: ignore[method-assign,assignment]
+
+    def _check_pooler(self, dbapi_conn: Any) -> None:
+        announced = dbapi_conn.info.backend_pid
+        cur = dbapi_conn.cursor()
+        try:
+            row = cur.execute("SELECT pg_backend_pid()", prepare=False).fetchone()
+        finally:
+            cur.close()
+        dbapi_conn.rollback()  # end the implicit transaction before the pool hands it out
+        self._pooler = row is not None and row[0] != announced
+        if self._pooler:
+            self.disable(
+                "a connection pooler sits between this Store and PostgreSQL (the backend "
+                "PID differs from the one announced at connect)"
+            )
+
+    def disable(self, reason: str) -> None:
+        """Switch server-side preparation off for this engine (new connections; the pool
+        replaces the open ones), logging ``reason`` once."""
+        with self._lock:
+            if self._disabled_reason is not None or self._threshold is None:
+                return
+            self._disabled_reason = reason
+        log.warning(
+            "server-side prepared statements switched off: %s; set "
+            "Settings.prepare_threshold=None to say so explicitly (or pooler_check=False "
+            "behind a pooler that tracks prepared statements, PgBouncer >= 1.21 with "
+            "max_prepared_statements > 0)",
+            reason,
+        )
+        conns = self._pool.dbapi_connections() if self._pool is not None else []
+        for conn in conns:
+            # psycopg reads it at each execute: nothing more is prepared on them.
+            conn.prepare_threshold = None
+
+    @property
+    def server_side_prepare(self) -> bool:
+        """Whether statements may be prepared on the server now."""
+        return self._threshold is not None and self._disabled_reason is None
 
     def get_stats(self) -> dict[str, Any]:
         """Execution counters, compiled-cache ratio and prepared-statement counts."""
@@ -137,10 +206,12 @@ class StatementMonitor:
             "uncached": counts.get("uncached", 0),
             "compiled_cache_hit_ratio": hits / (hits + misses) if hits + misses else None,
             "compiled_cache_entries": self._cache_entries(),
-            "server_side_prepare": self._threshold is not None,
+            "server_side_prepare": self.server_side_prepare,
         }
         if self._postgres:
             out["prepare_threshold"] = self._threshold
+            out["pooler_detected"] = self._pooler
+            out["prepares_disabled_reason"] = self._disabled_reason
             out["prepared_max"] = self._max
             total = 0
             conns = self._pool.dbapi_connections() if self._pool is not None else []
@@ -175,6 +246,13 @@ def install_statement_monitor(
     if monitor is None:
         monitor = _MONITORS[engine] = StatementMonitor(engine, settings, pool)
     return monitor
+
+
+def disable_server_prepares(engine: Engine, reason: str) -> None:
+    """Switch server-side preparation off for ``engine`` (see the module docstring)."""
+    monitor = _MONITORS.get(engine)
+    if monitor is not None:
+        monitor.disable(reason)
 
 
 def statement_monitor(engine: Engine) -> StatementMonitor | None:

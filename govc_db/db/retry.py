@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy import exc as sa_exc
 
-from govc_db.db.errors import sqlstate
+from govc_db.db.errors import PREPARED_CONFLICT_SQLSTATES, connect_failure, sqlstate
 from govc_db.db.pool import is_disconnect_sqlstate
 from govc_db.errors import InvalidInput, StoreUnavailable
 
@@ -33,6 +33,8 @@ MAX_RETRIES = 99
 
 _REASONS = {"40001": "serialization", "40P01": "deadlock"}
 _SQLITE_READONLY = 8
+# read_only_sql_transaction, query_canceled, lock_not_available.
+_NEVER_RETRIED = frozenset({"25006", "57014", "55P03"})
 
 
 def check_retries(value: object) -> int:
@@ -84,13 +86,28 @@ def is_disconnect(exc: BaseException) -> bool:
 
 
 def retry_reason(exc: BaseException) -> str | None:
-    """``"serialization"``, ``"deadlock"``, ``"disconnect"`` or None (do not retry)."""
+    """``"serialization"``, ``"deadlock"``, ``"disconnect"``, ``"prepared"`` or None (do
+    not retry).
+
+    Only what a new attempt can fix is retried: a conflict, a lost or refused connection
+    (a restarting server), a prepared-statement conflict behind a pooler (the engine has
+    switched preparation off by then, see db.prepared). Never retried: a read-only
+    database (25006), a statement or lock timeout (57014, 55P03), refused credentials
+    or a missing database: the next attempt would fail the same way.
+    """
     err = _driver_error(exc)
     if err is None:
         return None
     code = sqlstate(err)
     if code in _REASONS:
         return _REASONS[code]
+    if code in PREPARED_CONFLICT_SQLSTATES:
+        return "prepared"
+    if code in _NEVER_RETRIED:
+        return None
+    failure = connect_failure(err)
+    if failure is not None and failure[0] != "refused":
+        return None
     return "disconnect" if is_disconnect(err) else None
 
 

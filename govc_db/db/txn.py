@@ -12,7 +12,12 @@ are the application's job.
   (``sleep(rng() * min(max_delay, base_delay * 2 ** (n - 1)))`` before retry ``n``). The
   decision uses SQLSTATEs and exception classes, never message text
   (:mod:`govc_db.db.retry`). ``sleep``, ``rng`` and ``clock`` are injected so tests are
-  deterministic and never sleep.
+  deterministic and never sleep. Conflicts are retried ``retries`` times; lost or refused
+  connections, with a ``budget`` (``Settings.retry_budget``), for that many seconds from
+  the first attempt -- long enough for a server restart, short enough to report an outage.
+  A prepared-statement conflict (42P05/26000, a pooler in transaction mode) switches
+  server-side preparation off for the engine, then retries. Never retried: timeouts, a
+  read-only database, refused credentials, a missing database (see ``retry_reason``).
 * **Unknown COMMIT outcome.** When the connection is lost *during* COMMIT, the server may
   or may not have committed. The caller's ``verify_commit()`` (for a ref move: re-read the
   ref on a new connection) decides: True means it committed, False means re-run. Without a
@@ -50,8 +55,10 @@ from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy import exc as sa_exc
 
 from govc_db.db.engine import WRITE_OPTION
-from govc_db.db.errors import translate
+from govc_db.db.errors import sqlstate, translate
+from govc_db.db.prepared import disable_server_prepares
 from govc_db.db.retry import (
+    MAX_RETRIES,
     check_retries,
     full_jitter,
     is_disconnect,
@@ -143,6 +150,8 @@ _STAT_KEYS = (
     "hook_errors",
 )  # fmt: skip
 
+_REASON_KEYS = ("serialization", "deadlock", "disconnect", "prepared")
+
 # The open transactions of this thread/task, innermost last (several managers may nest).
 _OPEN: ContextVar[tuple[Transaction, ...]] = ContextVar("govc_db_transactions", default=())
 
@@ -161,6 +170,7 @@ class TransactionManager:
         retries: int = 4,
         base_delay: float = 0.01,
         max_delay: float = 1.0,
+        budget: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
@@ -171,6 +181,11 @@ class TransactionManager:
             raise InvalidInput("base_delay and max_delay must be >= 0")
         self.base_delay = float(base_delay)
         self.max_delay = float(max_delay)
+        if not budget >= 0:
+            raise InvalidInput("budget must be >= 0")
+        #: Seconds a unit keeps re-running after lost or refused connections (0: count
+        #: ``retries`` only); see :meth:`run`.
+        self.budget = float(budget)
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -189,6 +204,7 @@ class TransactionManager:
             retries=settings.retry_attempts - 1,
             base_delay=settings.retry_base_delay,
             max_delay=settings.retry_max_delay,
+            budget=settings.retry_budget,
             **kwargs,
         )
 
@@ -211,7 +227,7 @@ class TransactionManager:
         with self._lock:
             s = Counter(self._stats)
             backoff = self._backoff_total
-        reasons = {r: s[f"retries_{r}"] for r in ("serialization", "deadlock", "disconnect")}
+        reasons = {r: s[f"retries_{r}"] for r in _REASON_KEYS}
         out: dict[str, Any] = {k: s[k] for k in _STAT_KEYS}
         out.update(retries=sum(reasons.values()), retries_by_reason=reasons)
         out["backoff_seconds"] = backoff
@@ -314,23 +330,53 @@ class TransactionManager:
                         raise
                     raise self._translate(exc, what, readonly) from exc
                 reason, cause = found, exc
+                if reason == "prepared":
+                    disable_server_prepares(
+                        self.engine,
+                        f"the server reported a prepared-statement conflict (SQLSTATE "
+                        f"{sqlstate(exc)}), the sign of a pooler in transaction mode",
+                    )
             else:
                 self._run_hooks(tx)
                 return out[0]
             attempt += 1
-            if attempt > limit:
+            elapsed = self._clock() - started
+            # Conflicts are bounded by count. Lost or refused connections, by time when a
+            # budget is set (and no explicit ``retries``): a restarting server refuses
+            # connections for a second or two, however many attempts fit in that window.
+            by_time = reason == "disconnect" and self.budget > 0 and retries is None
+            over = elapsed >= self.budget or attempt > MAX_RETRIES if by_time else attempt > limit
+            if over:
                 self._count("exhausted")
-                outcome = " (the outcome of the last COMMIT is unknown)" if pending else ""
-                raise StoreUnavailable(
-                    f"{what} failed after {attempt} attempts over "
-                    f"{self._clock() - started:.3f} s: {reason}{outcome}"
+                raise self._exhausted(
+                    cause, what, readonly, reason, attempt, elapsed, pending
                 ) from cause
             self._count(f"retries_{reason}")
             delay = self.backoff(attempt)
+            if by_time:
+                delay = min(delay, max(0.0, self.budget - elapsed))
             log.info("%s: retry %d after %s, in %.3f s", what, attempt, reason, delay)
             with self._lock:
                 self._backoff_total += delay
             self._sleep(delay)
+
+    def _exhausted(
+        self,
+        cause: BaseException,
+        what: str,
+        readonly: bool,
+        reason: str,
+        attempt: int,
+        elapsed: float,
+        pending: object,
+    ) -> StoreUnavailable:
+        """The error a unit raises once its retries are spent: the translation of the last
+        failure (typed: refused, lost, conflict ...) with how long it tried."""
+        outcome = " (the outcome of the last COMMIT is unknown)" if pending else ""
+        base = self._translate(cause, what, readonly)
+        kind = type(base) if isinstance(base, StoreUnavailable) else StoreUnavailable
+        text = str(base) if isinstance(base, StoreUnavailable) else f"{what} failed: {reason}"
+        return kind(f"{text}{outcome}; gave up after {attempt} attempts over {elapsed:.3f} s")
 
     # -- internals ---------------------------------------------------------------------
     def _count(self, key: str, n: int = 1) -> None:

@@ -9,6 +9,7 @@ allocation; it is stopped again when the last Store that started it closes.
 
 from __future__ import annotations
 
+import _thread
 import gc
 import os
 import threading
@@ -17,7 +18,18 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BytesInFlight", "GcMonitor", "TracemallocProbe", "gc_monitor", "in_flight", "rss_stats"]
+__all__ = [
+    "REDELIVER_AFTER",
+    "BytesInFlight",
+    "GcMonitor",
+    "TracemallocProbe",
+    "gc_monitor",
+    "in_flight",
+    "rss_stats",
+]
+
+#: Seconds after which a Ctrl-C caught in the gc callback is raised in the main thread.
+REDELIVER_AFTER = 0.01
 
 
 class GcMonitor:
@@ -44,6 +56,7 @@ class GcMonitor:
         self._install_lock = threading.Lock()
         self._installed = False
         self._start: float | None = None
+        self._interrupted = False
         self.pauses = 0
         self.total_pause = 0.0
         self.max_pause = 0.0
@@ -71,7 +84,27 @@ class GcMonitor:
                 self._start = None
 
     def callback(self, phase: str, info: dict[str, int]) -> None:
-        """The gc.callbacks hook: time from "start" to "stop" of each collection."""
+        """The gc.callbacks hook: time from "start" to "stop" of each collection.
+
+        CPython reports and then drops whatever a gc callback raises (it runs inside the
+        allocation that triggered the collection), so a Ctrl-C landing here would be
+        lost: it is handed back to the main thread, where the program is. Not at once --
+        a signal re-raised during the collection would be handled inside this callback or
+        a finalizer and dropped again -- but once the collection is over ("stop"), from a
+        timer thread a moment later (:data:`REDELIVER_AFTER`). (A Ctrl-C handled on the
+        very entry to the callback, before its first line, CPython drops beyond reach.)
+        """
+        try:
+            self._measure(phase, info)
+        except KeyboardInterrupt:
+            self._interrupted = True
+        if self._interrupted and phase == "stop":
+            self._interrupted = False
+            timer = threading.Timer(REDELIVER_AFTER, _thread.interrupt_main)
+            timer.daemon = True
+            timer.start()
+
+    def _measure(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._start = self._timer()
             self._cpu_start = self._cpu_timer()

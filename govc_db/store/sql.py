@@ -936,29 +936,29 @@ class SqlBackend:
             rows: list[Any] = []
             if pg:
                 driver.autocommit = True  # client-side only: no round trip
-                try:
-                    if len(oids) == 1:
-                        params: Any = {"repo_id": repo_id, "oid": oids[0]}
-                        rows = driver.execute(raw.object_one.sql, params).fetchall()
-                    else:
-                        assert raw.object_any is not None
-                        params = {"repo_id": repo_id, "oids": list(oids)}
-                        rows = driver.execute(raw.object_any.sql, params).fetchall()
-                finally:
-                    driver.autocommit = False
+                if len(oids) == 1:
+                    params: Any = {"repo_id": repo_id, "oid": oids[0]}
+                    rows = driver.execute(raw.object_one.sql, params).fetchall()
+                else:
+                    assert raw.object_any is not None
+                    params = {"repo_id": repo_id, "oids": list(oids)}
+                    rows = driver.execute(raw.object_any.sql, params).fetchall()
+                driver.autocommit = False
             else:  # sqlite3 without a transaction open is autocommit already
                 stmt = raw.object_one
                 for oid in oids:
                     args = stmt.args({"repo_id": repo_id, "oid": oid})
                     rows.extend(driver.execute(stmt.sql, args).fetchall())
-        except Exception as exc:
-            try:
-                lost = self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)  # type: ignore[arg-type]
-            except Exception:
-                lost = True
-            if lost:
-                pooled.invalidate(exc)
-            raise CacheMiss from exc
+        except BaseException as exc:
+            # Not resetting autocommit in a ``finally``: after an interrupted statement
+            # that reset itself fails, and its error would replace a KeyboardInterrupt.
+            # A connection in an unknown state (interrupted, lost, still autocommit) is
+            # dropped, never handed out again.
+            if not isinstance(exc, Exception) or self._fetch_conn_lost(pooled, exc, pg):
+                pooled.invalidate(exc if isinstance(exc, Exception) else None)
+            if isinstance(exc, Exception):
+                raise CacheMiss from exc
+            raise  # KeyboardInterrupt, SystemExit ...: never ours to swallow
         finally:
             pooled.close()
         out: dict[ObjectId, RawObject] = {}
@@ -970,6 +970,15 @@ class SqlBackend:
             out[key] = RawObject(type_name_of(type_number, key), decode(encoding, data, size))
         self.reads.count(fetches=1, fetched_objects=len(out))
         return out
+
+    def _fetch_conn_lost(self, pooled: Any, exc: Exception, pg: bool) -> bool:
+        if pg and getattr(pooled.driver_connection, "autocommit", False):
+            return True
+        try:
+            lost = self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)  # type: ignore[arg-type]
+            return bool(lost)
+        except Exception:
+            return True
 
     def refs_match(self, repo_id: int, expected: Mapping[str, ObjectId | None]) -> bool:
         """Whether every ref in ``expected`` has that target now (None: absent).
