@@ -260,8 +260,9 @@ def _write(
     path: str,
     parts: tuple[bytes, ...],
     item: TreeItem,
-) -> bool:
-    """Put ``item`` at ``parts``; False when the identical entry is already there."""
+) -> tuple[bool, ObjectId | None]:
+    """Put ``item`` at ``parts``: (False, _) when the identical entry is already there,
+    else (True, the id of the file it replaces or None): the store's delta hint."""
     d = root
     chain = [root]
     for i, name in enumerate(parts[:-1]):
@@ -283,24 +284,28 @@ def _write(
         if last.mode == MODE_DIR:
             raise InvalidInput(f"cannot write {path!r}: it is a directory")
         if last.mode == item.mode and last.oid == item.oid:
-            return False
+            return False, None
     d.items[parts[-1]] = item
     for c in chain:
         c.dirty = True
-    return True
+    return True, last.oid if isinstance(last, TreeItem) else None
 
 
 def _serialize(
-    d: _Dir, out: list[tuple[bytes, bytes]], built: dict[ObjectId, Tree]
+    d: _Dir,
+    out: list[tuple[bytes, bytes]],
+    built: dict[ObjectId, Tree],
+    bases: list[ObjectId | None],
 ) -> ObjectId | None:
     """The id of ``d`` after the edits (None when it ended up empty), queuing new trees
-    in ``out`` and keeping them parsed in ``built``."""
+    in ``out`` (with the tree it replaces in ``bases``, a delta hint for the store) and
+    keeping them parsed in ``built``."""
     if not d.dirty:
         return d.oid
     items: list[TreeItem] = []
     for name, child in d.items.items():
         if isinstance(child, _Dir):
-            oid = _serialize(child, out, built)
+            oid = _serialize(child, out, built, bases)
             if oid is not None:
                 items.append(TreeItem(name, MODE_DIR, oid))
         else:
@@ -310,6 +315,7 @@ def _serialize(
     tree = Tree.of(items)
     data = tree.serialize()
     out.append((b"tree", data))
+    bases.append(d.oid)
     oid = hash_object(b"tree", data)
     built[oid] = tree
     return oid
@@ -340,21 +346,25 @@ def build_tree(
         _delete(objects, root, path, parts)
 
     new_objects: list[tuple[bytes, bytes]] = []
+    bases: list[ObjectId | None] = []  # the version each replaces: a hint for the store
     for path, parts, f in split:
         if f is None:
             continue
         blob = Blob(f.data)
         item = TreeItem(parts[-1], f.mode, blob.id)
-        if _write(objects, root, path, parts, item):
+        changed, replaced = _write(objects, root, path, parts, item)
+        if changed:
             new_objects.append((b"blob", f.data))
+            bases.append(replaced)
 
     built: dict[ObjectId, Tree] = {}
-    oid = _serialize(root, new_objects, built)
+    oid = _serialize(root, new_objects, built, bases)
     if oid is None:
         oid = EMPTY_TREE
         new_objects.append((b"tree", b""))
+        bases.append(None)
     if new_objects:
-        objects.put_many(new_objects)
+        objects.put_many(new_objects, bases)
         # The new trees are known parsed: the commit's diff against its parent (and the
         # next commit on the branch) need not parse them again.
         memo: TreeMemo | None = getattr(objects, "tree_memo", None)

@@ -32,12 +32,15 @@ from govc_db.db.txn import Transaction, TransactionManager
 from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound, StoreUnavailable
 from govc_db.objects import TYPE_NUMBERS, ObjectId, hash_object
 from govc_db.store.cached_read import CacheMiss, ReadStats
-from govc_db.store.codec import Codec
+from govc_db.store.codec import ENC_DELTA, Codec, resolve_rows
 from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
 from govc_db.store.statements import (
     DEPENDENT_TABLES,
     PREFIX_RE,
     S_ANCESTRY,
+    S_CHAIN,
+    S_CHAIN_ONE,
+    S_CHAIN_PG,
     S_IDX_ALL,
     S_IDX_PAR_GET,
     S_IDX_PAR_GET_PG,
@@ -83,6 +86,9 @@ __all__ = ["RepositoryRecord", "SqlBackend", "SqlUnit"]
 log = logging.getLogger("govc_db.store")
 
 T = TypeVar("T")
+
+#: Objects up to this size are remembered in the decoded cache once written.
+REMEMBER_MAX = 1024 * 1024
 
 
 # -- the unit of work -------------------------------------------------------------------
@@ -201,6 +207,8 @@ class SqlObjects:
         self._ex = unit._backend.batch
         self._batch = self._ex.batch(unit.conn)
         self._pg = self._ex.dialect == "postgresql"
+        #: Chain depth of the rows this unit wrote (the base of a later put may be one).
+        self._depths: dict[bytes, int] = {}
 
     def flush(self, reason: str) -> None:
         """Write the pending rows (``reason`` is counted in the batch stats)."""
@@ -243,15 +251,65 @@ class SqlObjects:
                     out[oid] = RawObject(type_name_of(hit[0], oid), hit[1])
             wanted = rest
         hits = len(out)
-        decode = self._codec.decode
         statements = 0
+        rows: list[Any] = []
         for stmt, params in self._statements(wanted, S_OBJ_GET_ONE, S_OBJ_GET_PG, S_OBJ_GET):
             statements += 1
-            for row in self._u.execute(stmt, params):
-                data = decode(row.encoding, row.data, row.size)
-                out[ObjectId(bytes(row.oid))] = RawObject(type_name_of(row.type, row.oid), data)
+            rows.extend(self._u.execute(stmt, params))
+        for oid, (number, data, _depth) in self._resolve(rows).items():
+            out[ObjectId(oid)] = RawObject(type_name_of(number, oid), data)
         self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
         return out
+
+    # -- storage optimizer hooks (delta chains; govc_db.store.codec) -----------------------
+    def _resolve(self, rows: Iterable[Any]) -> dict[bytes, tuple[int, bytes, int]]:
+        """Decode stored rows, fetching the delta bases they need in one chain query."""
+        return resolve_rows(
+            self._codec, self._u.repo_id, [tuple(r) for r in rows], self._fetch_chains
+        )
+
+    def _fetch_chains(self, oids: Sequence[bytes]) -> list[Any]:
+        out: list[Any] = []
+        for stmt, params in self._statements(list(oids), S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
+            out.extend(tuple(r) for r in self._u.execute(stmt, params))
+        return out
+
+    def _bases(self, oids: Iterable[ObjectId]) -> dict[bytes, tuple[bytes, int]]:
+        """Content and chain depth of the would-be delta bases: from this unit's pending
+        rows, the decoded cache, else one query. Missing ones are absent."""
+        found: dict[bytes, tuple[bytes, int]] = {}
+        fetch: list[ObjectId] = []
+        cache = self._codec.cache
+        for oid in dict.fromkeys(oids):
+            hit = self._batch.get(oid)
+            if hit is not None:
+                found[oid] = (hit[1], self._depths.get(oid, 0))
+                continue
+            cached = cache.get(self._u.repo_id, oid)
+            if cached is not None:
+                found[oid] = cached
+            else:
+                fetch.append(oid)
+        if fetch:
+            rows: list[Any] = []
+            for stmt, params in self._statements(fetch, S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
+                rows.extend(tuple(r) for r in self._u.execute(stmt, params))
+            wanted = set(fetch)
+            for oid, (_n, data, depth) in self._resolve(rows).items():
+                if oid in wanted:
+                    found[oid] = (data, depth)
+        return found
+
+    def _remember(self, written: list[tuple[bytes, bytes, int]]) -> None:
+        """Once committed, the objects just written are the likeliest next bases."""
+        cache = self._codec.cache
+        repo_id = self._u.repo_id
+
+        def fill() -> None:
+            for oid, data, depth in written:
+                cache.put(repo_id, oid, data, depth)
+
+        self._u.after_commit(fill)
 
     def has(self, oid: ObjectId) -> bool:
         """Whether the object exists."""
@@ -284,12 +342,21 @@ class SqlObjects:
         for chunk in self._ex.id_chunks(ids):
             yield many, {"oids": chunk}
 
-    def put(self, type_name: bytes, data: bytes) -> ObjectId:
-        """Store one object; returns its id."""
-        return self.put_many([(type_name, data)])[0]
+    def put(self, type_name: bytes, data: bytes, base: ObjectId | None = None) -> ObjectId:
+        """Store one object (``base``: a delta hint, see :meth:`put_many`); returns its id."""
+        return self.put_many([(type_name, data)], None if base is None else [base])[0]
 
-    def put_many(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+    def put_many(
+        self,
+        objects: Iterable[tuple[bytes, bytes]],
+        bases: Sequence[ObjectId | None] | None = None,
+    ) -> list[ObjectId]:
         """Store objects (deduplicated by id); ids in input order.
+
+        ``bases`` (aligned with ``objects``) hints a related object of this repository for
+        each (the previous version of the same path): with the storage optimizer on, a
+        new row is stored as a delta against it when that is smaller and the chain stays
+        within ``Settings.delta_max_depth``.
 
         With the batch executor on, rows are buffered in the unit and flushed by count or
         bytes, before prefix/listing reads, savepoints and commit; off, they are written
@@ -300,9 +367,12 @@ class SqlObjects:
         buffered = self._ex.enabled
         direct: dict[bytes, Row] = {}
         repo_id = self._u.repo_id
-        encode = self._codec.encode
+        codec = self._codec
+        hinted = codec.optimizer and bases is not None
         duplicates = 0
-        for type_name, data in objects:
+        new: list[tuple[ObjectId, int, bytes, ObjectId | None]] = []
+        seen: set[bytes] = set()
+        for i, (type_name, data) in enumerate(objects):
             number = TYPE_NUMBERS.get(type_name)
             if number is None:
                 raise GovcError(f"unknown object type {type_name!r}")
@@ -310,11 +380,29 @@ class SqlObjects:
                 data = bytes(data)
             oid = hash_object(type_name, data)
             ids.append(oid)
-            if oid in batch or oid in direct:
+            if oid in batch or oid in seen:
                 duplicates += 1
                 continue
-            enc, stored = encode(data)
+            seen.add(oid)
+            base = bases[i] if hinted and bases is not None and i < len(bases) else None
+            new.append((oid, number, data, base if base != oid else None))
+        contents = self._bases(b for *_, b in new if b is not None) if hinted else {}
+        written: list[tuple[bytes, bytes, int]] = []
+        max_depth = codec.max_depth
+        for oid, number, data, base in new:
+            depth = 0
+            found = contents.get(base) if base is not None else None
+            if base is not None and found is not None and found[1] < max_depth:
+                enc, stored = codec.encode_delta(data, base, found[0])
+                if enc == ENC_DELTA:
+                    depth = found[1] + 1
+            else:
+                enc, stored = codec.encode(data)
             row = (repo_id, oid, number, len(data), enc, stored)
+            if codec.optimizer:
+                self._depths[oid] = depth
+                if len(data) <= REMEMBER_MAX:
+                    written.append((oid, data, depth))
             if not buffered:
                 direct[oid] = row
                 continue
@@ -323,6 +411,8 @@ class SqlObjects:
                 batch.flush(full)
         if direct:
             batch.write_now(direct.values())
+        if written:
+            self._remember(written)
         self._ex.count_put(objects=len(ids), duplicates=duplicates)
         return ids
 
@@ -648,6 +738,11 @@ class RawStatements:
         self.object_any: RawStatement | None = (
             compile_raw(S_OBJ_GET_PG, d, ()) if d.name == "postgresql" else None
         )
+        # ... and the delta bases they need (storage optimizer).
+        self.chain_one = compile_raw(S_CHAIN_ONE, d, ())
+        self.chain_any: RawStatement | None = (
+            compile_raw(S_CHAIN_PG, d, ()) if d.name == "postgresql" else None
+        )
 
 
 #: Seconds after a failed speculation in a repository during which its writes run as
@@ -845,32 +940,41 @@ class SqlBackend:
         """
         raw = self.raw_statements()
         pg = self.dialect == "postgresql"
-        decode = self.codec.decode
         try:
             pooled = self.engine.raw_connection()
         except Exception as exc:
             raise CacheMiss from exc
         try:
             driver: Any = pooled.driver_connection
-            rows: list[Any] = []
-            if pg:
-                driver.autocommit = True  # client-side only: no round trip
-                try:
-                    if len(oids) == 1:
-                        params: Any = {"repo_id": repo_id, "oid": oids[0]}
-                        rows = driver.execute(raw.object_one.sql, params).fetchall()
-                    else:
-                        assert raw.object_any is not None
-                        params = {"repo_id": repo_id, "oids": list(oids)}
-                        rows = driver.execute(raw.object_any.sql, params).fetchall()
-                finally:
-                    driver.autocommit = False
-            else:  # sqlite3 without a transaction open is autocommit already
-                stmt = raw.object_one
-                for oid in oids:
-                    args = stmt.args({"repo_id": repo_id, "oid": oid})
-                    rows.extend(driver.execute(stmt.sql, args).fetchall())
+
+            def run(one: RawStatement, many: RawStatement | None, ids: Sequence[bytes]) -> list[Any]:
+                if pg:
+                    driver.autocommit = True  # client-side only: no round trip
+                    try:
+                        if len(ids) == 1:
+                            params: Any = {"repo_id": repo_id, "oid": ids[0]}
+                            return list(driver.execute(one.sql, params).fetchall())
+                        assert many is not None
+                        params = {"repo_id": repo_id, "oids": list(ids)}
+                        return list(driver.execute(many.sql, params).fetchall())
+                    finally:
+                        driver.autocommit = False
+                out: list[Any] = []  # sqlite3 without a transaction open is autocommit
+                for oid in ids:
+                    args = one.args({"repo_id": repo_id, "oid": oid})
+                    out.extend(driver.execute(one.sql, args).fetchall())
+                return out
+
+            rows = run(raw.object_one, raw.object_any, oids)
+            decoded = resolve_rows(
+                self.codec,
+                repo_id,
+                rows,
+                lambda bases: run(raw.chain_one, raw.chain_any, bases),
+            )
         except Exception as exc:
+            if isinstance(exc, GovcError):
+                raise
             try:
                 lost = self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)  # type: ignore[arg-type]
             except Exception:
@@ -881,9 +985,9 @@ class SqlBackend:
         finally:
             pooled.close()
         out: dict[ObjectId, RawObject] = {}
-        for oid, type_number, size, encoding, data in rows:
-            key = ObjectId(bytes(oid))
-            out[key] = RawObject(type_name_of(type_number, key), decode(encoding, data, size))
+        for oid, (type_number, data, _depth) in decoded.items():
+            key = ObjectId(oid)
+            out[key] = RawObject(type_name_of(type_number, key), data)
         self.reads.count(fetches=1, fetched_objects=len(out))
         return out
 
