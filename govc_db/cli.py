@@ -527,6 +527,11 @@ def tag_delete(ctx: typer.Context, repo: str, name: str) -> None:
     typer.echo(f"deleted tag {name!r}")
 
 
+from govc_db.storage.cli import register as register_storage  # noqa: E402
+
+register_storage(app)
+
+
 def main() -> None:
     """Console-script entry point of ``govc-db``."""
     app()

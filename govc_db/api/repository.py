@@ -35,6 +35,7 @@ from govc_db.objects import (
     parse_object,
 )
 from govc_db.objects.kinds import TreeItem
+from govc_db.storage.gc import GcReport, run_gc
 from govc_db.store.cached_read import run_cached
 from govc_db.store.ports import Unit
 from govc_db.types import (
@@ -631,6 +632,31 @@ class Repository:
         # An fsck checks what is stored, not what the query-result cache remembers.
         with uncached():
             return self._run("verify", verify_unit)
+
+    def gc(
+        self,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> GcReport:
+        """Storage maintenance (git gc): re-deltify and recompress this repository's
+        objects, newest versions whole and older ones as deltas against their successor,
+        then return freed space. Safe while others commit and read; interruptible and
+        re-runnable. ``progress(done, total)`` is called after each batch."""
+        store = self._store
+        depth = store.settings.delta_max_depth
+
+        def call() -> GcReport:
+            return run_gc(
+                store.backend,
+                self._id,
+                max_depth=depth,
+                progress=progress,
+                should_stop=should_stop,
+            )
+
+        report: GcReport = store.run(Operation("gc", self.name, call, write=True, args={}))
+        return report
 
 
 def _check_ref_dir_clash(unit: Unit, ref: str) -> None:

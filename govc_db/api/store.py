@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -27,6 +28,8 @@ from govc_db.objects import check_repository_name, check_short_ref_name
 from govc_db.perf.manager import PerformanceManager, store_manager
 from govc_db.perf.report import render_report
 from govc_db.settings import Settings
+from govc_db.storage.gc import GcReport
+from govc_db.storage.metrics import StorageStats
 from govc_db.store.codec import Codec
 from govc_db.store.sql import RepositoryRecord, SqlBackend
 from govc_db.types import RefUpdated
@@ -78,6 +81,7 @@ class Store:
         self._middleware: list[Middleware]
         self._pipeline, self._middleware = build_chain(default_stack(settings))
         self.perf: PerformanceManager = store_manager(self)
+        self.perf.register("storage", StorageStats(self.backend.codec))
         self._subs: list[Subscription] = []
         self._subs_lock = threading.Lock()
         self._closed = False
@@ -337,6 +341,21 @@ class Store:
     def performance_report(self) -> str:
         """The metrics as readable text, one section per part."""
         return render_report(self.metrics(), api_source=self.perf.api_source)
+
+    def gc(
+        self,
+        name: str | None = None,
+        *,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> dict[str, GcReport]:
+        """``repo.gc()`` of repository ``name``, or of every repository; reports by name.
+        ``progress(name, done, total)`` follows each repository's batches."""
+        names = [name] if name is not None else self.list_repositories()
+        out: dict[str, GcReport] = {}
+        for n in names:
+            each = None if progress is None else functools.partial(progress, n)
+            out[n] = self.repository(n).gc(progress=each)
+        return out
 
 
 def open_store(url: str | URL | None = None, settings: Settings | None = None) -> Store:

@@ -152,6 +152,47 @@ class DecodedCache:
             }
 
 
+class WriteCounters:
+    """Objects and bytes the write path stored, by kind; deltas, chain depths, dedup."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._c: dict[str, int] = {}
+
+    def add(self, counts: dict[str, int]) -> None:
+        """Add a batch of counts (one lock per ``put_many``, not per object)."""
+        with self._lock:
+            c = self._c
+            for k, v in counts.items():
+                c[k] = max(c.get(k, 0), v) if k == "depth_max" else c.get(k, 0) + v
+
+    def get_stats(self) -> dict[str, Any]:
+        """Bytes by kind (raw and stored), compression ratio, deltas, depths, dedup hits."""
+        with self._lock:
+            c = dict(self._c)
+        by_kind: dict[str, dict[str, Any]] = {}
+        for kind in ("blob", "tree", "commit", "tag"):
+            raw, stored = c.get(f"{kind}.raw", 0), c.get(f"{kind}.stored", 0)
+            if c.get(f"{kind}.objects"):
+                by_kind[kind] = {
+                    "objects": c[f"{kind}.objects"],
+                    "raw_bytes": raw,
+                    "stored_bytes": stored,
+                    "deltas": c.get(f"{kind}.deltas", 0),
+                }
+        raw = sum(v["raw_bytes"] for v in by_kind.values())
+        stored = sum(v["stored_bytes"] for v in by_kind.values())
+        deltas = sum(v["deltas"] for v in by_kind.values())
+        return {
+            "written": by_kind,
+            "compression_ratio": round(raw / stored, 3) if stored else None,
+            "delta_objects": deltas,
+            "mean_delta_depth": round(c.get("depth_sum", 0) / deltas, 2) if deltas else 0.0,
+            "max_delta_depth": c.get("depth_max", 0),
+            "dedup_hits": c.get("duplicates", 0),
+        }
+
+
 class Codec:
     """Encodes object content for storage and decodes it back.
 
@@ -177,6 +218,10 @@ class Codec:
         self.optimizer = optimizer
         self.max_depth = max_depth
         self.cache = DecodedCache(cache_bytes)
+        #: What the write path stored, by kind (see :meth:`count_written`).
+        self.written = WriteCounters()
+        #: The report of the last ``gc()`` run through this codec's store (a dict).
+        self.last_gc: dict[str, Any] | None = None
         # zstd contexts are not thread-safe; keep one per thread.
         self._local = threading.local()
 

@@ -389,6 +389,7 @@ class SqlObjects:
         contents = self._bases(b for *_, b in new if b is not None) if hinted else {}
         written: list[tuple[bytes, bytes, int]] = []
         max_depth = codec.max_depth
+        counts: dict[str, int] = {"duplicates": duplicates}
         for oid, number, data, base in new:
             depth = 0
             found = contents.get(base) if base is not None else None
@@ -399,6 +400,14 @@ class SqlObjects:
             else:
                 enc, stored = codec.encode(data)
             row = (repo_id, oid, number, len(data), enc, stored)
+            kind = type_name_of(number, oid).decode()
+            counts[kind + ".objects"] = counts.get(kind + ".objects", 0) + 1
+            counts[kind + ".raw"] = counts.get(kind + ".raw", 0) + len(data)
+            counts[kind + ".stored"] = counts.get(kind + ".stored", 0) + len(stored)
+            if depth:
+                counts[kind + ".deltas"] = counts.get(kind + ".deltas", 0) + 1
+                counts["depth_sum"] = counts.get("depth_sum", 0) + depth
+                counts["depth_max"] = max(counts.get("depth_max", 0), depth)
             if codec.optimizer:
                 self._depths[oid] = depth
                 if len(data) <= REMEMBER_MAX:
@@ -413,6 +422,7 @@ class SqlObjects:
             batch.write_now(direct.values())
         if written:
             self._remember(written)
+        codec.written.add(counts)
         self._ex.count_put(objects=len(ids), duplicates=duplicates)
         return ids
 

@@ -1,0 +1,105 @@
+"""Base selection for ``gc()``: which object each version is best stored against.
+
+The write path deltas a new version against the previous one (all it has). ``gc()`` can
+do what git's repack does: walk the history newest first and store each *older* version
+as a delta against its successor at the same path (the parent's tree against the
+child's, a parent commit against its child), so the versions read most -- the newest --
+are stored whole and chains grow into the past.
+
+The plan is a visit order: :func:`plan` yields ``(oid, planned base or None)``, every
+planned base visited before the object that uses it. ``gc()`` rewrites rows in exactly
+this order, which is what keeps every chain acyclic while readers and writers run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Final
+
+from govc_db.objects import MODE_DIR, ObjectId, Tree
+from govc_db.store.ports import IndexEntry, RawObject
+
+__all__ = ["TREE_MEMO", "plan"]
+
+#: Parsed trees kept while walking (a window of recent history).
+TREE_MEMO: Final = 20_000
+#: Commits whose trees are loaded together (one ``get_many`` per depth per window).
+WINDOW: Final = 256
+_GITLINK: Final = 0o160000
+
+
+class _Planner:
+    def __init__(self, load: Callable[[Sequence[ObjectId]], dict[ObjectId, RawObject]]) -> None:
+        self.load = load
+        self.trees: dict[ObjectId, Tree] = {}
+        self.visited: set[bytes] = set()
+        self.out: list[tuple[ObjectId, ObjectId | None]] = []
+
+    def visit(self, oid: ObjectId, base: ObjectId | None) -> None:
+        if oid in self.visited:
+            return
+        self.visited.add(oid)
+        self.out.append((oid, base if base in self.visited else None))
+
+    def pair(self, new: ObjectId, old: ObjectId) -> None:
+        """``old`` is the previous version of ``new`` at the same place."""
+        self.visit(new, None)
+        if old != new:
+            self.visit(old, new)
+
+    def trees_of(self, oids: Iterable[ObjectId]) -> dict[ObjectId, Tree]:
+        wanted = [o for o in dict.fromkeys(oids) if o not in self.trees]
+        if wanted:
+            if len(self.trees) > TREE_MEMO:
+                self.trees.clear()
+            for oid, raw in self.load(wanted).items():
+                if raw.type == b"tree":
+                    self.trees[oid] = Tree.parse(raw.data)
+        return self.trees
+
+    def walk(self, pairs: list[tuple[ObjectId, ObjectId]]) -> None:
+        """Pair the changed entries of (new tree, old tree) pairs, level by level."""
+        while pairs:
+            trees = self.trees_of(o for p in pairs for o in p)
+            below: list[tuple[ObjectId, ObjectId]] = []
+            for new, old in pairs:
+                self.pair(new, old)
+                a, b = trees.get(new), trees.get(old)
+                if a is None or b is None:
+                    continue
+                olds = {i.name: i for i in b.items}
+                for item in a.items:
+                    prev = olds.get(item.name)
+                    if prev is None or prev.oid == item.oid or _GITLINK in (item.mode, prev.mode):
+                        continue
+                    if item.mode == MODE_DIR and prev.mode == MODE_DIR:
+                        below.append((item.oid, prev.oid))
+                    elif item.mode != MODE_DIR and prev.mode != MODE_DIR:
+                        self.pair(item.oid, prev.oid)
+            pairs = below
+
+
+def plan(
+    entries: Iterable[IndexEntry],
+    load: Callable[[Sequence[ObjectId]], dict[ObjectId, RawObject]],
+) -> Iterator[list[tuple[ObjectId, ObjectId | None]]]:
+    """The visit order over the commit index, newest generation first, yielded in steps
+    (one per window of commits): ``(object, planned base)`` pairs."""
+    commits = sorted(entries, key=lambda e: (-e.generation, e.oid))
+    by_oid = {e.oid: e for e in commits}
+    p = _Planner(load)
+    for i in range(0, len(commits), WINDOW):
+        window = commits[i : i + WINDOW]
+        roots: list[tuple[ObjectId, ObjectId]] = []
+        for e in window:
+            p.visit(e.oid, None)
+            if e.parents:
+                p.visit(e.parents[0], e.oid)
+                parent = by_oid.get(e.parents[0])
+                if parent is not None:
+                    roots.append((e.tree, parent.tree))
+                    continue
+            p.visit(e.tree, None)
+        p.walk(roots)
+        step, p.out = p.out, []
+        yield step
