@@ -1,10 +1,13 @@
 """Base selection for ``gc()``: which object each version is best stored against.
 
-The write path deltas a new version against the previous one (all it has). ``gc()`` can
-do what git's repack does: walk the history newest first and store each *older* version
-as a delta against its successor at the same path (the parent's tree against the
-child's, a parent commit against its child), so the versions read most -- the newest --
-are stored whole and chains grow into the past.
+The write path deltas a new version against the previous one of the same path. ``gc()``
+walks the history oldest first and plans the same for every object: a version against
+its predecessor at the same path (the parent's tree for a tree, the first parent for a
+commit), which the write path could not do for rows written before the optimizer (or
+with it switched off), after a rename, or when a base was out of reach. Rows the write
+path already stored that way are left alone: a rewrite costs a new row version on
+PostgreSQL, so ``gc()`` rewrites only what it improves. (Reversing the direction, newest
+versions whole as git does, was measured: it rewrites every row and grew the tables.)
 
 The plan is a visit order: :func:`plan` yields ``(oid, planned base or None)``, every
 planned base visited before the object that uses it. ``gc()`` rewrites rows in exactly
@@ -43,9 +46,9 @@ class _Planner:
 
     def pair(self, new: ObjectId, old: ObjectId) -> None:
         """``old`` is the previous version of ``new`` at the same place."""
-        self.visit(new, None)
+        self.visit(old, None)
         if old != new:
-            self.visit(old, new)
+            self.visit(new, old)
 
     def trees_of(self, oids: Iterable[ObjectId]) -> dict[ObjectId, Tree]:
         wanted = [o for o in dict.fromkeys(oids) if o not in self.trees]
@@ -83,22 +86,24 @@ def plan(
     entries: Iterable[IndexEntry],
     load: Callable[[Sequence[ObjectId]], dict[ObjectId, RawObject]],
 ) -> Iterator[list[tuple[ObjectId, ObjectId | None]]]:
-    """The visit order over the commit index, newest generation first, yielded in steps
+    """The visit order over the commit index, oldest generation first, yielded in steps
     (one per window of commits): ``(object, planned base)`` pairs."""
-    commits = sorted(entries, key=lambda e: (-e.generation, e.oid))
+    commits = sorted(entries, key=lambda e: (e.generation, e.oid))
     by_oid = {e.oid: e for e in commits}
     p = _Planner(load)
     for i in range(0, len(commits), WINDOW):
         window = commits[i : i + WINDOW]
         roots: list[tuple[ObjectId, ObjectId]] = []
         for e in window:
-            p.visit(e.oid, None)
             if e.parents:
-                p.visit(e.parents[0], e.oid)
+                p.visit(e.parents[0], None)
+                p.visit(e.oid, e.parents[0])
                 parent = by_oid.get(e.parents[0])
                 if parent is not None:
                     roots.append((e.tree, parent.tree))
                     continue
+            else:
+                p.visit(e.oid, None)
             p.visit(e.tree, None)
         p.walk(roots)
         step, p.out = p.out, []

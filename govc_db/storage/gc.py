@@ -129,31 +129,47 @@ class _Rewriter:
         for i, (oid, _b) in enumerate(step):
             self.order.setdefault(oid, first + i)
         rows = {bytes(r[0]): r for r in self._rows(u, [o for o, _ in step], chain=False)}
-        decoded = resolve_rows(
-            self.codec, self.repo_id, list(rows.values()), lambda ids: self._rows(u, ids, True)
-        )
-        need = [b for _, b in step if b is not None and b not in self.contents and b not in decoded]
-        if need:
-            found = resolve_rows(
-                self.codec, self.repo_id, self._rows(u, need, False), lambda ids: self._rows(u, ids, True)
-            )
-            for oid, (_t, data, _d) in found.items():
-                self.contents[oid] = data
-        updates: list[dict[str, Any]] = []
+        # Which rows to re-encode: a row stored against a base visited before it is kept
+        # as it is (the write path chose it); full rows are tried against their planned
+        # base; a row against anything else must move (the acyclicity rule).
+        redo: list[tuple[ObjectId, ObjectId | None]] = []
         for oid, planned in step:
             row = rows.get(oid)
             if row is None:
                 continue  # not stored here (a gitlink, the implicit empty tree)
-            content = decoded[oid][1]
             enc, stored = int(row[3]), bytes(row[4])
             current = bytes(stored[:OID_LEN]) if enc in DELTA_ENCODINGS else None
             mine = self.order[oid]
-            valid = current is None or self.order.get(current, mine) < mine
+            if current is not None and self.order.get(current, mine) < mine:
+                self.depth[oid] = self.depth.get(current, 0) + 1
+            elif current is None and (planned is None or len(stored) < 64):
+                self.depth[oid] = 0
+            else:
+                redo.append((oid, planned))
+        if not redo:
+            return
+        rows_of = [rows[o] for o, _ in redo]
+        decoded = resolve_rows(
+            self.codec, self.repo_id, rows_of, lambda ids: self._rows(u, ids, True)
+        )
+        need = [b for _, b in redo if b is not None and b not in self.contents]
+        if need:
+            found = resolve_rows(
+                self.codec,
+                self.repo_id,
+                self._rows(u, need, False),
+                lambda ids: self._rows(u, ids, True),
+            )
+            for oid, (_t, data, _d) in found.items():
+                self.contents[oid] = data
+        updates: list[dict[str, Any]] = []
+        for (oid, planned), row in zip(redo, rows_of, strict=True):
+            content = decoded[oid][1]
+            stored = bytes(row[4])
+            valid = int(row[3]) not in DELTA_ENCODINGS
             best: tuple[int, bytes, bytes | None] | None = None
             if planned is not None and self.depth.get(planned, self.max_depth) < self.max_depth:
                 base = self.contents.get(planned)
-                if base is None and planned in decoded:
-                    base = decoded[planned][1]
                 if base is not None:
                     e, s = self.codec.encode_delta(content, planned, base, level=GC_LEVEL)
                     best = (e, s, planned if e == ENC_DELTA else None)
@@ -163,7 +179,7 @@ class _Rewriter:
             # A valid row is rewritten only when that saves enough to be worth a new row
             # version (PostgreSQL's UPDATE writes one; VACUUM then reuses the old space).
             if valid and len(best[1]) > len(stored) - max(16, len(stored) // 10):
-                self.depth[oid] = 0 if current is None else self.depth.get(current, 0) + 1
+                self.depth[oid] = 0
             else:
                 updates.append(
                     {"b_repo": self.repo_id, "b_oid": oid, "b_enc": best[0], "b_data": best[1]}
