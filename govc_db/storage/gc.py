@@ -205,6 +205,7 @@ def run_gc(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     vacuum: bool = True,
+    batch: int = BATCH,
 ) -> GcReport:
     """Re-deltify and recompress repository ``repo_id``; see the module docstring."""
     local = _repo_lock(repo_id)
@@ -230,11 +231,11 @@ def run_gc(
         rw = _Rewriter(backend, repo_id, max_depth)
         done = 0
         for step in steps:
-            for i in range(0, len(step), BATCH):
+            for i in range(0, len(step), batch):
                 if should_stop is not None and should_stop():
                     report.interrupted = True
                     break
-                chunk = step[i : i + BATCH]
+                chunk = step[i : i + batch]
                 with backend.unit(repo_id, write=True, what="gc") as wu:
                     rw.batch(wu, chunk)
                 done += len(chunk)
