@@ -35,10 +35,49 @@ __all__ = ["bench_realistic", "bench_size_gc", "realistic_history"]
 
 Commit = tuple[int, dict[str, bytes | None], bytes]
 WORDS = (
-    "def class return self value None import from for in if else elif while try except "
-    "raise with as lambda yield data result items config path name index count total "
-    "print append update get set list dict str int float True False"
-).split()
+    "def",
+    "class",
+    "return",
+    "self",
+    "value",
+    "None",
+    "import",
+    "from",
+    "for",
+    "in",
+    "if",
+    "else",
+    "elif",
+    "while",
+    "try",
+    "except",
+    "raise",
+    "with",
+    "as",
+    "lambda",
+    "yield",
+    "data",
+    "result",
+    "items",
+    "config",
+    "path",
+    "name",
+    "index",
+    "count",
+    "total",
+    "print",
+    "append",
+    "update",
+    "get",
+    "set",
+    "list",
+    "dict",
+    "str",
+    "int",
+    "float",
+    "True",
+    "False",
+)
 
 
 def _size(t: Target, url: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -194,7 +233,9 @@ def bench_realistic(t: Target, sizes: Sizes) -> list[Result]:
     commits = realistic_history(n)
     case = f"realistic {n + 1:,}-commit history (edits, renames, binaries)"
     before = Result("10 storage", case + ", before gc", t.backend, "MiB", False, "git repack -adf")
-    after = Result("10 storage", case + ", after repo.gc()", t.backend, "MiB", False, "git repack -adf")
+    after = Result(
+        "10 storage", case + ", after repo.gc()", t.backend, "MiB", False, "git repack -adf"
+    )
     url, drop = _own_database(t)
     try:
         with govc_db.open(url, t.settings) as store:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from _storage import SIG, history, rows, snapshot, text
 from typer.testing import CliRunner
 
 import govc_db
@@ -13,7 +14,6 @@ from govc_db import Settings, Store
 from govc_db.cli import app
 from govc_db.storage.gc import GcBusy, _repo_lock, run_gc
 from govc_db.store.codec import ENC_DELTA
-from tests.test_storage import SIG, history, rows, snapshot, text
 
 
 def all_objects(store: Store, repo_id: int) -> dict[bytes, tuple[bytes, bytes]]:
@@ -143,7 +143,9 @@ def test_interrupted_gc_leaves_a_consistent_store_and_resumes(db_url: str) -> No
         assert repo.read(ids[-1], "d/f0.txt") == before_read(before, repo, ids[-1])
 
 
-def before_read(objects: dict[bytes, tuple[bytes, bytes]], repo: govc_db.Repository, c: str) -> bytes:
+def before_read(
+    objects: dict[bytes, tuple[bytes, bytes]], repo: govc_db.Repository, c: str
+) -> bytes:
     entry = next(e for e in repo.walk(c) if e.path == "d/f0.txt")
     return objects[bytes.fromhex(entry.oid)][1]
 
@@ -153,9 +155,8 @@ def test_one_gc_per_repository(db_url: str) -> None:
     with govc_db.open(db_url) as s:
         repo = s.repository("one")
         lock = _repo_lock(repo._id)
-        with lock:
-            with pytest.raises(GcBusy):
-                repo.gc()
+        with lock, pytest.raises(GcBusy):
+            repo.gc()
         assert repo.gc().objects > 0
 
 

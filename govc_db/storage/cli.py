@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 __all__ = ["register"]
 
@@ -36,7 +43,7 @@ def register(app: typer.Typer) -> None:
                 repo = store.repository(n)
                 task = bar.add_task(f"gc {n}", total=None)
 
-                def step(done: int, total: int, task: int = task) -> None:
+                def step(done: int, total: int, task: TaskID = task) -> None:
                     bar.update(task, completed=done, total=total)
 
                 r = repo.gc(progress=step)

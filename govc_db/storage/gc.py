@@ -46,7 +46,7 @@ __all__ = ["GcBusy", "GcReport", "run_gc"]
 
 #: Objects rewritten per transaction: short transactions, writers never wait long.
 BATCH: Final = 400
-_R = bindparam("repo_id")
+_R: Any = bindparam("repo_id")
 S_BYTES = select(func.count(), func.coalesce(func.sum(func.length(T_OBJ.c.data)), 0)).where(
     T_OBJ.c.repo_id == _R
 )
@@ -111,13 +111,15 @@ class _Rewriter:
         self.pg = backend.dialect == "postgresql"
         self.depth: dict[bytes, int] = {}
         self.order: dict[bytes, int] = {}
-        self.contents: LRUCache[bytes, bytes] = LRUCache(
-            maxsize=64 * 1024 * 1024, getsizeof=len
-        )
+        self.contents: LRUCache[bytes, bytes] = LRUCache(maxsize=64 * 1024 * 1024, getsizeof=len)
         self.rewritten = 0
 
     def _rows(self, u: SqlUnit, oids: Sequence[bytes], chain: bool) -> list[Any]:
-        stmt = (S_CHAIN_PG if chain else S_OBJ_GET_PG) if self.pg else (S_CHAIN if chain else S_OBJ_GET)
+        stmt = (
+            (S_CHAIN_PG if chain else S_OBJ_GET_PG)
+            if self.pg
+            else (S_CHAIN if chain else S_OBJ_GET)
+        )
         out: list[Any] = []
         size = 5000 if self.pg else 500
         for i in range(0, len(oids), size):
@@ -160,8 +162,8 @@ class _Rewriter:
                 self._rows(u, need, False),
                 lambda ids: self._rows(u, ids, True),
             )
-            for oid, (_t, data, _d) in found.items():
-                self.contents[oid] = data
+            for key, (_t, data, _d) in found.items():
+                self.contents[key] = data
         updates: list[dict[str, Any]] = []
         for (oid, planned), row in zip(redo, rows_of, strict=True):
             content = decoded[oid][1]

@@ -35,7 +35,6 @@ import zstandard
 from cachetools import LRUCache
 
 from govc_db.errors import GovcError
-from govc_db.objects import ObjectId
 from govc_db.settings import Settings
 
 __all__ = [

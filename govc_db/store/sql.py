@@ -256,8 +256,8 @@ class SqlObjects:
         for stmt, params in self._statements(wanted, S_OBJ_GET_ONE, S_OBJ_GET_PG, S_OBJ_GET):
             statements += 1
             rows.extend(self._u.execute(stmt, params))
-        for oid, (number, data, _depth) in self._resolve(rows).items():
-            out[ObjectId(oid)] = RawObject(type_name_of(number, oid), data)
+        for key, (number, data, _depth) in self._resolve(rows).items():
+            out[ObjectId(key)] = RawObject(type_name_of(number, key), data)
         self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
         return out
 
@@ -270,7 +270,8 @@ class SqlObjects:
 
     def _fetch_chains(self, oids: Sequence[bytes]) -> list[Any]:
         out: list[Any] = []
-        for stmt, params in self._statements(list(oids), S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
+        ids = [ObjectId(o) for o in oids]
+        for stmt, params in self._statements(ids, S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
             out.extend(tuple(r) for r in self._u.execute(stmt, params))
         return out
 
@@ -295,9 +296,9 @@ class SqlObjects:
             for stmt, params in self._statements(fetch, S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
                 rows.extend(tuple(r) for r in self._u.execute(stmt, params))
             wanted = set(fetch)
-            for oid, (_n, data, depth) in self._resolve(rows).items():
-                if oid in wanted:
-                    found[oid] = (data, depth)
+            for key, (_n, data, depth) in self._resolve(rows).items():
+                if key in wanted:
+                    found[key] = (data, depth)
         return found
 
     def _remember(self, written: list[tuple[bytes, bytes, int]]) -> None:
@@ -957,7 +958,9 @@ class SqlBackend:
         try:
             driver: Any = pooled.driver_connection
 
-            def run(one: RawStatement, many: RawStatement | None, ids: Sequence[bytes]) -> list[Any]:
+            def run(
+                one: RawStatement, many: RawStatement | None, ids: Sequence[bytes]
+            ) -> list[Any]:
                 if pg:
                     driver.autocommit = True  # client-side only: no round trip
                     try:

@@ -163,15 +163,25 @@ def _chain_statement(match: Any) -> Any:
     recursive query: a delta row's ``data`` starts with its base id (same repository)."""
     o = T_OBJ
     start = (
-        select(o.c.oid, o.c.type, o.c.size, o.c.encoding, o.c.data, literal_column("0").label("hop"))
+        select(
+            o.c.oid, o.c.type, o.c.size, o.c.encoding, o.c.data, literal_column("0").label("hop")
+        )
         .where(o.c.repo_id == _R, match(o))
         .cte("chain", recursive=True)
     )
     b = T_OBJ.alias("b")
     step = (
-        select(b.c.oid, b.c.type, b.c.size, b.c.encoding, b.c.data, start.c.hop + literal_column("1"))
+        select(
+            b.c.oid, b.c.type, b.c.size, b.c.encoding, b.c.data, start.c.hop + literal_column("1")
+        )
         .select_from(
-            start.join(b, and_(b.c.repo_id == _R, b.c.oid == func.substr(start.c.data, literal_column("1"), literal_column("20"))))
+            start.join(
+                b,
+                and_(
+                    b.c.repo_id == _R,
+                    b.c.oid == func.substr(start.c.data, literal_column("1"), literal_column("20")),
+                ),
+            )
         )
         .where(
             start.c.encoding == literal_column(str(ENC_DELTA)),
