@@ -44,8 +44,8 @@ from bench.history import History, bench_import, bench_size, build_history
 from bench.memory import bench_gc, bench_memory
 from bench.peers import Committer, DulwichCommitter, GitPlumbing, RawSql, git, signature
 from bench.reads import bench_reads
-from bench.storage import bench_realistic, bench_size_gc
 from bench.report import Result
+from bench.storage import bench_ab, bench_realistic, bench_size_gc
 from bench.writers import bench_writers
 from govc_db import Repository, Store
 
@@ -316,6 +316,7 @@ def run_backend(
         if "storage" in which:
             progress(f"[{t.backend}] 10 storage: a realistic history vs git repack -adf")
             yield from _guarded("storage", t, lambda: bench_realistic(t, sizes))
+            yield from _guarded("storage", t, lambda: bench_ab(t, sizes))
         if "memory" in which:
             progress(f"[{t.backend}] 8 memory: peak RSS of a {sizes.big_file >> 20} MiB file")
             with step("memory"):

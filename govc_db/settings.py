@@ -190,7 +190,7 @@ class Settings:
     a zstd delta against the previous version of the same path (the parent's tree, the
     parent commit) and full rows get adaptive zstd compression. False: every object is
     stored whole with ``compression``, as before; rows already written stay readable."""
-    delta_max_depth: int = 16
+    delta_max_depth: int = 10
     """Longest delta chain the storage optimizer builds (a full copy at least every N
     versions), bounding the rows a cold read decodes; 1-250."""
     delta_cache_bytes: int = 32 * 1024 * 1024

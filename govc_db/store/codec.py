@@ -63,6 +63,8 @@ MAX_WINDOW: Final = 1 << 31
 #: Delta level on the write path (cheap: a commit must stay fast) and in gc().
 WRITE_LEVEL: Final = 3
 GC_LEVEL: Final = 19
+#: Objects up to this size share one compressor context per thread and level.
+SMALL_REUSE: Final = 64 * 1024
 #: Beyond this size a write-path encoding uses level 1 (MB/s matter more than bytes).
 LARGE: Final = 4 * 1024 * 1024
 #: Content that starts like this is compressed already: storing it raw costs nothing.
@@ -208,7 +210,7 @@ class Codec:
         level: int = 3,
         min_size: int = 64,
         optimizer: bool = False,
-        max_depth: int = 16,
+        max_depth: int = 10,
         cache_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.method = method
@@ -247,6 +249,21 @@ class Codec:
         if d is None:
             d = self._local.d = zstandard.ZstdDecompressor()
         return d
+
+    def _small_c(self, level: int, size: int) -> zstandard.ZstdCompressor:
+        """A compressor for encoding 4: one per thread and level for objects up to 64 KiB
+        (creating a context costs more than compressing a small tree or commit)."""
+        if size > SMALL_REUSE:
+            return zstandard.ZstdCompressor(compression_params=_params(level, size))
+        cs: dict[int, zstandard.ZstdCompressor] | None = getattr(self._local, "sc", None)
+        if cs is None:
+            cs = self._local.sc = {}
+        c = cs.get(level)
+        if c is None:
+            c = cs[level] = zstandard.ZstdCompressor(
+                compression_params=_params(level, SMALL_REUSE)
+            )
+        return c
 
     def _small_d(self) -> zstandard.ZstdDecompressor:
         d: zstandard.ZstdDecompressor | None = getattr(self._local, "sd", None)
@@ -287,9 +304,7 @@ class Codec:
             sample = data[: 1 << 16]
             if len(zstandard.ZstdCompressor(level=1).compress(sample)) > 0.95 * len(sample):
                 return ENC_RAW, data
-        packed = zstandard.ZstdCompressor(
-            compression_params=_params(self._level(size, level), size)
-        ).compress(data)
+        packed = self._small_c(self._level(size, level), size).compress(data)
         if len(packed) >= size:
             return ENC_RAW, data
         return ENC_SMALL, packed

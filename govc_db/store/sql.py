@@ -253,11 +253,16 @@ class SqlObjects:
         hits = len(out)
         statements = 0
         rows: list[Any] = []
-        for stmt, params in self._statements(wanted, S_OBJ_GET_ONE, S_OBJ_GET_PG, S_OBJ_GET):
+        # One id (the commonest read): its row and, for a delta, its whole chain in one
+        # statement (a cold read of a delta costs no second round trip).
+        one = S_CHAIN_ONE if self._codec.optimizer else S_OBJ_GET_ONE
+        for stmt, params in self._statements(wanted, one, S_OBJ_GET_PG, S_OBJ_GET):
             statements += 1
             rows.extend(self._u.execute(stmt, params))
+        keep = set(wanted)
         for key, (number, data, _depth) in self._resolve(rows).items():
-            out[ObjectId(key)] = RawObject(type_name_of(number, key), data)
+            if key in keep:
+                out[ObjectId(key)] = RawObject(type_name_of(number, key), data)
         self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
         return out
 
@@ -978,7 +983,8 @@ class SqlBackend:
                     out.extend(driver.execute(one.sql, args).fetchall())
                 return out
 
-            rows = run(raw.object_one, raw.object_any, oids)
+            one = raw.chain_one if self.codec.optimizer else raw.object_one
+            rows = run(one, raw.object_any, oids)
             decoded = resolve_rows(
                 self.codec,
                 repo_id,
@@ -998,9 +1004,11 @@ class SqlBackend:
         finally:
             pooled.close()
         out: dict[ObjectId, RawObject] = {}
+        keep = set(oids)
         for oid, (type_number, data, _depth) in decoded.items():
             key = ObjectId(oid)
-            out[key] = RawObject(type_name_of(type_number, key), data)
+            if key in keep:
+                out[key] = RawObject(type_name_of(type_number, key), data)
         self.reads.count(fetches=1, fetched_objects=len(out))
         return out
 
