@@ -260,9 +260,7 @@ class Codec:
             cs = self._local.sc = {}
         c = cs.get(level)
         if c is None:
-            c = cs[level] = zstandard.ZstdCompressor(
-                compression_params=_params(level, SMALL_REUSE)
-            )
+            c = cs[level] = zstandard.ZstdCompressor(compression_params=_params(level, SMALL_REUSE))
         return c
 
     def _small_d(self) -> zstandard.ZstdDecompressor:
