@@ -82,6 +82,8 @@ class ObjectRow(Base):
     """
 
     __tablename__ = "govc_objects"
+    # Clustered on (repo_id, oid) on SQLite: no second copy of the key in a rowid table.
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
 
     repo_id: Mapped[int] = mapped_column(
         ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
@@ -131,8 +133,8 @@ class CommitIndex(Base):
 
     __tablename__ = "govc_commits"
     __table_args__ = (
-        Index("ix_govc_commits_repo_ctime", "repo_id", "committer_time"),
         Index("ix_govc_commits_repo_gen", "repo_id", "generation"),
+        {"sqlite_with_rowid": False},
     )
 
     repo_id: Mapped[int] = mapped_column(
@@ -150,7 +152,10 @@ class CommitParent(Base):
     """The ordered parents of a commit (``position`` 0 is the first parent)."""
 
     __tablename__ = "govc_commit_parents"
-    __table_args__ = (Index("ix_govc_commit_parents_repo_parent", "repo_id", "parent"),)
+    __table_args__ = (
+        Index("ix_govc_commit_parents_repo_parent", "repo_id", "parent"),
+        {"sqlite_with_rowid": False},
+    )
 
     repo_id: Mapped[int] = mapped_column(
         ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
@@ -168,7 +173,10 @@ class CommitPath(Base):
     """
 
     __tablename__ = "govc_commit_paths"
-    __table_args__ = (Index("ix_govc_commit_paths_repo_path", "repo_id", "path", "oid"),)
+    __table_args__ = (
+        Index("ix_govc_commit_paths_repo_path", "repo_id", "path", "oid"),
+        {"sqlite_with_rowid": False},
+    )
 
     repo_id: Mapped[int] = mapped_column(
         ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 from _storage import SIG, history, rows, snapshot, text
 
 import govc_db
 from govc_db import Settings, Store
+from govc_db.db import migrate
 from govc_db.errors import InvalidInput
 from govc_db.store.codec import ENC_DELTA, ENC_SMALL, ENC_ZLIB, OID_LEN, Codec, looks_compressed
 
@@ -109,3 +111,31 @@ def test_settings_validation() -> None:
     with pytest.raises(InvalidInput):
         Settings(delta_cache_bytes=-1)
     assert Settings.from_env({"GOVC_DB_STORAGE_OPTIMIZER": "off"}).storage_optimizer is False
+
+
+def test_rows_written_before_the_migration_still_read(empty_db_url: str) -> None:
+    engine = sa.create_engine(empty_db_url)
+    try:
+        migrate.upgrade(engine, "0001")
+        with govc_db.open(empty_db_url, Settings(storage_optimizer=False)) as old:
+            repo = old.create_repository("old")
+            ids = history(repo, 8)
+            expected = snapshot(repo, ids)
+        migrate.upgrade(engine)
+        assert migrate.current_revision(engine) == migrate.head_revision()
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                ddl = conn.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE name = 'govc_objects'"
+                ).scalar_one()
+            assert "WITHOUT ROWID" in ddl
+    finally:
+        engine.dispose()
+    with govc_db.open(empty_db_url) as new:
+        repo = new.repository("old")
+        assert snapshot(repo, ids) == expected
+        assert [c.oid for c in repo.log("HEAD")] == ids[::-1]
+        repo.commit("main", {"d/f0.txt": text("n", 1)}, message="new\n", author=SIG)
+        assert repo.gc().rewritten > 0
+        assert snapshot(repo, ids) == expected
+        assert repo.verify().ok
