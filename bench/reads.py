@@ -58,7 +58,7 @@ class PointSelect:
 
             self.conn: Any = psycopg.connect(t.ours_dsn, autocommit=True)
             self.sql = SELECT_BLOB
-            self.chain = compile_raw(S_CHAIN_ONE, pg_dialect.psycopg.dialect(), ())
+            self.chain = compile_raw(S_CHAIN_ONE, pg_dialect.psycopg.dialect(), ())  # type: ignore[no-untyped-call]
         else:
             # cached_statements=0: every execute parses and plans the statement again.
             self.conn = sqlite3.connect(

@@ -17,6 +17,8 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
+    Sequence,
     SmallInteger,
     String,
     Text,
@@ -46,6 +48,8 @@ NAMING_CONVENTION = {
 # SQLite only gives an auto-incrementing rowid to a column declared INTEGER PRIMARY KEY.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 OID = LargeBinary(20)
+#: Numbers reflog rows on PostgreSQL (created by 0001 as the id column's serial sequence).
+REFLOG_SEQUENCE = Sequence("govc_reflog_id_seq")
 
 
 class Base(DeclarativeBase):
@@ -110,12 +114,20 @@ class Ref(Base):
 
 
 class RefLog(Base):
-    """Every ref move, so a forced move can be undone; ``old``/``new`` None on create/delete."""
+    """Every ref move, so a forced move can be undone; ``old``/``new`` None on create/delete.
+
+    The primary key leads with ``repo_id`` (so a Citus deployment can distribute the table
+    by repository); ``id`` orders the moves: from a sequence on PostgreSQL, the
+    repository's next number on SQLite (whose writers are serialized).
+    """
 
     __tablename__ = "govc_reflog"
-    __table_args__ = (Index("ix_govc_reflog_repo_ref", "repo_id", "ref", "id"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("repo_id", "id", name="pk_govc_reflog"),
+        Index("ix_govc_reflog_repo_ref", "repo_id", "ref", "id"),
+    )
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigIntPK, REFLOG_SEQUENCE, autoincrement=False)
     repo_id: Mapped[int] = mapped_column(ForeignKey("govc_repositories.id", ondelete="CASCADE"))
     ref: Mapped[str] = mapped_column(String(1024))
     old: Mapped[bytes | None] = mapped_column(OID)

@@ -12,6 +12,7 @@ import govc_db
 from govc_db import Settings, Store
 from govc_db.db import migrate
 from govc_db.errors import InvalidInput
+from govc_db.models import Base
 from govc_db.store.codec import ENC_DELTA, ENC_SMALL, ENC_ZLIB, OID_LEN, Codec, looks_compressed
 
 
@@ -121,6 +122,7 @@ def test_rows_written_before_the_migration_still_read(empty_db_url: str) -> None
             repo = old.create_repository("old")
             ids = history(repo, 8)
             expected = snapshot(repo, ids)
+            moves = repo.reflog("main")
         migrate.upgrade(engine)
         assert migrate.current_revision(engine) == migrate.head_revision()
         if engine.dialect.name == "sqlite":
@@ -135,7 +137,24 @@ def test_rows_written_before_the_migration_still_read(empty_db_url: str) -> None
         repo = new.repository("old")
         assert snapshot(repo, ids) == expected
         assert [c.oid for c in repo.log("HEAD")] == ids[::-1]
-        repo.commit("main", {"d/f0.txt": text("n", 1)}, message="new\n", author=SIG)
+        last = repo.commit("main", {"d/f0.txt": text("n", 1)}, message="new\n", author=SIG)
+        # The reflog was carried over (now keyed by repository first) and grows in order.
+        log = repo.reflog("main")
+        assert log[1:] == moves  # newest first
+        assert log[0].new == last
         assert repo.gc().rewritten > 0
         assert snapshot(repo, ids) == expected
         assert repo.verify().ok
+
+
+def test_every_per_repository_key_leads_with_repo_id() -> None:
+    """What a Citus deployment needs to distribute every table by repository."""
+    for table in Base.metadata.sorted_tables:
+        if "repo_id" not in table.c:
+            continue
+        assert table.primary_key.columns.keys()[0] == "repo_id", table.name
+        for index in table.indexes:
+            assert next(iter(index.columns)).name == "repo_id", index.name
+        for constraint in table.constraints:
+            if isinstance(constraint, sa.UniqueConstraint):
+                assert next(iter(constraint.columns)).name == "repo_id", constraint.name

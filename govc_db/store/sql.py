@@ -46,6 +46,7 @@ from govc_db.store.statements import (
     S_IDX_PAR_GET_PG,
     S_IDX_WINDOW,
     S_LOG_ADD,
+    S_LOG_ADD_PG,
     S_LOG_GET,
     S_OBJ_ALL,
     S_OBJ_GET,
@@ -487,7 +488,7 @@ class SqlRefs:
         if pipe is not None:
             pipe.add(self._u._backend.raw_statements().reflog, row)
         else:
-            self._u.conn.execute(S_LOG_ADD, row)
+            self._u.conn.execute(self._u._backend.log_insert, row)
         self._moved(name, old, new)
 
     def _moved(self, name: str, old: ObjectId | None, new: ObjectId | None) -> None:
@@ -742,7 +743,9 @@ class RawStatements:
         self.objects = RawStatement(backend.batch.insert_sql, None)
         self.ref_cas = compile_raw(S_REF_CAS, d, ())
         self.ref_insert = compile_raw(backend.ref_insert, d, ("repo_id", "name", "target"))
-        self.reflog = compile_raw(S_LOG_ADD, d, ("repo_id", "ref", "old", "new", "time", "message"))
+        self.reflog = compile_raw(
+            backend.log_insert, d, ("repo_id", "ref", "old", "new", "time", "message")
+        )
         self.notify = compile_raw(NOTIFY_STATEMENT, d, ())
         self.commit = compile_raw(backend.commit_insert, d, _COMMIT_KEYS)
         self.parents = compile_raw(
@@ -811,6 +814,7 @@ class SqlBackend:
         self.parent_insert = insert_ignore(self.dialect, T_PARENT)
         self.path_insert = insert_ignore(self.dialect, T_PATH)
         self.ref_list = S_REF_LIST_PG if self.dialect == "postgresql" else S_REF_LIST
+        self.log_insert = S_LOG_ADD_PG if self.dialect == "postgresql" else S_LOG_ADD
         #: Speculative units with a write pipeline (``Settings.write_pipeline``).
         self.pipeline_enabled = True
         #: Counters of the write pipelines and speculative units.

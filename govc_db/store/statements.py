@@ -99,14 +99,32 @@ S_REF_DEL_IF = delete(T_REF).where(
     T_REF.c.repo_id == _R, T_REF.c.name == bindparam("name"), T_REF.c.target == bindparam("old")
 )
 S_REF_DEL_ANY = delete(T_REF).where(T_REF.c.repo_id == _R, T_REF.c.name == bindparam("name"))
-S_LOG_ADD = T_LOG.insert().values(
-    repo_id=_R,
-    ref=bindparam("ref"),
-    old=bindparam("old"),
-    new=bindparam("new"),
-    time=bindparam("time"),
-    message=bindparam("message"),
-)
+
+
+def _log_add(dialect: str) -> Any:
+    """The reflog INSERT: ids from the sequence on PostgreSQL, the repository's next
+    number on SQLite (its writers are serialized, so no two transactions race for it)."""
+    if dialect == "postgresql":
+        ident: Any = func.nextval(literal_column("'govc_reflog_id_seq'"))
+    else:
+        ident = (
+            select(func.coalesce(func.max(T_LOG.c.id), literal_column("0")) + literal_column("1"))
+            .where(T_LOG.c.repo_id == _R)
+            .scalar_subquery()
+        )
+    return T_LOG.insert().values(
+        id=ident,
+        repo_id=_R,
+        ref=bindparam("ref"),
+        old=bindparam("old"),
+        new=bindparam("new"),
+        time=bindparam("time"),
+        message=bindparam("message"),
+    )
+
+
+S_LOG_ADD_PG = _log_add("postgresql")
+S_LOG_ADD = _log_add("sqlite")
 S_LOG_GET = (
     select(T_LOG.c.ref, T_LOG.c.old, T_LOG.c.new, T_LOG.c.time, T_LOG.c.message)
     .where(T_LOG.c.repo_id == _R, T_LOG.c.ref == bindparam("ref"))
