@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final
 
-from govc_db.objects import MODE_DIR, ObjectId, Tree
+from govc_db.objects import MODE_DIR, ObjectId
 from govc_db.store.ports import IndexEntry, RawObject
 
 __all__ = ["TREE_MEMO", "plan"]
@@ -31,10 +31,26 @@ WINDOW: Final = 256
 _GITLINK: Final = 0o160000
 
 
+_Entries = dict[bytes, tuple[int, ObjectId]]
+
+
+def _entries(raw: bytes) -> _Entries:
+    """Name -> (mode, id) of a stored tree, without the full validation of Tree.parse:
+    the walk only pairs entries (ids were checked when the tree was written)."""
+    out: _Entries = {}
+    i, n = 0, len(raw)
+    while i < n:
+        space = raw.index(b" ", i)
+        nul = raw.index(b"\0", space)
+        out[raw[space + 1 : nul]] = (int(raw[i:space], 8), ObjectId(raw[nul + 1 : nul + 21]))
+        i = nul + 21
+    return out
+
+
 class _Planner:
     def __init__(self, load: Callable[[Sequence[ObjectId]], dict[ObjectId, RawObject]]) -> None:
         self.load = load
-        self.trees: dict[ObjectId, Tree] = {}
+        self.trees: dict[ObjectId, _Entries] = {}
         self.visited: set[bytes] = set()
         self.out: list[tuple[ObjectId, ObjectId | None]] = []
 
@@ -50,14 +66,14 @@ class _Planner:
         if old != new:
             self.visit(new, old)
 
-    def trees_of(self, oids: Iterable[ObjectId]) -> dict[ObjectId, Tree]:
+    def trees_of(self, oids: Iterable[ObjectId]) -> dict[ObjectId, _Entries]:
         wanted = [o for o in dict.fromkeys(oids) if o not in self.trees]
         if wanted:
             if len(self.trees) > TREE_MEMO:
                 self.trees.clear()
             for oid, raw in self.load(wanted).items():
                 if raw.type == b"tree":
-                    self.trees[oid] = Tree.parse(raw.data)
+                    self.trees[oid] = _entries(raw.data)
         return self.trees
 
     def walk(self, pairs: list[tuple[ObjectId, ObjectId]]) -> None:
@@ -70,15 +86,14 @@ class _Planner:
                 a, b = trees.get(new), trees.get(old)
                 if a is None or b is None:
                     continue
-                olds = {i.name: i for i in b.items}
-                for item in a.items:
-                    prev = olds.get(item.name)
-                    if prev is None or prev.oid == item.oid or _GITLINK in (item.mode, prev.mode):
+                for name, (mode, oid) in a.items():
+                    prev = b.get(name)
+                    if prev is None or prev[1] == oid or _GITLINK in (mode, prev[0]):
                         continue
-                    if item.mode == MODE_DIR and prev.mode == MODE_DIR:
-                        below.append((item.oid, prev.oid))
-                    elif item.mode != MODE_DIR and prev.mode != MODE_DIR:
-                        self.pair(item.oid, prev.oid)
+                    if mode == MODE_DIR and prev[0] == MODE_DIR:
+                        below.append((oid, prev[1]))
+                    elif mode != MODE_DIR and prev[0] != MODE_DIR:
+                        self.pair(oid, prev[1])
             pairs = below
 
 

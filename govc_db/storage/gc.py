@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from cachetools import LRUCache
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import LargeBinary, any_, bindparam, func, literal_column, select, text, update
+from sqlalchemy.dialects import postgresql
 
 from govc_db.errors import GovcError
 from govc_db.objects import ObjectId
@@ -49,6 +50,19 @@ BATCH: Final = 400
 _R: Any = bindparam("repo_id")
 S_BYTES = select(func.count(), func.coalesce(func.sum(func.length(T_OBJ.c.data)), 0)).where(
     T_OBJ.c.repo_id == _R
+)
+_HEAD_COLS = (
+    T_OBJ.c.oid,
+    T_OBJ.c.encoding,
+    func.substr(T_OBJ.c.data, literal_column("1"), literal_column(str(OID_LEN))),
+    func.length(T_OBJ.c.data),
+)
+S_HEADS = select(*_HEAD_COLS).where(
+    T_OBJ.c.repo_id == _R, T_OBJ.c.oid.in_(bindparam("oids", expanding=True))
+)
+S_HEADS_PG = select(*_HEAD_COLS).where(
+    T_OBJ.c.repo_id == _R,
+    T_OBJ.c.oid == any_(bindparam("oids", type_=postgresql.ARRAY(LargeBinary))),
 )
 S_REWRITE = (
     update(T_OBJ)
@@ -126,30 +140,40 @@ class _Rewriter:
             out.extend(tuple(r) for r in u.execute(stmt, {"oids": list(oids[i : i + size])}))
         return out
 
+    def _heads(self, u: SqlUnit, oids: Sequence[bytes]) -> list[Any]:
+        """(oid, encoding, first 20 bytes, length) of each row: enough to keep a row."""
+        stmt = S_HEADS_PG if self.pg else S_HEADS
+        out: list[Any] = []
+        size = 5000 if self.pg else 500
+        for i in range(0, len(oids), size):
+            out.extend(tuple(r) for r in u.execute(stmt, {"oids": list(oids[i : i + size])}))
+        return out
+
     def batch(self, u: SqlUnit, step: Sequence[tuple[ObjectId, ObjectId | None]]) -> None:
         first = len(self.order)
         for i, (oid, _b) in enumerate(step):
             self.order.setdefault(oid, first + i)
-        rows = {bytes(r[0]): r for r in self._rows(u, [o for o, _ in step], chain=False)}
+        heads = {bytes(r[0]): r for r in self._heads(u, [o for o, _ in step])}
         # Which rows to re-encode: a row stored against a base visited before it is kept
         # as it is (the write path chose it); full rows are tried against their planned
         # base; a row against anything else must move (the acyclicity rule).
         redo: list[tuple[ObjectId, ObjectId | None]] = []
         for oid, planned in step:
-            row = rows.get(oid)
-            if row is None:
+            head = heads.get(oid)
+            if head is None:
                 continue  # not stored here (a gitlink, the implicit empty tree)
-            enc, stored = int(row[3]), bytes(row[4])
-            current = bytes(stored[:OID_LEN]) if enc in DELTA_ENCODINGS else None
+            enc, length = int(head[1]), int(head[3])
+            current = bytes(head[2]) if enc in DELTA_ENCODINGS else None
             mine = self.order[oid]
             if current is not None and self.order.get(current, mine) < mine:
                 self.depth[oid] = self.depth.get(current, 0) + 1
-            elif current is None and (planned is None or len(stored) < 64):
+            elif current is None and (planned is None or length < 64):
                 self.depth[oid] = 0
             else:
                 redo.append((oid, planned))
         if not redo:
             return
+        rows = {bytes(r[0]): r for r in self._rows(u, [o for o, _ in redo], chain=False)}
         rows_of = [rows[o] for o, _ in redo]
         decoded = resolve_rows(
             self.codec, self.repo_id, rows_of, lambda ids: self._rows(u, ids, True)
