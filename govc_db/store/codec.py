@@ -368,8 +368,13 @@ def resolve_rows(
     repo_id: int,
     rows: Iterable[StoredRow],
     fetch_chains: Callable[[Sequence[bytes]], Iterable[StoredRow]],
+    deferred: list[tuple[bytes, bytes, int]] | None = None,
 ) -> dict[bytes, tuple[int, bytes, int]]:
     """Decode ``rows`` into ``{oid: (type, content, depth)}``.
+
+    ``deferred``: collect the decoded objects there instead of caching them at once (a
+    write transaction may read rows it wrote itself, which must not reach the cache --
+    and become delta bases -- before they are committed).
 
     Delta rows need their bases: the decoded cache answers first; the bases it lacks are
     fetched with one ``fetch_chains(base ids)`` call, which returns their rows and the
@@ -413,18 +418,24 @@ def resolve_rows(
         hit = known.get(oid)
         if hit is not None:
             return hit
+        # A chain query brings every row down to the root; a base decoded before (the
+        # cache) stops the decoding there.
+        cached = cache.get(repo_id, oid)
+        if cached is not None:
+            known[oid] = cached
+            return cached
         row = deltas.get(oid)
         if row is None:
-            cached = cache.get(repo_id, oid)
-            if cached is None:
-                raise GovcError(f"delta base {oid.hex()} is missing from the store")
-            return cached
+            raise GovcError(f"delta base {oid.hex()} is missing from the store")
         if hops > 1000:
             raise GovcError("stored delta chain is corrupt (too deep or a cycle)")
         base, depth = content_of(bytes(row[4][:OID_LEN]), hops + 1)
         value = (codec.decode(row[3], row[4], row[2], base), depth + 1)
         known[oid] = value
-        cache.put(repo_id, oid, value[0], value[1])
+        if deferred is None:
+            cache.put(repo_id, oid, value[0], value[1])
+        else:
+            deferred.append((oid, value[0], value[1]))
         return value
 
     for oid in wanted:

@@ -269,10 +269,16 @@ class SqlObjects:
 
     # -- storage optimizer hooks (delta chains; govc_db.store.codec) -----------------------
     def _resolve(self, rows: Iterable[Any]) -> dict[bytes, tuple[int, bytes, int]]:
-        """Decode stored rows, fetching the delta bases they need in one chain query."""
-        return resolve_rows(
-            self._codec, self._u.repo_id, [tuple(r) for r in rows], self._fetch_chains
+        """Decode stored rows, fetching the delta bases they need in one chain query.
+        In a write transaction, what it decodes reaches the cache only once committed."""
+        write = bool(self._u.conn.get_execution_options().get(WRITE_OPTION, False))
+        deferred: list[tuple[bytes, bytes, int]] | None = [] if write else None
+        out = resolve_rows(
+            self._codec, self._u.repo_id, [tuple(r) for r in rows], self._fetch_chains, deferred
         )
+        if deferred:
+            self._remember(deferred)
+        return out
 
     def _fetch_chains(self, oids: Sequence[bytes]) -> list[Any]:
         out: list[Any] = []
