@@ -291,7 +291,18 @@ INS_PARENT = _ins("govc_commit_parents", "repo_id, oid, position, parent")
 INS_PATH = _ins("govc_commit_paths", "repo_id, oid, position, path")
 INS_REF = _ins("govc_refs", "repo_id, name, target")
 CAS_REF = "UPDATE govc_refs SET target = %s WHERE repo_id = %s AND name = %s AND target = %s"
-INS_LOG = _ins("govc_reflog", "repo_id, ref, old, new, time, message", ignore=False)
+# The reflog is keyed (repo_id, id) (migration 0003): the id comes from the sequence on
+# PostgreSQL and is the repository's next number on SQLite, as the store does it.
+INS_LOG = (
+    "INSERT INTO govc_reflog (id, repo_id, ref, old, new, time, message) "
+    "VALUES (nextval('govc_reflog_id_seq'), %s, %s, %s, %s, %s, %s)"
+)
+INS_LOG_SQLITE = (
+    "WITH v(repo_id, ref, old, new, time, message) AS (VALUES (?, ?, ?, ?, ?, ?)) "
+    "INSERT INTO govc_reflog (id, repo_id, ref, old, new, time, message) "
+    "SELECT (SELECT coalesce(max(id), 0) + 1 FROM govc_reflog g WHERE g.repo_id = v.repo_id), "
+    "v.* FROM v"
+)
 
 
 @dataclass(slots=True)
@@ -447,7 +458,7 @@ class RawSqlite(RawSql):
                 moved = c.execute(_q(CAS_REF), (batch.new, self.repo_id, REF, batch.old))
             if moved.rowcount != 1:
                 raise RuntimeError("raw sqlite3: ref moved underneath us")
-            c.execute(_q(INS_LOG), batch.reflog)
+            c.execute(INS_LOG_SQLITE, batch.reflog)
         except BaseException:
             c.execute("ROLLBACK")
             raise

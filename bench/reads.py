@@ -26,12 +26,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
 import govc_db
 from bench.harness import Contest, Sizes, Target, file_path, result, unsupported
 from bench.history import History
 from bench.peers import CatFileBatch, git
 from bench.report import Result
-from govc_db.store.codec import Codec
+from govc_db.db.pipeline import compile_raw
+from govc_db.store.codec import DELTA_ENCODINGS, Codec, resolve_rows
+from govc_db.store.statements import S_CHAIN_ONE
 
 __all__ = ["bench_reads"]
 
@@ -47,17 +52,20 @@ class PointSelect:
         self.pg = t.backend == "postgresql"
         self.prepared = prepared
         self.name = self.label(t.backend, prepared)
+        self.chain_codec = Codec(cache_bytes=0)
         if self.pg:
             import psycopg
 
             self.conn: Any = psycopg.connect(t.ours_dsn, autocommit=True)
             self.sql = SELECT_BLOB
+            self.chain = compile_raw(S_CHAIN_ONE, pg_dialect.psycopg.dialect(), ())  # type: ignore[no-untyped-call]
         else:
             # cached_statements=0: every execute parses and plans the statement again.
             self.conn = sqlite3.connect(
                 t.ours_dsn, isolation_level=None, cached_statements=128 if prepared else 0
             )
             self.sql = SELECT_BLOB.replace("%s", "?")
+            self.chain = compile_raw(S_CHAIN_ONE, sqlite_dialect.dialect(), ())
         mark = "%s" if self.pg else "?"
         row = self.conn.execute(
             f"SELECT id FROM govc_repositories WHERE name = {mark}", (repo,)
@@ -77,7 +85,22 @@ class PointSelect:
         else:
             row = self.conn.execute(self.sql, (self.repo_id, oid))
         enc, size, data = row.fetchone()
-        return self.codec.decode(enc, data, size)
+        if enc not in DELTA_ENCODINGS:
+            return self.codec.decode(enc, data, size)
+        # A delta (storage optimizer): one recursive SELECT of its chain, decoded without
+        # any cache (the raw peer remembers nothing between reads).
+        decoded = resolve_rows(self.chain_codec, 0, [(oid, 3, size, enc, data)], self._chain)
+        return decoded[oid][1]
+
+    def _chain(self, bases: Sequence[bytes]) -> list[Any]:
+        out: list[Any] = []
+        for base in bases:
+            params = {"repo_id": self.repo_id, "oid": base}
+            if self.pg:
+                out += self.conn.execute(self.chain.sql, params, prepare=self.prepared).fetchall()
+            else:
+                out += self.conn.execute(self.chain.sql, self.chain.args(params)).fetchall()
+        return out
 
     def close(self) -> None:
         self.conn.close()

@@ -50,13 +50,25 @@ from bench.merge import bench_merge
 from bench.peers import Committer, DulwichCommitter, GitPlumbing, RawSql, git, signature
 from bench.reads import bench_reads
 from bench.report import Result
+from bench.storage import bench_ab, bench_realistic, bench_size_gc
 from bench.writers import bench_writers
 from govc_db import Repository, Store
 
 __all__ = ["WORKLOADS", "run_backend"]
 
 #: Selectable with ``--workload``; the GC pause line is always reported.
-WORKLOADS = ("commit", "log", "read", "diff", "import", "writers", "size", "memory", "merge")
+WORKLOADS = (
+    "commit",
+    "log",
+    "read",
+    "diff",
+    "import",
+    "writers",
+    "size",
+    "memory",
+    "merge",
+    "storage",
+)
 NEEDS_HISTORY = frozenset({"log", "read", "diff", "import", "size"})
 
 
@@ -301,6 +313,7 @@ def run_backend(
                 ("log", bench_log),
                 ("read", bench_reads),
                 ("diff", bench_diff),
+                ("size", bench_size_gc),  # after the readers: gc() rewrites the history
             ]
             for name, fn in steps:
                 if name in which:
@@ -316,6 +329,10 @@ def run_backend(
             progress(f"[{t.backend}] 6 writers: 1, 4 and 8 processes, ours and raw")
             with step("writers"):
                 yield from _guarded("writers", t, lambda: bench_writers(t, sizes, store, writer_gc))
+        if "storage" in which:
+            progress(f"[{t.backend}] 10 storage: a realistic history vs git repack -adf")
+            yield from _guarded("storage", t, lambda: bench_realistic(t, sizes))
+            yield from _guarded("storage", t, lambda: bench_ab(t, sizes))
         if "memory" in which:
             progress(f"[{t.backend}] 8 memory: peak RSS of a {sizes.big_file >> 20} MiB file")
             with step("memory"):

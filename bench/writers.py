@@ -37,6 +37,7 @@ from bench.peers import (
     CAS_REF,
     INS_COMMIT,
     INS_LOG,
+    INS_LOG_SQLITE,
     INS_OBJ,
     INS_PARENT,
     INS_PATH,
@@ -196,7 +197,10 @@ class RawWriter:
                 (INS_PARENT, [(r, new, 0, head)]),
                 (INS_PATH, [(r, new, 0, path.encode())]),
                 (CAS_REF, [(new, r, ref, head)]),
-                (INS_LOG, [(r, ref, head, new, int(time.time() * 1_000_000), summary)]),
+                (
+                    INS_LOG if self.pg else INS_LOG_SQLITE,
+                    [(r, ref, head, new, int(time.time() * 1_000_000), summary)],
+                ),
             ]
             if self.pg:
                 with self.conn.pipeline():

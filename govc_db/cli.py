@@ -485,6 +485,10 @@ from govc_db.http.cli import register as _register_http  # noqa: E402
 
 _register_http(app)
 
+from govc_db.storage.cli import register as register_storage  # noqa: E402
+
+register_storage(app)
+
 
 def main() -> None:
     """Console-script entry point of ``govc-db``."""

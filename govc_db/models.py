@@ -19,6 +19,8 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
+    Sequence,
     SmallInteger,
     String,
     Text,
@@ -51,6 +53,8 @@ NAMING_CONVENTION = {
 # SQLite only gives an auto-incrementing rowid to a column declared INTEGER PRIMARY KEY.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 OID = LargeBinary(20)
+#: Numbers reflog rows on PostgreSQL (created by 0001 as the id column's serial sequence).
+REFLOG_SEQUENCE = Sequence("govc_reflog_id_seq")
 
 
 class Base(DeclarativeBase):
@@ -87,6 +91,8 @@ class ObjectRow(Base):
     """
 
     __tablename__ = "govc_objects"
+    # Clustered on (repo_id, oid) on SQLite: no second copy of the key in a rowid table.
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
 
     repo_id: Mapped[int] = mapped_column(
         ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
@@ -113,12 +119,20 @@ class Ref(Base):
 
 
 class RefLog(Base):
-    """Every ref move, so a forced move can be undone; ``old``/``new`` None on create/delete."""
+    """Every ref move, so a forced move can be undone; ``old``/``new`` None on create/delete.
+
+    The primary key leads with ``repo_id`` (so a Citus deployment can distribute the table
+    by repository); ``id`` orders the moves: from a sequence on PostgreSQL, the
+    repository's next number on SQLite (whose writers are serialized).
+    """
 
     __tablename__ = "govc_reflog"
-    __table_args__ = (Index("ix_govc_reflog_repo_ref", "repo_id", "ref", "id"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("repo_id", "id", name="pk_govc_reflog"),
+        Index("ix_govc_reflog_repo_ref", "repo_id", "ref", "id"),
+    )
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigIntPK, REFLOG_SEQUENCE, autoincrement=False)
     repo_id: Mapped[int] = mapped_column(ForeignKey("govc_repositories.id", ondelete="CASCADE"))
     ref: Mapped[str] = mapped_column(String(1024))
     old: Mapped[bytes | None] = mapped_column(OID)
@@ -136,8 +150,8 @@ class CommitIndex(Base):
 
     __tablename__ = "govc_commits"
     __table_args__ = (
-        Index("ix_govc_commits_repo_ctime", "repo_id", "committer_time"),
         Index("ix_govc_commits_repo_gen", "repo_id", "generation"),
+        {"sqlite_with_rowid": False},
     )
 
     repo_id: Mapped[int] = mapped_column(
@@ -155,7 +169,10 @@ class CommitParent(Base):
     """The ordered parents of a commit (``position`` 0 is the first parent)."""
 
     __tablename__ = "govc_commit_parents"
-    __table_args__ = (Index("ix_govc_commit_parents_repo_parent", "repo_id", "parent"),)
+    __table_args__ = (
+        Index("ix_govc_commit_parents_repo_parent", "repo_id", "parent"),
+        {"sqlite_with_rowid": False},
+    )
 
     repo_id: Mapped[int] = mapped_column(
         ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
@@ -173,7 +190,10 @@ class CommitPath(Base):
     """
 
     __tablename__ = "govc_commit_paths"
-    __table_args__ = (Index("ix_govc_commit_paths_repo_path", "repo_id", "path", "oid"),)
+    __table_args__ = (
+        Index("ix_govc_commit_paths_repo_path", "repo_id", "path", "oid"),
+        {"sqlite_with_rowid": False},
+    )
 
     repo_id: Mapped[int] = mapped_column(
         ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True

@@ -264,6 +264,19 @@ class Settings:
     -- refs are not cached at all, so no read is staler than the database. 0: check only
     on connect."""
 
+    # --- storage ---
+    storage_optimizer: bool = True
+    """Storage optimizer (:mod:`govc_db.storage`): a new blob, tree or commit is stored as
+    a zstd delta against the previous version of the same path (the parent's tree, the
+    parent commit) and full rows get adaptive zstd compression. False: every object is
+    stored whole with ``compression``, as before; rows already written stay readable."""
+    delta_max_depth: int = 10
+    """Longest delta chain the storage optimizer builds (a full copy at least every N
+    versions), bounding the rows a cold read decodes; 1-250."""
+    delta_cache_bytes: int = 32 * 1024 * 1024
+    """Bytes of decoded delta bases kept in memory (LRU) so chained reads and the next
+    delta against a recent version need no query; 0 disables the cache."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             checked = _check_type(f.name, str(f.type), getattr(self, f.name))
@@ -324,6 +337,10 @@ class Settings:
         # --- faults ---
         _check_range("retry_budget", self.retry_budget, 0.0, 600.0)
         _check_range("listener_probe_interval", self.listener_probe_interval, 0.0)
+
+        # --- storage ---
+        _check_range("delta_max_depth", self.delta_max_depth, 1, 250)
+        _check_range("delta_cache_bytes", self.delta_cache_bytes, 0)
 
     def __repr__(self) -> str:
         # Written by hand (dataclass keeps a class's own __repr__) to mask the passwords

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from govc_db.objects import ObjectId
 from govc_db.store.ports import ObjectStore, RawObject
@@ -35,14 +35,18 @@ class CountingObjects:
     def has_many(self, oids: Iterable[ObjectId]) -> set[ObjectId]:
         return self.inner.has_many(oids)
 
-    def put(self, type_name: bytes, data: bytes) -> ObjectId:
-        return self.put_many([(type_name, data)])[0]
+    def put(self, type_name: bytes, data: bytes, base: ObjectId | None = None) -> ObjectId:
+        return self.put_many([(type_name, data)], None if base is None else [base])[0]
 
-    def put_many(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+    def put_many(
+        self,
+        objects: Iterable[tuple[bytes, bytes]],
+        bases: Sequence[ObjectId | None] | None = None,
+    ) -> list[ObjectId]:
         batch = list(objects)
         self.put_calls += 1
         self.written.extend(batch)
-        return self.inner.put_many(batch)
+        return self.inner.put_many(batch, bases)
 
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
         return self.inner.find_prefix(prefix_hex, limit)

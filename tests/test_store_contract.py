@@ -261,7 +261,9 @@ class TestStoreContract:
         big_random = os.urandom(5 * 1024 * 1024 + 3)
         payloads = [b"", tiny, compressible, incompressible, big, big_random]
 
-        with govc_db.open(db_url, Settings(compression=method)) as writer:
+        # The plain codec (the storage optimizer's encodings: tests/test_storage.py).
+        plain = Settings(compression=method, storage_optimizer=False)
+        with govc_db.open(db_url, plain) as writer:
             repo = writer.create_repository(f"z-{method}")
             with writer.backend.unit(repo._id, write=True) as u:
                 ids = u.objects.put_many([(b"blob", p) for p in payloads])

@@ -39,6 +39,7 @@ from govc_db.objects import (
 )
 from govc_db.objects.kinds import TreeItem
 from govc_db.objects.lenient import parse_lenient
+from govc_db.storage.gc import GcReport, run_gc
 from govc_db.storage.stream import prepared_changes
 from govc_db.store.cached_read import run_cached
 from govc_db.store.ports import CommitIndexStore, ObjectStore, Unit
@@ -902,6 +903,31 @@ class Repository:
         from govc_db.interop.export import export_repository
 
         return export_repository(self, dest)
+
+    def gc(
+        self,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> GcReport:
+        """Storage maintenance (git gc): re-deltify and recompress this repository's
+        objects, newest versions whole and older ones as deltas against their successor,
+        then return freed space. Safe while others commit and read; interruptible and
+        re-runnable. ``progress(done, total)`` is called after each batch."""
+        store = self._store
+        depth = store.settings.delta_max_depth
+
+        def call() -> GcReport:
+            return run_gc(
+                store.backend,
+                self._id,
+                max_depth=depth,
+                progress=progress,
+                should_stop=should_stop,
+            )
+
+        report: GcReport = store.run(Operation("gc", self.name, call, write=True, args={}))
+        return report
 
 
 def _check_ref_dir_clash(unit: Unit, ref: str) -> None:

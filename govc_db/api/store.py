@@ -31,6 +31,8 @@ from govc_db.perf.manager import PerformanceManager, store_manager
 from govc_db.perf.report import render_report
 from govc_db.settings import Settings
 from govc_db.storage.chunks import ChunkStore
+from govc_db.storage.gc import GcReport
+from govc_db.storage.metrics import StorageStats
 from govc_db.store.codec import Codec
 from govc_db.store.sql import RepositoryRecord, SqlBackend
 from govc_db.types import RefUpdated
@@ -91,6 +93,7 @@ class Store:
             default_stack(settings, in_transaction=self._in_transaction)
         )
         self.perf: PerformanceManager = store_manager(self)
+        self.perf.register("storage", StorageStats(self.backend.codec))
         self._subs: list[Subscription] = []
         self._subs_lock = threading.Lock()
         self._closed = False
@@ -446,6 +449,21 @@ class Store:
         from govc_db.interop.importer import import_git
 
         return import_git(self, name, source, refs=refs, force=force, progress=progress)
+
+    def gc(
+        self,
+        name: str | None = None,
+        *,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> dict[str, GcReport]:
+        """``repo.gc()`` of repository ``name``, or of every repository; reports by name.
+        ``progress(name, done, total)`` follows each repository's batches."""
+        names = [name] if name is not None else self.list_repositories()
+        out: dict[str, GcReport] = {}
+        for n in names:
+            each = None if progress is None else functools.partial(progress, n)
+            out[n] = self.repository(n).gc(progress=each)
+        return out
 
 
 def open_store(url: str | URL | None = None, settings: Settings | None = None) -> Store:

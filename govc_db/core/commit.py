@@ -111,7 +111,7 @@ def commit_changes(
         raw = commit.serialize()
         oid = hash_object(b"commit", raw)
         if unit.refs.set_if_equals(ref, head, oid, reflog_message):
-            unit.objects.put(b"commit", raw)
+            unit.objects.put(b"commit", raw, head)  # the parent: a delta hint
             index_commit(unit.objects, unit.index, oid, commit)
             return CommitResult(oid, head)
         # Lost the race: someone else moved the branch after we read it.

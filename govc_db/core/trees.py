@@ -314,8 +314,9 @@ def _write(
     path: str,
     parts: tuple[bytes, ...],
     item: TreeItem,
-) -> bool:
-    """Put ``item`` at ``parts``; False when the identical entry is already there."""
+) -> tuple[bool, ObjectId | None]:
+    """Put ``item`` at ``parts``: (False, _) when the identical entry is already there,
+    else (True, the id of the file it replaces or None): the store's delta hint."""
     d = root
     chain = [root]
     for i, name in enumerate(parts[:-1]):
@@ -337,18 +338,22 @@ def _write(
         if last.mode == MODE_DIR:
             raise InvalidInput(f"cannot write {path!r}: it is a directory")
         if last.mode == item.mode and last.oid == item.oid:
-            return False
+            return False, None
     d.items[parts[-1]] = item
     for c in chain:
         c.dirty = True
-    return True
+    return True, last.oid if isinstance(last, TreeItem) else None
 
 
 def _serialize(
-    root: _Dir, out: list[tuple[bytes, bytes]], built: dict[ObjectId, Tree]
+    root: _Dir,
+    out: list[tuple[bytes, bytes]],
+    built: dict[ObjectId, Tree],
+    bases: list[ObjectId | None],
 ) -> ObjectId | None:
     """The id of ``root`` after the edits (None when it ended up empty), queuing new trees
-    in ``out`` (children before parents) and keeping them parsed in ``built``.
+    in ``out`` (children before parents, each with the tree it replaces in ``bases``, a
+    delta hint for the store) and keeping them parsed in ``built``.
 
     Post-order over an explicit stack rather than recursion: a path within the 4096-byte
     limit can be ~2000 directories deep, beyond Python's recursion limit.
@@ -378,6 +383,7 @@ def _serialize(
         tree = Tree.of(items)
         data = tree.serialize()
         out.append((b"tree", data))
+        bases.append(d.oid)
         oid = hash_object(b"tree", data)
         built[oid] = tree
         ids[id(d)] = oid
@@ -409,13 +415,16 @@ def build_tree(
         _delete(objects, root, path, parts)
 
     new_objects: list[tuple[bytes, bytes]] = []
+    bases: list[ObjectId | None] = []  # the version each replaces: a hint for the store
     for path, parts, f in split:
         if f is None:
             continue
         if isinstance(f.data, bytes):
             item = TreeItem(parts[-1], f.mode, Blob(f.data).id)
-            if _write(objects, root, path, parts, item):
+            changed, replaced = _write(objects, root, path, parts, item)
+            if changed:
                 new_objects.append((b"blob", f.data))
+                bases.append(replaced)
             continue
         # Large content as a stream: the store hashes, cuts and writes it in one pass
         # (an ObjectStore that takes streams offers ``put_stream``).
@@ -426,12 +435,13 @@ def build_tree(
         _write(objects, root, path, parts, item)
 
     built: dict[ObjectId, Tree] = {}
-    oid = _serialize(root, new_objects, built)
+    oid = _serialize(root, new_objects, built, bases)
     if oid is None:
         oid = EMPTY_TREE
         new_objects.append((b"tree", b""))
+        bases.append(None)
     if new_objects:
-        objects.put_many(new_objects)
+        objects.put_many(new_objects, bases)
         # The new trees are known parsed: the commit's diff against its parent (and the
         # next commit on the branch) need not parse them again.
         memo: TreeMemo | None = getattr(objects, "tree_memo", None)

@@ -146,13 +146,17 @@ class CachedObjects(_Wrapper):
         rest = [o for o in wanted if o not in known]
         return known | (self._inner.has_many(rest) if rest else set())
 
-    def put(self, type_name: bytes, data: bytes) -> ObjectId:
+    def put(self, type_name: bytes, data: bytes, base: ObjectId | None = None) -> ObjectId:
         """Store one object (not cached: it is only known to exist once committed)."""
-        return self._inner.put(type_name, data)
+        return self._inner.put(type_name, data, base)
 
-    def put_many(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
-        """Store many objects."""
-        return self._inner.put_many(objects)
+    def put_many(
+        self,
+        objects: Iterable[tuple[bytes, bytes]],
+        bases: Sequence[ObjectId | None] | None = None,
+    ) -> list[ObjectId]:
+        """Store many objects (``bases``: delta hints, see the ObjectStore port)."""
+        return self._inner.put_many(objects, bases)
 
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
         """Ids starting with ``prefix_hex`` (always the database: new ids may match)."""

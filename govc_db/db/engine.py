@@ -177,6 +177,9 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         try:
+            # Must precede the first table of a new file (a no-op on an existing one):
+            # lets gc() return freed pages with PRAGMA incremental_vacuum.
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
             if not memory:
                 cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA busy_timeout={busy_ms}")

@@ -78,12 +78,23 @@ class ObjectStore(Protocol):
         """The subset of ``oids`` that exists."""
         ...
 
-    def put(self, type_name: bytes, data: bytes) -> ObjectId:
-        """Store one object (deduplicated) and return its id."""
+    def put(self, type_name: bytes, data: bytes, base: ObjectId | None = None) -> ObjectId:
+        """Store one object (deduplicated) and return its id; ``base`` as in put_many."""
         ...
 
-    def put_many(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
-        """Store many ``(type, data)`` objects (deduplicated); ids in input order."""
+    def put_many(
+        self,
+        objects: Iterable[tuple[bytes, bytes]],
+        bases: Sequence[ObjectId | None] | None = None,
+    ) -> list[ObjectId]:
+        """Store many ``(type, data)`` objects (deduplicated); ids in input order.
+
+        ``bases``, aligned with ``objects``, is an optional hint: for each object, an
+        object of this repository it probably resembles (the previous version of the
+        same path, the parent's tree, the parent commit), or None. The store may keep
+        the object as a delta against it (the storage optimizer) or ignore the hint;
+        what is read back is the same either way.
+        """
         ...
 
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:

@@ -33,17 +33,21 @@ from govc_db.db.txn import Transaction, TransactionManager
 from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound, StoreUnavailable
 from govc_db.objects import TYPE_NUMBERS, ObjectId, hash_object
 from govc_db.store.cached_read import CacheMiss, ReadStats
-from govc_db.store.codec import Codec
+from govc_db.store.codec import ENC_DELTA, Codec, resolve_rows
 from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
 from govc_db.store.statements import (
     DEPENDENT_TABLES,
     PREFIX_RE,
     S_ANCESTRY,
+    S_CHAIN,
+    S_CHAIN_ONE,
+    S_CHAIN_PG,
     S_IDX_ALL,
     S_IDX_PAR_GET,
     S_IDX_PAR_GET_PG,
     S_IDX_WINDOW,
     S_LOG_ADD,
+    S_LOG_ADD_PG,
     S_LOG_GET,
     S_OBJ_ALL,
     S_OBJ_GET,
@@ -86,6 +90,9 @@ __all__ = ["RepositoryRecord", "SqlBackend", "SqlUnit"]
 log = logging.getLogger("govc_db.store")
 
 T = TypeVar("T")
+
+#: Objects up to this size are remembered in the decoded cache once written.
+REMEMBER_MAX = 1024 * 1024
 
 
 # -- the unit of work -------------------------------------------------------------------
@@ -205,6 +212,8 @@ class SqlObjects:
         self._batch = self._ex.batch(unit.conn)
         self._pg = self._ex.dialect == "postgresql"
         self._streamed: dict[int, tuple[object, ObjectId]] = {}
+        #: Chain depth of the rows this unit wrote (the base of a later put may be one).
+        self._depths: dict[bytes, int] = {}
 
     def flush(self, reason: str) -> None:
         """Write the pending rows (``reason`` is counted in the batch stats)."""
@@ -247,20 +256,88 @@ class SqlObjects:
                     out[oid] = RawObject(type_name_of(hit[0], oid), hit[1])
             wanted = rest
         hits = len(out)
-        decode = self._codec.decode
         large = self._u._backend.large_blobs
         statements = 0
-        for stmt, params in self._statements(wanted, S_OBJ_GET_ONE, S_OBJ_GET_PG, S_OBJ_GET):
+        rows: list[Any] = []
+        # One id (the commonest read): its row and, for a delta, its whole chain in one
+        # statement (a cold read of a delta costs no second round trip).
+        one = S_CHAIN_ONE if self._codec.optimizer else S_OBJ_GET_ONE
+        for stmt, params in self._statements(wanted, one, S_OBJ_GET_PG, S_OBJ_GET):
             statements += 1
             for row in self._u.execute(stmt, params):
                 if large is not None and row.encoding == large.encoding:
                     # A chunked blob, asked for whole (get_object, read): assembled here.
                     data = large.read_whole(self._u.conn, self._u.repo_id, row.data, row.size)
+                    out[ObjectId(bytes(row.oid))] = RawObject(type_name_of(row.type, row.oid), data)
                 else:
-                    data = decode(row.encoding, row.data, row.size)
-                out[ObjectId(bytes(row.oid))] = RawObject(type_name_of(row.type, row.oid), data)
+                    rows.append(row)
+        keep = set(wanted)
+        for key, (number, data, _depth) in self._resolve(rows).items():
+            if key in keep:
+                out[ObjectId(key)] = RawObject(type_name_of(number, key), data)
         self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
         return out
+
+    # -- storage optimizer hooks (delta chains; govc_db.store.codec) -----------------------
+    def _resolve(self, rows: Iterable[Any]) -> dict[bytes, tuple[int, bytes, int]]:
+        """Decode stored rows, fetching the delta bases they need in one chain query.
+        In a write transaction, what it decodes reaches the cache only once committed."""
+        large = self._u._backend.large_blobs
+        if large is not None:
+            # A chunked blob is never a delta base, and the chunk store reads it.
+            rows = [r for r in rows if r[3] != large.encoding]
+        write = bool(self._u.conn.get_execution_options().get(WRITE_OPTION, False))
+        deferred: list[tuple[bytes, bytes, int]] | None = [] if write else None
+        out = resolve_rows(
+            self._codec, self._u.repo_id, [tuple(r) for r in rows], self._fetch_chains, deferred
+        )
+        if deferred:
+            self._remember(deferred)
+        return out
+
+    def _fetch_chains(self, oids: Sequence[bytes]) -> list[Any]:
+        out: list[Any] = []
+        ids = [ObjectId(o) for o in oids]
+        for stmt, params in self._statements(ids, S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
+            out.extend(tuple(r) for r in self._u.execute(stmt, params))
+        return out
+
+    def _bases(self, oids: Iterable[ObjectId]) -> dict[bytes, tuple[bytes, int]]:
+        """Content and chain depth of the would-be delta bases: from this unit's pending
+        rows, the decoded cache, else one query. Missing ones are absent."""
+        found: dict[bytes, tuple[bytes, int]] = {}
+        fetch: list[ObjectId] = []
+        cache = self._codec.cache
+        for oid in dict.fromkeys(oids):
+            hit = self._batch.get(oid)
+            if hit is not None:
+                found[oid] = (hit[1], self._depths.get(oid, 0))
+                continue
+            cached = cache.get(self._u.repo_id, oid)
+            if cached is not None:
+                found[oid] = cached
+            else:
+                fetch.append(oid)
+        if fetch:
+            rows: list[Any] = []
+            for stmt, params in self._statements(fetch, S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
+                rows.extend(tuple(r) for r in self._u.execute(stmt, params))
+            wanted = set(fetch)
+            for key, (_n, data, depth) in self._resolve(rows).items():
+                if key in wanted:
+                    found[key] = (data, depth)
+        return found
+
+    def _remember(self, written: list[tuple[bytes, bytes, int]]) -> None:
+        """Once committed, the objects just written are the likeliest next bases."""
+        cache = self._codec.cache
+        repo_id = self._u.repo_id
+
+        def fill() -> None:
+            for oid, data, depth in written:
+                cache.put(repo_id, oid, data, depth)
+
+        self._u.after_commit(fill)
 
     def has(self, oid: ObjectId) -> bool:
         """Whether the object exists."""
@@ -293,12 +370,21 @@ class SqlObjects:
         for chunk in self._ex.id_chunks(ids):
             yield many, {"oids": chunk}
 
-    def put(self, type_name: bytes, data: bytes) -> ObjectId:
-        """Store one object; returns its id."""
-        return self.put_many([(type_name, data)])[0]
+    def put(self, type_name: bytes, data: bytes, base: ObjectId | None = None) -> ObjectId:
+        """Store one object (``base``: a delta hint, see :meth:`put_many`); returns its id."""
+        return self.put_many([(type_name, data)], None if base is None else [base])[0]
 
-    def put_many(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+    def put_many(
+        self,
+        objects: Iterable[tuple[bytes, bytes]],
+        bases: Sequence[ObjectId | None] | None = None,
+    ) -> list[ObjectId]:
         """Store objects (deduplicated by id); ids in input order.
+
+        ``bases`` (aligned with ``objects``) hints a related object of this repository for
+        each (the previous version of the same path): with the storage optimizer on, a
+        new row is stored as a delta against it when that is smaller and the chain stays
+        within ``Settings.delta_max_depth``.
 
         With the batch executor on, rows are buffered in the unit and flushed by count or
         bytes, before prefix/listing reads, savepoints and commit; off, they are written
@@ -309,9 +395,12 @@ class SqlObjects:
         buffered = self._ex.enabled
         direct: dict[bytes, Row] = {}
         repo_id = self._u.repo_id
-        encode = self._codec.encode
+        codec = self._codec
+        hinted = codec.optimizer and bases is not None
         duplicates = 0
-        for type_name, data in objects:
+        new: list[tuple[ObjectId, int, bytes, ObjectId | None]] = []
+        seen: set[bytes] = set()
+        for i, (type_name, data) in enumerate(objects):
             number = TYPE_NUMBERS.get(type_name)
             if number is None:
                 raise GovcError(f"unknown object type {type_name!r}")
@@ -319,11 +408,38 @@ class SqlObjects:
                 data = bytes(data)
             oid = hash_object(type_name, data)
             ids.append(oid)
-            if oid in batch or oid in direct:
+            if oid in batch or oid in seen:
                 duplicates += 1
                 continue
-            enc, stored = encode(data)
+            seen.add(oid)
+            base = bases[i] if hinted and bases is not None and i < len(bases) else None
+            new.append((oid, number, data, base if base != oid else None))
+        contents = self._bases(b for *_, b in new if b is not None) if hinted else {}
+        written: list[tuple[bytes, bytes, int]] = []
+        max_depth = codec.max_depth
+        counts: dict[str, int] = {"duplicates": duplicates}
+        for oid, number, data, base in new:
+            depth = 0
+            found = contents.get(base) if base is not None else None
+            if base is not None and found is not None and found[1] < max_depth:
+                enc, stored = codec.encode_delta(data, base, found[0])
+                if enc == ENC_DELTA:
+                    depth = found[1] + 1
+            else:
+                enc, stored = codec.encode(data)
             row = (repo_id, oid, number, len(data), enc, stored)
+            kind = type_name_of(number, oid).decode()
+            counts[kind + ".objects"] = counts.get(kind + ".objects", 0) + 1
+            counts[kind + ".raw"] = counts.get(kind + ".raw", 0) + len(data)
+            counts[kind + ".stored"] = counts.get(kind + ".stored", 0) + len(stored)
+            if depth:
+                counts[kind + ".deltas"] = counts.get(kind + ".deltas", 0) + 1
+                counts["depth_sum"] = counts.get("depth_sum", 0) + depth
+                counts["depth_max"] = max(counts.get("depth_max", 0), depth)
+            if codec.optimizer:
+                self._depths[oid] = depth
+                if len(data) <= REMEMBER_MAX:
+                    written.append((oid, data, depth))
             if not buffered:
                 direct[oid] = row
                 continue
@@ -332,6 +448,9 @@ class SqlObjects:
                 batch.flush(full)
         if direct:
             batch.write_now(direct.values())
+        if written:
+            self._remember(written)
+        codec.written.add(counts)
         self._ex.count_put(objects=len(ids), duplicates=duplicates)
         return ids
 
@@ -447,7 +566,7 @@ class SqlRefs:
         if pipe is not None:
             pipe.add(self._u._backend.raw_statements().reflog, row)
         else:
-            self._u.conn.execute(S_LOG_ADD, row)
+            self._u.conn.execute(self._u._backend.log_insert, row)
         self._moved(name, old, new)
 
     def _moved(self, name: str, old: ObjectId | None, new: ObjectId | None) -> None:
@@ -717,7 +836,9 @@ class RawStatements:
         self.objects = RawStatement(backend.batch.insert_sql, None)
         self.ref_cas = compile_raw(S_REF_CAS, d, ())
         self.ref_insert = compile_raw(backend.ref_insert, d, ("repo_id", "name", "target"))
-        self.reflog = compile_raw(S_LOG_ADD, d, ("repo_id", "ref", "old", "new", "time", "message"))
+        self.reflog = compile_raw(
+            backend.log_insert, d, ("repo_id", "ref", "old", "new", "time", "message")
+        )
         self.notify = compile_raw(NOTIFY_STATEMENT, d, ())
         self.commit = compile_raw(backend.commit_insert, d, _COMMIT_KEYS)
         self.parents = compile_raw(
@@ -728,6 +849,11 @@ class RawStatements:
         self.object_one = compile_raw(S_OBJ_GET_ONE, d, ())
         self.object_any: RawStatement | None = (
             compile_raw(S_OBJ_GET_PG, d, ()) if d.name == "postgresql" else None
+        )
+        # ... and the delta bases they need (storage optimizer).
+        self.chain_one = compile_raw(S_CHAIN_ONE, d, ())
+        self.chain_any: RawStatement | None = (
+            compile_raw(S_CHAIN_PG, d, ()) if d.name == "postgresql" else None
         )
 
 
@@ -781,6 +907,7 @@ class SqlBackend:
         self.parent_insert = insert_ignore(self.dialect, T_PARENT)
         self.path_insert = insert_ignore(self.dialect, T_PATH)
         self.ref_list = S_REF_LIST_PG if self.dialect == "postgresql" else S_REF_LIST
+        self.log_insert = S_LOG_ADD_PG if self.dialect == "postgresql" else S_LOG_ADD
         #: Speculative units with a write pipeline (``Settings.write_pipeline``).
         self.pipeline_enabled = True
         #: Counters of the write pipelines and speculative units.
@@ -926,30 +1053,50 @@ class SqlBackend:
         """
         raw = self.raw_statements()
         pg = self.dialect == "postgresql"
-        decode = self.codec.decode
         try:
             pooled = self.engine.raw_connection()
         except Exception as exc:
             raise CacheMiss from exc
         try:
             driver: Any = pooled.driver_connection
-            rows: list[Any] = []
-            if pg:
-                driver.autocommit = True  # client-side only: no round trip
-                if len(oids) == 1:
-                    params: Any = {"repo_id": repo_id, "oid": oids[0]}
-                    rows = driver.execute(raw.object_one.sql, params).fetchall()
-                else:
-                    assert raw.object_any is not None
-                    params = {"repo_id": repo_id, "oids": list(oids)}
-                    rows = driver.execute(raw.object_any.sql, params).fetchall()
-                driver.autocommit = False
-            else:  # sqlite3 without a transaction open is autocommit already
-                stmt = raw.object_one
-                for oid in oids:
-                    args = stmt.args({"repo_id": repo_id, "oid": oid})
-                    rows.extend(driver.execute(stmt.sql, args).fetchall())
+
+            def run(
+                one: RawStatement, many: RawStatement | None, ids: Sequence[bytes]
+            ) -> list[Any]:
+                if pg:
+                    driver.autocommit = True  # client-side only: no round trip
+                    if len(ids) == 1:
+                        params: Any = {"repo_id": repo_id, "oid": ids[0]}
+                        found = list(driver.execute(one.sql, params).fetchall())
+                    else:
+                        assert many is not None
+                        params = {"repo_id": repo_id, "oids": list(ids)}
+                        found = list(driver.execute(many.sql, params).fetchall())
+                    # Not reset in a ``finally``: see the handler below.
+                    driver.autocommit = False
+                    return found
+                out: list[Any] = []  # sqlite3 without a transaction open is autocommit
+                for oid in ids:
+                    args = one.args({"repo_id": repo_id, "oid": oid})
+                    out.extend(driver.execute(one.sql, args).fetchall())
+                return out
+
+            one = raw.chain_one if self.codec.optimizer else raw.object_one
+            rows = run(one, raw.object_any, oids)
+            large = self.large_blobs
+            if large is not None and any(r[3] == large.encoding for r in rows):
+                chunked = True  # an ordinary unit reads (or streams) a chunked blob
+            else:
+                chunked = False
+                decoded = resolve_rows(
+                    self.codec,
+                    repo_id,
+                    rows,
+                    lambda bases: run(raw.chain_one, raw.chain_any, bases),
+                )
         except BaseException as exc:
+            if isinstance(exc, GovcError):
+                raise
             # Not resetting autocommit in a ``finally``: after an interrupted statement
             # that reset itself fails, and its error would replace a KeyboardInterrupt.
             # A connection in an unknown state (interrupted, lost, still autocommit) is
@@ -961,13 +1108,14 @@ class SqlBackend:
             raise  # KeyboardInterrupt, SystemExit ...: never ours to swallow
         finally:
             pooled.close()
+        if chunked:
+            raise CacheMiss
         out: dict[ObjectId, RawObject] = {}
-        large = self.large_blobs
-        for oid, type_number, size, encoding, data in rows:
-            if large is not None and encoding == large.encoding:
-                raise CacheMiss  # a chunked blob: an ordinary unit reads (or streams) it
-            key = ObjectId(bytes(oid))
-            out[key] = RawObject(type_name_of(type_number, key), decode(encoding, data, size))
+        keep = set(oids)
+        for oid, (type_number, data, _depth) in decoded.items():
+            key = ObjectId(oid)
+            if key in keep:
+                out[key] = RawObject(type_name_of(type_number, key), data)
         self.reads.count(fetches=1, fetched_objects=len(out))
         return out
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    literal_column,
     or_,
     select,
     update,
@@ -31,6 +32,7 @@ from govc_db.errors import GovcError
 from govc_db.models import Base, CommitIndex, CommitParent, CommitPath, ObjectRow, Ref, RefLog
 from govc_db.models import Repository as RepositoryRow
 from govc_db.objects import TYPE_NAMES, ObjectId
+from govc_db.store.codec import ENC_DELTA
 from govc_db.store.ports import IndexEntry
 
 T_REPO: Table = RepositoryRow.__table__  # type: ignore[assignment]
@@ -97,14 +99,32 @@ S_REF_DEL_IF = delete(T_REF).where(
     T_REF.c.repo_id == _R, T_REF.c.name == bindparam("name"), T_REF.c.target == bindparam("old")
 )
 S_REF_DEL_ANY = delete(T_REF).where(T_REF.c.repo_id == _R, T_REF.c.name == bindparam("name"))
-S_LOG_ADD = T_LOG.insert().values(
-    repo_id=_R,
-    ref=bindparam("ref"),
-    old=bindparam("old"),
-    new=bindparam("new"),
-    time=bindparam("time"),
-    message=bindparam("message"),
-)
+
+
+def _log_add(dialect: str) -> Any:
+    """The reflog INSERT: ids from the sequence on PostgreSQL, the repository's next
+    number on SQLite (its writers are serialized, so no two transactions race for it)."""
+    if dialect == "postgresql":
+        ident: Any = func.nextval(literal_column("'govc_reflog_id_seq'"))
+    else:
+        ident = (
+            select(func.coalesce(func.max(T_LOG.c.id), literal_column("0")) + literal_column("1"))
+            .where(T_LOG.c.repo_id == _R)
+            .scalar_subquery()
+        )
+    return T_LOG.insert().values(
+        id=ident,
+        repo_id=_R,
+        ref=bindparam("ref"),
+        old=bindparam("old"),
+        new=bindparam("new"),
+        time=bindparam("time"),
+        message=bindparam("message"),
+    )
+
+
+S_LOG_ADD_PG = _log_add("postgresql")
+S_LOG_ADD = _log_add("sqlite")
 S_LOG_GET = (
     select(T_LOG.c.ref, T_LOG.c.old, T_LOG.c.new, T_LOG.c.time, T_LOG.c.message)
     .where(T_LOG.c.repo_id == _R, T_LOG.c.ref == bindparam("ref"))
@@ -149,6 +169,50 @@ S_OBJ_GET_ONE = select(
     T_OBJ.c.oid, T_OBJ.c.type, T_OBJ.c.size, T_OBJ.c.encoding, T_OBJ.c.data
 ).where(T_OBJ.c.repo_id == _R, T_OBJ.c.oid == bindparam("oid"))
 S_OBJ_HAS_ONE = select(T_OBJ.c.oid).where(T_OBJ.c.repo_id == _R, T_OBJ.c.oid == bindparam("oid"))
+
+
+# -- storage optimizer: delta chains (govc_db.store.codec, encoding 3) ---------------------
+#: Longest chain a recursive read follows (a corrupt cycle must not loop forever).
+MAX_CHAIN_HOPS = 400
+
+
+def _chain_statement(match: Any) -> Any:
+    """The rows of the ids ``match`` selects and of every base below them, in one
+    recursive query: a delta row's ``data`` starts with its base id (same repository)."""
+    o = T_OBJ
+    start = (
+        select(
+            o.c.oid, o.c.type, o.c.size, o.c.encoding, o.c.data, literal_column("0").label("hop")
+        )
+        .where(o.c.repo_id == _R, match(o))
+        .cte("chain", recursive=True)
+    )
+    b = T_OBJ.alias("b")
+    step = (
+        select(
+            b.c.oid, b.c.type, b.c.size, b.c.encoding, b.c.data, start.c.hop + literal_column("1")
+        )
+        .select_from(
+            start.join(
+                b,
+                and_(
+                    b.c.repo_id == _R,
+                    b.c.oid == func.substr(start.c.data, literal_column("1"), literal_column("20")),
+                ),
+            )
+        )
+        .where(
+            start.c.encoding == literal_column(str(ENC_DELTA)),
+            start.c.hop < literal_column(str(MAX_CHAIN_HOPS)),
+        )
+    )
+    chain = start.union_all(step)
+    return select(chain.c.oid, chain.c.type, chain.c.size, chain.c.encoding, chain.c.data)
+
+
+S_CHAIN_ONE = _chain_statement(lambda o: o.c.oid == bindparam("oid"))
+S_CHAIN = _chain_statement(lambda o: o.c.oid.in_(bindparam("oids", expanding=True)))
+S_CHAIN_PG = _chain_statement(lambda o: o.c.oid == _OIDS_ANY)
 
 
 def _index_with_parents(pg: bool) -> Any:

@@ -1,0 +1,56 @@
+"""``govc-db gc [NAME]``: storage maintenance with a progress bar (rich)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+__all__ = ["register"]
+
+MIB = 1024 * 1024
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``gc`` command to the ``govc-db`` app."""
+    # Imported here: govc_db.cli imports this module at its end, once its helpers exist.
+    from govc_db.cli import _command, _open
+
+    @_command(app, "gc")
+    def gc(
+        ctx: typer.Context,
+        name: Annotated[str | None, typer.Argument(help="Repository (default: all).")] = None,
+    ) -> None:
+        """Re-deltify and recompress objects (git gc); safe while others commit and read."""
+        store = _open(ctx)
+        names = [name] if name is not None else store.list_repositories()
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, transient=True) as bar:
+            for n in names:
+                repo = store.repository(n)
+                task = bar.add_task(f"gc {n}", total=None)
+
+                def step(done: int, total: int, task: TaskID = task) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                r = repo.gc(progress=step)
+                bar.remove_task(task)
+                typer.echo(
+                    f"{n}: {r.objects} objects, {r.rewritten} rewritten, "
+                    f"{r.bytes_before / MIB:.2f} MiB -> {r.bytes_after / MIB:.2f} MiB, "
+                    f"chain depth max {r.max_depth} mean {r.mean_depth}, {r.seconds:.2f} s"
+                    + (" (interrupted)" if r.interrupted else "")
+                )

@@ -1,0 +1,309 @@
+"""``gc()``: re-deltify and recompress a repository's objects while others work.
+
+How it stays safe with readers and writers running:
+
+* Rows are only ever *re-encoded* (``UPDATE ... SET encoding, data``), never deleted: a
+  row's content is the same before and after, so a reader decodes whichever version it
+  sees, and a delta written concurrently against any row stays decodable.
+* Chains stay acyclic. :func:`govc_db.storage.delta.plan` visits objects so that every
+  planned base is visited first, and rows are rewritten in visit order, each small batch
+  in its own transaction. A visited row is left as it is only when it is stored whole
+  or against a row visited before it; so every chain from a visited row runs through
+  visited rows only, towards earlier ones, and cannot come back.
+* One ``gc()`` per repository at a time: on PostgreSQL a session advisory lock held for
+  the run; on SQLite a lock in this process (SQLite serializes write transactions, but
+  two processes running ``gc()`` on one file at once are not supported).
+* Interrupting it (an exception, ``KeyboardInterrupt``, or ``should_stop`` returning
+  True) loses at most the batch in flight, rolled back; running it again continues.
+
+Space: PostgreSQL gets a plain ``VACUUM`` of ``govc_objects`` afterwards (no exclusive
+lock; freed space is reused by later writes, and trailing pages are returned to the OS);
+SQLite gets ``PRAGMA incremental_vacuum``, which returns free pages to the file system
+when the database was created with ``auto_vacuum=INCREMENTAL`` (govc_db sets it on every
+new SQLite file; see docs/storage.md for existing ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+from cachetools import LRUCache
+from sqlalchemy import LargeBinary, any_, bindparam, func, literal_column, select, text, update
+from sqlalchemy.dialects import postgresql
+
+from govc_db.errors import GovcError
+from govc_db.objects import ObjectId
+from govc_db.storage.delta import plan
+from govc_db.store.codec import DELTA_ENCODINGS, ENC_DELTA, GC_LEVEL, OID_LEN, resolve_rows
+from govc_db.store.sql import SqlBackend, SqlUnit
+from govc_db.store.statements import S_CHAIN, S_CHAIN_PG, S_OBJ_GET, S_OBJ_GET_PG, T_OBJ
+
+__all__ = ["GcBusy", "GcReport", "run_gc"]
+
+#: Objects rewritten per transaction: short transactions, writers never wait long.
+BATCH: Final = 400
+_R: Any = bindparam("repo_id")
+S_BYTES = select(func.count(), func.coalesce(func.sum(func.length(T_OBJ.c.data)), 0)).where(
+    T_OBJ.c.repo_id == _R
+)
+_HEAD_COLS = (
+    T_OBJ.c.oid,
+    T_OBJ.c.encoding,
+    func.substr(T_OBJ.c.data, literal_column("1"), literal_column(str(OID_LEN))),
+    func.length(T_OBJ.c.data),
+)
+S_HEADS = select(*_HEAD_COLS).where(
+    T_OBJ.c.repo_id == _R, T_OBJ.c.oid.in_(bindparam("oids", expanding=True))
+)
+S_HEADS_PG = select(*_HEAD_COLS).where(
+    T_OBJ.c.repo_id == _R,
+    T_OBJ.c.oid == any_(bindparam("oids", type_=postgresql.ARRAY(LargeBinary))),
+)
+S_REWRITE = (
+    update(T_OBJ)
+    .where(T_OBJ.c.repo_id == bindparam("b_repo"), T_OBJ.c.oid == bindparam("b_oid"))
+    .values(encoding=bindparam("b_enc"), data=bindparam("b_data"))
+)
+_LOCKS: dict[int, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+class GcBusy(GovcError):
+    """Another ``gc()`` of the same repository is running."""
+
+
+@dataclass(slots=True)
+class GcReport:
+    """What one ``gc()`` did."""
+
+    objects: int = 0
+    """Objects of the repository."""
+    visited: int = 0
+    """Objects the history walk reached (each considered for a better encoding)."""
+    rewritten: int = 0
+    """Rows re-encoded."""
+    bytes_before: int = 0
+    """Stored bytes of the repository's objects (``data`` columns) before."""
+    bytes_after: int = 0
+    """... and after."""
+    max_depth: int = 0
+    """Longest delta chain among the visited objects."""
+    mean_depth: float = 0.0
+    """Mean chain depth of the visited objects (0 = stored whole)."""
+    depths: dict[int, int] = field(default_factory=dict)
+    """Chain depth -> visited objects."""
+    seconds: float = 0.0
+    interrupted: bool = False
+    vacuum: str = ""
+    """The space-returning statement that ran."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serializable."""
+        d = asdict(self)
+        d["depths"] = {str(k): v for k, v in sorted(self.depths.items())}
+        return d
+
+
+def _lock_key(repo_id: int) -> int:
+    digest = hashlib.sha1(b"govc_db.gc").digest()
+    return (int.from_bytes(digest[:4], "big") & 0x7FFFFFFF) << 31 | (repo_id & 0x7FFFFFFF)
+
+
+class _Rewriter:
+    """Rewrites one batch of visited objects inside one unit."""
+
+    def __init__(self, backend: SqlBackend, repo_id: int, max_depth: int) -> None:
+        self.backend = backend
+        self.repo_id = repo_id
+        self.codec = backend.codec
+        self.max_depth = max_depth
+        self.pg = backend.dialect == "postgresql"
+        self.depth: dict[bytes, int] = {}
+        self.order: dict[bytes, int] = {}
+        self.contents: LRUCache[bytes, bytes] = LRUCache(maxsize=64 * 1024 * 1024, getsizeof=len)
+        self.rewritten = 0
+
+    def _rows(self, u: SqlUnit, oids: Sequence[bytes], chain: bool) -> list[Any]:
+        stmt = (
+            (S_CHAIN_PG if chain else S_OBJ_GET_PG)
+            if self.pg
+            else (S_CHAIN if chain else S_OBJ_GET)
+        )
+        out: list[Any] = []
+        size = 5000 if self.pg else 500
+        for i in range(0, len(oids), size):
+            out.extend(tuple(r) for r in u.execute(stmt, {"oids": list(oids[i : i + size])}))
+        return out
+
+    def _heads(self, u: SqlUnit, oids: Sequence[bytes]) -> list[Any]:
+        """(oid, encoding, first 20 bytes, length) of each row: enough to keep a row."""
+        stmt = S_HEADS_PG if self.pg else S_HEADS
+        out: list[Any] = []
+        size = 5000 if self.pg else 500
+        for i in range(0, len(oids), size):
+            out.extend(tuple(r) for r in u.execute(stmt, {"oids": list(oids[i : i + size])}))
+        return out
+
+    def batch(self, u: SqlUnit, step: Sequence[tuple[ObjectId, ObjectId | None]]) -> None:
+        first = len(self.order)
+        for i, (oid, _b) in enumerate(step):
+            self.order.setdefault(oid, first + i)
+        heads = {bytes(r[0]): r for r in self._heads(u, [o for o, _ in step])}
+        # Which rows to re-encode: a row stored against a base visited before it is kept
+        # as it is (the write path chose it); full rows are tried against their planned
+        # base; a row against anything else must move (the acyclicity rule).
+        redo: list[tuple[ObjectId, ObjectId | None]] = []
+        for oid, planned in step:
+            head = heads.get(oid)
+            if head is None:
+                continue  # not stored here (a gitlink, the implicit empty tree)
+            enc, length = int(head[1]), int(head[3])
+            current = bytes(head[2]) if enc in DELTA_ENCODINGS else None
+            mine = self.order[oid]
+            if current is not None and self.order.get(current, mine) < mine:
+                self.depth[oid] = self.depth.get(current, 0) + 1
+            elif current is None and (planned is None or length < 64):
+                self.depth[oid] = 0
+            else:
+                redo.append((oid, planned))
+        if not redo:
+            return
+        rows = {bytes(r[0]): r for r in self._rows(u, [o for o, _ in redo], chain=False)}
+        rows_of = [rows[o] for o, _ in redo]
+        decoded = resolve_rows(
+            self.codec, self.repo_id, rows_of, lambda ids: self._rows(u, ids, True)
+        )
+        need = [b for _, b in redo if b is not None and b not in self.contents]
+        if need:
+            found = resolve_rows(
+                self.codec,
+                self.repo_id,
+                self._rows(u, need, False),
+                lambda ids: self._rows(u, ids, True),
+            )
+            for key, (_t, data, _d) in found.items():
+                self.contents[key] = data
+        updates: list[dict[str, Any]] = []
+        for (oid, planned), row in zip(redo, rows_of, strict=True):
+            content = decoded[oid][1]
+            stored = bytes(row[4])
+            valid = int(row[3]) not in DELTA_ENCODINGS
+            best: tuple[int, bytes, bytes | None] | None = None
+            if planned is not None and self.depth.get(planned, self.max_depth) < self.max_depth:
+                base = self.contents.get(planned)
+                if base is not None:
+                    e, s = self.codec.encode_delta(content, planned, base, level=GC_LEVEL)
+                    best = (e, s, planned if e == ENC_DELTA else None)
+            if best is None:
+                e, s = self.codec.encode(content, level=GC_LEVEL)
+                best = (e, s, None)
+            # A valid row is rewritten only when that saves enough to be worth a new row
+            # version (PostgreSQL's UPDATE writes one; VACUUM then reuses the old space).
+            if valid and len(best[1]) > len(stored) - max(16, len(stored) // 10):
+                self.depth[oid] = 0
+            else:
+                updates.append(
+                    {"b_repo": self.repo_id, "b_oid": oid, "b_enc": best[0], "b_data": best[1]}
+                )
+                self.depth[oid] = 0 if best[2] is None else self.depth.get(best[2], 0) + 1
+            if len(content) <= 1024 * 1024:
+                self.contents[oid] = content
+        if updates:
+            u.conn.execute(S_REWRITE, updates)
+            self.rewritten += len(updates)
+
+
+def _repo_lock(repo_id: int) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(repo_id, threading.Lock())
+
+
+def run_gc(
+    backend: SqlBackend,
+    repo_id: int,
+    *,
+    max_depth: int,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    vacuum: bool = True,
+    batch: int = BATCH,
+) -> GcReport:
+    """Re-deltify and recompress repository ``repo_id``; see the module docstring."""
+    local = _repo_lock(repo_id)
+    if not local.acquire(blocking=False):
+        raise GcBusy("gc() of this repository is already running in this process")
+    started = time.perf_counter()
+    report = GcReport()
+    session: Any = None
+    try:
+        if backend.dialect == "postgresql":
+            session = backend.engine.connect()
+            got = session.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_key(repo_id)}
+            ).scalar()
+            session.commit()
+            if not got:
+                raise GcBusy("gc() of this repository is already running")
+        with backend.unit(repo_id, what="gc") as u:
+            report.objects, report.bytes_before = u.execute(S_BYTES).one()
+            entries = list(u.index.iter_all())
+            steps = list(plan(entries, lambda ids: u.objects.get_many(ids)))
+        total = sum(len(s) for s in steps)
+        rw = _Rewriter(backend, repo_id, max_depth)
+        done = 0
+        for step in steps:
+            for i in range(0, len(step), batch):
+                if should_stop is not None and should_stop():
+                    report.interrupted = True
+                    break
+                chunk = step[i : i + batch]
+                with backend.unit(repo_id, write=True, what="gc") as wu:
+                    rw.batch(wu, chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+            if report.interrupted:
+                break
+        report.visited = done
+        report.rewritten = rw.rewritten
+        for depth in rw.depth.values():
+            report.depths[depth] = report.depths.get(depth, 0) + 1
+        if rw.depth:
+            report.max_depth = max(rw.depth.values())
+            report.mean_depth = round(sum(rw.depth.values()) / len(rw.depth), 2)
+        if vacuum:
+            report.vacuum = _vacuum(backend)
+        with backend.unit(repo_id, what="gc") as u:
+            _n, report.bytes_after = u.execute(S_BYTES).one()
+    except GovcError:
+        raise
+    except Exception as exc:
+        raise GovcError(f"gc() failed: {type(exc).__name__}") from exc
+    finally:
+        if session is not None:
+            try:
+                session.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(repo_id)})
+                session.commit()
+            finally:
+                session.close()
+        local.release()
+        report.seconds = round(time.perf_counter() - started, 3)
+    backend.codec.last_gc = report.as_dict()
+    return report
+
+
+def _vacuum(backend: SqlBackend) -> str:
+    """Return freed space: plain VACUUM (no exclusive lock) or SQLite's incremental one."""
+    with backend.engine.connect() as conn:
+        if backend.dialect == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(text("VACUUM govc_objects"))
+            return "VACUUM govc_objects"
+        conn.exec_driver_sql("PRAGMA incremental_vacuum")
+        conn.commit()
+        return "PRAGMA incremental_vacuum"

@@ -1,0 +1,32 @@
+"""``store.metrics()["storage"]``: what the storage optimizer stored and how reads fared.
+
+Counters only (cheap, live): bytes by kind as written (raw and stored), the compression
+ratio, delta objects and chain depths, dedup hits, the decoded-base cache, and the last
+``gc()`` report (objects, bytes before and after, chain depths over the whole history).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from govc_db.store.codec import Codec
+
+__all__ = ["StorageStats"]
+
+
+class StorageStats:
+    """The ``storage`` component of the performance manager."""
+
+    def __init__(self, codec: Codec) -> None:
+        self._codec = codec
+
+    def get_stats(self) -> dict[str, Any]:
+        """Write-path counters, the decoded-base cache and the last gc() report."""
+        codec = self._codec
+        return {
+            "optimizer": codec.optimizer,
+            "max_depth": codec.max_depth,
+            **codec.written.get_stats(),
+            "delta_cache": codec.cache.get_stats(),
+            "last_gc": codec.last_gc,
+        }
