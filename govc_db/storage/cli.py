@@ -21,8 +21,8 @@ MIB = 1024 * 1024
 
 def register(app: typer.Typer) -> None:
     """Add the ``gc`` command to the ``govc-db`` app."""
-    # Imported here: govc_db.cli imports this module at its end, once its helpers exist.
-    from govc_db.cli import _command, _open
+    from govc_db.cli_base import command as _command
+    from govc_db.cli_base import open_store as _open
 
     @_command(app, "gc")
     def gc(
