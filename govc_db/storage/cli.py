@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 __all__ = ["register"]
 
@@ -30,15 +25,27 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str | None, typer.Argument(help="Repository (default: all).")] = None,
     ) -> None:
         """Re-deltify and recompress objects (git gc); safe while others commit and read."""
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         store = _open(ctx)
         names = [name] if name is not None else store.list_repositories()
+        console = Console(stderr=True)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, transient=True) as bar:
+        with Progress(
+            *columns, console=console, transient=True, disable=not console.is_terminal
+        ) as bar:
             for n in names:
                 repo = store.repository(n)
                 task = bar.add_task(f"gc {n}", total=None)
