@@ -148,6 +148,8 @@ def send_probe(kwargs: dict[str, Any], payload: str) -> None:
     """NOTIFY ``payload`` on a short-lived connection of its own (the listener's
     self-check): the path another process's notification takes, through any pooler,
     without taking a connection from the Store's pool."""
+    import psycopg  # only a PostgreSQL store probes (SQLite never loads it)
+
     with psycopg.connect(**kwargs, autocommit=True) as conn:
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload), prepare=False)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -70,6 +71,10 @@ def app_from_env() -> ASGIApp:
     )
 
 
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _fail(exc: GovcError) -> typer.Exit:
     typer.echo(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", err=True)
     return typer.Exit(1)
@@ -108,6 +113,9 @@ def serve(
             _check_schema(store)
     except GovcError as exc:
         raise _fail(exc) from None
+    # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again
+    # with the handler it found: a stop asked for is a clean exit (status 0).
+    signal.signal(signal.SIGTERM, _stopped)
     uvicorn.run(
         "govc_db.http.cli:app_from_env",
         factory=True,
