@@ -1,13 +1,18 @@
-"""A real uvicorn server on a free loopback port, in a thread, for the HTTP tests."""
+"""Real HTTP servers on free loopback ports for the HTTP tests: an app under uvicorn in
+a thread, or a whole ``govc-db serve`` process."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -46,3 +51,49 @@ def serving(app: ASGIApp, **config: object) -> Iterator[tuple[str, uvicorn.Serve
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+class ServeProcess:
+    """A ``govc-db serve`` process started by :func:`serve_process`."""
+
+    def __init__(self, base: str, proc: subprocess.Popen[str]) -> None:
+        self.base = base
+        self.proc = proc
+        #: What the process wrote on stderr, once it has stopped.
+        self.stderr = ""
+
+
+@contextmanager
+def serve_process(*args: str, env: dict[str, str] | None = None) -> Iterator[ServeProcess]:
+    """Run ``python -m govc_db serve ARGS --port P`` until the block ends, then stop it
+    with SIGTERM and check that it exits 0 (a stop asked for is a clean exit)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "govc_db", "serve", *args, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    served = ServeProcess(f"http://127.0.0.1:{port}", proc)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(served.base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("govc-db serve did not come up")
+            time.sleep(0.2)
+        yield served
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, served.stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    assert proc.returncode == 0, served.stderr

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from _http_server import free_port
+from _http_server import serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,28 +39,9 @@ def test_token_create_and_serve_with_workers(tmp_path: Path) -> None:
     bad = govc("--url", url, "token", "create", "--repo", "bad name")
     assert bad.returncode == 1 and bad.stderr.startswith("error:")
 
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "govc_db", "serve", "--url", url, "--port", str(port),
-         "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.2)
+    with serve_process("--url", url, "--workers", "2", env=env) as served:
+        base = served.base
         auth = {"Authorization": f"Bearer {token}"}
         r = httpx.post(
             base + "/api/v1/repos/demo/commits",
@@ -79,10 +58,7 @@ def test_token_create_and_serve_with_workers(tmp_path: Path) -> None:
             got = httpx.get(base + "/api/v1/repos/demo/raw/main/x.txt", headers=auth)
             assert got.content == b"x"
         assert httpx.get(base + "/api/v1/repos/demo/branches").status_code == 401
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    err = served.stderr
     assert "POST /api/v1/repos/demo/commits 201" in err
     assert token not in err and token.split("_", 2)[2] not in err
 

@@ -5,16 +5,14 @@ PostgreSQL, against a real server process on a loopback port."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from _http_server import free_port
+from _http_server import serve_process
 from interop_git import git, git_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,37 +39,8 @@ def served(db_url: str) -> Iterator[tuple[str, str, str, str]]:
     govc("--url", db_url, "repo", "create", "site")
     write = govc("--url", db_url, "token", "create", "--repo", "site", "--write")
     read = govc("--url", db_url, "token", "create", "--repo", "site")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "govc_db", "--url", db_url, "serve", "--port", str(port),
-         "--allow-push", "--no-access-log"],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, "serve exited early"
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.2)
-        yield base, db_url, write, read
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
-        assert proc.returncode == 0, err  # a stop asked for is a clean exit
+    with serve_process("--url", db_url, "--allow-push", "--no-access-log", env=ENV) as served:
+        yield served.base, db_url, write, read
 
 
 def _with_token(base: str, token: str) -> str:
