@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql
 
 from govc_db.errors import GovcError
 from govc_db.objects import ObjectId
+from govc_db.storage.chunks import ENC_CHUNKED
 from govc_db.storage.delta import plan
 from govc_db.store.codec import DELTA_ENCODINGS, ENC_DELTA, GC_LEVEL, OID_LEN, resolve_rows
 from govc_db.store.sql import SqlBackend, SqlUnit
@@ -163,6 +164,8 @@ class _Rewriter:
             if head is None:
                 continue  # not stored here (a gitlink, the implicit empty tree)
             enc, length = int(head[1]), int(head[3])
+            if enc == ENC_CHUNKED:
+                continue  # a chunked blob's row holds its manifest: never a delta or base
             current = bytes(head[2]) if enc in DELTA_ENCODINGS else None
             mine = self.order[oid]
             if current is not None and self.order.get(current, mine) < mine:
@@ -180,10 +183,11 @@ class _Rewriter:
         )
         need = [b for _, b in redo if b is not None and b not in self.contents]
         if need:
+            usable = [r for r in self._rows(u, need, False) if int(r[3]) != ENC_CHUNKED]
             found = resolve_rows(
                 self.codec,
                 self.repo_id,
-                self._rows(u, need, False),
+                usable,
                 lambda ids: self._rows(u, ids, True),
             )
             for key, (_t, data, _d) in found.items():
