@@ -12,7 +12,7 @@ import pytest
 from _http_server import serving
 
 import govc_db
-from govc_db import Settings, Signature
+from govc_db import Settings, Signature, errors
 from govc_db.http import create_app
 from govc_db.http.auth import create_token
 
@@ -48,6 +48,7 @@ def test_breaker_opens_when_the_database_stops_and_closes_when_it_returns(
         breaker_failures=2,
         breaker_reset=1.0,
         retry_attempts=1,
+        retry_budget=0.2,  # a refused connection is reported quickly
         connect_timeout=1,
         cache_enabled=False,
     )
@@ -66,7 +67,10 @@ def test_breaker_opens_when_the_database_stops_and_closes_when_it_returns(
             pg_ctl(cluster, "-m", "fast", "stop")
             failures = [client.get(raw) for _ in range(2)]
             assert [r.status_code for r in failures] == [503, 503]
-            assert all(r.json()["error"] == "StoreUnavailable" for r in failures)
+            # The database is down: a StoreUnavailable, named by its typed subclass.
+            names = {r.json()["error"] for r in failures}
+            assert names == {"ConnectionRefused"}
+            assert all(issubclass(getattr(errors, n), errors.StoreUnavailable) for n in names)
             assert store.metrics()["breaker"]["state"] == 2  # open
             start = time.perf_counter()
             fast = client.get(raw)
