@@ -12,6 +12,8 @@ import httpx
 import pytest
 from _http_server import serve_process
 
+import govc_db
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -66,3 +68,15 @@ def test_token_create_and_serve_with_workers(tmp_path: Path) -> None:
 def test_serve_refuses_an_uninitialized_database(tmp_path: Path) -> None:
     r = govc("serve", "--url", f"sqlite:///{tmp_path / 'none.db'}", "--port", "1")
     assert r.returncode == 1 and r.stderr.startswith("error:")
+
+
+def test_serve_turns_coalescing_and_the_memory_optimizer_on() -> None:
+    """What a server wants on (a library leaves both off); each variable still wins."""
+    from govc_db.http.cli import server_settings
+
+    assert not govc_db.Settings().coalesce_enabled
+    assert not govc_db.Settings().memory_optimizer
+    served = server_settings({})
+    assert served.coalesce_enabled and served.memory_optimizer
+    off = server_settings({"GOVC_DB_COALESCE_ENABLED": "0", "GOVC_DB_MEMORY_OPTIMIZER": "0"})
+    assert not off.coalesce_enabled and not off.memory_optimizer

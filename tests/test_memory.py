@@ -29,7 +29,9 @@ def test_the_optimizer_freezes_tunes_and_reports(db_url: str, restore_gc: None) 
     with govc_db.open(db_url, settings=Settings(memory_optimizer=False)) as plain:
         assert gc.get_threshold() == before
         assert plain.metrics()["memory"]["optimizer"] == {"enabled": False}
-    with govc_db.open(db_url, settings=Settings(memory_gc_threshold=5000)) as st:
+    with govc_db.open(
+        db_url, settings=Settings(memory_optimizer=True, memory_gc_threshold=5000)
+    ) as st:
         assert gc.get_threshold()[0] == 5000
         assert gc.get_freeze_count() > 0
         memory = st.metrics()["memory"]
@@ -41,7 +43,9 @@ def test_the_optimizer_freezes_tunes_and_reports(db_url: str, restore_gc: None) 
         gc.collect(0)
         cpu = st.metrics()["memory"]["gc"]
         assert cpu["max_pause_cpu_ms"] >= 0 and len(cpu["max_pause_cpu_ms_by_generation"]) == 3
-        with govc_db.open(db_url, settings=Settings(memory_gc_threshold=700)) as second:
+        with govc_db.open(
+            db_url, settings=Settings(memory_optimizer=True, memory_gc_threshold=700)
+        ) as second:
             # The collector is process-wide: the first Store's tuning stands.
             assert gc.get_threshold()[0] == 5000
             assert second.metrics()["memory"]["optimizer"]["enabled"] is True
@@ -49,7 +53,9 @@ def test_the_optimizer_freezes_tunes_and_reports(db_url: str, restore_gc: None) 
 
 
 def test_full_collections_run_between_operations(db_url: str, restore_gc: None) -> None:
-    with govc_db.open(db_url, settings=Settings(memory_gc_threshold=100)) as st:
+    with govc_db.open(
+        db_url, settings=Settings(memory_optimizer=True, memory_gc_threshold=100)
+    ) as st:
         repo = st.create_repository("r")
         repo.commit("main", {"a": b"a"}, message="m\n", author=SIG)
         done = st.metrics()["memory"]["optimizer"]["full_collections_between_operations"]

@@ -392,7 +392,7 @@ def test_store_coalesces_64_identical_cold_reads(
 
 
 def test_store_reads_in_a_transaction_are_not_coalesced(seeded: str) -> None:
-    with opened(seeded) as s:
+    with opened(seeded, coalesce_enabled=True) as s:
         repo = s.repository("demo")
         with s.transaction():
             repo.commit("main", {"c.txt": b"C"}, message="c\n", author=SIG)

@@ -10,9 +10,11 @@ flight finish (up to ``--graceful-timeout`` seconds); the store is closed afterw
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -56,13 +58,26 @@ def _log_requests() -> None:
         logger.setLevel(logging.INFO)
 
 
+def server_settings(environ: Mapping[str, str] | None = None) -> govc_db.Settings:
+    """``Settings.from_env()`` with what a long-running server wants on by default:
+    request coalescing and the memory optimizer (each still switched off by its
+    ``GOVC_DB_*`` variable)."""
+    env = os.environ if environ is None else environ
+    settings = govc_db.Settings.from_env(env)
+    if "GOVC_DB_COALESCE_ENABLED" not in env:
+        settings = dataclasses.replace(settings, coalesce_enabled=True)
+    if "GOVC_DB_MEMORY_OPTIMIZER" not in env:
+        settings = dataclasses.replace(settings, memory_optimizer=True)
+    return settings
+
+
 def app_from_env() -> ASGIApp:
     """The app of one server process, configured by the environment ``serve`` set."""
     from govc_db.http import create_app
 
     if os.environ.get(_ENV_LOG, "1") != "0":
         _log_requests()
-    store = govc_db.open()
+    store = govc_db.open(settings=server_settings())
     return create_app(
         store,
         public_read=os.environ.get(_ENV_PUBLIC) == "1",
