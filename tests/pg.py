@@ -295,6 +295,10 @@ class _LocalCluster:
         if self.user is not None:
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
 
+    def pg_ctl(self, *args: str) -> None:
+        """``pg_ctl -D DATA -w -t 60 ARGS`` (stop, restart, reload ...) as the cluster's user."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", *args)
+
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         kwargs: dict[str, Any] = {}
         if self.user is not None:
@@ -366,3 +370,18 @@ def _from_local_binaries() -> PostgresServer | str:
     # Also stop it when the session ends without running fixture finalizers.
     atexit.register(server.stop)
     return server
+
+
+def new_local_cluster() -> _LocalCluster:
+    """A throwaway cluster (not started yet) from the local PostgreSQL binaries, for tests
+    that restart, stop or reconfigure a server. Without the binaries the test fails under
+    CI and is skipped elsewhere."""
+    import pytest
+
+    bindir = find_pg_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries (initdb, pg_ctl) are needed for this test"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return _LocalCluster(bindir)

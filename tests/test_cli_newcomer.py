@@ -176,11 +176,7 @@ def test_permission_denied_and_unknown_role(
 
 @pytest.mark.slow
 def test_wrong_password_is_authentication_failed(tmp_path: Path) -> None:
-    bindir = pg.find_pg_bindir()
-    if bindir is None and not pg.in_ci():
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are needed for this test")
-    assert bindir is not None, "PostgreSQL server binaries (initdb, pg_ctl) are needed"
-    cluster = pg._LocalCluster(bindir)
+    cluster = pg.new_local_cluster()
     try:
         admin = cluster.start()
         engine = pg.admin_engine(admin)
@@ -190,7 +186,7 @@ def test_wrong_password_is_authentication_failed(tmp_path: Path) -> None:
         (cluster.data / "pg_hba.conf").write_text(
             "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
         )
-        cluster._run("pg_ctl", "-D", str(cluster.data), "reload")
+        cluster.pg_ctl("reload")
         wrong = pg.normalize_url(admin).set(password=SECRET)
         err = one_error(run(pg.render_url(wrong), "init"))
         assert (

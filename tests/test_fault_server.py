@@ -68,13 +68,7 @@ def check_errors(out: Outcome) -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[pg._LocalCluster, str]]:
-    bindir = pg.find_pg_bindir()
-    if bindir is None:
-        message = "PostgreSQL server binaries (initdb, pg_ctl) are needed for this test"
-        if pg.in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    c = pg._LocalCluster(bindir)
+    c = pg.new_local_cluster()
     try:
         admin = c.start()
         # tests/pg.py turns durability off for speed; a crash (kill -9 of a backend makes
@@ -82,7 +76,7 @@ def cluster() -> Iterator[tuple[pg._LocalCluster, str]]:
         # before their WAL was written, which is what these tests look for. fsync can
         # stay off: the operating system does not crash.
         admin_exec(admin, "ALTER SYSTEM SET synchronous_commit = on")
-        pg_ctl(c, "reload")
+        c.pg_ctl("reload")
         yield c, admin
     finally:
         c.stop()
@@ -96,10 +90,6 @@ def cluster_db(cluster: tuple[pg._LocalCluster, str]) -> Iterator[str]:
         yield url
     finally:
         pg.drop_database(cluster[1], url)
-
-
-def pg_ctl(c: pg._LocalCluster, *args: str) -> None:
-    c._run("pg_ctl", "-D", str(c.data), "-w", "-t", "60", *args)
 
 
 def admin_exec(url: str, *statements: str) -> list[object]:
@@ -129,7 +119,7 @@ def test_fast_restart_mid_workload(cluster: tuple[pg._LocalCluster, str], cluste
 
         def restart() -> None:
             started.append(time.monotonic())
-            pg_ctl(c, "-l", str(c.log), "-o", f"-p {c.port}", "-m", "fast", "restart")
+            c.pg_ctl("-l", str(c.log), "-o", f"-p {c.port}", "-m", "fast", "restart")
 
         out = run_workload(repo, 3, restart)
         check_errors(out)
@@ -170,7 +160,7 @@ def test_wrong_password_is_authentication_failed(cluster: tuple[pg._LocalCluster
     hba = c.data / "pg_hba.conf"
     original = hba.read_text()
     hba.write_text("host all govc_pw 127.0.0.1/32 scram-sha-256\n" + original)
-    pg_ctl(c, "reload")
+    c.pg_ctl("reload")
     try:
         time.sleep(0.3)  # the postmaster re-reads pg_hba.conf on SIGHUP
         url = sa.make_url(admin).set(username="govc_pw", password="wrong-" + PASSWORD)
@@ -185,7 +175,7 @@ def test_wrong_password_is_authentication_failed(cluster: tuple[pg._LocalCluster
         print(f"FAULT-FIGURES wrong password: AuthenticationFailed after {took:.2f} s")
     finally:
         hba.write_text(original)
-        pg_ctl(c, "reload")
+        c.pg_ctl("reload")
 
 
 # -- configuration faults on the shared server ---------------------------------------------

@@ -287,21 +287,11 @@ def test_terminating_backends_during_a_stream(pg_url: str, admin: sa.Engine) -> 
 
 @pytest.fixture
 def cluster() -> Iterator[pg._LocalCluster]:
-    bindir = pg.find_pg_bindir()
-    if bindir is None:
-        message = "PostgreSQL server binaries (initdb, pg_ctl) are needed for this test"
-        if pg.in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    c = pg._LocalCluster(bindir)
+    c = pg.new_local_cluster()
     try:
         yield c
     finally:
         c.stop()
-
-
-def pg_ctl(cluster: pg._LocalCluster, *args: str) -> None:
-    cluster._run("pg_ctl", "-D", str(cluster.data), "-w", "-t", "60", *args)
 
 
 @pytest.mark.slow
@@ -314,7 +304,7 @@ def test_store_recovers_after_a_cluster_restart(cluster: pg._LocalCluster) -> No
         repo = store.create_repository("restart")
         c1 = commit(repo, "a.txt", b"1\n")
 
-        pg_ctl(cluster, "-m", "fast", "stop")
+        cluster.pg_ctl("-m", "fast", "stop")
         with pytest.raises(StoreUnavailable):
             commit(repo, "b.txt", b"2\n")
         with pytest.raises(StoreUnavailable):
@@ -323,7 +313,7 @@ def test_store_recovers_after_a_cluster_restart(cluster: pg._LocalCluster) -> No
             store.repository("restart")
         assert store.backend.txn.get_stats()["exhausted"] >= 2
 
-        pg_ctl(cluster, "-l", str(cluster.log), "-o", f"-p {cluster.port}", "start")
+        cluster.pg_ctl("-l", str(cluster.log), "-o", f"-p {cluster.port}", "start")
         c2 = commit(repo, "b.txt", b"2\n")
         assert repo.read("main", "a.txt") == b"1\n"
         assert repo.get_commit(c2).parents == [c1]

@@ -21,21 +21,11 @@ SIG = Signature("Ada", "ada@example.com", 1_700_000_000, 0)
 
 @pytest.fixture
 def cluster() -> Iterator[pg._LocalCluster]:
-    bindir = pg.find_pg_bindir()
-    if bindir is None:
-        message = "PostgreSQL server binaries (initdb, pg_ctl) are needed for this test"
-        if pg.in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    c = pg._LocalCluster(bindir)
+    c = pg.new_local_cluster()
     try:
         yield c
     finally:
         c.stop()
-
-
-def pg_ctl(cluster: pg._LocalCluster, *args: str) -> None:
-    cluster._run("pg_ctl", "-D", str(cluster.data), "-w", "-t", "60", *args)
 
 
 @pytest.mark.slow
@@ -64,7 +54,7 @@ def test_breaker_opens_when_the_database_stops_and_closes_when_it_returns(
             httpx.Client(base_url=base, headers=auth, timeout=30) as client,
         ):
             assert client.get(raw).content == b"A"  # the token is verified and remembered
-            pg_ctl(cluster, "-m", "fast", "stop")
+            cluster.pg_ctl("-m", "fast", "stop")
             failures = [client.get(raw) for _ in range(2)]
             assert [r.status_code for r in failures] == [503, 503]
             # The database is down: a StoreUnavailable, named by its typed subclass.
@@ -80,7 +70,7 @@ def test_breaker_opens_when_the_database_stops_and_closes_when_it_returns(
             rejected = store.metrics()["breaker"]["rejected"]
             assert rejected >= 1
 
-            pg_ctl(cluster, "-l", str(cluster.log), "-o", f"-p {cluster.port}", "start")
+            cluster.pg_ctl("-l", str(cluster.log), "-o", f"-p {cluster.port}", "start")
             time.sleep(1.1)  # breaker_reset: the next call is the probe
             assert client.get(raw).content == b"A"
             stats = store.metrics()["breaker"]
