@@ -135,6 +135,17 @@ def _pg_truncate(_pg_migrated_url: str) -> Iterator[Callable[[], None]]:
 
 
 @pytest.fixture
+def cluster() -> Iterator[pg._LocalCluster]:
+    """A throwaway PostgreSQL cluster of the test's own (started by the test), for tests
+    that stop, restart or reconfigure a server; removed afterwards."""
+    c = pg.new_local_cluster()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
 def pg_url(_pg_migrated_url: str, _pg_truncate: Callable[[], None]) -> str:
     """URL of a clean PostgreSQL database migrated to head (its govc tables emptied)."""
     _pg_truncate()

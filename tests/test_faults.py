@@ -285,15 +285,6 @@ def test_terminating_backends_during_a_stream(pg_url: str, admin: sa.Engine) -> 
 # -- cluster restart -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster() -> Iterator[pg._LocalCluster]:
-    c = pg.new_local_cluster()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_store_recovers_after_a_cluster_restart(cluster: pg._LocalCluster) -> None:

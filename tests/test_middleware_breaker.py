@@ -4,7 +4,6 @@ opens, calls fail fast over HTTP) and started again (the probe closes it)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import pg
@@ -17,15 +16,6 @@ from govc_db.http import create_app
 from govc_db.http.auth import create_token
 
 SIG = Signature("Ada", "ada@example.com", 1_700_000_000, 0)
-
-
-@pytest.fixture
-def cluster() -> Iterator[pg._LocalCluster]:
-    c = pg.new_local_cluster()
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 @pytest.mark.slow
