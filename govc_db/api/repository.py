@@ -814,24 +814,8 @@ class Repository:
         unless given. ``MergeConflict`` (nothing changed) on conflicts."""
         check_short_ref_name(_str_arg(branch, "branch"), "branch")
         who = None if author is None else _signature(author, "author")
-        by = None if committer is None else _signature(committer, "committer")
-        msg = None if message is None else _message_bytes(message)
-
-        def work(unit: Unit) -> str:
-            picked = self._resolve(unit, rev)
-            out = merge_ops.cherry_pick_commit(
-                unit,
-                branch,
-                picked,
-                author=who,
-                committer=by,
-                message=msg,
-                attempts=self._store.settings.commit_rebase_attempts,
-            )
-            self._publish(unit, "refs/heads/" + branch, out.old_head, out.oid)
-            return out.oid.hex()
-
-        return self._run("cherry_pick", work, write=True, branch=branch, rev=rev)
+        return self._pick("cherry_pick", merge_ops.cherry_pick_commit, branch, rev, who,
+                          committer, message)  # fmt: skip
 
     def revert(
         self,
@@ -846,16 +830,29 @@ class Repository:
         message ``Revert "<subject>"``). ``MergeConflict`` (nothing changed) on conflicts."""
         check_short_ref_name(_str_arg(branch, "branch"), "branch")
         who = _signature(author, "author")
+        return self._pick("revert", merge_ops.revert_commit, branch, rev, who, committer, message)
+
+    def _pick(
+        self,
+        op_name: str,
+        apply: Callable[..., merge_ops.MergeOutcome],
+        branch: str,
+        rev: str,
+        author: Signature | None,
+        committer: Signature | None,
+        message: str | None,
+    ) -> str:
+        """cherry_pick and revert: ``apply`` the change ``rev`` made (or its inverse)
+        onto ``branch`` (checked by the caller) by compare-and-swap, with its event."""
         by = None if committer is None else _signature(committer, "committer")
         msg = None if message is None else _message_bytes(message)
 
         def work(unit: Unit) -> str:
-            picked = self._resolve(unit, rev)
-            out = merge_ops.revert_commit(
+            out = apply(
                 unit,
                 branch,
-                picked,
-                author=who,
+                self._resolve(unit, rev),
+                author=author,
                 committer=by,
                 message=msg,
                 attempts=self._store.settings.commit_rebase_attempts,
@@ -863,7 +860,7 @@ class Repository:
             self._publish(unit, "refs/heads/" + branch, out.old_head, out.oid)
             return out.oid.hex()
 
-        return self._run("revert", work, write=True, branch=branch, rev=rev)
+        return self._run(op_name, work, write=True, branch=branch, rev=rev)
 
     def get_tag(self, name: str) -> TagInfo:
         """The annotated tag object that tag ``name`` (or a full tag id) points at.
