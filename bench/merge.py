@@ -22,18 +22,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import govc_db
+from bench.fsck import export as export_loose
 from bench.harness import Contest, Sizes, Target, content, file_path, result, timed_ms, tree
 from bench.peers import GitPlumbing, git, signature
 from bench.report import Result
 from govc_db import Repository, Store
-from govc_db.objects.ids import object_header
 
 __all__ = ["bench_merge", "main"]
 
@@ -62,22 +61,8 @@ def build_apart(repo: Repository, files: int, per_side: int, overlap: int) -> No
 
 
 def export(repo: Repository, dest: Path) -> Path:
-    """Write the repository's objects and refs as a bare git repository."""
-    git(Path("/"), "init", "-q", "--bare", str(dest))
-    backend = repo._store.backend
-    with backend.unit(repo._id) as unit:
-        ids = [oid for oid, _ in unit.objects.iter_ids()]
-        for i in range(0, len(ids), 500):
-            for oid, obj in unit.objects.get_many(ids[i : i + 500]).items():
-                h = oid.hex()
-                path = dest / "objects" / h[:2] / h[2:]
-                path.parent.mkdir(exist_ok=True)
-                raw = object_header(obj.type, len(obj.data)) + obj.data
-                path.write_bytes(zlib.compress(raw, 1))
-        refs = unit.refs.list_refs("refs/")
-    for name, target in refs.items():
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        (dest / name).write_text(target.hex() + "\n")
+    """Write the repository's objects and refs as a bare git repository, packed."""
+    export_loose(repo, dest)
     git(dest, "repack", "-a", "-d", "-q")  # git reads a pack, as it would in real use
     return dest
 
