@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from multiprocessing.connection import Connection as PipeEnd
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -267,6 +268,40 @@ def test_sqlite_pragmas(sqlite_url: str) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 12500
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+
+
+def test_sqlite_new_connections_write_nothing(tmp_path: Path) -> None:
+    """Opening a Store and reading from an existing file writes nothing to it: a
+    connection's set-up PRAGMAs must not rewrite the header (a write transaction per
+    connection, contending with real writers)."""
+    path = tmp_path / "existing.db"
+    sqlite_url = f"sqlite:///{path}"
+    with opened(sqlite_url) as store:
+        store.upgrade()
+        store.create_repository("r").commit(
+            "main", {"f": b"x"}, author=Signature("a", "a@example.com", 0, 0), message="m"
+        )
+    watcher = sqlite3.connect(path, isolation_level=None)
+    try:
+        before = watcher.execute("PRAGMA data_version").fetchone()
+        for _ in range(3):
+            with opened(sqlite_url) as store:
+                assert store.repository("r").read("main", "f") == b"x"
+        assert watcher.execute("PRAGMA data_version").fetchone() == before
+    finally:
+        watcher.close()
+
+
+def test_sqlite_new_file_returns_freed_pages(tmp_path: Path) -> None:
+    """A file govc_db creates is INCREMENTAL auto-vacuum (set before its first table)."""
+    path = tmp_path / "new.db"
+    with govc_db.open(f"sqlite:///{path}") as store:
+        store.upgrade()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)
+    finally:
+        conn.close()
 
 
 def test_sqlite_writers_begin_immediate(sqlite_url: str) -> None:
