@@ -7,7 +7,7 @@ Pure functions and frozen dataclasses only: nothing here touches a database.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
@@ -29,8 +29,11 @@ __all__ = [
     "Tag",
     "Tree",
     "TreeItem",
+    "commit_fields",
     "mode_type",
     "parse_object",
+    "scan_tree",
+    "tag_fields",
     "tree_sort_key",
 ]
 
@@ -150,28 +153,37 @@ class Tree:
     @classmethod
     def parse(cls, raw: bytes) -> Tree:
         """Build from raw git content; ``InvalidInput`` when malformed."""
-        items: list[TreeItem] = []
-        pos, end = 0, len(raw)
-        while pos < end:
-            space = raw.find(b" ", pos)
-            nul = raw.find(b"\0", space + 1) if space >= 0 else -1
-            if space < 0 or nul < 0 or nul + 1 + RAW_LEN > end:
-                raise InvalidInput("malformed tree object")
-            mode_text = raw[pos:space]
-            if not mode_text or mode_text.startswith(b"0") or not mode_text.isdigit():
-                raise InvalidInput(f"malformed tree entry mode {mode_text!r}")
-            try:
-                mode = int(mode_text, 8)
-            except ValueError:
-                raise InvalidInput(f"malformed tree entry mode {mode_text!r}") from None
-            oid = ObjectId(raw[nul + 1 : nul + 1 + RAW_LEN])
-            items.append(TreeItem(raw[space + 1 : nul], mode, oid))
-            pos = nul + 1 + RAW_LEN
-        tree = cls(tuple(items))
-        if tree.items != tuple(items):
+        items = tuple(scan_tree(raw, _strict_mode))
+        tree = cls(items)
+        if tree.items != items:
             # Reordering would change the bytes and so the id: refuse (git fsck: treeNotSorted).
             raise InvalidInput("malformed tree object: entries are not in git order")
         return tree
+
+
+def _strict_mode(text: bytes) -> int:
+    # Canonical modes only: no zero padding (git writes none), octal digits.
+    if not text or text.startswith(b"0") or not text.isdigit():
+        raise InvalidInput(f"malformed tree entry mode {text!r}")
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise InvalidInput(f"malformed tree entry mode {text!r}") from None
+
+
+def scan_tree(raw: bytes, mode_of: Callable[[bytes], int]) -> Iterator[TreeItem]:
+    """The entries of tree content ``raw`` in stored order, each mode read by ``mode_of``
+    (strict for :meth:`Tree.parse`, lenient for imported objects); ``InvalidInput`` on a
+    truncated entry."""
+    pos, end = 0, len(raw)
+    while pos < end:
+        space = raw.find(b" ", pos)
+        nul = raw.find(b"\0", space + 1) if space >= 0 else -1
+        if space < 0 or nul < 0 or nul + 1 + RAW_LEN > end:
+            raise InvalidInput("malformed tree object")
+        mode = mode_of(raw[pos:space])
+        yield TreeItem(raw[space + 1 : nul], mode, ObjectId(raw[nul + 1 : nul + 1 + RAW_LEN]))
+        pos = nul + 1 + RAW_LEN
 
 
 def _parse_headers(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -263,21 +275,46 @@ class Commit:
     @classmethod
     def parse(cls, raw: bytes) -> Commit:
         """Build from raw git content; ``InvalidInput`` when malformed."""
-        headers, message = _parse_headers(raw)
-        keys = [k for k, _ in headers]
-        if not keys or keys[0] != b"tree":
-            raise InvalidInput("malformed commit: first header must be tree")
-        tree = _hex_field(headers[0][1])
-        i = 1
-        parents: list[ObjectId] = []
-        while i < len(headers) and headers[i][0] == b"parent":
-            parents.append(_hex_field(headers[i][1]))
-            i += 1
-        if i + 1 >= len(headers) or keys[i] != b"author" or keys[i + 1] != b"committer":
+        return cls(*commit_fields(raw, parse_signature, strict=True))
+
+
+CommitFields = tuple[
+    ObjectId, tuple[ObjectId, ...], Signature, Signature, bytes, tuple[tuple[bytes, bytes], ...]
+]
+
+
+def commit_fields(
+    raw: bytes, signature: Callable[[bytes], Signature], *, strict: bool
+) -> CommitFields:
+    """Tree, parents, author, committer, message and extra headers of commit content
+    ``raw``, signatures read by ``signature``. ``strict``: author then committer must
+    follow the parents, as git writes them; otherwise (objects git accepted) the first
+    of each in that run of headers is taken, and a missing one is empty."""
+    headers, message = _parse_headers(raw)
+    if not headers or headers[0][0] != b"tree":
+        raise InvalidInput("malformed commit: first header must be tree")
+    tree = _hex_field(headers[0][1])
+    i = 1
+    parents: list[ObjectId] = []
+    while i < len(headers) and headers[i][0] == b"parent":
+        parents.append(_hex_field(headers[i][1]))
+        i += 1
+    if strict:
+        if i + 1 >= len(headers) or (headers[i][0], headers[i + 1][0]) != (
+            b"author",
+            b"committer",
+        ):
             raise InvalidInput("malformed commit: author and committer required after parents")
-        author = parse_signature(headers[i][1])
-        committer = parse_signature(headers[i + 1][1])
-        return cls(tree, tuple(parents), author, committer, message, tuple(headers[i + 2 :]))
+        author, committer = signature(headers[i][1]), signature(headers[i + 1][1])
+        i += 2
+    else:
+        sigs: dict[bytes, Signature] = {}
+        while i < len(headers) and headers[i][0] in (b"author", b"committer"):
+            sigs.setdefault(headers[i][0], signature(headers[i][1]))
+            i += 1
+        author = sigs.get(b"author") or signature(b"")
+        committer = sigs.get(b"committer") or author
+    return tree, tuple(parents), author, committer, message, tuple(headers[i:])
 
 
 def _hex_field(value: bytes) -> ObjectId:
@@ -347,18 +384,24 @@ class Tag:
     @classmethod
     def parse(cls, raw: bytes) -> Tag:
         """Build from raw git content; ``InvalidInput`` when malformed."""
-        headers, message = _parse_headers(raw)
-        keys = [k for k, _ in headers]
-        if keys[:3] != [b"object", b"type", b"tag"]:
-            raise InvalidInput("malformed tag: object, type and tag headers required")
-        rest = headers[3:]
-        tagger = None
-        if rest and rest[0][0] == b"tagger":
-            tagger = parse_signature(rest[0][1])
-            rest = rest[1:]
-        return cls(
-            _hex_field(headers[0][1]), headers[1][1], headers[2][1], tagger, message, tuple(rest)
-        )
+        return cls(*tag_fields(raw, parse_signature))
+
+
+TagFields = tuple[ObjectId, bytes, bytes, Signature | None, bytes, tuple[tuple[bytes, bytes], ...]]
+
+
+def tag_fields(raw: bytes, signature: Callable[[bytes], Signature]) -> TagFields:
+    """Target, target type, name, tagger (read by ``signature``), message and extra
+    headers of tag content ``raw``."""
+    headers, message = _parse_headers(raw)
+    if [k for k, _ in headers[:3]] != [b"object", b"type", b"tag"]:
+        raise InvalidInput("malformed tag: object, type and tag headers required")
+    rest = headers[3:]
+    tagger = None
+    if rest and rest[0][0] == b"tagger":
+        tagger = signature(rest[0][1])
+        rest = rest[1:]
+    return _hex_field(headers[0][1]), headers[1][1], headers[2][1], tagger, message, tuple(rest)
 
 
 GitObject = Blob | Tree | Commit | Tag

@@ -19,7 +19,7 @@ import re
 from typing import Final
 
 from govc_db.errors import InvalidInput
-from govc_db.objects.ids import RAW_LEN, ObjectId
+from govc_db.objects.ids import ObjectId
 from govc_db.objects.kinds import (
     MODE_DIR,
     MODE_EXEC,
@@ -30,10 +30,10 @@ from govc_db.objects.kinds import (
     GitObject,
     Tag,
     Tree,
-    TreeItem,
-    _hex_field,
-    _parse_headers,
+    commit_fields,
     parse_object,
+    scan_tree,
+    tag_fields,
 )
 from govc_db.objects.signature import Signature, parse_signature
 
@@ -100,63 +100,23 @@ def lenient_signature(raw: bytes) -> Signature:
     )
 
 
+def _lenient_mode(text: bytes) -> int:
+    # Old and zero-padded modes read as git's fsck canonicalises them.
+    if not text or not all(48 <= c <= 55 for c in text):
+        raise InvalidInput(f"malformed tree entry mode {text!r}")
+    return canonical_mode(int(text, 8))
+
+
 def _lenient_tree(raw: bytes) -> Tree:
-    items: list[TreeItem] = []
-    pos, end = 0, len(raw)
-    while pos < end:
-        space = raw.find(b" ", pos)
-        nul = raw.find(b"\0", space + 1) if space >= 0 else -1
-        if space < 0 or nul < 0 or nul + 1 + RAW_LEN > end:
-            raise InvalidInput("malformed tree object")
-        mode_text = raw[pos:space]
-        if not mode_text or not all(48 <= c <= 55 for c in mode_text):
-            raise InvalidInput(f"malformed tree entry mode {mode_text!r}")
-        mode = canonical_mode(int(mode_text, 8))
-        items.append(
-            TreeItem(raw[space + 1 : nul], mode, ObjectId(raw[nul + 1 : nul + 1 + RAW_LEN]))
-        )
-        pos = nul + 1 + RAW_LEN
-    return Tree(tuple(items), raw=raw)
+    return Tree(tuple(scan_tree(raw, _lenient_mode)), raw=raw)
 
 
 def _lenient_commit(raw: bytes) -> Commit:
-    headers, message = _parse_headers(raw)
-    if not headers or headers[0][0] != b"tree":
-        raise InvalidInput("malformed commit: first header must be tree")
-    tree = _hex_field(headers[0][1])
-    i = 1
-    parents: list[ObjectId] = []
-    while i < len(headers) and headers[i][0] == b"parent":
-        parents.append(_hex_field(headers[i][1]))
-        i += 1
-    sigs: dict[bytes, Signature] = {}
-    while i < len(headers) and headers[i][0] in (b"author", b"committer"):
-        sigs.setdefault(headers[i][0], lenient_signature(headers[i][1]))
-        i += 1
-    author = sigs.get(b"author") or _unchecked_signature("", "", 0, 0)
-    committer = sigs.get(b"committer") or author
-    return Commit(tree, tuple(parents), author, committer, message, tuple(headers[i:]), raw=raw)
+    return Commit(*commit_fields(raw, lenient_signature, strict=False), raw=raw)
 
 
 def _lenient_tag(raw: bytes) -> Tag:
-    headers, message = _parse_headers(raw)
-    keys = [k for k, _ in headers]
-    if keys[:3] != [b"object", b"type", b"tag"]:
-        raise InvalidInput("malformed tag: object, type and tag headers required")
-    rest = headers[3:]
-    tagger = None
-    if rest and rest[0][0] == b"tagger":
-        tagger = lenient_signature(rest[0][1])
-        rest = rest[1:]
-    return Tag(
-        _hex_field(headers[0][1]),
-        headers[1][1],
-        headers[2][1],
-        tagger,
-        message,
-        tuple(rest),
-        raw=raw,
-    )
+    return Tag(*tag_fields(raw, lenient_signature), raw=raw)
 
 
 def parse_lenient(type_name: bytes, raw: bytes) -> GitObject:
