@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import insort
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from govc_db.errors import NotFound
 from govc_db.objects import ObjectId
@@ -50,6 +50,11 @@ class CommitGraph:
         known: Iterable[IndexEntry] = (),
     ) -> None:
         self._index = index
+        # Rows already in the store's cache of immutable rows answer without a query
+        # (an optional capability of the index); only misses read a window.
+        self._cached: Callable[[Sequence[ObjectId]], dict[ObjectId, IndexEntry]] | None = getattr(
+            index, "cached", None
+        )
         self._rows: dict[ObjectId, IndexEntry] = {}
         self._window = max(2, window)
         #: Number of index queries issued (for tests and stats).
@@ -70,6 +75,10 @@ class CommitGraph:
     def row(self, oid: ObjectId) -> IndexEntry:
         """The row of ``oid``, loading it (as a new tip) if needed; ``NotFound`` if absent."""
         found = self._rows.get(oid)
+        if found is None and self._cached is not None:
+            found = self._cached([oid]).get(oid)
+            if found is not None:
+                self._rows[oid] = found
         if found is None:
             # Loading the new tip's ancestry down to the floor keeps the invariant.
             self._fetch([oid], self._floor)
@@ -80,7 +89,11 @@ class CommitGraph:
 
     def parents(self, entry: IndexEntry) -> list[IndexEntry]:
         """The rows of ``entry``'s parents, in parent order."""
-        missing = [p for p in entry.parents if p not in self._rows]
+        rows = self._rows
+        missing = [p for p in entry.parents if p not in rows]
+        if missing and self._cached is not None:
+            self._add(self._cached(missing).values())
+            missing = [p for p in missing if p not in rows]
         if missing:
             if entry.generation - 1 >= self._floor - self._window:
                 self._extend()
@@ -92,7 +105,7 @@ class CommitGraph:
             for p in missing:
                 if p not in self._rows:
                     raise NotFound(f"commit {p.hex()} is not in the commit index")
-        return [self._rows[p] for p in entry.parents]
+        return [rows[p] for p in entry.parents]
 
     def _extend(self) -> None:
         # Every commit in the next generation band, reachable or not: a superset of the
@@ -190,6 +203,9 @@ def merge_bases(index: CommitIndexStore, a: ObjectId, b: ObjectId) -> list[Objec
         CommitGraph(index, [a])  # NotFound when it is not indexed
         return [a]
     graph = CommitGraph(index, [a, b])
+    linear = _linear_base(graph, a, b)
+    if linear is not None:
+        return [linear]
     flags: dict[ObjectId, int] = {a: _PARENT1, b: _PARENT2}
     queue: list[tuple[int, int, ObjectId]] = []
     queued: dict[ObjectId, int] = {}  # entries of each commit in the queue
@@ -235,6 +251,28 @@ def merge_bases(index: CommitIndexStore, a: ObjectId, b: ObjectId) -> list[Objec
     if len(bases) > 1:
         bases = _independent(graph, bases)
     return bases
+
+
+def _linear_base(graph: CommitGraph, a: ObjectId, b: ObjectId) -> ObjectId | None:
+    """The merge base when both histories are single-parent chains down to where they
+    meet (a branch forked from another and never merged), else None.
+
+    Stepping down whichever side has the higher generation meets at the first common
+    commit C. Every commit passed on the way has exactly one parent, so the ancestors
+    of ``a`` are its chain plus C's ancestors, likewise for ``b``, and the chains are
+    disjoint above C: C is the one best common ancestor, the set (of one) git's walk
+    finds. A merge commit or a root on the way gives up (None) before any guess, and the
+    full walk decides. The walk costs one step per commit between the tips and C, with
+    no queue and no flags.
+    """
+    x, y = graph.row(a), graph.row(b)
+    while x.oid != y.oid:
+        if x.generation < y.generation:
+            x, y = y, x
+        if len(x.parents) != 1:
+            return None
+        x = graph.parents(x)[0]
+    return x.oid
 
 
 def _independent(graph: CommitGraph, commits: list[ObjectId]) -> list[ObjectId]:

@@ -62,10 +62,38 @@ class _Merger(RenameSteps):
 
     # -- 1. collect ----------------------------------------------------------------------
     def collect(self, roots: list[ObjectId | None]) -> None:
+        """Walk the three trees; then settle the directories only one side changed
+        (``handle_deferred_entries``): wholesale when that side has no relevant rename
+        source, else by walking them too."""
+        self._walk([(b"", roots, 0)])
+        for side in (1, 2):
+            # Without a relevant source this side detects no renames at all, so nothing
+            # inside a directory only it changed can matter beyond its own tree: git
+            # takes that side's tree as it is. (git's cache of renames from earlier
+            # picks, which could keep this for some sources, is not used by one merge.)
+            ok = not self.relevant[side]
+            self.trivial_ok[side] = ok
+            todo, self.deferred[side] = self.deferred[side], []
+            frontier: list[tuple[bytes, list[ObjectId | None], int]] = []
+            for path, mask in todo:
+                info = self.paths[path]
+                if ok:
+                    ver = info.stages[side]
+                    info.result, info.is_null, info.clean = ver, ver[0] == 0, True
+                    info.match_mask = 0
+                else:
+                    frontier.append((path + b"/", self._subtrees(info.stages), mask))
+            if frontier:
+                self._walk(frontier)
+
+    @staticmethod
+    def _subtrees(vers: list[Ver]) -> list[ObjectId | None]:
+        return [v[1] if v[0] == MODE_DIR else None for v in vers]
+
+    def _walk(self, frontier: list[tuple[bytes, list[ObjectId | None], int]]) -> None:
         # Each directory carries git's dir_rename_mask: 2 or 4 inside a directory that
         # only that side still has, 7 once such a directory received new files there
         # (then every deleted file below is a rename source for directory renames).
-        frontier: list[tuple[bytes, list[ObjectId | None], int]] = [(b"", roots, 0)]
         while frontier:
             trees = load_trees(self.objects, (t for _, ts, _ in frontier for t in ts if t))
             below: list[tuple[bytes, list[ObjectId | None], int]] = []
@@ -116,7 +144,15 @@ class _Merger(RenameSteps):
         info.df_conflict = filemask != 0 and dirmask != 0
         if dirmask:
             m = ctx if ctx == 7 or dirmask not in (3, 5) else dirmask & ~1
-            return [v[1] if v[0] == MODE_DIR else None for v in vers], m
+            # A directory only one side changed (or only one side has) waits: if that
+            # side turns out to detect no renames, its tree is the result as it is.
+            side = 2 if s1m else 1 if s2m else 0
+            if filemask == 0 and dirmask in (2, 4):
+                side = dirmask >> 1
+            if m != 7 and side and self.trivial_ok[side]:
+                self.deferred[side].append((path, m))
+                return None
+            return self._subtrees(vers), m
         return None
 
     def _rename_info(

@@ -178,6 +178,10 @@ class MergeState:
         # Paths settled while collecting (git's "clean" entries), kept apart from the
         # open ones: there are many of them, and they need nothing but their version.
         self.resolved: dict[bytes, Ver] = {}
+        # Per side: directories only that side changed, waiting (path, dir_rename_mask),
+        # and whether such a directory may still wait (git's trivial_merges_okay).
+        self.deferred: list[list[tuple[bytes, int]]] = [[], [], []]
+        self.trivial_ok = [False, True, True]
 
     def _content(
         self, path: bytes, o: Ver, a: Ver, b: Ver, names: list[bytes], extra: int

@@ -341,6 +341,11 @@ class QueryCache:
         """Cached commit-index rows among ``oids``."""
         return self._get_many("index", repo_id, oids)
 
+    def get_index_row(self, repo_id: int, oid: ObjectId) -> IndexEntry | None:
+        """One cached commit-index row, or None (a walk's step: no list, no dict)."""
+        found: IndexEntry | None = self._get_one("index", repo_id, oid)
+        return found
+
     def put_index(self, repo_id: int, items: Iterable[tuple[ObjectId, IndexEntry]]) -> None:
         """Remember commit-index rows."""
         self._put_many("index", repo_id, items, _index_size)
