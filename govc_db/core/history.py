@@ -52,8 +52,8 @@ class CommitGraph:
         self._index = index
         # Rows already in the store's cache of immutable rows answer without a query
         # (an optional capability of the index); only misses read a window.
-        self._cached: Callable[[Sequence[ObjectId]], dict[ObjectId, IndexEntry]] | None = getattr(
-            index, "cached", None
+        self._cached: Callable[[ObjectId], IndexEntry | None] | None = getattr(
+            index, "cached_row", None
         )
         self._rows: dict[ObjectId, IndexEntry] = {}
         self._window = max(2, window)
@@ -76,7 +76,7 @@ class CommitGraph:
         """The row of ``oid``, loading it (as a new tip) if needed; ``NotFound`` if absent."""
         found = self._rows.get(oid)
         if found is None and self._cached is not None:
-            found = self._cached([oid]).get(oid)
+            found = self._cached(oid)
             if found is not None:
                 self._rows[oid] = found
         if found is None:
@@ -92,7 +92,10 @@ class CommitGraph:
         rows = self._rows
         missing = [p for p in entry.parents if p not in rows]
         if missing and self._cached is not None:
-            self._add(self._cached(missing).values())
+            for p in missing:
+                hit = self._cached(p)
+                if hit is not None:
+                    rows[p] = hit
             missing = [p for p in missing if p not in rows]
         if missing:
             if entry.generation - 1 >= self._floor - self._window:
@@ -106,6 +109,17 @@ class CommitGraph:
                 if p not in self._rows:
                     raise NotFound(f"commit {p.hex()} is not in the commit index")
         return [rows[p] for p in entry.parents]
+
+    def first_parent(self, entry: IndexEntry) -> IndexEntry:
+        """The row of ``entry``'s first parent (a chain walk's step: the loaded row,
+        else the cache's, else :meth:`parents`)."""
+        oid = entry.parents[0]
+        found = self._rows.get(oid)
+        if found is None and self._cached is not None:
+            found = self._cached(oid)
+            if found is not None:
+                self._rows[oid] = found
+        return found if found is not None else self.parents(entry)[0]
 
     def _extend(self) -> None:
         # Every commit in the next generation band, reachable or not: a superset of the
@@ -266,12 +280,13 @@ def _linear_base(graph: CommitGraph, a: ObjectId, b: ObjectId) -> ObjectId | Non
     no queue and no flags.
     """
     x, y = graph.row(a), graph.row(b)
+    step = graph.first_parent
     while x.oid != y.oid:
         if x.generation < y.generation:
             x, y = y, x
         if len(x.parents) != 1:
             return None
-        x = graph.parents(x)[0]
+        x = step(x)
     return x.oid
 
 

@@ -203,13 +203,10 @@ class CachedIndex(_Wrapper):
         else:
             self._defer(lambda: self._cache.put_index(self._repo_id, items))
 
-    def cached(self, oids: Sequence[ObjectId]) -> dict[ObjectId, IndexEntry]:
-        """The rows of ``oids`` the cache holds, without a query (misses are absent): a
-        walk tries these before it reads a generation window from the database."""
-        if len(oids) == 1:  # a walk's commonest step: one parent
-            row = self._cache.get_index_row(self._repo_id, oids[0])
-            return {} if row is None else {oids[0]: row}
-        return self._cache.get_index(self._repo_id, oids)
+    def cached_row(self, oid: ObjectId) -> IndexEntry | None:
+        """The row of ``oid`` if the cache holds it, without a query: a history walk
+        tries this before it reads a generation window from the database."""
+        return self._cache.get_index_row(self._repo_id, oid)
 
     def ancestry(
         self, oids: Sequence[ObjectId], min_generation: int = 0
