@@ -68,6 +68,9 @@ class CommitGraph:
             if tip not in self._rows:
                 raise NotFound(f"commit {tip.hex()} is not in the commit index")
         self._floor = max((self._rows[t].generation for t in tips), default=0) + 1
+        #: The lowest generation of a row the cache answered (a walk through cached
+        #: rows can end far below the windows read so far).
+        self._low_cached = self._floor
 
     def __contains__(self, oid: object) -> bool:
         return oid in self._rows
@@ -96,8 +99,15 @@ class CommitGraph:
                 hit = self._cached(p)
                 if hit is not None:
                     rows[p] = hit
+                    if hit.generation < self._low_cached:
+                        self._low_cached = hit.generation
             missing = [p for p in missing if p not in rows]
         if missing:
+            if self._low_cached <= entry.generation < self._floor:
+                # The walk went down through cached rows below the windows read so far:
+                # the windows carry on from here (doubling as before), rather than a
+                # fixed window of ancestry for every miss down there.
+                self._floor = entry.generation
             if entry.generation - 1 >= self._floor - self._window:
                 self._extend()
             # A parent below the band just loaded (an old side branch merged recently)
@@ -119,6 +129,8 @@ class CommitGraph:
             found = self._cached(oid)
             if found is not None:
                 self._rows[oid] = found
+                if found.generation < self._low_cached:
+                    self._low_cached = found.generation
         return found if found is not None else self.parents(entry)[0]
 
     def _extend(self) -> None:

@@ -45,7 +45,7 @@ from govc_db.core.renames import (
     Candidate,
 )
 from govc_db.core.trees import EMPTY_TREE, load_trees
-from govc_db.objects import MODE_DIR, ObjectId, TreeItem
+from govc_db.objects import MODE_DIR, ObjectId, Tree, TreeItem
 from govc_db.store.ports import ObjectStore
 
 __all__ = [
@@ -373,10 +373,7 @@ class _Merger(RenameSteps):
         order = sorted(dirs, key=lambda p: -(p.count(b"/") + 1) if p else 1)
         root = EMPTY_TREE
         for d in order:
-            entries = dirs[d]
-            entries.sort(key=lambda e: e[0] + b"/" if e[1] == MODE_DIR else e[0])
-            data = b"".join(b"%o %s\0%s" % (m, n, o) for n, m, o in entries)
-            oid = self.blobs.put(b"tree", data)
+            oid = self.blobs.put_tree(Tree(tuple(TreeItem(n, m, o) for n, m, o in dirs[d])))
             if d:
                 dirs[d.rpartition(b"/")[0]].append((d.rpartition(b"/")[2], MODE_DIR, oid))
             else:
