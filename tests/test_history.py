@@ -359,8 +359,9 @@ def test_log_reads_windows_not_the_whole_history(repo: Repository) -> None:
 
 
 class PartlyCachedIndex(CountingIndex):
-    """A CountingIndex whose ``cached_row`` (the query cache's capability) knows only
-    some rows, as a cache does that saw the newest commits made in this process."""
+    """A CountingIndex whose ``cached_row`` and ``cached_chain`` (the query cache's
+    capabilities) know only some rows, as a cache does that saw the newest commits made
+    in this process."""
 
     def __init__(self, inner: CommitIndexStore, known: Mapping[ObjectId, IndexEntry]) -> None:
         super().__init__(inner)
@@ -369,6 +370,17 @@ class PartlyCachedIndex(CountingIndex):
     def cached_row(self, oid: ObjectId) -> IndexEntry | None:
         self.calls["cached_row"] += 1
         return self.known.get(oid)
+
+    def cached_chain(self, oid: ObjectId, limit: int) -> list[IndexEntry]:
+        # QueryCache.get_index_chain's contract, over the known rows.
+        self.calls["cached_chain"] += 1
+        out: list[IndexEntry] = []
+        while len(out) < limit and oid in self.known:
+            out.append(self.known[oid])
+            if len(out[-1].parents) != 1:
+                break
+            oid = out[-1].parents[0]
+        return out
 
 
 def test_walks_through_cached_rows_then_windows(repo: Repository) -> None:

@@ -55,6 +55,9 @@ class CommitGraph:
         self._cached: Callable[[ObjectId], IndexEntry | None] | None = getattr(
             index, "cached_row", None
         )
+        self._cached_chain: Callable[[ObjectId, int], list[IndexEntry]] | None = getattr(
+            index, "cached_chain", None
+        )
         self._rows: dict[ObjectId, IndexEntry] = {}
         self._window = max(2, window)
         #: Number of index queries issued (for tests and stats).
@@ -120,18 +123,32 @@ class CommitGraph:
                     raise NotFound(f"commit {p.hex()} is not in the commit index")
         return [rows[p] for p in entry.parents]
 
-    def first_parent(self, entry: IndexEntry) -> IndexEntry:
-        """The row of ``entry``'s first parent (a chain walk's step: the loaded row,
-        else the cache's, else :meth:`parents`)."""
-        oid = entry.parents[0]
-        found = self._rows.get(oid)
-        if found is None and self._cached is not None:
-            found = self._cached(oid)
-            if found is not None:
-                self._rows[oid] = found
-                if found.generation < self._low_cached:
-                    self._low_cached = found.generation
-        return found if found is not None else self.parents(entry)[0]
+    def chain(self, entry: IndexEntry, limit: int) -> list[IndexEntry]:
+        """Up to ``limit`` rows down ``entry``'s single-parent ancestry: its parent's
+        row, then while the last row has exactly one parent, that parent's (a row with
+        another number of parents ends the list). ``entry`` must have one parent.
+        Loaded rows first, then runs of the cache's rows (one call each), then
+        :meth:`parents`'s window reads."""
+        out: list[IndexEntry] = []
+        rows = self._rows
+        cur = entry
+        while len(out) < limit and len(cur.parents) == 1:
+            oid = cur.parents[0]
+            found = rows.get(oid)
+            if found is None and self._cached_chain is not None:
+                run = self._cached_chain(oid, limit - len(out))
+                if run:
+                    for r in run:
+                        rows[r.oid] = r
+                    self._low_cached = min(self._low_cached, run[-1].generation)
+                    out.extend(run)
+                    cur = run[-1]
+                    continue
+            if found is None:
+                found = self.parents(cur)[0]
+            out.append(found)
+            cur = found
+        return out
 
     def _extend(self) -> None:
         # Every commit in the next generation band, reachable or not: a superset of the
@@ -292,13 +309,27 @@ def _linear_base(graph: CommitGraph, a: ObjectId, b: ObjectId) -> ObjectId | Non
     no queue and no flags.
     """
     x, y = graph.row(a), graph.row(b)
-    step = graph.first_parent
+    run = 16  # rows read at a time once both sides are level, doubling
     while x.oid != y.oid:
         if x.generation < y.generation:
             x, y = y, x
         if len(x.parents) != 1:
             return None
-        x = step(x)
+        if x.generation > y.generation:
+            # Down to y's generation (a single-parent step lowers it by exactly one).
+            down = graph.chain(x, x.generation - y.generation)
+            x = down[-1]
+            continue
+        if len(y.parents) != 1:
+            return None
+        # Level: both sides step together; rows at the same position share a generation.
+        xs, ys = graph.chain(x, run), graph.chain(y, run)
+        run = min(2 * run, 4096)
+        for i in range(min(len(xs), len(ys))):
+            if xs[i].oid == ys[i].oid:
+                return xs[i].oid
+        n = min(len(xs), len(ys))
+        x, y = xs[n - 1], ys[n - 1]
     return x.oid
 
 

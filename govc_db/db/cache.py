@@ -346,6 +346,29 @@ class QueryCache:
         found: IndexEntry | None = self._get_one("index", repo_id, oid)
         return found
 
+    def get_index_chain(self, repo_id: int, oid: ObjectId, limit: int) -> list[IndexEntry]:
+        """Cached commit-index rows along first parents: ``oid``'s, then while the last
+        row has exactly one parent, that parent's, up to ``limit`` rows; it stops at the
+        first row not cached. One lock for the whole chain (a history walk's run of
+        single-parent commits)."""
+        out: list[IndexEntry] = []
+        imm = self._imm
+        missed = 0
+        with self._ilock:
+            while len(out) < limit:
+                hit = imm.get(("index", repo_id, oid))
+                if hit is None:
+                    missed = 1
+                    break
+                row: IndexEntry = hit[1]
+                out.append(row)
+                if len(row.parents) != 1:
+                    break
+                oid = row.parents[0]
+            self._istats["index.hits"] += len(out)
+            self._istats["index.misses"] += missed
+        return out
+
     def put_index(self, repo_id: int, items: Iterable[tuple[ObjectId, IndexEntry]]) -> None:
         """Remember commit-index rows."""
         self._put_many("index", repo_id, items, _index_size)
