@@ -8,7 +8,8 @@ repository without a commit-graph file.
 
 Rows are loaded by :class:`CommitGraph` in generation windows (one recursive query
 per window, the window doubling as the walk goes deeper), so a log with a small
-limit reads a few dozen rows and a full log takes O(log n) queries.
+limit reads a few dozen rows and a full log takes O(log n) queries. Rows the store's
+query cache holds (commit-index rows never change) are taken from it first.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ DEFAULT_WINDOW = 64
 class CommitGraph:
     """Commit-index rows of the ancestry of some tips, loaded on demand.
 
-    Invariant: every ancestor of the tips with ``generation >= floor`` is loaded. A
-    walk asks for the parents of a loaded row (:meth:`parents`); when one is missing,
-    the window moves down by ``window`` generations (one ``window`` range query that
-    loads every commit of that band, a superset of the needed ancestors) and the
-    window doubles, so a full walk takes O(log n) queries. A parent far below the window
-    (an old side branch merged recently) is loaded with a window of its own instead,
-    so that it does not drag the whole main line in.
+    A walk asks for the parents of a loaded row (:meth:`parents`, :meth:`chain`).
+    A missing one is first asked of the index's optional ``cached_row`` /
+    ``cached_chain`` (the query cache: no query). Otherwise the window moves down by
+    ``window`` generations below ``floor`` (one ``window`` range query that loads every
+    commit of that band, a superset of the needed ancestors) and the window doubles, so
+    a full walk takes O(log n) queries; below the windows read so far, a walk that came
+    down through cached rows moves ``floor`` to where the cache stopped answering. A
+    parent far below the window (an old side branch merged recently) is loaded with a
+    window of its own instead, so that it does not drag the whole main line in.
     """
 
     def __init__(

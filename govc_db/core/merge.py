@@ -6,7 +6,9 @@ same tree id, the same conflicted paths and the same conflict markers:
 1. **collect**: walk the three trees together, level by level (one ``get_many`` per
    depth, no recursion), settling at once what git settles at once (all three equal;
    both sides equal; one side unchanged) and recording the rest with git's masks
-   (which sides have a file, a directory, which sides match);
+   (which sides have a file, a directory, which sides match); a directory only one
+   side changed waits, and is taken whole from that side when it detects no renames
+   (ort's trivial directory merges);
 2. **renames**: per side, files deleted there are matched against files added there
    (:mod:`govc_db.core.renames`), and the pairs are folded into the entries as
    ``process_renames`` does (rename/delete, rename/rename, rename/add collisions);
