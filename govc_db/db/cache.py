@@ -356,8 +356,9 @@ class QueryCache:
         missed = 0
         with self._ilock:
             while len(out) < limit:
-                hit = imm.get(("index", repo_id, oid))
-                if hit is None:
+                try:  # one lookup (get() would test membership first)
+                    hit = imm[("index", repo_id, oid)]
+                except KeyError:
                     missed = 1
                     break
                 row: IndexEntry = hit[1]
