@@ -116,6 +116,23 @@ def test_byte_bound_evicts_least_recently_used() -> None:
     assert cache.get_stats()["objects"]["entries"] == 3
 
 
+def test_index_chain_follows_single_parents_while_cached() -> None:
+    cache = QueryCache(max_bytes=1 << 20, ref_ttl=1.0)
+    # 10 <- 11 <- 12 <- 13 (13 a merge of 12 and 20); 10 is not cached.
+    rows = {
+        13: IndexEntry(oid(13), oid(99), (oid(12), oid(20)), 4, 0, 0),
+        12: IndexEntry(oid(12), oid(99), (oid(11),), 3, 0, 0),
+        11: IndexEntry(oid(11), oid(99), (oid(10),), 2, 0, 0),
+    }
+    cache.put_index(1, [(oid(k), r) for k, r in rows.items()])
+    assert cache.get_index_chain(1, oid(12), 10) == [rows[12], rows[11]]  # stops at a miss
+    assert cache.get_index_chain(1, oid(12), 1) == [rows[12]]  # at the limit
+    assert cache.get_index_chain(1, oid(13), 10) == [rows[13]]  # a merge ends the run
+    assert cache.get_index_chain(2, oid(12), 10) == []  # scoped to its repository
+    stats = cache.get_stats()["index"]
+    assert (stats["hits"], stats["misses"]) == (4, 2)
+
+
 def test_hits_and_misses_are_counted_per_kind() -> None:
     cache = QueryCache(max_bytes=1 << 20, ref_ttl=1.0)
     entry = IndexEntry(oid(1), oid(2), (oid(3),), 2, 0, 0)

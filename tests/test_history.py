@@ -358,6 +358,70 @@ def test_log_reads_windows_not_the_whole_history(repo: Repository) -> None:
         assert counting.rows["ancestry"] < 200
 
 
+class PartlyCachedIndex(CountingIndex):
+    """A CountingIndex whose ``cached_row`` and ``cached_chain`` (the query cache's
+    capabilities) know only some rows, as a cache does that saw the newest commits made
+    in this process."""
+
+    def __init__(self, inner: CommitIndexStore, known: Mapping[ObjectId, IndexEntry]) -> None:
+        super().__init__(inner)
+        self.known = known
+
+    def cached_row(self, oid: ObjectId) -> IndexEntry | None:
+        self.calls["cached_row"] += 1
+        return self.known.get(oid)
+
+    def cached_chain(self, oid: ObjectId, limit: int) -> list[IndexEntry]:
+        # QueryCache.get_index_chain's contract, over the known rows.
+        self.calls["cached_chain"] += 1
+        out: list[IndexEntry] = []
+        while len(out) < limit and oid in self.known:
+            out.append(self.known[oid])
+            if len(out[-1].parents) != 1:
+                break
+            oid = out[-1].parents[0]
+        return out
+
+
+def test_walks_through_cached_rows_then_windows(repo: Repository) -> None:
+    n = 900
+    p = Plan()
+    p.add("c0", [], {"a": b"0"}, 0)
+    for i in range(1, n):
+        parents = [f"c{i - 1}", f"s{i}"] if i % 50 == 0 else [f"c{i - 1}"]
+        if i % 50 == 0:
+            p.add(f"s{i}", [f"c{i - 40}"], {"a": b"side"}, i)
+        p.add(f"c{i}", parents, {"a": str(i).encode()}, i)
+    p.add("f0", ["c120"], {"b": b"fork"}, n)
+    for i in range(1, 200):
+        p.add(f"f{i}", [f"f{i - 1}"], {"b": str(i).encode()}, n + i)
+    p.refs = {"refs/heads/main": f"c{n - 1}", "refs/heads/fork": "f199"}
+    ids = build(repo, p)
+    top = ObjectId(bytes.fromhex(ids[f"c{n - 1}"]))
+    fork = ObjectId(bytes.fromhex(ids["f199"]))
+    with repo._store.backend.unit(repo._id) as unit:
+        plain = CountingIndex(unit.index)
+        everything = list(history.log(plain, top))
+        rows = plain.inner.get_many(everything + list(plain.inner.ancestry([fork], 0)))
+        # The newest 150 commits of main and of the fork are "cached"; the rest is not.
+        newest = set(everything[:150]) | {
+            ObjectId(bytes.fromhex(ids[f"f{i}"])) for i in range(50, 200)
+        }
+        known = {oid: rows[oid] for oid in newest}
+        partly = PartlyCachedIndex(unit.index, known)
+        assert list(history.log(partly, top)) == everything
+        # Below the cached rows the windows still double: a few queries, not one per band.
+        assert partly.calls["ancestry"] + partly.calls["get_many"] <= 8
+        partly = PartlyCachedIndex(unit.index, known)
+        base = history.merge_bases(partly, top, fork)
+        assert base == history.merge_bases(CountingIndex(unit.index), top, fork)
+        assert base == [ObjectId(bytes.fromhex(ids["c120"]))]
+        # The fork's chain is linear: the cached rows and the windows below them answer.
+        assert history.merge_bases(partly, fork, ObjectId(bytes.fromhex(ids["f10"]))) == [
+            ObjectId(bytes.fromhex(ids["f10"]))
+        ]
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 

@@ -88,6 +88,53 @@ def test_generated_text_merges_equal_git(
     _check(oracle, *triple)
 
 
+# Lines of a base whose lines are all distinct (the one-hunk shortcut's case), and
+# edits drawn from its own lines and new ones, so both the shortcut and its refusals
+# are reached.
+DISTINCT = (*(b"line %d\n" % i for i in range(12)), b"", b"tail")
+
+
+@st.composite
+def distinct_triples(draw: st.DrawFn) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    base = draw(st.lists(st.sampled_from(DISTINCT[:12]), unique=True, max_size=12))
+
+    def mutate() -> list[bytes]:
+        lines = list(base)
+        for _ in range(draw(st.integers(0, 2))):
+            i = draw(st.integers(0, len(lines)))
+            new = draw(st.lists(st.sampled_from(DISTINCT), max_size=3))
+            lines[i : i + draw(st.integers(0, 3))] = new
+        return lines
+
+    return base, mutate(), mutate()
+
+
+@settings(max_examples=600, deadline=None)
+@given(triple=distinct_triples())
+def test_one_hunk_shortcut_is_the_full_diff(
+    triple: tuple[list[bytes], list[bytes], list[bytes]],
+) -> None:
+    a, b, _ = triple
+    fast = merge_text_module._one_hunk(a, b)
+    if fast is not None:
+        assert fast == merge_text_module._diff_full(a, b)
+
+
+@settings(max_examples=100, deadline=None)
+@given(triple=distinct_triples())
+def test_distinct_line_merges_equal_git(
+    oracle: Oracle, triple: tuple[list[bytes], list[bytes], list[bytes]]
+) -> None:
+    _check(oracle, *(b"".join(lines) for lines in triple))
+
+
+def test_one_hunk_shortcut_is_taken() -> None:
+    a = [b"%d\n" % i for i in range(10)]
+    assert merge_text_module._one_hunk(a, [*a[:3], b"x\n", *a[5:]]) == [(3, 3, 2, 1)]
+    assert merge_text_module._one_hunk(a, [*a[:3], a[7], *a[5:]]) is None  # a line of a
+    assert merge_text_module._one_hunk(a + a[:1], a) is None  # a repeated line
+
+
 def test_crlf_and_final_newlines(oracle: Oracle) -> None:
     _check(oracle, b"1\r\n2\r\n3\r\n", b"1\r\nx\r\n3\r\n", b"1\r\ny\r\n3\r\n")
     _check(oracle, b"1\n2", b"1\n3", b"1\n4")

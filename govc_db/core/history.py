@@ -8,14 +8,15 @@ repository without a commit-graph file.
 
 Rows are loaded by :class:`CommitGraph` in generation windows (one recursive query
 per window, the window doubling as the walk goes deeper), so a log with a small
-limit reads a few dozen rows and a full log takes O(log n) queries.
+limit reads a few dozen rows and a full log takes O(log n) queries. Rows the store's
+query cache holds (commit-index rows never change) are taken from it first.
 """
 
 from __future__ import annotations
 
 import heapq
 from bisect import insort
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from govc_db.errors import NotFound
 from govc_db.objects import ObjectId
@@ -32,13 +33,15 @@ DEFAULT_WINDOW = 64
 class CommitGraph:
     """Commit-index rows of the ancestry of some tips, loaded on demand.
 
-    Invariant: every ancestor of the tips with ``generation >= floor`` is loaded. A
-    walk asks for the parents of a loaded row (:meth:`parents`); when one is missing,
-    the window moves down by ``window`` generations (one ``window`` range query that
-    loads every commit of that band, a superset of the needed ancestors) and the
-    window doubles, so a full walk takes O(log n) queries. A parent far below the window
-    (an old side branch merged recently) is loaded with a window of its own instead,
-    so that it does not drag the whole main line in.
+    A walk asks for the parents of a loaded row (:meth:`parents`, :meth:`chain`).
+    A missing one is first asked of the index's optional ``cached_row`` /
+    ``cached_chain`` (the query cache: no query). Otherwise the window moves down by
+    ``window`` generations below ``floor`` (one ``window`` range query that loads every
+    commit of that band, a superset of the needed ancestors) and the window doubles, so
+    a full walk takes O(log n) queries; below the windows read so far, a walk that came
+    down through cached rows moves ``floor`` to where the cache stopped answering. A
+    parent far below the window (an old side branch merged recently) is loaded with a
+    window of its own instead, so that it does not drag the whole main line in.
     """
 
     def __init__(
@@ -50,6 +53,14 @@ class CommitGraph:
         known: Iterable[IndexEntry] = (),
     ) -> None:
         self._index = index
+        # Rows already in the store's cache of immutable rows answer without a query
+        # (an optional capability of the index); only misses read a window.
+        self._cached: Callable[[ObjectId], IndexEntry | None] | None = getattr(
+            index, "cached_row", None
+        )
+        self._cached_chain: Callable[[ObjectId, int], list[IndexEntry]] | None = getattr(
+            index, "cached_chain", None
+        )
         self._rows: dict[ObjectId, IndexEntry] = {}
         self._window = max(2, window)
         #: Number of index queries issued (for tests and stats).
@@ -63,6 +74,9 @@ class CommitGraph:
             if tip not in self._rows:
                 raise NotFound(f"commit {tip.hex()} is not in the commit index")
         self._floor = max((self._rows[t].generation for t in tips), default=0) + 1
+        #: The lowest generation of a row the cache answered (a walk through cached
+        #: rows can end far below the windows read so far).
+        self._low_cached = self._floor
 
     def __contains__(self, oid: object) -> bool:
         return oid in self._rows
@@ -70,6 +84,10 @@ class CommitGraph:
     def row(self, oid: ObjectId) -> IndexEntry:
         """The row of ``oid``, loading it (as a new tip) if needed; ``NotFound`` if absent."""
         found = self._rows.get(oid)
+        if found is None and self._cached is not None:
+            found = self._cached(oid)
+            if found is not None:
+                self._rows[oid] = found
         if found is None:
             # Loading the new tip's ancestry down to the floor keeps the invariant.
             self._fetch([oid], self._floor)
@@ -80,8 +98,22 @@ class CommitGraph:
 
     def parents(self, entry: IndexEntry) -> list[IndexEntry]:
         """The rows of ``entry``'s parents, in parent order."""
-        missing = [p for p in entry.parents if p not in self._rows]
+        rows = self._rows
+        missing = [p for p in entry.parents if p not in rows]
+        if missing and self._cached is not None:
+            for p in missing:
+                hit = self._cached(p)
+                if hit is not None:
+                    rows[p] = hit
+                    if hit.generation < self._low_cached:
+                        self._low_cached = hit.generation
+            missing = [p for p in missing if p not in rows]
         if missing:
+            if self._low_cached <= entry.generation < self._floor:
+                # The walk went down through cached rows below the windows read so far:
+                # the windows carry on from here (doubling as before), rather than a
+                # fixed window of ancestry for every miss down there.
+                self._floor = entry.generation
             if entry.generation - 1 >= self._floor - self._window:
                 self._extend()
             # A parent below the band just loaded (an old side branch merged recently)
@@ -92,7 +124,34 @@ class CommitGraph:
             for p in missing:
                 if p not in self._rows:
                     raise NotFound(f"commit {p.hex()} is not in the commit index")
-        return [self._rows[p] for p in entry.parents]
+        return [rows[p] for p in entry.parents]
+
+    def chain(self, entry: IndexEntry, limit: int) -> list[IndexEntry]:
+        """Up to ``limit`` rows down ``entry``'s single-parent ancestry: its parent's
+        row, then while the last row has exactly one parent, that parent's (a row with
+        another number of parents ends the list). ``entry`` must have one parent.
+        Loaded rows first, then runs of the cache's rows (one call each), then
+        :meth:`parents`'s window reads."""
+        out: list[IndexEntry] = []
+        rows = self._rows
+        cur = entry
+        while len(out) < limit and len(cur.parents) == 1:
+            oid = cur.parents[0]
+            found = rows.get(oid)
+            if found is None and self._cached_chain is not None:
+                run = self._cached_chain(oid, limit - len(out))
+                if run:
+                    for r in run:
+                        rows[r.oid] = r
+                    self._low_cached = min(self._low_cached, run[-1].generation)
+                    out.extend(run)
+                    cur = run[-1]
+                    continue
+            if found is None:
+                found = self.parents(cur)[0]
+            out.append(found)
+            cur = found
+        return out
 
     def _extend(self) -> None:
         # Every commit in the next generation band, reachable or not: a superset of the
@@ -190,6 +249,9 @@ def merge_bases(index: CommitIndexStore, a: ObjectId, b: ObjectId) -> list[Objec
         CommitGraph(index, [a])  # NotFound when it is not indexed
         return [a]
     graph = CommitGraph(index, [a, b])
+    linear = _linear_base(graph, a, b)
+    if linear is not None:
+        return [linear]
     flags: dict[ObjectId, int] = {a: _PARENT1, b: _PARENT2}
     queue: list[tuple[int, int, ObjectId]] = []
     queued: dict[ObjectId, int] = {}  # entries of each commit in the queue
@@ -235,6 +297,43 @@ def merge_bases(index: CommitIndexStore, a: ObjectId, b: ObjectId) -> list[Objec
     if len(bases) > 1:
         bases = _independent(graph, bases)
     return bases
+
+
+def _linear_base(graph: CommitGraph, a: ObjectId, b: ObjectId) -> ObjectId | None:
+    """The merge base when both histories are single-parent chains down to where they
+    meet (a branch forked from another and never merged), else None.
+
+    Stepping down whichever side has the higher generation meets at the first common
+    commit C. Every commit passed on the way has exactly one parent, so the ancestors
+    of ``a`` are its chain plus C's ancestors, likewise for ``b``, and the chains are
+    disjoint above C: C is the one best common ancestor, the set (of one) git's walk
+    finds. A merge commit or a root on the way gives up (None) before any guess, and the
+    full walk decides. The walk costs one step per commit between the tips and C, with
+    no queue and no flags.
+    """
+    x, y = graph.row(a), graph.row(b)
+    run = 16  # rows read at a time once both sides are level, doubling
+    while x.oid != y.oid:
+        if x.generation < y.generation:
+            x, y = y, x
+        if len(x.parents) != 1:
+            return None
+        if x.generation > y.generation:
+            # Down to y's generation (a single-parent step lowers it by exactly one).
+            down = graph.chain(x, x.generation - y.generation)
+            x = down[-1]
+            continue
+        if len(y.parents) != 1:
+            return None
+        # Level: both sides step together; rows at the same position share a generation.
+        xs, ys = graph.chain(x, run), graph.chain(y, run)
+        run = min(2 * run, 4096)
+        for i in range(min(len(xs), len(ys))):
+            if xs[i].oid == ys[i].oid:
+                return xs[i].oid
+        n = min(len(xs), len(ys))
+        x, y = xs[n - 1], ys[n - 1]
+    return x.oid
 
 
 def _independent(graph: CommitGraph, commits: list[ObjectId]) -> list[ObjectId]:

@@ -6,7 +6,9 @@ same tree id, the same conflicted paths and the same conflict markers:
 1. **collect**: walk the three trees together, level by level (one ``get_many`` per
    depth, no recursion), settling at once what git settles at once (all three equal;
    both sides equal; one side unchanged) and recording the rest with git's masks
-   (which sides have a file, a directory, which sides match);
+   (which sides have a file, a directory, which sides match); a directory only one
+   side changed waits, and is taken whole from that side when it detects no renames
+   (ort's trivial directory merges);
 2. **renames**: per side, files deleted there are matched against files added there
    (:mod:`govc_db.core.renames`), and the pairs are folded into the entries as
    ``process_renames`` does (rename/delete, rename/rename, rename/add collisions);
@@ -45,7 +47,7 @@ from govc_db.core.renames import (
     Candidate,
 )
 from govc_db.core.trees import EMPTY_TREE, load_trees
-from govc_db.objects import MODE_DIR, ObjectId, TreeItem
+from govc_db.objects import MODE_DIR, ObjectId, Tree, TreeItem
 from govc_db.store.ports import ObjectStore
 
 __all__ = [
@@ -62,10 +64,38 @@ class _Merger(RenameSteps):
 
     # -- 1. collect ----------------------------------------------------------------------
     def collect(self, roots: list[ObjectId | None]) -> None:
+        """Walk the three trees; then settle the directories only one side changed
+        (``handle_deferred_entries``): wholesale when that side has no relevant rename
+        source, else by walking them too."""
+        self._walk([(b"", roots, 0)])
+        for side in (1, 2):
+            # Without a relevant source this side detects no renames at all, so nothing
+            # inside a directory only it changed can matter beyond its own tree: git
+            # takes that side's tree as it is. (git's cache of renames from earlier
+            # picks, which could keep this for some sources, is not used by one merge.)
+            ok = not self.relevant[side]
+            self.trivial_ok[side] = ok
+            todo, self.deferred[side] = self.deferred[side], []
+            frontier: list[tuple[bytes, list[ObjectId | None], int]] = []
+            for path, mask in todo:
+                info = self.paths[path]
+                if ok:
+                    ver = info.stages[side]
+                    info.result, info.is_null, info.clean = ver, ver[0] == 0, True
+                    info.match_mask = 0
+                else:
+                    frontier.append((path + b"/", self._subtrees(info.stages), mask))
+            if frontier:
+                self._walk(frontier)
+
+    @staticmethod
+    def _subtrees(vers: list[Ver]) -> list[ObjectId | None]:
+        return [v[1] if v[0] == MODE_DIR else None for v in vers]
+
+    def _walk(self, frontier: list[tuple[bytes, list[ObjectId | None], int]]) -> None:
         # Each directory carries git's dir_rename_mask: 2 or 4 inside a directory that
         # only that side still has, 7 once such a directory received new files there
         # (then every deleted file below is a rename source for directory renames).
-        frontier: list[tuple[bytes, list[ObjectId | None], int]] = [(b"", roots, 0)]
         while frontier:
             trees = load_trees(self.objects, (t for _, ts, _ in frontier for t in ts if t))
             below: list[tuple[bytes, list[ObjectId | None], int]] = []
@@ -116,7 +146,15 @@ class _Merger(RenameSteps):
         info.df_conflict = filemask != 0 and dirmask != 0
         if dirmask:
             m = ctx if ctx == 7 or dirmask not in (3, 5) else dirmask & ~1
-            return [v[1] if v[0] == MODE_DIR else None for v in vers], m
+            # A directory only one side changed (or only one side has) waits: if that
+            # side turns out to detect no renames, its tree is the result as it is.
+            side = 2 if s1m else 1 if s2m else 0
+            if filemask == 0 and dirmask in (2, 4):
+                side = dirmask >> 1
+            if m != 7 and side and self.trivial_ok[side]:
+                self.deferred[side].append((path, m))
+                return None
+            return self._subtrees(vers), m
         return None
 
     def _rename_info(
@@ -337,10 +375,7 @@ class _Merger(RenameSteps):
         order = sorted(dirs, key=lambda p: -(p.count(b"/") + 1) if p else 1)
         root = EMPTY_TREE
         for d in order:
-            entries = dirs[d]
-            entries.sort(key=lambda e: e[0] + b"/" if e[1] == MODE_DIR else e[0])
-            data = b"".join(b"%o %s\0%s" % (m, n, o) for n, m, o in entries)
-            oid = self.blobs.put(b"tree", data)
+            oid = self.blobs.put_tree(Tree(tuple(TreeItem(n, m, o) for n, m, o in dirs[d])))
             if d:
                 dirs[d.rpartition(b"/")[0]].append((d.rpartition(b"/")[2], MODE_DIR, oid))
             else:

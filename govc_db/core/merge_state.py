@@ -13,8 +13,9 @@ from typing import Any
 
 from govc_db.core.merge_text import is_binary, merge_text
 from govc_db.core.renames import Candidate
+from govc_db.core.trees import TreeMemo
 from govc_db.errors import GovcError
-from govc_db.objects import MODE_LINK, ObjectId, hash_object
+from govc_db.objects import MODE_LINK, ObjectId, Tree, hash_object
 from govc_db.store.ports import ObjectStore, RawObject
 
 __all__ = [
@@ -106,6 +107,7 @@ class Blobs:
         self.objects = objects
         self.cache: dict[ObjectId, bytes] = {EMPTY_BLOB: b""}
         self.new: dict[ObjectId, tuple[bytes, bytes]] = {}
+        self.trees: dict[ObjectId, Tree] = {}
 
     def get_many(self, oids: Sequence[ObjectId]) -> dict[ObjectId, bytes]:
         """Contents of blobs ``oids`` (one ``get_many`` for those not seen yet)."""
@@ -127,6 +129,12 @@ class Blobs:
         self.new[oid] = (type_name, data)
         return oid
 
+    def put_tree(self, tree: Tree) -> ObjectId:
+        """Queue a new tree for :meth:`flush`; its id."""
+        oid = self.put(b"tree", tree.serialize())
+        self.trees[oid] = tree
+        return oid
+
     def flush(self) -> None:
         """Store the queued objects the store does not have yet."""
         if self.new:
@@ -136,6 +144,13 @@ class Blobs:
             if missing:
                 self.objects.put_many(missing)
             self.new.clear()
+        if self.trees:
+            # The result's trees are known parsed (as build_tree's are): reading the
+            # merge's result, or asking whether they exist, costs no query afterwards.
+            memo: TreeMemo | None = getattr(self.objects, "tree_memo", None)
+            if memo is not None:
+                memo.put_trees(self.trees)
+            self.trees = {}
 
 
 class Overlay:
@@ -178,6 +193,10 @@ class MergeState:
         # Paths settled while collecting (git's "clean" entries), kept apart from the
         # open ones: there are many of them, and they need nothing but their version.
         self.resolved: dict[bytes, Ver] = {}
+        # Per side: directories only that side changed, waiting (path, dir_rename_mask),
+        # and whether such a directory may still wait (git's trivial_merges_okay).
+        self.deferred: list[list[tuple[bytes, int]]] = [[], [], []]
+        self.trivial_ok = [False, True, True]
 
     def _content(
         self, path: bytes, o: Ver, a: Ver, b: Ver, names: list[bytes], extra: int

@@ -13,6 +13,9 @@ ordinary edits; this module re-implements those parts of xdiff in Python:
 * when every common line occurs more than 64 times, xdiff falls back to its Myers
   diff; that fallback here is a plain minimal Myers diff (xdiff's carries heuristics
   for huge inputs that can pick a different but equally short script);
+* an edit of one region of a file whose lines are all distinct, replaced by lines
+  that do not occur in it (the commonest edit of source and configuration), has a
+  script known without running the diff; ``_one_hunk`` shows why it is the same;
 * change groups are slid as ``xdl_change_compact`` slides them (no indent heuristic,
   as merges do not use it), then combined by ``xdl_do_merge``, conflicts refined and
   simplified, and the result written with git's markers and CRLF handling.
@@ -316,7 +319,45 @@ def _script(env: _Env) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def _one_hunk(a: list[bytes], b: list[bytes]) -> list[tuple[int, int, int, int]] | None:
+    """The script of ``_diff(a, b)`` without running it, when it is sure to be one hunk:
+    else None.
+
+    Write ``a = P X S`` and ``b = P Y S`` with P and S the longest common prefix and
+    suffix. When the lines of ``a`` are all distinct and no line of Y occurs in ``a``,
+    every line of ``b`` that has a match in ``a`` is a line of P or S, and its only match
+    is its own copy: every run the histogram diff can pick is a piece of P or of S,
+    aligned, and none extends into X or Y (their first and last lines differ, or one of
+    them is empty and the neighbour is a line of ``a`` elsewhere, or of Y). So P and S
+    end up matched and X, Y marked; compaction then slides nothing (a slide compares a
+    line of X with a distinct line of ``a``, or a line of Y with a line of ``a``).
+    Hence the one hunk (|P|, |P|, |X|, |Y|), exactly what the full diff returns.
+    """
+    n, m = len(a), len(b)
+    seen = set(a)
+    if len(seen) != n:
+        return None
+    lim = min(n, m)
+    p = 0
+    while p < lim and a[p] == b[p]:
+        p += 1
+    s = 0
+    while s < lim - p and a[n - 1 - s] == b[m - 1 - s]:
+        s += 1
+    if p + s == n == m:
+        return []
+    for k in range(p, m - s):
+        if b[k] in seen:
+            return None
+    return [(p, p, n - p - s, m - p - s)]
+
+
 def _diff(a: list[bytes], b: list[bytes]) -> list[tuple[int, int, int, int]]:
+    fast = _one_hunk(a, b)
+    return fast if fast is not None else _diff_full(a, b)
+
+
+def _diff_full(a: list[bytes], b: list[bytes]) -> list[tuple[int, int, int, int]]:
     env = _Env(a, b)
     _histogram(env)
     _compact(env.ra, env.ca, env.rb)

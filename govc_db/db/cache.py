@@ -341,6 +341,35 @@ class QueryCache:
         """Cached commit-index rows among ``oids``."""
         return self._get_many("index", repo_id, oids)
 
+    def get_index_row(self, repo_id: int, oid: ObjectId) -> IndexEntry | None:
+        """One cached commit-index row, or None (a walk's step: no list, no dict)."""
+        found: IndexEntry | None = self._get_one("index", repo_id, oid)
+        return found
+
+    def get_index_chain(self, repo_id: int, oid: ObjectId, limit: int) -> list[IndexEntry]:
+        """Cached commit-index rows along first parents: ``oid``'s, then while the last
+        row has exactly one parent, that parent's, up to ``limit`` rows; it stops at the
+        first row not cached. One lock for the whole chain (a history walk's run of
+        single-parent commits)."""
+        out: list[IndexEntry] = []
+        imm = self._imm
+        missed = 0
+        with self._ilock:
+            while len(out) < limit:
+                try:  # one lookup (get() would test membership first)
+                    hit = imm[("index", repo_id, oid)]
+                except KeyError:
+                    missed = 1
+                    break
+                row: IndexEntry = hit[1]
+                out.append(row)
+                if len(row.parents) != 1:
+                    break
+                oid = row.parents[0]
+            self._istats["index.hits"] += len(out)
+            self._istats["index.misses"] += missed
+        return out
+
     def put_index(self, repo_id: int, items: Iterable[tuple[ObjectId, IndexEntry]]) -> None:
         """Remember commit-index rows."""
         self._put_many("index", repo_id, items, _index_size)

@@ -203,6 +203,16 @@ class CachedIndex(_Wrapper):
         else:
             self._defer(lambda: self._cache.put_index(self._repo_id, items))
 
+    def cached_row(self, oid: ObjectId) -> IndexEntry | None:
+        """The row of ``oid`` if the cache holds it, without a query: a history walk
+        tries this before it reads a generation window from the database."""
+        return self._cache.get_index_row(self._repo_id, oid)
+
+    def cached_chain(self, oid: ObjectId, limit: int) -> list[IndexEntry]:
+        """Cached rows along first parents from ``oid`` (see
+        :meth:`~govc_db.db.cache.QueryCache.get_index_chain`), without a query."""
+        return self._cache.get_index_chain(self._repo_id, oid, limit)
+
     def ancestry(
         self, oids: Sequence[ObjectId], min_generation: int = 0
     ) -> dict[ObjectId, IndexEntry]:
