@@ -26,6 +26,7 @@ new SQLite file; see docs/storage.md for existing ones).
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -301,13 +302,67 @@ def run_gc(
     return report
 
 
+#: Tables whose indexes gc() rebuilds on PostgreSQL: their keys are object ids, which
+#: arrive in random order, so page splits leave their b-trees about 70 % full (measured
+#: on the bench history: 20.7 MiB before, 19.0 MiB after rebuilding them).
+REINDEXED: Final = ("govc_objects", "govc_commits", "govc_commit_parents", "govc_commit_paths")
+#: On SQLite a whole-file ``VACUUM`` (which rebuilds every b-tree densely, about 10 % of
+#: a history's file) runs only up to this file size: it holds the write lock while it
+#: copies the file (0.1 s for the 11 MiB bench history). Larger files get
+#: ``PRAGMA incremental_vacuum`` (free pages returned, no rewrite).
+SQLITE_VACUUM_MAX: Final = 64 * 1024 * 1024
+
+
 def _vacuum(backend: SqlBackend) -> str:
-    """Return freed space: plain VACUUM (no exclusive lock) or SQLite's incremental one."""
+    """Return freed space without long exclusive locks; returns what ran.
+
+    PostgreSQL: plain ``VACUUM`` of the objects (no exclusive lock), then ``REINDEX
+    TABLE CONCURRENTLY`` of the tables keyed by object ids (builds each index anew beside
+    the old one and swaps it in: readers and writers go on meanwhile). An invalid index
+    left by an interrupted rebuild (``*_ccnew``) is dropped first. SQLite: ``VACUUM`` of
+    a file up to :data:`SQLITE_VACUUM_MAX`, else ``PRAGMA incremental_vacuum``.
+    """
     with backend.engine.connect() as conn:
         if backend.dialect == "postgresql":
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             conn.execute(text("VACUUM govc_objects"))
-            return "VACUUM govc_objects"
+            leftovers = conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_class t ON t.oid = i.indrelid WHERE NOT i.indisvalid "
+                    "AND t.relname LIKE 'govc\\_%' AND c.relname LIKE '%\\_ccnew%' "
+                    "AND t.relnamespace = c.relnamespace "
+                    "AND t.relnamespace = current_schema()::regnamespace"
+                )
+            ).scalars()
+            for name in list(leftovers):
+                conn.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"'))
+            for table in REINDEXED:
+                conn.execute(text(f"REINDEX TABLE CONCURRENTLY {table}"))
+            return "VACUUM govc_objects; REINDEX TABLE CONCURRENTLY " + ", ".join(REINDEXED)
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
+        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
+        conn.commit()
+        if int(pages) * int(page_size) <= SQLITE_VACUUM_MAX and _sqlite_vacuum(backend):
+            return "VACUUM"
         conn.exec_driver_sql("PRAGMA incremental_vacuum")
         conn.commit()
         return "PRAGMA incremental_vacuum"
+
+
+def _sqlite_vacuum(backend: SqlBackend) -> bool:
+    """``VACUUM`` on a pooled connection outside any transaction (the engine's BEGIN
+    listener would open one around a SQLAlchemy statement); False when the file stayed
+    busy past the busy timeout (then the incremental vacuum runs instead)."""
+    raw = backend.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        try:
+            cur.execute("VACUUM")
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            cur.close()
+        return True
+    finally:
+        raw.close()
