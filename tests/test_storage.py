@@ -147,6 +147,33 @@ def test_rows_written_before_the_migration_still_read(empty_db_url: str) -> None
         assert repo.verify().ok
 
 
+def test_reflog_carried_through_downgrade_and_upgrade_of_0005(empty_db_url: str) -> None:
+    """0005 keys the reflog (repo_id, ref, id); its downgrade makes ids unique per
+    repository again, keeping every move and its order."""
+    with govc_db.open(empty_db_url) as s:
+        s.upgrade()
+        repo = s.create_repository("r")
+        history(repo, 3)
+        repo.create_branch("side")
+        repo.commit("side", {"d/x.txt": text("x", 1)}, message="x\n", author=SIG)
+        before = {ref: repo.reflog(ref) for ref in ("main", "side")}
+    engine = sa.create_engine(empty_db_url)
+    try:
+        migrate.downgrade(engine, "0004")
+        with engine.connect() as conn:
+            keys = conn.exec_driver_sql("SELECT repo_id, id FROM govc_reflog").all()
+        assert len(keys) == len(set(keys)) == sum(len(v) for v in before.values())
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    with govc_db.open(empty_db_url) as s:
+        repo = s.repository("r")
+        assert {ref: repo.reflog(ref) for ref in ("main", "side")} == before
+        last = repo.commit("side", {"d/y.txt": text("y", 1)}, message="y\n", author=SIG)
+        assert repo.reflog("side")[0].new == last
+        assert repo.reflog("side")[1:] == before["side"]
+
+
 def test_every_per_repository_key_leads_with_repo_id() -> None:
     """What a Citus deployment needs to distribute every table by repository."""
     for table in Base.metadata.sorted_tables:

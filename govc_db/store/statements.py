@@ -102,14 +102,15 @@ S_REF_DEL_ANY = delete(T_REF).where(T_REF.c.repo_id == _R, T_REF.c.name == bindp
 
 
 def _log_add(dialect: str) -> Any:
-    """The reflog INSERT: ids from the sequence on PostgreSQL, the repository's next
-    number on SQLite (its writers are serialized, so no two transactions race for it)."""
+    """The reflog INSERT: ids from the sequence on PostgreSQL, the ref's next number on
+    SQLite (the end of its range of the primary key; SQLite's writers are serialized, so
+    no two transactions race for it)."""
     if dialect == "postgresql":
         ident: Any = func.nextval(literal_column("'govc_reflog_id_seq'"))
     else:
         ident = (
             select(func.coalesce(func.max(T_LOG.c.id), literal_column("0")) + literal_column("1"))
-            .where(T_LOG.c.repo_id == _R)
+            .where(T_LOG.c.repo_id == _R, T_LOG.c.ref == bindparam("ref"))
             .scalar_subquery()
         )
     return T_LOG.insert().values(
