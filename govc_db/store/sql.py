@@ -33,7 +33,7 @@ from govc_db.db.txn import Transaction, TransactionManager
 from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound, StoreUnavailable
 from govc_db.objects import TYPE_NUMBERS, ObjectId, hash_object
 from govc_db.store.cached_read import CacheMiss, ReadStats
-from govc_db.store.codec import ENC_DELTA, Codec, resolve_rows
+from govc_db.store.codec import DELTA_ENCODINGS, Codec, resolve_rows
 from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
 from govc_db.store.statements import (
     DEPENDENT_TABLES,
@@ -423,7 +423,7 @@ class SqlObjects:
             found = contents.get(base) if base is not None else None
             if base is not None and found is not None and found[1] < max_depth:
                 enc, stored = codec.encode_delta(data, base, found[0])
-                if enc == ENC_DELTA:
+                if enc in DELTA_ENCODINGS:
                     depth = found[1] + 1
             else:
                 enc, stored = codec.encode(data)

@@ -32,7 +32,7 @@ from govc_db.errors import GovcError
 from govc_db.models import Base, CommitIndex, CommitParent, CommitPath, ObjectRow, Ref, RefLog
 from govc_db.models import Repository as RepositoryRow
 from govc_db.objects import TYPE_NAMES, ObjectId
-from govc_db.store.codec import ENC_DELTA
+from govc_db.store.codec import DELTA_ENCODINGS
 from govc_db.store.ports import IndexEntry
 
 T_REPO: Table = RepositoryRow.__table__  # type: ignore[assignment]
@@ -203,7 +203,7 @@ def _chain_statement(match: Any) -> Any:
             )
         )
         .where(
-            start.c.encoding == literal_column(str(ENC_DELTA)),
+            start.c.encoding.in_([literal_column(str(e)) for e in sorted(DELTA_ENCODINGS)]),
             start.c.hop < literal_column(str(MAX_CHAIN_HOPS)),
         )
     )
