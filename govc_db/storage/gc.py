@@ -41,7 +41,7 @@ from govc_db.errors import GovcError
 from govc_db.objects import ObjectId
 from govc_db.storage.chunks import ENC_CHUNKED
 from govc_db.storage.delta import plan
-from govc_db.store.codec import DELTA_ENCODINGS, ENC_DELTA, GC_LEVEL, OID_LEN, resolve_rows
+from govc_db.store.codec import DELTA_ENCODINGS, GC_LEVEL, OID_LEN, resolve_rows
 from govc_db.store.sql import SqlBackend, SqlUnit
 from govc_db.store.statements import S_CHAIN, S_CHAIN_PG, S_OBJ_GET, S_OBJ_GET_PG, T_OBJ
 
@@ -151,11 +151,23 @@ class _Rewriter:
             out.extend(tuple(r) for r in u.execute(stmt, {"oids": list(oids[i : i + size])}))
         return out
 
-    def batch(self, u: SqlUnit, step: Sequence[tuple[ObjectId, ObjectId | None]]) -> None:
+    def heads(self, step: Sequence[tuple[ObjectId, ObjectId | None]]) -> dict[bytes, Any]:
+        """The heads of a whole step's rows, read outside any write transaction (no row
+        of the step changes meanwhile but by this gc, and each row is visited once)."""
+        with self.backend.unit(self.repo_id, what="gc") as u:
+            return {bytes(r[0]): r for r in self._heads(u, [o for o, _ in step])}
+
+    def batch(
+        self,
+        open_unit: Callable[[], Any],
+        step: Sequence[tuple[ObjectId, ObjectId | None]],
+        heads: dict[bytes, Any],
+    ) -> None:
+        """Keep or re-encode one batch of visited rows; a write unit (``open_unit``) is
+        opened only when some row is re-encoded."""
         first = len(self.order)
         for i, (oid, _b) in enumerate(step):
             self.order.setdefault(oid, first + i)
-        heads = {bytes(r[0]): r for r in self._heads(u, [o for o, _ in step])}
         # Which rows to re-encode: a row stored against a base visited before it is kept
         # as it is (the write path chose it); full rows are tried against their planned
         # base; a row against anything else must move (the acyclicity rule).
@@ -177,6 +189,10 @@ class _Rewriter:
                 redo.append((oid, planned))
         if not redo:
             return
+        with open_unit() as u:
+            self._rewrite(u, redo)
+
+    def _rewrite(self, u: SqlUnit, redo: list[tuple[ObjectId, ObjectId | None]]) -> None:
         rows = {bytes(r[0]): r for r in self._rows(u, [o for o, _ in redo], chain=False)}
         rows_of = [rows[o] for o, _ in redo]
         decoded = resolve_rows(
@@ -203,7 +219,7 @@ class _Rewriter:
                 base = self.contents.get(planned)
                 if base is not None:
                     e, s = self.codec.encode_delta(content, planned, base, level=GC_LEVEL)
-                    best = (e, s, planned if e == ENC_DELTA else None)
+                    best = (e, s, planned if e in DELTA_ENCODINGS else None)
             if best is None:
                 e, s = self.codec.encode(content, level=GC_LEVEL)
                 best = (e, s, None)
@@ -261,14 +277,18 @@ def run_gc(
         total = sum(len(s) for s in steps)
         rw = _Rewriter(backend, repo_id, max_depth)
         done = 0
+
+        def write_unit() -> Any:
+            return backend.unit(repo_id, write=True, what="gc")
+
         for step in steps:
+            heads = rw.heads(step)
             for i in range(0, len(step), batch):
                 if should_stop is not None and should_stop():
                     report.interrupted = True
                     break
                 chunk = step[i : i + batch]
-                with backend.unit(repo_id, write=True, what="gc") as wu:
-                    rw.batch(wu, chunk)
+                rw.batch(write_unit, chunk, heads)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
