@@ -189,21 +189,21 @@ class CommitPath(Base):
     """A file path a commit changed relative to one parent (``position``; 0 for a root commit).
 
     A merge records its changes against each parent, which is what git's history
-    simplification needs for a path-limited log.
+    simplification needs for a path-limited log. Keyed by path first (a path-limited
+    log is a range of the primary key, its only index); the paths of one commit are
+    read by ``verify`` only, with one scan of the repository's rows.
     """
 
     __tablename__ = "govc_commit_paths"
     __table_args__ = (
-        Index("ix_govc_commit_paths_repo_path", "repo_id", "path", "oid"),
+        PrimaryKeyConstraint("repo_id", "path", "oid", "position", name="pk_govc_commit_paths"),
         {"sqlite_with_rowid": False},
     )
 
-    repo_id: Mapped[int] = mapped_column(
-        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
-    )
-    oid: Mapped[bytes] = mapped_column(OID, primary_key=True)
-    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    path: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("govc_repositories.id", ondelete="CASCADE"))
+    oid: Mapped[bytes] = mapped_column(OID)
+    position: Mapped[int] = mapped_column(SmallInteger)
+    path: Mapped[bytes] = mapped_column(LargeBinary)
     """UTF-8 bytes, so range scans compare bytewise on every dialect and collation."""
 
 

@@ -179,9 +179,12 @@ def test_rows_written_before_the_migration_still_read(empty_db_url: str) -> None
         assert repo.verify().ok
 
 
-def test_reflog_carried_through_downgrade_and_upgrade_of_0005(empty_db_url: str) -> None:
-    """0005 keys the reflog (repo_id, ref, id); its downgrade makes ids unique per
-    repository again, keeping every move and its order."""
+def test_reflog_and_paths_carried_through_downgrade_and_upgrade_of_0005(
+    empty_db_url: str,
+) -> None:
+    """0005 keys the reflog (repo_id, ref, id) and the changed paths by path; its
+    downgrade makes reflog ids unique per repository again, keeping every move and its
+    order; the path-limited log and verify() read the same before and after."""
     with govc_db.open(empty_db_url) as s:
         s.upgrade()
         repo = s.create_repository("r")
@@ -189,6 +192,8 @@ def test_reflog_carried_through_downgrade_and_upgrade_of_0005(empty_db_url: str)
         repo.create_branch("side")
         repo.commit("side", {"d/x.txt": text("x", 1)}, message="x\n", author=SIG)
         before = {ref: repo.reflog(ref) for ref in ("main", "side")}
+        by_path = {p: [c.oid for c in repo.log("side", path=p)] for p in ("d", "d/x.txt")}
+        assert len(by_path["d/x.txt"]) == 1
     engine = sa.create_engine(empty_db_url)
     try:
         migrate.downgrade(engine, "0004")
@@ -201,6 +206,8 @@ def test_reflog_carried_through_downgrade_and_upgrade_of_0005(empty_db_url: str)
     with govc_db.open(empty_db_url) as s:
         repo = s.repository("r")
         assert {ref: repo.reflog(ref) for ref in ("main", "side")} == before
+        assert {p: [c.oid for c in repo.log("side", path=p)] for p in by_path} == by_path
+        assert repo.verify().ok
         last = repo.commit("side", {"d/y.txt": text("y", 1)}, message="y\n", author=SIG)
         assert repo.reflog("side")[0].new == last
         assert repo.reflog("side")[1:] == before["side"]

@@ -358,10 +358,6 @@ S_REPO_COUNT = select(func.count()).select_from(T_REPO)
 # table added later (packs, staging) is deleted with its repository without a code change.
 DEPENDENT_TABLES = tuple(t for t in reversed(Base.metadata.sorted_tables) if "repo_id" in t.c)
 
-# Changed paths of many commits (verify): same bulk-id binding as the object reads.
-S_PATH_MANY = select(T_PATH.c.oid, T_PATH.c.position, T_PATH.c.path).where(
-    T_PATH.c.repo_id == _R, T_PATH.c.oid.in_(bindparam("oids", expanding=True))
-)
-S_PATH_MANY_PG = select(T_PATH.c.oid, T_PATH.c.position, T_PATH.c.path).where(
-    T_PATH.c.repo_id == _R, T_PATH.c.oid == _OIDS_ANY
-)
+# Every changed path of a repository (verify: the table is keyed by path, so the paths
+# of many commits are one scan).
+S_PATH_ALL = select(T_PATH.c.oid, T_PATH.c.position, T_PATH.c.path).where(T_PATH.c.repo_id == _R)
