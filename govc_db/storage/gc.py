@@ -47,6 +47,15 @@ from govc_db.store.statements import S_CHAIN, S_CHAIN_PG, S_OBJ_GET, S_OBJ_GET_P
 
 __all__ = ["GcBusy", "GcReport", "run_gc"]
 
+#: A row stored whole is re-encoded when that saves at least this share of it. SQLite
+#: reuses the freed pages at once (and gc() vacuums); on PostgreSQL an UPDATE leaves the
+#: old version (and its TOAST chunks) as free space inside the files until later writes
+#: reuse it, so there a rewrite must save more than the space it leaves behind.
+MIN_GAIN: Final = 0.1
+#: Measured on a 1,001-commit realistic history on PostgreSQL: at 0.1 gc() rewrote 111
+#: rows, saved 49 KB of data and grew the tables 4.74 -> 4.95 MiB (TOAST 1.48 -> 1.78);
+#: at 0.5 they shrank 4.81 -> 4.65 MiB.
+PG_MIN_GAIN: Final = 0.5
 #: Objects rewritten per transaction: short transactions, writers never wait long.
 BATCH: Final = 400
 _R: Any = bindparam("repo_id")
@@ -129,6 +138,7 @@ class _Rewriter:
         self.order: dict[bytes, int] = {}
         self.contents: LRUCache[bytes, bytes] = LRUCache(maxsize=64 * 1024 * 1024, getsizeof=len)
         self.rewritten = 0
+        self.min_gain = PG_MIN_GAIN if self.pg else MIN_GAIN
 
     def _rows(self, u: SqlUnit, oids: Sequence[bytes], chain: bool) -> list[Any]:
         stmt = (
@@ -225,7 +235,7 @@ class _Rewriter:
                 best = (e, s, None)
             # A valid row is rewritten only when that saves enough to be worth a new row
             # version (PostgreSQL's UPDATE writes one; VACUUM then reuses the old space).
-            if valid and len(best[1]) > len(stored) - max(16, len(stored) // 10):
+            if valid and len(best[1]) > len(stored) - max(16, int(len(stored) * self.min_gain)):
                 self.depth[oid] = 0
             else:
                 updates.append(
