@@ -62,6 +62,29 @@ def test_gc_is_switched_by_the_settings_depth(db_url: str) -> None:
     assert shallow.max_depth == 1 < deep.max_depth <= 8
 
 
+def test_gc_keeps_every_chain_within_the_depth_bound(db_url: str) -> None:
+    """Whole rows that gc() turns into deltas deepen the chains written on top of them;
+    those rows are re-encoded so that no chain exceeds ``delta_max_depth``."""
+    plain_history(db_url, "deep", 6)
+    with govc_db.open(db_url, Settings(delta_max_depth=3)) as s:
+        repo = s.repository("deep")
+        for k in range(7, 30):
+            path = f"d/f{k % 5}.txt"
+            repo.commit("main", {path: text(path, k)}, message=f"c{k}\n", author=SIG)
+        report = repo.gc()
+        assert report.max_depth <= 3
+        stored = {oid: (enc, data) for oid, enc, data in rows(s, repo._id)}
+
+        def depth(oid: bytes) -> int:
+            enc, data = stored[oid]
+            return 1 + depth(data[:20]) if enc in DELTA_ENCODINGS else 0
+
+        depths = [depth(oid) for oid in stored]
+        assert max(depths) <= 3
+        assert any(d > 0 for d in depths)
+        assert repo.verify().ok
+
+
 def test_gc_while_others_commit_and_read(db_url: str) -> None:
     ids = plain_history(db_url, "busy", 40)
     with govc_db.open(db_url) as s:

@@ -179,9 +179,12 @@ class _Rewriter:
         for i, (oid, _b) in enumerate(step):
             self.order.setdefault(oid, first + i)
         # Which rows to re-encode: a row stored against a base visited before it is kept
-        # as it is (the write path chose it); full rows are tried against their planned
-        # base; a row against anything else must move (the acyclicity rule).
+        # as it is (the write path chose it) while its chain stays within the depth bound
+        # (re-encoding a whole row as a delta earlier in this run deepens every chain
+        # through it); full rows are tried against their planned base; a row against
+        # anything else must move (the acyclicity rule).
         redo: list[tuple[ObjectId, ObjectId | None]] = []
+        kept: list[tuple[ObjectId, bytes, ObjectId | None]] = []
         for oid, planned in step:
             head = heads.get(oid)
             if head is None:
@@ -191,16 +194,36 @@ class _Rewriter:
                 continue  # a chunked blob's row holds its manifest: never a delta or base
             current = bytes(head[2]) if enc in DELTA_ENCODINGS else None
             mine = self.order[oid]
-            if current is not None and self.order.get(current, mine) < mine:
+            if (
+                current is not None
+                and self.order.get(current, mine) < mine
+                and self.depth.get(current, 0) < self.max_depth
+            ):
                 self.depth[oid] = self.depth.get(current, 0) + 1
+                kept.append((oid, current, planned))
             elif current is None and (planned is None or length < 64):
                 self.depth[oid] = 0
             else:
                 redo.append((oid, planned))
-        if not redo:
-            return
-        with open_unit() as u:
-            self._rewrite(u, redo)
+        while redo:
+            with open_unit() as u:
+                self._rewrite(u, redo)
+            # A row re-encoded just now may have deepened the chain of a row kept in this
+            # batch (its depth was counted before): re-encode those that now exceed the
+            # bound, and recount the rest, in visit order, until nothing moves.
+            redone = {o for o, _ in redo}
+            redo, still = [], []
+            moving: set[bytes] = set()
+            for oid, current, planned in kept:
+                if oid in redone:
+                    continue
+                if current in moving or self.depth.get(current, 0) >= self.max_depth:
+                    redo.append((oid, planned))
+                    moving.add(oid)
+                else:
+                    self.depth[oid] = self.depth.get(current, 0) + 1
+                    still.append((oid, current, planned))
+            kept = still
 
     def _rewrite(self, u: SqlUnit, redo: list[tuple[ObjectId, ObjectId | None]]) -> None:
         rows = {bytes(r[0]): r for r in self._rows(u, [o for o, _ in redo], chain=False)}
