@@ -249,7 +249,7 @@ class Codec:
     Content that does not shrink is stored raw, so reads of incompressible data
     (images, archives) pay nothing. With ``optimizer`` on, full rows are small zstd
     frames (encoding 4), already-compressed formats are stored raw without trying, and
-    :meth:`encode_delta` stores deltas against a base (encoding 3).
+    :meth:`encode_delta` stores deltas against a base (encoding 6 or 3).
     """
 
     def __init__(
