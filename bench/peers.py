@@ -291,8 +291,8 @@ INS_PARENT = _ins("govc_commit_parents", "repo_id, oid, position, parent")
 INS_PATH = _ins("govc_commit_paths", "repo_id, oid, position, path")
 INS_REF = _ins("govc_refs", "repo_id, name, target")
 CAS_REF = "UPDATE govc_refs SET target = %s WHERE repo_id = %s AND name = %s AND target = %s"
-# The reflog is keyed (repo_id, id) (migration 0003): the id comes from the sequence on
-# PostgreSQL and is the repository's next number on SQLite, as the store does it.
+# The reflog is keyed (repo_id, ref, id) (migration 0005): the id comes from the sequence
+# on PostgreSQL and is the ref's next number on SQLite, as the store does it.
 INS_LOG = (
     "INSERT INTO govc_reflog (id, repo_id, ref, old, new, time, message) "
     "VALUES (nextval('govc_reflog_id_seq'), %s, %s, %s, %s, %s, %s)"
@@ -300,7 +300,8 @@ INS_LOG = (
 INS_LOG_SQLITE = (
     "WITH v(repo_id, ref, old, new, time, message) AS (VALUES (?, ?, ?, ?, ?, ?)) "
     "INSERT INTO govc_reflog (id, repo_id, ref, old, new, time, message) "
-    "SELECT (SELECT coalesce(max(id), 0) + 1 FROM govc_reflog g WHERE g.repo_id = v.repo_id), "
+    "SELECT (SELECT coalesce(max(id), 0) + 1 FROM govc_reflog g "
+    "WHERE g.repo_id = v.repo_id AND g.ref = v.ref), "
     "v.* FROM v"
 )
 

@@ -121,15 +121,17 @@ class Ref(Base):
 class RefLog(Base):
     """Every ref move, so a forced move can be undone; ``old``/``new`` None on create/delete.
 
-    The primary key leads with ``repo_id`` (so a Citus deployment can distribute the table
-    by repository); ``id`` orders the moves: from a sequence on PostgreSQL, the
-    repository's next number on SQLite (whose writers are serialized).
+    The primary key ``(repo_id, ref, id)`` leads with ``repo_id`` (so a Citus deployment
+    can distribute the table by repository) and is the only index: reading a ref's log
+    is a range of it. ``id`` orders the moves of a ref: from a sequence on PostgreSQL,
+    the ref's next number on SQLite (whose writers are serialized). Clustered on that key
+    on SQLite (``WITHOUT ROWID``).
     """
 
     __tablename__ = "govc_reflog"
     __table_args__ = (
-        PrimaryKeyConstraint("repo_id", "id", name="pk_govc_reflog"),
-        Index("ix_govc_reflog_repo_ref", "repo_id", "ref", "id"),
+        PrimaryKeyConstraint("repo_id", "ref", "id", name="pk_govc_reflog"),
+        {"sqlite_with_rowid": False},
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, REFLOG_SEQUENCE, autoincrement=False)
@@ -166,13 +168,14 @@ class CommitIndex(Base):
 
 
 class CommitParent(Base):
-    """The ordered parents of a commit (``position`` 0 is the first parent)."""
+    """The ordered parents of a commit (``position`` 0 is the first parent).
+
+    Read by commit (its primary key) only: no index by parent (migration 0005 dropped
+    it; no query looked commits up by parent).
+    """
 
     __tablename__ = "govc_commit_parents"
-    __table_args__ = (
-        Index("ix_govc_commit_parents_repo_parent", "repo_id", "parent"),
-        {"sqlite_with_rowid": False},
-    )
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
 
     repo_id: Mapped[int] = mapped_column(
         ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
@@ -186,21 +189,21 @@ class CommitPath(Base):
     """A file path a commit changed relative to one parent (``position``; 0 for a root commit).
 
     A merge records its changes against each parent, which is what git's history
-    simplification needs for a path-limited log.
+    simplification needs for a path-limited log. Keyed by path first (a path-limited
+    log is a range of the primary key, its only index); the paths of one commit are
+    read by ``verify`` only, with one scan of the repository's rows.
     """
 
     __tablename__ = "govc_commit_paths"
     __table_args__ = (
-        Index("ix_govc_commit_paths_repo_path", "repo_id", "path", "oid"),
+        PrimaryKeyConstraint("repo_id", "path", "oid", "position", name="pk_govc_commit_paths"),
         {"sqlite_with_rowid": False},
     )
 
-    repo_id: Mapped[int] = mapped_column(
-        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
-    )
-    oid: Mapped[bytes] = mapped_column(OID, primary_key=True)
-    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    path: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("govc_repositories.id", ondelete="CASCADE"))
+    oid: Mapped[bytes] = mapped_column(OID)
+    position: Mapped[int] = mapped_column(SmallInteger)
+    path: Mapped[bytes] = mapped_column(LargeBinary)
     """UTF-8 bytes, so range scans compare bytewise on every dialect and collation."""
 
 

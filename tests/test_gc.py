@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import sqlalchemy as sa
 from _storage import SIG, history, rows, snapshot, text
 from typer.testing import CliRunner
 
@@ -13,7 +14,7 @@ import govc_db
 from govc_db import Settings, Store
 from govc_db.cli import app
 from govc_db.storage.gc import GcBusy, _repo_lock, run_gc
-from govc_db.store.codec import ENC_DELTA
+from govc_db.store.codec import DELTA_ENCODINGS
 
 
 def all_objects(store: Store, repo_id: int) -> dict[bytes, tuple[bytes, bytes]]:
@@ -40,7 +41,7 @@ def test_gc_keeps_every_object_byte_identical(db_url: str) -> None:
         assert report.rewritten > 0
         assert report.bytes_after < report.bytes_before
         assert 0 < report.max_depth <= s.settings.delta_max_depth
-        assert any(e == ENC_DELTA for _, e, _ in rows(s, repo._id))
+        assert any(e in DELTA_ENCODINGS for _, e, _ in rows(s, repo._id))
         s.backend.codec.cache.clear()
         assert all_objects(s, repo._id) == before
         assert snapshot(repo, ids) == files
@@ -60,6 +61,63 @@ def test_gc_is_switched_by_the_settings_depth(db_url: str) -> None:
     with govc_db.open(db_url, Settings(delta_max_depth=8)) as s:
         deep = s.repository("g2").gc()
     assert shallow.max_depth == 1 < deep.max_depth <= 8
+
+
+def test_gc_keeps_every_chain_within_the_depth_bound(db_url: str) -> None:
+    """Whole rows that gc() turns into deltas deepen the chains written on top of them;
+    those rows are re-encoded so that no chain exceeds ``delta_max_depth``."""
+    plain_history(db_url, "deep", 6)
+    with govc_db.open(db_url, Settings(delta_max_depth=3)) as s:
+        repo = s.repository("deep")
+        for k in range(7, 30):
+            path = f"d/f{k % 5}.txt"
+            repo.commit("main", {path: text(path, k)}, message=f"c{k}\n", author=SIG)
+        report = repo.gc()
+        assert report.max_depth <= 3
+        stored = {oid: (enc, data) for oid, enc, data in rows(s, repo._id)}
+
+        def depth(oid: bytes) -> int:
+            enc, data = stored[oid]
+            return 1 + depth(data[:20]) if enc in DELTA_ENCODINGS else 0
+
+        depths = [depth(oid) for oid in stored]
+        assert max(depths) <= 3
+        assert any(d > 0 for d in depths)
+        assert repo.verify().ok
+
+
+def test_gc_returns_the_space_it_frees(db_url: str) -> None:
+    """SQLite: a whole-file VACUUM leaves no free page; PostgreSQL: the id-keyed
+    indexes are rebuilt concurrently, and an invalid index left by an interrupted
+    rebuild is dropped."""
+    plain_history(db_url, "space", 20)
+    with govc_db.open(db_url) as s:
+        repo = s.repository("space")
+        pg = s.backend.dialect == "postgresql"
+        if pg:
+            with s.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                with pytest.raises(sa.exc.IntegrityError):  # leaves an invalid index
+                    conn.exec_driver_sql(
+                        "CREATE UNIQUE INDEX CONCURRENTLY govc_objects_ccnew9 "
+                        "ON govc_objects (repo_id)"
+                    )
+        report = repo.gc()
+        assert report.rewritten > 0
+        with s.engine.connect() as conn:
+            if pg:
+                assert "REINDEX TABLE CONCURRENTLY govc_objects" in report.vacuum
+                invalid = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid "
+                        "WHERE t.relname LIKE 'govc%' AND NOT i.indisvalid"
+                    )
+                ).scalar()
+                assert invalid == 0
+            else:
+                assert report.vacuum == "VACUUM"
+                assert conn.exec_driver_sql("PRAGMA freelist_count").scalar() == 0
+        assert repo.verify().ok
 
 
 def test_gc_while_others_commit_and_read(db_url: str) -> None:

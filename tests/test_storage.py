@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -11,9 +12,18 @@ from _storage import SIG, history, rows, snapshot, text
 import govc_db
 from govc_db import Settings, Store
 from govc_db.db import migrate
-from govc_db.errors import InvalidInput
+from govc_db.errors import GovcError, InvalidInput
 from govc_db.models import Base
-from govc_db.store.codec import ENC_DELTA, ENC_SMALL, ENC_ZLIB, OID_LEN, Codec, looks_compressed
+from govc_db.store.codec import (
+    DELTA_ENCODINGS,
+    ENC_DELTA,
+    ENC_SMALL,
+    ENC_SPLICE,
+    ENC_ZLIB,
+    OID_LEN,
+    Codec,
+    looks_compressed,
+)
 
 
 @pytest.fixture
@@ -26,7 +36,7 @@ def test_new_versions_are_deltas_against_their_predecessor(opened: Store) -> Non
     repo = opened.create_repository("d")
     ids = history(repo, 12)
     stored = rows(opened, repo._id)
-    deltas = [r for r in stored if r[1] == ENC_DELTA]
+    deltas = [r for r in stored if r[1] in DELTA_ENCODINGS]
     # Every later blob, tree and commit is a delta; each names a base of this repository.
     assert len(deltas) >= 30  # 12 commits x (blob, 2 trees, commit), less full copies
     own = {r[0] for r in stored}
@@ -56,7 +66,7 @@ def test_switched_off_stores_whole_rows_and_reads_delta_rows(db_url: str) -> Non
         repo = on.repository("plain")
         repo.commit("main", {"d/f1.txt": text("x", 99)}, message="m\n", author=SIG)
         assert repo.read("HEAD", "d/f1.txt") == text("x", 99)
-        assert any(e == ENC_DELTA for _, e, _ in rows(on, repo._id))
+        assert any(e in DELTA_ENCODINGS for _, e, _ in rows(on, repo._id))
         assert repo.verify().ok
 
 
@@ -106,6 +116,28 @@ def test_adaptive_compression() -> None:
     assert plain.encode(small)[0] == ENC_ZLIB
 
 
+def test_splice_and_zstd_deltas_round_trip_and_the_smaller_is_kept() -> None:
+    codec = Codec(optimizer=True)
+    base_id = b"\x01" * OID_LEN
+    rng = random.Random(6)
+    base = b"".join(b"%06d %s\n" % (i, rng.randbytes(12).hex().encode()) for i in range(400))
+    # One place edited: the splice (prefix and suffix lengths, the new middle) is kept.
+    one = base[:5000] + b"edited line\n" + base[5012:]
+    enc, stored = codec.encode_delta(one, base_id, base)
+    assert enc == ENC_SPLICE and len(stored) < OID_LEN + 32
+    assert stored[:OID_LEN] == base_id
+    assert codec.decode(enc, stored, len(one), base) == one
+    # Edits far apart: zstd with the base as dictionary is smaller than one wide splice.
+    far = b"A" + base[1:6000] + b"B" + base[6001:-1] + b"C"
+    enc, stored = codec.encode_delta(far, base_id, base)
+    assert enc == ENC_DELTA and codec.decode(enc, stored, len(far), base) == far
+    for edited in (base + b"tail", b"head" + base, base[:100], base[50:], base):
+        enc, stored = codec.encode_delta(edited, base_id, base)
+        assert enc in DELTA_ENCODINGS and codec.decode(enc, stored, len(edited), base) == edited
+    with pytest.raises(GovcError):  # a splice that does not fit its base is corrupt
+        codec.decode(ENC_SPLICE, stored, len(base) + 1, base)
+
+
 def test_settings_validation() -> None:
     with pytest.raises(InvalidInput):
         Settings(delta_max_depth=0)
@@ -145,6 +177,40 @@ def test_rows_written_before_the_migration_still_read(empty_db_url: str) -> None
         assert repo.gc().rewritten > 0
         assert snapshot(repo, ids) == expected
         assert repo.verify().ok
+
+
+def test_reflog_and_paths_carried_through_downgrade_and_upgrade_of_0005(
+    empty_db_url: str,
+) -> None:
+    """0005 keys the reflog (repo_id, ref, id) and the changed paths by path; its
+    downgrade makes reflog ids unique per repository again, keeping every move and its
+    order; the path-limited log and verify() read the same before and after."""
+    with govc_db.open(empty_db_url) as s:
+        s.upgrade()
+        repo = s.create_repository("r")
+        history(repo, 3)
+        repo.create_branch("side")
+        repo.commit("side", {"d/x.txt": text("x", 1)}, message="x\n", author=SIG)
+        before = {ref: repo.reflog(ref) for ref in ("main", "side")}
+        by_path = {p: [c.oid for c in repo.log("side", path=p)] for p in ("d", "d/x.txt")}
+        assert len(by_path["d/x.txt"]) == 1
+    engine = sa.create_engine(empty_db_url)
+    try:
+        migrate.downgrade(engine, "0004")
+        with engine.connect() as conn:
+            keys = conn.exec_driver_sql("SELECT repo_id, id FROM govc_reflog").all()
+        assert len(keys) == len(set(keys)) == sum(len(v) for v in before.values())
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    with govc_db.open(empty_db_url) as s:
+        repo = s.repository("r")
+        assert {ref: repo.reflog(ref) for ref in ("main", "side")} == before
+        assert {p: [c.oid for c in repo.log("side", path=p)] for p in by_path} == by_path
+        assert repo.verify().ok
+        last = repo.commit("side", {"d/y.txt": text("y", 1)}, message="y\n", author=SIG)
+        assert repo.reflog("side")[0].new == last
+        assert repo.reflog("side")[1:] == before["side"]
 
 
 def test_every_per_repository_key_leads_with_repo_id() -> None:

@@ -33,7 +33,7 @@ from govc_db.db.txn import Transaction, TransactionManager
 from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound, StoreUnavailable
 from govc_db.objects import TYPE_NUMBERS, ObjectId, hash_object
 from govc_db.store.cached_read import CacheMiss, ReadStats
-from govc_db.store.codec import ENC_DELTA, Codec, resolve_rows
+from govc_db.store.codec import DELTA_ENCODINGS, Codec, resolve_rows
 from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
 from govc_db.store.statements import (
     DEPENDENT_TABLES,
@@ -58,8 +58,7 @@ from govc_db.store.statements import (
     S_OBJ_HAS_PG,
     S_OBJ_PREFIX,
     S_PAR_ALL,
-    S_PATH_MANY,
-    S_PATH_MANY_PG,
+    S_PATH_ALL,
     S_PATH_OF,
     S_PATH_TOUCH,
     S_REF_ALL,
@@ -423,7 +422,7 @@ class SqlObjects:
             found = contents.get(base) if base is not None else None
             if base is not None and found is not None and found[1] < max_depth:
                 enc, stored = codec.encode_delta(data, base, found[0])
-                if enc == ENC_DELTA:
+                if enc in DELTA_ENCODINGS:
                     depth = found[1] + 1
             else:
                 enc, stored = codec.encode(data)
@@ -647,9 +646,13 @@ class SqlIndex:
 
     def __init__(self, unit: SqlUnit) -> None:
         self._u = unit
+        #: Every changed path of the repository by commit, read once by
+        #: :meth:`changed_paths_many` (verify) and dropped by :meth:`add`.
+        self._all_paths: dict[ObjectId, dict[int, set[str]]] | None = None
 
     def add(self, entry: IndexEntry, changed: Mapping[int, Iterable[str]]) -> None:
         """Record a commit and its changed paths (idempotent)."""
+        self._all_paths = None
         b = self._u._backend
         r = self._u.repo_id
         commit_row = {
@@ -756,7 +759,9 @@ class SqlIndex:
         return list(self._assemble(self._u.execute(S_IDX_ALL), self._u.execute(S_PAR_ALL)).values())
 
     def changed_paths(self, oid: ObjectId) -> dict[int, set[str]]:
-        """Recorded changed paths of one commit by parent position."""
+        """Recorded changed paths of one commit by parent position (a scan of the
+        repository's rows: the table is keyed by path; verify uses
+        :meth:`changed_paths_many`)."""
         self._u.drain()
         out: dict[int, set[str]] = {}
         for r in self._u.execute(S_PATH_OF, {"oid": oid}):
@@ -764,19 +769,21 @@ class SqlIndex:
         return out
 
     def changed_paths_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, dict[int, set[str]]]:
-        """:meth:`changed_paths` of many commits, one statement per chunk of ids (an
-        optional capability that ``verify`` uses when the index offers it).
+        """:meth:`changed_paths` of many commits (an optional capability that ``verify``
+        uses when the index offers it): the repository's rows are read with one scan the
+        first time and kept for the unit's later calls, so verifying N commits in batches
+        costs one scan, not one per batch.
         """
         self._u.drain()
-        out: dict[ObjectId, dict[int, set[str]]] = {}
-        ex = self._u._backend.batch
-        stmt = S_PATH_MANY_PG if ex.dialect == "postgresql" else S_PATH_MANY
-        for chunk in ex.id_chunks(list(dict.fromkeys(oids))):
-            for r in self._u.execute(stmt, {"oids": chunk}):
-                by_pos = out.setdefault(ObjectId(bytes(r[0])), {})
+        every = self._all_paths
+        if every is None:
+            every = {}
+            for r in self._u.execute(S_PATH_ALL):
+                by_pos = every.setdefault(ObjectId(bytes(r[0])), {})
                 path = bytes(r[2]).decode("utf-8", "surrogateescape")
                 by_pos.setdefault(int(r[1]), set()).add(path)
-        return out
+            self._all_paths = every
+        return {oid: every[oid] for oid in dict.fromkeys(oids) if oid in every}
 
 
 class OptimisticRefs:

@@ -32,7 +32,7 @@ from govc_db.errors import GovcError
 from govc_db.models import Base, CommitIndex, CommitParent, CommitPath, ObjectRow, Ref, RefLog
 from govc_db.models import Repository as RepositoryRow
 from govc_db.objects import TYPE_NAMES, ObjectId
-from govc_db.store.codec import ENC_DELTA
+from govc_db.store.codec import DELTA_ENCODINGS
 from govc_db.store.ports import IndexEntry
 
 T_REPO: Table = RepositoryRow.__table__  # type: ignore[assignment]
@@ -102,14 +102,15 @@ S_REF_DEL_ANY = delete(T_REF).where(T_REF.c.repo_id == _R, T_REF.c.name == bindp
 
 
 def _log_add(dialect: str) -> Any:
-    """The reflog INSERT: ids from the sequence on PostgreSQL, the repository's next
-    number on SQLite (its writers are serialized, so no two transactions race for it)."""
+    """The reflog INSERT: ids from the sequence on PostgreSQL, the ref's next number on
+    SQLite (the end of its range of the primary key; SQLite's writers are serialized, so
+    no two transactions race for it)."""
     if dialect == "postgresql":
         ident: Any = func.nextval(literal_column("'govc_reflog_id_seq'"))
     else:
         ident = (
             select(func.coalesce(func.max(T_LOG.c.id), literal_column("0")) + literal_column("1"))
-            .where(T_LOG.c.repo_id == _R)
+            .where(T_LOG.c.repo_id == _R, T_LOG.c.ref == bindparam("ref"))
             .scalar_subquery()
         )
     return T_LOG.insert().values(
@@ -202,7 +203,7 @@ def _chain_statement(match: Any) -> Any:
             )
         )
         .where(
-            start.c.encoding == literal_column(str(ENC_DELTA)),
+            start.c.encoding.in_([literal_column(str(e)) for e in sorted(DELTA_ENCODINGS)]),
             start.c.hop < literal_column(str(MAX_CHAIN_HOPS)),
         )
     )
@@ -357,10 +358,6 @@ S_REPO_COUNT = select(func.count()).select_from(T_REPO)
 # table added later (packs, staging) is deleted with its repository without a code change.
 DEPENDENT_TABLES = tuple(t for t in reversed(Base.metadata.sorted_tables) if "repo_id" in t.c)
 
-# Changed paths of many commits (verify): same bulk-id binding as the object reads.
-S_PATH_MANY = select(T_PATH.c.oid, T_PATH.c.position, T_PATH.c.path).where(
-    T_PATH.c.repo_id == _R, T_PATH.c.oid.in_(bindparam("oids", expanding=True))
-)
-S_PATH_MANY_PG = select(T_PATH.c.oid, T_PATH.c.position, T_PATH.c.path).where(
-    T_PATH.c.repo_id == _R, T_PATH.c.oid == _OIDS_ANY
-)
+# Every changed path of a repository (verify: the table is keyed by path, so the paths
+# of many commits are one scan).
+S_PATH_ALL = select(T_PATH.c.oid, T_PATH.c.position, T_PATH.c.path).where(T_PATH.c.repo_id == _R)
