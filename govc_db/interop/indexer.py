@@ -16,7 +16,7 @@ from typing import Any
 
 from govc_db.core.trees import EMPTY_TREE
 from govc_db.errors import InvalidInput
-from govc_db.interop.walk import tree_entries
+from govc_db.interop.walk import raw_entries, split_entries
 from govc_db.objects import Commit, ObjectId
 from govc_db.store.ports import IndexEntry, ObjectStore, Unit
 
@@ -34,20 +34,18 @@ class TreeSource:
     def __init__(self, pending: Mapping[ObjectId, bytes], fallback: ObjectStore) -> None:
         self._pending = pending
         self._fallback = fallback
-        self._split: dict[ObjectId, frozenset[tuple[bytes, bytes, bytes]]] = {
-            EMPTY_TREE: frozenset()
-        }
+        self._split: dict[ObjectId, frozenset[bytes]] = {EMPTY_TREE: frozenset()}
 
-    def remember(self, oid: ObjectId, entries: list[tuple[bytes, bytes, bytes]]) -> None:
-        """Entries of a tree the caller has already split."""
+    def remember(self, oid: ObjectId, entries: list[bytes]) -> None:
+        """Entries of a tree the caller has already split (:func:`raw_entries`)."""
         self._split[oid] = frozenset(entries)
 
     def use(self, fallback: ObjectStore) -> None:
         """Read missing trees through another unit's store (one unit per slice)."""
         self._fallback = fallback
 
-    def entries(self, oid: ObjectId) -> frozenset[tuple[bytes, bytes, bytes]]:
-        """The ``(mode text, name, id)`` entries of tree ``oid``."""
+    def entries(self, oid: ObjectId) -> frozenset[bytes]:
+        """The raw entries (``mode name\\0id``) of tree ``oid``."""
         found = self._split.get(oid)
         if found is None:
             raw = self._pending.get(oid)
@@ -56,7 +54,7 @@ class TreeSource:
                 if obj is None or obj.type != b"tree":
                     raise InvalidInput(f"tree {oid.hex()} is missing")
                 raw = obj.data
-            found = self._split[oid] = frozenset(tree_entries(raw))
+            found = self._split[oid] = frozenset(raw_entries(raw))
         return found
 
     def changed(self, old: ObjectId | None, new: ObjectId) -> list[str]:
@@ -71,9 +69,10 @@ class TreeSource:
     ) -> None:
         left = self.entries(old) if old is not None else frozenset()
         right = self.entries(new) if new is not None else frozenset()
-        # Set differences run in C: only the entries that differ reach Python.
-        a = {n: (m, o) for m, n, o in left - right}
-        b = {n: (m, o) for m, n, o in right - left}
+        # Set differences of whole entries run in C: only the entries that differ are
+        # split in Python.
+        a = split_entries(left - right)
+        b = split_entries(right - left)
         for name in a.keys() | b.keys():
             x, y = a.get(name), b.get(name)
             path = prefix + name

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from dulwich.server import ReceivePackHandler
 
@@ -24,7 +24,7 @@ from govc_db.api.repository import _check_ref_dir_clash
 from govc_db.errors import GovcError, InvalidInput
 from govc_db.interop.indexer import TreeSource, plan_index, write_index
 from govc_db.interop.packs import read_pack
-from govc_db.interop.walk import tree_entries
+from govc_db.interop.walk import raw_entries, tree_ids
 from govc_db.objects import Commit, ObjectId, Tag, check_ref_name
 from govc_db.objects.lenient import parse_lenient
 from govc_db.store.ports import Unit
@@ -69,12 +69,14 @@ def _store_pack(unit: Unit, spool: IO[bytes] | None, source: TreeSource) -> dict
         for oid, type_name, raw in read_pack(spool, base):
             ids.add(oid)
             if type_name == b"tree":
-                entries = tree_entries(raw)
+                entries = raw_entries(raw)
                 source.remember(oid, entries)
                 if b"160000 " in raw:  # gitlinks name commits of other repositories
-                    linked.update(ObjectId(o) for m, _, o in entries if m != b"160000")
-                elif entries:
-                    linked.update(list(zip(*entries, strict=True))[2])
+                    linked.update(
+                        ObjectId(e[-20:]) for e in entries if not e.startswith(b"160000 ")
+                    )
+                else:
+                    linked.update(cast(list[ObjectId], tree_ids(raw)))
             elif type_name != b"blob":
                 obj = parse_lenient(type_name, raw)
                 linked.update(_links(obj))
