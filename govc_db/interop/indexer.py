@@ -24,6 +24,7 @@ __all__ = ["IndexPlan", "TreeSource", "plan_index", "write_index"]
 
 
 _DIR = (b"40000", b"040000")
+_GITLINK = b"160000"
 
 
 class TreeSource:
@@ -31,10 +32,17 @@ class TreeSource:
     once (names, mode texts, ids) and shared by every commit of the batch.
     """
 
-    def __init__(self, pending: Mapping[ObjectId, bytes], fallback: ObjectStore) -> None:
+    def __init__(
+        self, pending: Mapping[ObjectId, bytes], fallback: ObjectStore, *, links: bool = False
+    ) -> None:
         self._pending = pending
         self._fallback = fallback
         self._split: dict[ObjectId, frozenset[bytes]] = {EMPTY_TREE: frozenset()}
+        self.links: set[bytes] | None = set() if links else None
+        """With ``links``: the ids named by the entries the diffs found new (gitlinks
+        aside), which is every id a new tree links to that its parent's tree does not."""
+        self.walked: set[ObjectId] = set()
+        """With ``links``: the trees whose new entries went to :attr:`links`."""
 
     def remember(self, oid: ObjectId, entries: list[bytes]) -> None:
         """Entries of a tree the caller has already split (:func:`raw_entries`)."""
@@ -73,6 +81,10 @@ class TreeSource:
         # split in Python.
         a = split_entries(left - right)
         b = split_entries(right - left)
+        links = self.links
+        if links is not None and new is not None:
+            self.walked.add(new)
+            links.update(o for m, o in b.values() if m != _GITLINK)
         for name in a.keys() | b.keys():
             x, y = a.get(name), b.get(name)
             path = prefix + name

@@ -31,7 +31,6 @@ __all__ = [
     "plan_fetch",
     "raw_entries",
     "split_entries",
-    "tree_ids",
 ]
 
 _BATCH = 500
@@ -121,7 +120,6 @@ Entries = dict[bytes, tuple[bytes, ObjectId]]
 
 
 _RAW_ENTRY = re.compile(rb"[0-7]+ [^\0]+\0.{20}", re.DOTALL)
-_ENTRY_ID = re.compile(rb"[0-7]+ [^\0]+\0(.{20})", re.DOTALL)
 
 
 def raw_entries(raw: bytes) -> list[bytes]:
@@ -131,12 +129,6 @@ def raw_entries(raw: bytes) -> list[bytes]:
     if sum(map(len, parts)) != len(raw):
         raise GovcError("corrupt tree object")
     return parts
-
-
-def tree_ids(raw: bytes) -> list[bytes]:
-    """The ids of every entry of a raw tree already checked by :func:`raw_entries`."""
-    ids: list[bytes] = _ENTRY_ID.findall(raw)
-    return ids
 
 
 def split_entries(entries: Iterable[bytes]) -> Entries:
