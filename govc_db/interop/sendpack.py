@@ -75,6 +75,8 @@ def write_fetch_pack(
     depth: dict[ObjectId, int] = {}
     recent: OrderedDict[ObjectId, bytes] = OrderedDict()
     kept = 0
+    numbers = TYPE_NUMBERS
+    keep_max = RECENT_BYTES // 8
     for i in range(0, len(order), BATCH):
         chunk = order[i : i + BATCH]
         found: dict[ObjectId, RawObject] = {}
@@ -94,10 +96,10 @@ def write_fetch_pack(
             raw = found.get(oid)
             if raw is None:
                 raise GovcError(f"object {oid.hex()} is missing")
-            data = raw.data
+            type_name, data = raw
             at = written + len(out)
             base = bases.get(oid)
-            body: bytes | None = None
+            sent = False
             if base is not None and base in offsets:
                 level_ = depth.get(base, 0) + 1
                 source = recent.get(base)
@@ -114,13 +116,13 @@ def write_fetch_pack(
                         else:
                             out += entry_header(REF_DELTA, len(delta))
                             out += base
-                        body = deflate(delta, level)
-            if body is None:
-                out += entry_header(TYPE_NUMBERS[raw.type], len(data))
-                body = deflate(data, level)
-            out += body
+                        out += deflate(delta, level)
+                        sent = True
+            if not sent:
+                out += entry_header(numbers[type_name], len(data))
+                out += deflate(data, level)
             offsets[oid] = at
-            if raw.type in (b"tree", b"blob") and len(data) <= RECENT_BYTES // 8:
+            if type_name != b"commit" and type_name != b"tag" and len(data) <= keep_max:
                 recent[oid] = data
                 kept += len(data)
                 while kept > RECENT_BYTES:
