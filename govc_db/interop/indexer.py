@@ -161,8 +161,17 @@ def plan_index(unit: Unit, commits: Mapping[ObjectId, Commit]) -> IndexPlan:
     return plan
 
 
-def write_index(unit: Unit, plan: IndexPlan, oids: Sequence[ObjectId], source: TreeSource) -> None:
-    """Write the index rows of ``oids`` (a slice of ``plan.order``) in ``unit``."""
+def write_index(
+    unit: Unit,
+    plan: IndexPlan,
+    oids: Sequence[ObjectId],
+    source: TreeSource,
+    known: Mapping[ObjectId, list[str]] | None = None,
+) -> None:
+    """Write the index rows of ``oids`` (a slice of ``plan.order``) in ``unit``.
+
+    ``known``: the changed paths of some commits with at most one parent, computed
+    already (``git diff-tree`` on import); the others are diffed here."""
     commit_rows: list[dict[str, Any]] = []
     parent_rows: list[dict[str, Any]] = []
     path_rows: list[dict[str, Any]] = []
@@ -171,9 +180,12 @@ def write_index(unit: Unit, plan: IndexPlan, oids: Sequence[ObjectId], source: T
     for oid in oids:
         c = plan.commits[oid]
         changed: dict[int, list[str]] = {}
-        if not c.parents:
+        given = known.get(oid) if known is not None and len(c.parents) <= 1 else None
+        if given is not None:
+            changed[0] = given
+        elif not c.parents:
             changed[0] = source.changed(None, c.tree)
-        for pos, parent in enumerate(c.parents):
+        for pos, parent in enumerate(c.parents if given is None else ()):
             changed[pos] = source.changed(plan.trees[parent], c.tree)
         entry = IndexEntry(
             oid, c.tree, c.parents, plan.generation[oid], c.author.time, c.committer.time
