@@ -8,7 +8,8 @@ slower). What the repository already has is excluded (its current ref tips, when
 source knows them): running the import again brings only what is new. They are stored in slices of
 ``Settings.import_slice_objects`` objects, one transaction per slice, through the batch
 executor (COPY on PostgreSQL); the commit index of the new commits is written in the same
-slices; the refs move last, all in one transaction, by compare-and-swap against the values
+slices (the changed paths of non-merge commits from ``git diff-tree``, run beside the
+object copy); the refs move last, all in one transaction, by compare-and-swap against the values
 read before anything was stored. A ref that moved in govc_db to a commit the source does
 not descend from is refused before anything is stored, unless ``force``.
 """
