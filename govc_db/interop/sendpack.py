@@ -40,6 +40,9 @@ __all__ = ["write_fetch_pack"]
 BATCH: Final = 1000
 #: Decoded contents kept as delta bases.
 RECENT_BYTES: Final = 64 * 1024 * 1024
+#: Objects larger than this go whole (as git's ``core.bigFileThreshold``: a delta search
+#: over them costs more than it saves, and holds both versions at once).
+DELTA_MAX: Final = 16 * 1024 * 1024
 #: Bytes handed to ``write`` at a time (one side-band packet).
 PIECE: Final = 65515
 
@@ -100,7 +103,7 @@ def write_fetch_pack(
             at = written + len(out)
             base = bases.get(oid)
             sent = False
-            if base is not None and base in offsets:
+            if base is not None and base in offsets and len(data) <= DELTA_MAX:
                 level_ = depth.get(base, 0) + 1
                 source = recent.get(base)
                 if source is None:

@@ -39,7 +39,7 @@ _KEEP_BYTES = 64 * 1024 * 1024
 
 class Plan:
     """Objects to send, in pack order (commits, tags, trees, blobs), with types, and for
-    trees and blobs the previous version at the same path (a delta base candidate).
+    trees and blobs the version that replaced it at the same path (a delta base candidate).
     """
 
     def __init__(self) -> None:
@@ -172,21 +172,27 @@ def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan
     frontier = [(new, old) for new, old in pairs if new != old]
     bases = plan.bases
     seen = plan.seen
+    successor: dict[ObjectId, ObjectId] = {}
     while frontier:
         trees.load(t for pair in frontier for t in pair if t is not None)
         nxt: list[tuple[ObjectId, ObjectId | None]] = []
         for new, old in frontier:
             if not plan.add(plan.trees, new):
                 continue
-            # A base is recorded only if it was planned before its target: no cycles.
-            if old is not None and old in seen:
-                bases[new] = old
+            # The base of a version is the one that replaced it, planned before it (the
+            # walk goes newest first): recent versions go whole, as git packs them, so a
+            # clone reads its tip without applying delta chains. No cycles: a base is
+            # always planned before its target.
+            later = successor.get(new)
+            if later is not None and later in seen:
+                bases[new] = later
             now = trees.parsed[new]
             # Whole entries compared in C: only the entries that differ are split.
             if old is not None:
                 then = trees.parsed[old]
                 added = split_entries(now - then)
                 before = split_entries(then - now)
+                successor.setdefault(old, new)
             else:
                 added, before = split_entries(now), {}
             sibling: ObjectId | None = None  # new files: a delta against the previous one
@@ -202,9 +208,15 @@ def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan
                 if is_dir:
                     if oid not in seen:
                         nxt.append((oid, base))
-                elif plan.add(plan.blobs, oid):
-                    if base is not None and base in seen:
-                        bases[oid] = base
+                    elif base is not None:
+                        successor.setdefault(base, oid)
+                    continue
+                if base is not None:
+                    successor.setdefault(base, oid)
+                if plan.add(plan.blobs, oid):
+                    later = successor.get(oid)
+                    if later is not None and later in seen and later != oid:
+                        bases[oid] = later
                     elif prior is None and sibling is not None:
                         bases[oid] = sibling
                     if prior is None:
@@ -261,8 +273,7 @@ def plan_fetch(
         first = row.parents[0]
         base = rows.get(first) or parent_trees.get(first)
         pairs.append((row.tree, base.tree if base is not None else None))
-    # Oldest first, so that packs list objects roughly in history order.
-    pairs.reverse()
+    # Newest first, as git orders packs: each version's base is the one that replaced it.
     _new_objects(unit, pairs, plan)
     for commit, tag in tags.items():
         if commit in rows:
