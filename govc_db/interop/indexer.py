@@ -25,6 +25,24 @@ __all__ = ["IndexPlan", "TreeSource", "plan_index", "write_index"]
 
 _DIR = (b"40000", b"040000")
 _GITLINK = b"160000"
+_UNNEST: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def _unnest_insert(table: Any, columns: list[str], conn: Any) -> Any:
+    """``INSERT INTO table (columns) SELECT * FROM unnest(:c0::type[], ...) ON CONFLICT
+    DO NOTHING`` (PostgreSQL), built once per table from the model's column types."""
+    key = (table.name, tuple(columns))
+    found = _UNNEST.get(key)
+    if found is None:
+        from sqlalchemy import text
+
+        types = [table.c[c].type.compile(dialect=conn.dialect) for c in columns]
+        arrays = ", ".join(f"CAST(:c{j} AS {t}[])" for j, t in enumerate(types))
+        found = _UNNEST[key] = text(
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
+        )
+    return found
 
 
 class TreeSource:
@@ -223,8 +241,24 @@ def write_index(
             unit.index.add(entry, changed)
         return
     assert backend is not None
-    # SQL store: the same statements SqlIndex.add runs, as one executemany per table.
-    conn.execute(backend.commit_insert, commit_rows) if commit_rows else None
-    conn.execute(backend.parent_insert, parent_rows) if parent_rows else None
-    for i in range(0, len(path_rows), 5000):
-        conn.execute(backend.path_insert, path_rows[i : i + 5000])
+    # SQL store: the same statements SqlIndex.add runs. On SQLite one executemany per
+    # table; on PostgreSQL (where the driver sends an executemany row by row) as
+    # multi-row VALUES, _VALUES_ROWS rows per statement.
+    pg = getattr(backend, "dialect", "") == "postgresql"
+    for stmt, rows in (
+        (backend.commit_insert, commit_rows),
+        (backend.parent_insert, parent_rows),
+        (backend.path_insert, path_rows),
+    ):
+        if not rows:
+            continue
+        if pg:
+            # One statement per table: INSERT ... SELECT FROM unnest(one array per column).
+            table = stmt.table
+            columns = list(rows[0])
+            sql = _unnest_insert(table, columns, conn)
+            params = {f"c{j}": [row[c] for row in rows] for j, c in enumerate(columns)}
+            conn.execute(sql, params)
+            continue
+        for i in range(0, len(rows), 5000):
+            conn.execute(stmt, rows[i : i + 5000])
