@@ -1,7 +1,7 @@
 """The pack a fetch or clone receives, written in one streaming pass over the plan.
 
 :func:`govc_db.interop.walk.plan_fetch` lists the objects in pack order (commits, tags,
-trees, blobs; history oldest first) and, for a tree or blob, the previous version at the
+trees, blobs; history newest first) and, for a tree or blob, the version that replaced it at the
 same path when that one is sent too. Here the objects are read in batches of that order
 (``get_many``; the trees the planner already read are reused), each tree or blob whose
 base went out earlier is sent as a delta against it (``ofs-delta`` when the client
