@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.history, args.push, args.repeats = 1000, 200, 2
     work = Path(tempfile.mkdtemp(prefix="govc-bench-interop-"))
+    load_before = os.getloadavg()
     try:
         if args.backend == "sqlite":
             url = f"sqlite:///{work / 'bench.sqlite'}"
@@ -224,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"backend: {args.backend}, history {args.history + 1} commits, push {args.push}")
+    load = " ".join(f"{x:.2f}" for x in load_before)
+    after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average (1/5/15 min): {load} before, {after} after")
     print(report(rows))
     return 0
 

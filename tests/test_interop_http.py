@@ -298,6 +298,52 @@ def test_objects_of_another_repository_cannot_be_referenced(
     assert demo.resolve("main") == head
 
 
+def test_a_new_tree_entry_naming_another_repositorys_blob_is_refused(
+    seeded: Store, url: str, tmp_path: Path
+) -> None:
+    # Only the entries a tree adds over its parent's tree are checked for existence (the
+    # rest exist already): an added entry, at the top or in a new subtree, naming a blob
+    # of another repository must still be refused.
+    other = seeded.create_repository("other")
+    other.commit("main", {"o.txt": b"other\n"}, message="o\n", author=SIG)
+    demo = seeded.repository("demo")
+    stolen = next(e.oid for e in demo.walk("main"))
+    other_head = other.resolve("main")
+    clone = _clone(f"{url}/other.git", tmp_path / "o")
+    listing = git(clone, "ls-tree", "HEAD")
+    for nested in (False, True):
+        entry = f"100644 blob {stolen}\tstolen.txt\n"
+        made = []
+        if nested:
+            sub = git_run_input(clone, ["mktree", "--missing"], entry.encode()).decode().strip()
+            made.append(sub)
+            entry = f"040000 tree {sub}\tdir\n"
+        tree = (
+            git_run_input(clone, ["mktree", "--missing"], (listing + entry).encode())
+            .decode()
+            .strip()
+        )
+        commit = (
+            git_run_input(clone, ["commit-tree", tree, "-p", other_head, "-m", "x"], b"")
+            .decode()
+            .strip()
+        )
+        pack = git_run_input(
+            clone,
+            ["pack-objects", "--stdout", "-q"],
+            "\n".join([commit, tree, *made]).encode() + b"\n",
+        )
+        out = _post_receive(
+            url, "other", _receive_body([(other_head, commit, "refs/heads/main")], pack)
+        )
+        assert "ng refs/heads/main" in out and "missing necessary objects" in out, out
+        assert other.resolve("main") == other_head
+        with pytest.raises(NotFound):
+            other.get_object(stolen)
+        with pytest.raises(NotFound):
+            other.get_object(commit)
+
+
 def test_access_rules(seeded: Store, tmp_path: Path) -> None:
     with serving(make_git_app(seeded)) as base:  # pushing off by default
         clone = _clone(f"{base}/demo.git", tmp_path / "c")

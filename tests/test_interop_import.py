@@ -73,6 +73,10 @@ def test_import_history_with_merges_tags_signatures(store: Store, tmp_path: Path
     assert [c.oid for c in repo.log("main", path="src/b.py")] == git(
         src, "rev-list", "main", "--", "src/b.py"
     ).split()
+    for path in sorted({e.path for e in repo.walk("main")}):  # changed paths of every commit
+        assert [c.oid for c in repo.log("main", path=path)] == git(
+            src, "rev-list", "main", "--", path
+        ).split(), path
     assert repo.merge_base("main", "side") == git(src, "merge-base", "main", "side").strip()
     entries = {e.path: e for e in repo.walk("main")}
     assert entries["vendor/sub"].mode == 0o160000 and entries["link"].mode == 0o120000

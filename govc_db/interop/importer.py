@@ -8,7 +8,8 @@ slower). What the repository already has is excluded (its current ref tips, when
 source knows them): running the import again brings only what is new. They are stored in slices of
 ``Settings.import_slice_objects`` objects, one transaction per slice, through the batch
 executor (COPY on PostgreSQL); the commit index of the new commits is written in the same
-slices; the refs move last, all in one transaction, by compare-and-swap against the values
+slices (the changed paths of non-merge commits from ``git diff-tree``, run beside the
+object copy); the refs move last, all in one transaction, by compare-and-swap against the values
 read before anything was stored. A ref that moved in govc_db to a commit the source does
 not descend from is refused before anything is stored, unless ``force``.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -181,7 +183,10 @@ def import_git(
         return ImportReport(name, 0, 0, {}, 0, time.perf_counter() - started)
     exclude = _known_to_source(path, ours.values())
     revs = [n.hex() for _, n in moves.values()] + ["^" + o.hex() for o in sorted(exclude)]
-    objects, indexed, slices = _store_objects(repo, _source_objects(path, revs), progress)
+    with _PathDiffs(path, revs) as diffs:
+        objects, indexed, slices = _store_objects(
+            repo, _source_objects(path, revs), progress, diffs
+        )
     _move_refs(repo, moves, path, progress)
     return ImportReport(
         name,
@@ -191,6 +196,100 @@ def import_git(
         slices + 1,
         time.perf_counter() - started,
     )
+
+
+class _PathDiffs:
+    """The paths each imported non-merge commit changes against its parent (all of them
+    for a root commit), computed by ``git diff-tree`` (in C) while the objects are being
+    copied, spooled to a file. Merges, and anything git could not answer, are diffed by
+    the indexer itself (``git diff-tree -m`` prints nothing for a parent the merge equals,
+    so its output cannot say which parent a list belongs to)."""
+
+    def __init__(self, source: Path, revs: list[str]) -> None:
+        self._out = tempfile.TemporaryFile(prefix="govc-import-")  # noqa: SIM115 (closed by __exit__)
+        self._procs: list[subprocess.Popen[bytes]] = []
+        env = {**os.environ, "LC_ALL": "C"}
+        try:
+            lister = subprocess.Popen(
+                ["git", "-C", str(source), "rev-list", "--no-merges", "--stdin"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            self._procs.append(lister)
+            differ = subprocess.Popen(
+                [
+                    "git",
+                    "-C",
+                    str(source),
+                    "diff-tree",
+                    "--stdin",
+                    "-r",
+                    "--root",
+                    "--always",
+                    "--no-renames",
+                    "--ignore-submodules=none",
+                    "--name-only",
+                    "-z",
+                    "--format=%x00%H",
+                ],
+                stdin=lister.stdout,
+                stdout=self._out,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            self._procs.append(differ)
+            assert lister.stdin is not None and lister.stdout is not None
+            lister.stdout.close()
+            lister.stdin.write(("\n".join(revs) + "\n").encode())
+            lister.stdin.close()
+        except OSError:
+            self._procs.clear()
+
+    def __enter__(self) -> _PathDiffs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        self._out.close()
+
+    def result(self) -> dict[ObjectId, list[str]]:
+        """``commit -> changed paths`` (empty if git failed: the indexer diffs itself)."""
+        ok = bool(self._procs)
+        for proc in self._procs:
+            ok = proc.wait() == 0 and ok
+        if not ok:
+            return {}
+        self._out.seek(0)
+        tokens = self._out.read().split(b"\0")
+        out: dict[ObjectId, list[str]] = {}
+        paths: list[str] = []
+        i, n = 0, len(tokens)
+        while i < n - 1:
+            # "\0<id>\0" opens a commit; then "\n" and its paths, each NUL-terminated
+            # (a path is never empty, so an empty token always opens the next commit).
+            if tokens[i] != b"" or len(tokens[i + 1]) != 40:
+                return {}
+            try:
+                oid = ObjectId(bytes.fromhex(tokens[i + 1].decode("ascii")))
+            except ValueError:
+                return {}
+            if oid in out:
+                return {}
+            paths = out[oid] = []
+            i += 2
+            if i < n and tokens[i]:
+                if not tokens[i].startswith(b"\n"):
+                    return {}
+                tokens[i] = tokens[i][1:]
+                while i < n and tokens[i]:
+                    paths.append(tokens[i].decode("utf-8", "surrogateescape"))
+                    i += 1
+        return out
 
 
 def _source_objects(source: Path, revs: list[str]) -> Iterator[tuple[ObjectId, bytes, bytes]]:
@@ -247,6 +346,7 @@ def _store_objects(
     repo: Repository,
     source: Iterable[tuple[ObjectId, bytes, bytes]],
     progress: Progress | None,
+    diffs: _PathDiffs,
 ) -> tuple[int, int, int]:
     slice_size = repo._store.settings.import_slice_objects
     trees: dict[ObjectId, bytes] = {}
@@ -287,6 +387,7 @@ def _store_objects(
 
     repo._run("import_plan", plan)
     the_plan = box[0]
+    known = diffs.result()
     order = the_plan.order
     done = 0
     for i in range(0, len(order), slice_size):
@@ -297,7 +398,7 @@ def _store_objects(
             if trees_source is None:
                 trees_source = TreeSource(trees, u.objects)
             trees_source.use(u.objects)
-            write_index(u, the_plan, part, trees_source)
+            write_index(u, the_plan, part, trees_source, known)
 
         repo._run("import_index", index, write=True)
         slices += 1

@@ -16,7 +16,7 @@ from typing import Any
 
 from govc_db.core.trees import EMPTY_TREE
 from govc_db.errors import InvalidInput
-from govc_db.interop.walk import tree_entries
+from govc_db.interop.walk import raw_entries, split_entries
 from govc_db.objects import Commit, ObjectId
 from govc_db.store.ports import IndexEntry, ObjectStore, Unit
 
@@ -24,6 +24,25 @@ __all__ = ["IndexPlan", "TreeSource", "plan_index", "write_index"]
 
 
 _DIR = (b"40000", b"040000")
+_GITLINK = b"160000"
+_UNNEST: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def _unnest_insert(table: Any, columns: list[str], conn: Any) -> Any:
+    """``INSERT INTO table (columns) SELECT * FROM unnest(:c0::type[], ...) ON CONFLICT
+    DO NOTHING`` (PostgreSQL), built once per table from the model's column types."""
+    key = (table.name, tuple(columns))
+    found = _UNNEST.get(key)
+    if found is None:
+        from sqlalchemy import text
+
+        types = [table.c[c].type.compile(dialect=conn.dialect) for c in columns]
+        arrays = ", ".join(f"CAST(:c{j} AS {t}[])" for j, t in enumerate(types))
+        found = _UNNEST[key] = text(
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
+        )
+    return found
 
 
 class TreeSource:
@@ -31,23 +50,28 @@ class TreeSource:
     once (names, mode texts, ids) and shared by every commit of the batch.
     """
 
-    def __init__(self, pending: Mapping[ObjectId, bytes], fallback: ObjectStore) -> None:
+    def __init__(
+        self, pending: Mapping[ObjectId, bytes], fallback: ObjectStore, *, links: bool = False
+    ) -> None:
         self._pending = pending
         self._fallback = fallback
-        self._split: dict[ObjectId, frozenset[tuple[bytes, bytes, bytes]]] = {
-            EMPTY_TREE: frozenset()
-        }
+        self._split: dict[ObjectId, frozenset[bytes]] = {EMPTY_TREE: frozenset()}
+        self.links: set[bytes] | None = set() if links else None
+        """With ``links``: the ids named by the entries the diffs found new (gitlinks
+        aside), which is every id a new tree links to that its parent's tree does not."""
+        self.walked: set[ObjectId] = set()
+        """With ``links``: the trees whose new entries went to :attr:`links`."""
 
-    def remember(self, oid: ObjectId, entries: list[tuple[bytes, bytes, bytes]]) -> None:
-        """Entries of a tree the caller has already split."""
+    def remember(self, oid: ObjectId, entries: list[bytes]) -> None:
+        """Entries of a tree the caller has already split (:func:`raw_entries`)."""
         self._split[oid] = frozenset(entries)
 
     def use(self, fallback: ObjectStore) -> None:
         """Read missing trees through another unit's store (one unit per slice)."""
         self._fallback = fallback
 
-    def entries(self, oid: ObjectId) -> frozenset[tuple[bytes, bytes, bytes]]:
-        """The ``(mode text, name, id)`` entries of tree ``oid``."""
+    def entries(self, oid: ObjectId) -> frozenset[bytes]:
+        """The raw entries (``mode name\\0id``) of tree ``oid``."""
         found = self._split.get(oid)
         if found is None:
             raw = self._pending.get(oid)
@@ -56,7 +80,7 @@ class TreeSource:
                 if obj is None or obj.type != b"tree":
                     raise InvalidInput(f"tree {oid.hex()} is missing")
                 raw = obj.data
-            found = self._split[oid] = frozenset(tree_entries(raw))
+            found = self._split[oid] = frozenset(raw_entries(raw))
         return found
 
     def changed(self, old: ObjectId | None, new: ObjectId) -> list[str]:
@@ -71,9 +95,14 @@ class TreeSource:
     ) -> None:
         left = self.entries(old) if old is not None else frozenset()
         right = self.entries(new) if new is not None else frozenset()
-        # Set differences run in C: only the entries that differ reach Python.
-        a = {n: (m, o) for m, n, o in left - right}
-        b = {n: (m, o) for m, n, o in right - left}
+        # Set differences of whole entries run in C: only the entries that differ are
+        # split in Python.
+        a = split_entries(left - right)
+        b = split_entries(right - left)
+        links = self.links
+        if links is not None and new is not None:
+            self.walked.add(new)
+            links.update(o for m, o in b.values() if m != _GITLINK)
         for name in a.keys() | b.keys():
             x, y = a.get(name), b.get(name)
             path = prefix + name
@@ -150,8 +179,17 @@ def plan_index(unit: Unit, commits: Mapping[ObjectId, Commit]) -> IndexPlan:
     return plan
 
 
-def write_index(unit: Unit, plan: IndexPlan, oids: Sequence[ObjectId], source: TreeSource) -> None:
-    """Write the index rows of ``oids`` (a slice of ``plan.order``) in ``unit``."""
+def write_index(
+    unit: Unit,
+    plan: IndexPlan,
+    oids: Sequence[ObjectId],
+    source: TreeSource,
+    known: Mapping[ObjectId, list[str]] | None = None,
+) -> None:
+    """Write the index rows of ``oids`` (a slice of ``plan.order``) in ``unit``.
+
+    ``known``: the changed paths of some commits with at most one parent, computed
+    already (``git diff-tree`` on import); the others are diffed here."""
     commit_rows: list[dict[str, Any]] = []
     parent_rows: list[dict[str, Any]] = []
     path_rows: list[dict[str, Any]] = []
@@ -160,9 +198,12 @@ def write_index(unit: Unit, plan: IndexPlan, oids: Sequence[ObjectId], source: T
     for oid in oids:
         c = plan.commits[oid]
         changed: dict[int, list[str]] = {}
-        if not c.parents:
+        given = known.get(oid) if known is not None and len(c.parents) <= 1 else None
+        if given is not None:
+            changed[0] = given
+        elif not c.parents:
             changed[0] = source.changed(None, c.tree)
-        for pos, parent in enumerate(c.parents):
+        for pos, parent in enumerate(c.parents if given is None else ()):
             changed[pos] = source.changed(plan.trees[parent], c.tree)
         entry = IndexEntry(
             oid, c.tree, c.parents, plan.generation[oid], c.author.time, c.committer.time
@@ -200,8 +241,24 @@ def write_index(unit: Unit, plan: IndexPlan, oids: Sequence[ObjectId], source: T
             unit.index.add(entry, changed)
         return
     assert backend is not None
-    # SQL store: the same statements SqlIndex.add runs, as one executemany per table.
-    conn.execute(backend.commit_insert, commit_rows) if commit_rows else None
-    conn.execute(backend.parent_insert, parent_rows) if parent_rows else None
-    for i in range(0, len(path_rows), 5000):
-        conn.execute(backend.path_insert, path_rows[i : i + 5000])
+    # SQL store: the same statements SqlIndex.add runs. On SQLite one executemany per
+    # table; on PostgreSQL (where the driver sends an executemany row by row) as
+    # multi-row VALUES, _VALUES_ROWS rows per statement.
+    pg = getattr(backend, "dialect", "") == "postgresql"
+    for stmt, rows in (
+        (backend.commit_insert, commit_rows),
+        (backend.parent_insert, parent_rows),
+        (backend.path_insert, path_rows),
+    ):
+        if not rows:
+            continue
+        if pg:
+            # One statement per table: INSERT ... SELECT FROM unnest(one array per column).
+            table = stmt.table
+            columns = list(rows[0])
+            sql = _unnest_insert(table, columns, conn)
+            params = {f"c{j}": [row[c] for row in rows] for j, c in enumerate(columns)}
+            conn.execute(sql, params)
+            continue
+        for i in range(0, len(rows), 5000):
+            conn.execute(stmt, rows[i : i + 5000])

@@ -24,7 +24,7 @@ from govc_db.api.repository import _check_ref_dir_clash
 from govc_db.errors import GovcError, InvalidInput
 from govc_db.interop.indexer import TreeSource, plan_index, write_index
 from govc_db.interop.packs import read_pack
-from govc_db.interop.walk import tree_entries
+from govc_db.interop.walk import raw_entries
 from govc_db.objects import Commit, ObjectId, Tag, check_ref_name
 from govc_db.objects.lenient import parse_lenient
 from govc_db.store.ports import Unit
@@ -52,49 +52,66 @@ def _links(obj: object) -> Iterator[ObjectId]:
         yield obj.object
 
 
-def _store_pack(unit: Unit, spool: IO[bytes] | None, source: TreeSource) -> dict[ObjectId, Commit]:
-    """Check and store the pack's objects; its trees are handed to ``source`` split."""
+class _Pack:
+    """What the pack brought: ids, commits, trees, and the links of commits and tags."""
+
+    def __init__(self) -> None:
+        self.ids: set[ObjectId] = set()
+        self.commits: dict[ObjectId, Commit] = {}
+        self.trees: list[ObjectId] = []
+        self.linked: set[ObjectId] = set()
+
+
+def _store_pack(unit: Unit, spool: IO[bytes] | None, source: TreeSource) -> _Pack:
+    """Parse and store the pack's objects (in this unit's transaction: a refusal later
+    rolls them back); its trees are handed to ``source`` split."""
+    pack = _Pack()
     if spool is None:
-        return {}
+        return pack
 
     def base(oid: ObjectId) -> tuple[bytes, bytes] | None:
         found = unit.objects.get_many([oid]).get(oid)
         return None if found is None else (found.type, found.data)
 
-    ids: set[ObjectId] = set()
-    commits: dict[ObjectId, Commit] = {}
-    linked: set[ObjectId] = set()
     rows: list[tuple[bytes, bytes]] = []
     try:
         for oid, type_name, raw in read_pack(spool, base):
-            ids.add(oid)
+            pack.ids.add(oid)
             if type_name == b"tree":
-                entries = tree_entries(raw)
-                source.remember(oid, entries)
-                if b"160000 " in raw:  # gitlinks name commits of other repositories
-                    linked.update(ObjectId(o) for m, _, o in entries if m != b"160000")
-                elif entries:
-                    linked.update(list(zip(*entries, strict=True))[2])
+                source.remember(oid, raw_entries(raw))
+                pack.trees.append(oid)
             elif type_name != b"blob":
                 obj = parse_lenient(type_name, raw)
-                linked.update(_links(obj))
+                pack.linked.update(_links(obj))
                 if isinstance(obj, Commit):
-                    commits[oid] = obj
+                    pack.commits[oid] = obj
             rows.append((type_name, raw))
-            if len(rows) >= _ROWS:  # stored as they come: the check below rolls back
+            if len(rows) >= _ROWS:
                 unit.objects.put_many(rows)
                 rows.clear()
     except (InvalidInput, GovcError) as exc:
         raise _Refused(str(exc)) from None
-    outside = sorted(linked - ids)
+    unit.objects.put_many(rows)
+    return pack
+
+
+def _check_links(unit: Unit, pack: _Pack, source: TreeSource) -> None:
+    """Refuse the push unless every object the pack links to is in the pack or in this
+    repository. A tree's entries that its parent commit's tree also holds exist already
+    (that tree is this repository's, or was checked the same way): only the entries the
+    commit-index diffs found new are checked, and every entry of a tree no diff reached."""
+    assert source.links is not None
+    linked: set[bytes] = set(pack.linked) | source.links
+    for tree in pack.trees:
+        if tree not in source.walked:
+            linked.update(e[-20:] for e in source.entries(tree) if not e.startswith(b"160000 "))
+    outside = sorted(ObjectId(o) for o in linked - pack.ids)
     present: set[ObjectId] = set()
     for i in range(0, len(outside), 1000):
         present |= unit.objects.has_many(outside[i : i + 1000])
     missing = set(outside) - present
     if missing:
         raise _Refused(f"missing necessary objects (e.g. {min(missing).hex()})")
-    unit.objects.put_many(rows)
-    return commits
 
 
 def apply_push(
@@ -107,14 +124,15 @@ def apply_push(
     """Store the pack and move the refs; returns dulwich's status list (``unpack`` first)."""
 
     def work(unit: Unit) -> list[tuple[bytes, bytes]]:
-        source = TreeSource({}, unit.objects)
-        commits = _store_pack(unit, spool, source)
-        if commits:
+        source = TreeSource({}, unit.objects, links=True)
+        pack = _store_pack(unit, spool, source)
+        if pack.commits:
             try:
-                plan = plan_index(unit, commits)
+                plan = plan_index(unit, pack.commits)
+                write_index(unit, plan, plan.order, source)
             except InvalidInput as exc:
                 raise _Refused(str(exc)) from None
-            write_index(unit, plan, plan.order, source)
+        _check_links(unit, pack, source)
         status: list[tuple[bytes, bytes]] = [(b"unpack", b"ok")]
         for old_hex, new_hex, ref_b in commands:
             status.append((ref_b, _move(repo, unit, old_hex, new_hex, ref_b)))

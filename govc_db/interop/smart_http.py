@@ -22,12 +22,12 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from dulwich.errors import GitProtocolError, HangupException
-from dulwich.protocol import ReceivableProtocol, pkt_line
-from dulwich.server import UploadPackHandler
+from dulwich.protocol import CAPABILITY_NO_DONE, CAPABILITY_OFS_DELTA, ReceivableProtocol, pkt_line
+from dulwich.server import UploadPackHandler, _ProtocolGraphWalker
 
 from govc_db.api.repository import Repository
 from govc_db.api.store import Store
@@ -51,7 +51,6 @@ _ROUTE = re.compile(
 )
 _SERVICES = ("git-upload-pack", "git-receive-pack")
 _FLUSH_AT = 64 * 1024
-_SIDEBAND = 65515  # the largest side-band payload
 
 
 class _Disconnected(HangupException):
@@ -59,40 +58,41 @@ class _Disconnected(HangupException):
 
 
 class GovcUploadPackHandler(UploadPackHandler):
-    """dulwich's upload-pack without partial-clone filters (the adapter plans whole packs),
-    sending the pack in full 64 KiB side-band packets rather than one per object chunk.
+    """dulwich's upload-pack (ref advertisement, negotiation, shallow, side-band) without
+    partial-clone filters, the pack written by :mod:`govc_db.interop.sendpack` from the
+    plan of :meth:`GovcBackendRepo.find_missing_objects` instead of by dulwich's writer.
     """
 
     def capabilities(self) -> list[bytes]:
         """The upload-pack capabilities of dulwich, ``filter`` left out."""
         return [c for c in super().capabilities() if c != b"filter"]
 
-    def _start_pack_send_phase(self) -> None:
-        super()._start_pack_send_phase()
-        if not self.has_capability(b"side-band-64k"):
+    def handle(self) -> None:
+        """As dulwich's ``UploadPackHandler.handle`` up to the pack, then our writer."""
+        self._processing_have_lines = True
+        repo = cast(GovcBackendRepo, self.repo)
+        graph_walker = _ProtocolGraphWalker(
+            self, cast(Any, repo.object_store), repo.get_peeled, repo.refs.get_symrefs
+        )
+        wants: list[Any] = []
+
+        def wants_wrapper(refs: Any, depth: int | None = None) -> list[Any]:
+            wants.extend(graph_walker.determine_wants(refs, depth))
+            return wants
+
+        missing = repo.find_missing_objects(
+            wants_wrapper, graph_walker, self.progress, get_tagged=self.get_tagged
+        )
+        if not wants or missing is None:
             return
-        send = self.write_pack_data
-        pending = bytearray()
-
-        def write(data: bytes) -> None:
-            pending.extend(data)
-            if len(pending) >= _SIDEBAND:
-                data = bytes(pending)
-                pending.clear()  # before sending: send() comes back through flush_then_write
-                send(data)
-
-        write_pkt_line = self.proto.write_pkt_line
-
-        def flush_then_write(line: bytes | None) -> None:
-            # dulwich ends the pack with a flush-pkt: the coalesced tail goes first.
-            if pending:
-                data = bytes(pending)
-                pending.clear()
-                send(data)
-            write_pkt_line(line)
-
-        self.write_pack_data = write
-        self.proto.write_pkt_line = flush_then_write  # type: ignore[method-assign]
+        if not graph_walker.handle_done(
+            not self.has_capability(CAPABILITY_NO_DONE), self._done_received
+        ):
+            return
+        self._start_pack_send_phase()
+        self.progress(b"counting objects: %d, done.\n" % len(missing))
+        repo.write_pack(self.write_pack_data, ofs=self.has_capability(CAPABILITY_OFS_DELTA))
+        self.proto.write_pkt_line(None)
 
 
 class _Backend:

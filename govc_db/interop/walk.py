@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import cast
 
 from govc_db.core.trees import EMPTY_TREE
 from govc_db.errors import GovcError
@@ -26,7 +25,13 @@ from govc_db.objects import ObjectId
 from govc_db.objects.lenient import lenient_tag_target
 from govc_db.store.ports import IndexEntry, Unit
 
-__all__ = ["Entries", "Plan", "plan_fetch", "split_tree", "tree_entries"]
+__all__ = [
+    "Entries",
+    "Plan",
+    "plan_fetch",
+    "raw_entries",
+    "split_entries",
+]
 
 _BATCH = 500
 _KEEP_BYTES = 64 * 1024 * 1024
@@ -34,7 +39,7 @@ _KEEP_BYTES = 64 * 1024 * 1024
 
 class Plan:
     """Objects to send, in pack order (commits, tags, trees, blobs), with types, and for
-    trees and blobs the previous version at the same path (a delta base candidate).
+    trees and blobs the version that replaced it at the same path (a delta base candidate).
     """
 
     def __init__(self) -> None:
@@ -114,24 +119,25 @@ Entries = dict[bytes, tuple[bytes, ObjectId]]
 """name -> (mode text, id) of one tree."""
 
 
-_ENTRY = re.compile(rb"([0-7]+) ([^\0]+)\0(.{20})", re.DOTALL)
-_TREE = re.compile(rb"(?:[0-7]+ [^\0]+\0.{20})*", re.DOTALL)
+_RAW_ENTRY = re.compile(rb"[0-7]+ [^\0]+\0.{20}", re.DOTALL)
 
 
-def split_tree(raw: bytes) -> Entries:
-    """``name -> (mode text, id)`` of a raw tree: two regex passes in C (validate, split),
-    several times faster than parsing into ``TreeItem`` values."""
-    if _TREE.fullmatch(raw) is None:
+def raw_entries(raw: bytes) -> list[bytes]:
+    """Every entry of a raw tree as its own bytes (``mode name\\0id``), in one regex pass
+    in C; ``GovcError`` if malformed (the matches must tile the whole tree)."""
+    parts: list[bytes] = _RAW_ENTRY.findall(raw)
+    if sum(map(len, parts)) != len(raw):
         raise GovcError("corrupt tree object")
-    # ObjectId is a NewType (the identity at run time): no per-entry call.
-    return cast(Entries, {name: (mode, oid) for mode, name, oid in _ENTRY.findall(raw)})
+    return parts
 
 
-def tree_entries(raw: bytes) -> list[tuple[bytes, bytes, bytes]]:
-    """``(mode text, name, id)`` of every entry of a raw tree (``GovcError`` if malformed)."""
-    if _TREE.fullmatch(raw) is None:
-        raise GovcError("corrupt tree object")
-    return cast(list[tuple[bytes, bytes, bytes]], _ENTRY.findall(raw))
+def split_entries(entries: Iterable[bytes]) -> Entries:
+    """``name -> (mode text, id)`` of raw entries (from :func:`raw_entries`)."""
+    out: Entries = {}
+    for e in entries:
+        sp = e.index(b" ")
+        out[e[sp + 1 : -21]] = (e[:sp], ObjectId(e[-20:]))
+    return out
 
 
 _DIR = (b"40000", b"040000")
@@ -141,7 +147,7 @@ _GITLINK = b"160000"
 class _Trees:
     def __init__(self, unit: Unit, keep: dict[ObjectId, bytes]) -> None:
         self._unit = unit
-        self.parsed: dict[ObjectId, Entries] = {EMPTY_TREE: {}}
+        self.parsed: dict[ObjectId, frozenset[bytes]] = {EMPTY_TREE: frozenset()}
         self._keep = keep
         self._kept = 0
 
@@ -154,7 +160,7 @@ class _Trees:
                 raw = found.get(oid)
                 if raw is None or raw.type != b"tree":
                     raise GovcError(f"tree {oid.hex()} is missing")
-                self.parsed[oid] = split_tree(raw.data)
+                self.parsed[oid] = frozenset(raw_entries(raw.data))
                 if self._kept < _KEEP_BYTES:
                     self._keep[oid] = raw.data
                     self._kept += len(raw.data)
@@ -166,18 +172,32 @@ def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan
     frontier = [(new, old) for new, old in pairs if new != old]
     bases = plan.bases
     seen = plan.seen
+    successor: dict[ObjectId, ObjectId] = {}
     while frontier:
         trees.load(t for pair in frontier for t in pair if t is not None)
         nxt: list[tuple[ObjectId, ObjectId | None]] = []
         for new, old in frontier:
             if not plan.add(plan.trees, new):
                 continue
-            # A base is recorded only if it was planned before its target: no cycles.
-            if old is not None and old in seen:
-                bases[new] = old
-            before = trees.parsed[old] if old else {}
+            # The base of a version is the one that replaced it, planned before it (the
+            # walk goes newest first): recent versions go whole, as git packs them, so a
+            # clone reads its tip without applying delta chains. No cycles: a base is
+            # always planned before its target.
+            later = successor.get(new)
+            if later is not None and later in seen:
+                bases[new] = later
+            now = trees.parsed[new]
+            # Whole entries compared in C: only the entries that differ are split.
+            if old is not None:
+                then = trees.parsed[old]
+                added = split_entries(now - then)
+                before = split_entries(then - now)
+                successor.setdefault(old, new)
+            else:
+                added, before = split_entries(now), {}
             sibling: ObjectId | None = None  # new files: a delta against the previous one
-            for name, (mode, oid) in trees.parsed[new].items():
+            for name in sorted(added):
+                mode, oid = added[name]
                 prior = before.get(name)
                 if mode == _GITLINK or (prior is not None and prior[1] == oid):
                     continue
@@ -188,12 +208,18 @@ def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan
                 if is_dir:
                     if oid not in seen:
                         nxt.append((oid, base))
-                elif plan.add(plan.blobs, oid):
-                    if base is not None and base in seen:
-                        bases[oid] = base
+                    elif base is not None:
+                        successor.setdefault(base, oid)
+                    continue
+                if base is not None:
+                    successor.setdefault(base, oid)
+                if plan.add(plan.blobs, oid):
+                    later = successor.get(oid)
+                    if later is not None and later in seen and later != oid:
+                        bases[oid] = later
                     elif prior is None and sibling is not None:
                         bases[oid] = sibling
-                    if prior is None and mode != _GITLINK:
+                    if prior is None:
                         sibling = oid
         frontier = nxt
 
@@ -247,8 +273,7 @@ def plan_fetch(
         first = row.parents[0]
         base = rows.get(first) or parent_trees.get(first)
         pairs.append((row.tree, base.tree if base is not None else None))
-    # Oldest first, so that packs list objects roughly in history order.
-    pairs.reverse()
+    # Newest first, as git orders packs: each version's base is the one that replaced it.
     _new_objects(unit, pairs, plan)
     for commit, tag in tags.items():
         if commit in rows:
