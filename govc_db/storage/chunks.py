@@ -566,11 +566,12 @@ class ChunkStore:
             return self._pool
 
     def close(self) -> None:
-        """Stop the prefetch threads (the Store is closing)."""
+        """Stop the prefetch threads (the Store is closing): queued reads are cancelled,
+        running ones (one window each) finish and give their connection back first."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def read_whole(self, conn: Connection, repo_id: int, stored: bytes, size: int) -> bytes:
         """The whole content of a chunked blob (the caller asked for all of it)."""
