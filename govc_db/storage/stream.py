@@ -10,11 +10,14 @@ connection) reads it again. Content below ``Settings.chunk_threshold`` is simply
 into bytes.
 
 Out. :class:`ChunkedReader` is an :class:`io.RawIOBase` over a blob's manifest: ``seek``
-finds the chunk by bisection over the offsets, ``readinto`` copies from the current
-window, and a window of ``Settings.chunk_read_window`` chunks is fetched in one query in
-its own short read transaction, so the reader holds no connection between calls and its
-memory is one window whatever the blob's size. :func:`open_chunked` wraps it in an
-:class:`io.BufferedReader` (``read(n)``, ``readline``, iteration, ``peek``).
+finds the chunk by bisection over the offsets. A ``readinto`` of at least
+:data:`DIRECT_MIN` bytes on SQLite copies the stored chunks straight into the caller's
+buffer (:meth:`ChunkStore.read_into`); otherwise it copies from the current window, a
+window of ``Settings.chunk_read_window`` chunks fetched in one statement outside any
+transaction, the next :data:`AHEAD` read ahead by prefetch threads. The reader holds no
+connection between calls and its memory is a few windows whatever the blob's size.
+:func:`open_chunked` wraps it in an :class:`io.BufferedReader` (``read(n)``,
+``readline``, iteration, ``peek``) whose buffer is smaller than :data:`DIRECT_MIN`.
 """
 
 from __future__ import annotations
