@@ -369,3 +369,17 @@ def test_a_corrupt_raw_chunk_is_an_error_on_a_large_read(small: Store) -> None:
         )
     with repo.open("main", "big.bin") as f, pytest.raises(GovcError, match="corrupt"):
         f.read()
+
+
+def test_large_reads_on_an_in_memory_sqlite_database() -> None:
+    # One shared connection there: reads run on it, in its transaction if one is open.
+    with govc_db.open("sqlite://", settings=SMALL) as st:
+        st.upgrade()
+        repo = st.create_repository("r")
+        data = data_of(700_000, seed=37)
+        repo.commit("main", {"big.bin": io.BytesIO(data)}, message="m\n", author=SIG)
+        with repo.open("main", "big.bin") as f:
+            f.seek(1000)
+            assert f.read(500_000) == data[1000:501_000]
+        with st.transaction(), repo.open("main", "big.bin") as f:
+            assert f.read() == data

@@ -37,7 +37,7 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -227,6 +227,8 @@ class ChunkStore:
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._own: set[Any] = set()  # per-thread SQLite connections of _lite()
+        self._memory = self.dialect == "sqlite" and engine.url.database in (None, "", ":memory:")
         self.stats = ChunkStats()
 
     @classmethod
@@ -438,13 +440,48 @@ class ChunkStore:
         finally:
             pooled.close()
 
+    @contextmanager
+    def _lite(self) -> Iterator[Any]:
+        """An sqlite3 connection for a read outside any transaction: for a database file,
+        this thread's own connection, taken out of the pool once and kept (a large read
+        runs one short transaction per call of the caller's, and the pool's checkout and
+        reset were a fifth of its time); for an in-memory database, the pooled one."""
+        if self._memory:
+            with self._pooled() as driver:
+                yield driver
+            return
+        own: Any = getattr(self._local, "lite", None)
+        if own is None or own not in self._own:  # none yet, or closed by close()
+            try:
+                own = self.engine.raw_connection()
+            except Exception as exc:
+                raise StoreUnavailable("cannot read a large blob: no database connection") from exc
+            own.detach()  # closed by close(), not returned to the pool
+            with self._pool_lock:
+                self._own.add(own)
+            self._local.lite = own
+        try:
+            yield own.dbapi_connection  # pysqlite: the sqlite3 connection itself
+        except GovcError:
+            raise
+        except Exception as exc:
+            self._local.lite = None
+            with self._pool_lock:
+                self._own.discard(own)
+            with suppress(Exception):
+                own.close()
+            raise StoreUnavailable(f"cannot read a large blob: {type(exc).__name__}") from exc
+
     def _fetch_pooled(self, repo_id: int, ids: Sequence[bytes]) -> dict[bytes, Chunk]:
         """:meth:`fetch` outside any transaction: one autocommit statement on a pooled
         connection (chunks never change, so no snapshot is needed), without the BEGIN and
         COMMIT round trips of a unit -- a reader runs one of these per window."""
         wanted = list(dict.fromkeys(ids))
-        with self._pooled() as driver:
-            if self.dialect == "postgresql":
+        if self.dialect == "sqlite":
+            with self._lite() as driver:
+                rows = _read_lite(driver, repo_id, wanted)
+        else:
+            with self._pooled() as driver:
                 if driver.info.transaction_status:  # not idle: left open by its last user
                     driver.rollback()
                 driver.autocommit = True  # client-side only: no round trip
@@ -452,8 +489,6 @@ class ChunkStore:
                     rows = _copy_pg(driver, repo_id, wanted)
                 finally:
                     driver.autocommit = False
-            else:
-                rows = _read_lite(driver, repo_id, wanted)
         out: dict[bytes, Chunk] = {}
         nbytes = 0
         for cid_, size, encoding, stored in rows:
@@ -491,45 +526,38 @@ class ChunkStore:
             room -= lengths[last]
         wanted = list(dict.fromkeys(ids[index : last + 1]))
         done = 0
-        with self._pooled() as driver:
+        with self._lite() as driver, _mapped_snapshot(driver):
             marks = ", ".join("?" * len(wanted))
-            before = driver.execute("PRAGMA mmap_size").fetchone()[0]
-            driver.execute(f"PRAGMA mmap_size={_MMAP_WINDOW}")
-            driver.execute("BEGIN")  # one snapshot: the rowids located stay theirs
-            try:
-                located = {
-                    bytes(cid): (size, encoding, rowid)
-                    for cid, size, encoding, rowid in driver.execute(
-                        _LOCATE_LITE.format(marks=marks), (repo_id, *wanted)
-                    )
-                }
-                for i in range(index, last + 1):
-                    cid = ids[i]
-                    found = located.get(cid)
-                    if found is None:
-                        raise GovcError(f"chunk {cid.hex()} of a large blob is missing")
-                    size, encoding, rowid = found
-                    if encoding != CHUNK_RAW:
-                        break
-                    with driver.blobopen("govc_chunks", "data", rowid, readonly=True) as blob:
-                        if len(blob) != size or size != lengths[i]:
-                            raise GovcError(f"chunk {cid.hex()} is corrupt (wrong length)")
-                        at = inner
-                        end = min(size, inner + len(view) - done)
-                        blob.seek(at)
-                        while at < end:
-                            piece = blob.read(min(_DIRECT_PIECE, end - at))
-                            if not piece:
-                                raise GovcError(f"chunk {cid.hex()} is corrupt (short)")
-                            view[done : done + len(piece)] = piece
-                            done += len(piece)
-                            at += len(piece)
-                    inner = 0
-                    if done == len(view):
-                        break
-            finally:
-                driver.execute("COMMIT")
-                driver.execute(f"PRAGMA mmap_size={int(before)}")
+            located = {
+                bytes(cid): (size, encoding, rowid)
+                for cid, size, encoding, rowid in driver.execute(
+                    _LOCATE_LITE.format(marks=marks), (repo_id, *wanted)
+                )
+            }
+            for i in range(index, last + 1):
+                cid = ids[i]
+                found = located.get(cid)
+                if found is None:
+                    raise GovcError(f"chunk {cid.hex()} of a large blob is missing")
+                size, encoding, rowid = found
+                if encoding != CHUNK_RAW:
+                    break
+                with driver.blobopen("govc_chunks", "data", rowid, readonly=True) as blob:
+                    if len(blob) != size or size != lengths[i]:
+                        raise GovcError(f"chunk {cid.hex()} is corrupt (wrong length)")
+                    at = inner
+                    end = min(size, inner + len(view) - done)
+                    blob.seek(at)
+                    while at < end:
+                        piece = blob.read(min(_DIRECT_PIECE, end - at))
+                        if not piece:
+                            raise GovcError(f"chunk {cid.hex()} is corrupt (short)")
+                        view[done : done + len(piece)] = piece
+                        done += len(piece)
+                        at += len(piece)
+                inner = 0
+                if done == len(view):
+                    break
         self.stats.count(chunk_read_queries=1, chunk_bytes_read=done)
         return done
 
@@ -574,6 +602,11 @@ class ChunkStore:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        with self._pool_lock:
+            own, self._own = self._own, set()
+        for conn in own:
+            with suppress(Exception):
+                conn.close()
 
     def read_whole(self, conn: Connection, repo_id: int, stored: bytes, size: int) -> bytes:
         """The whole content of a chunked blob (the caller asked for all of it)."""
@@ -625,30 +658,41 @@ class ChunkStore:
 
 
 def _read_lite(driver: Any, repo_id: int, ids: list[bytes]) -> list[tuple[Any, ...]]:
-    """``(chunk_id, size, encoding, data)`` of ``ids`` on an sqlite3 connection outside
-    any transaction: in one read transaction, the rows located by one query, each
-    chunk's bytes then read by incremental blob I/O (one copy, straight into the result)
-    while SQLite maps the file.
-
-    A chunk fetched as a column is copied twice (the overflow pages into a buffer of
-    SQLite's, that into ``bytes``), and without a memory map each 4 KiB overflow page is
-    one ``pread``: measured on a 256 MiB blob, ~350 MB/s that way, ~2.4 GB/s this way. A
-    mapped page counts in the process's resident set, so the map is dropped again after
-    the window (``mmap_size`` back to what it was): memory stays one window."""
+    """``(chunk_id, size, encoding, data)`` of ``ids`` on an sqlite3 connection: in one
+    read transaction with the file mapped (:func:`_mapped_snapshot`), the rows located by
+    one query, each chunk's bytes then read by incremental blob I/O (one copy, straight
+    into the result). A chunk fetched as a column is copied twice (the overflow pages into
+    a buffer of SQLite's, that into ``bytes``), and without a memory map each 4 KiB
+    overflow page is one ``pread``: measured on a 256 MiB blob, ~350 MB/s that way,
+    ~2 GB/s this way."""
     marks = ", ".join("?" * len(ids))
-    before = driver.execute("PRAGMA mmap_size").fetchone()[0]
-    driver.execute(f"PRAGMA mmap_size={_MMAP_WINDOW}")
-    driver.execute("BEGIN")  # one snapshot: the rowids located stay theirs
-    try:
+    with _mapped_snapshot(driver):
         rows = []
         sql = _LOCATE_LITE.format(marks=marks)
         for cid, size, encoding, rowid in driver.execute(sql, (repo_id, *ids)).fetchall():
             with driver.blobopen("govc_chunks", "data", rowid, readonly=True) as blob:
                 rows.append((cid, size, encoding, blob.read()))
         return rows
+
+
+@contextmanager
+def _mapped_snapshot(driver: Any) -> Iterator[None]:
+    """One read transaction on an sqlite3 connection (the rowids located in it stay the
+    rows read by blob I/O) while SQLite maps the database file (``PRAGMA mmap_size``):
+    reads then copy from the page cache instead of one ``pread`` per 4 KiB page. A mapped
+    page counts in the process's resident set, so the map is dropped again at the end
+    (``mmap_size`` back to 0): memory stays what one read touched. On a connection already
+    in a transaction (a shared in-memory database) the read runs in that one, unmapped."""
+    if driver.in_transaction:
+        yield
+        return
+    driver.execute(f"PRAGMA mmap_size={_MMAP_WINDOW}")
+    driver.execute("BEGIN")
+    try:
+        yield
     finally:
         driver.execute("COMMIT")
-        driver.execute(f"PRAGMA mmap_size={int(before)}")
+        driver.execute("PRAGMA mmap_size=0")
 
 
 _COPY_PG = (
