@@ -252,6 +252,9 @@ def _gc_notes(stats: dict[str, Any]) -> dict[str, Any]:
         "max_pause_ms_by_generation": stats.get("max_pause_ms_by_generation"),
         "max_pause_cpu_ms": stats.get("max_pause_cpu_ms"),
         "collections_by_generation": stats.get("collections"),
+        "max_pause_cpu_ms_by_generation": stats.get("max_pause_cpu_ms_by_generation"),
+        "pauses_over_10ms": stats.get("pauses_over_10ms"),
+        "cpu_pauses_over_10ms": stats.get("cpu_pauses_over_10ms"),
     }
 
 
@@ -290,6 +293,19 @@ def bench_gc(t: Target, store: Store, writers: list[dict[str, Any]]) -> list[Res
                 target=True,
                 notes={
                     **_gc_notes(worst),
+                    "all_writers": {
+                        "processes_reporting": len(pauses),
+                        "pauses": sum(int(s.get("pauses") or 0) for s in writers),
+                        "pauses_over_10ms": sum(
+                            int(s.get("pauses_over_10ms") or 0) for s in writers
+                        ),
+                        "cpu_pauses_over_10ms": sum(
+                            int(s.get("cpu_pauses_over_10ms") or 0) for s in writers
+                        ),
+                        "max_pause_cpu_ms": max(
+                            float(s.get("max_pause_cpu_ms") or 0) for s in writers
+                        ),
+                    },
                     "scope": "the worst writer process of workload 6, from its start: only "
                     "our code runs there, nothing forces collections; up to 8 processes "
                     "share 2 cores, so a pause also holds time spent descheduled",

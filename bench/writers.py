@@ -303,7 +303,8 @@ class Pool:
         self.procs: list[Any] = []
         self.pipes: list[Connection] = []
         self.serial = 0
-        self.gc: list[dict[str, Any]] = []
+        self.latest_gc: dict[int, dict[str, Any]] = {}
+        """Each process's last GC report (cumulative since it started)."""
         self.conflicts: dict[str, int] = {}
         for i in range(size):
             parent, child = ctx.Pipe()
@@ -326,7 +327,7 @@ class Pool:
         for pipe in self.pipes[:processes]:
             pipe.send(job)
         outcomes: list[Outcome] = [pipe.recv() for pipe in self.pipes[:processes]]
-        self.gc += [o.gc for o in outcomes if o.gc]
+        self.latest_gc.update((i, o.gc) for i, o in enumerate(outcomes) if o.gc)
         errors = [o.error for o in outcomes if o.error is not None]
         if errors:
             raise WorkerError(*errors[0])
@@ -408,7 +409,7 @@ def bench_writers(
                 contest.run(1, windows, offset=rep)
     finally:
         pool.close()
-        gc_stats += pool.gc
+        gc_stats += pool.latest_gc.values()
     out = []
     for key, base in bases.items():
         contest = contests[key]
