@@ -11,8 +11,8 @@ Our side's steps, measured that way:
 * ``commit URL REPO FILE``: create REPO, ``repo.commit()`` FILE as a stream (an open
   file: read in pieces, never held whole); prints the blob id, then the commit's seconds;
 * ``read URL REPO``: ``repo.open()`` the file and read it to nowhere in 1 MiB pieces
-  (timed), then again hashing it; prints the content's SHA-1, then the timed pass's
-  seconds;
+  (timed, three passes), then again hashing it; prints the content's SHA-1, then the
+  fastest timed pass's seconds;
 * ``floor URL``: import govc_db and connect a Store, nothing else.
 """
 
@@ -29,6 +29,8 @@ from typing import Any
 
 MIB = 1024 * 1024
 PATH = "data/big.bin"
+#: Timed read passes (the fastest is reported).
+READ_PASSES = 3
 
 
 def measure(argv: list[str]) -> int:
@@ -82,13 +84,16 @@ def commit(url: str, repo_name: str, file: str) -> None:
 def read(url: str, repo_name: str) -> None:
     with _open(url) as store:
         repo = store.repository(repo_name)
-        # Timed pass: the bytes go nowhere, as `git cat-file blob ... >/dev/null`.
+        # Timed passes: the bytes go nowhere, as `git cat-file blob ... >/dev/null`; the
+        # fastest of READ_PASSES (git's side is the fastest of as many processes).
         buf = bytearray(MIB)
-        start = time.perf_counter()
-        with repo.open("main", PATH) as f:
-            while f.readinto(buf):
-                pass
-        seconds = time.perf_counter() - start
+        seconds = float("inf")
+        for _ in range(READ_PASSES):
+            start = time.perf_counter()
+            with repo.open("main", PATH) as f:
+                while f.readinto(buf):
+                    pass
+            seconds = min(seconds, time.perf_counter() - start)
         digest = hashlib.sha1()  # checked pass: the content's SHA-1
         with repo.open("main", PATH) as f:
             while chunk := f.read(MIB):

@@ -15,6 +15,14 @@ the reflog -- the writes in one pipelined round trip on PostgreSQL.
 
 The processes are started once per backend (from a fork server) and connect before any
 timing.
+
+A writer process is a service: a long-running process that only commits. Ours runs with
+``Settings.memory_optimizer`` on there, as ``govc-db serve`` runs it (the library's
+default is off, since it tunes the whole process's collector): the start-up heap is
+frozen when the Store opens and full collections run between commits, so no collection
+walks the interpreter's and SQLAlchemy's hundreds of thousands of objects in the middle
+of a commit. ``GOVC_BENCH_WRITERS_MEMORY_OPTIMIZER=0`` runs them with the library's
+default instead (the GC line of workload 9 then shows the difference).
 Each timed window starts at the same instant in every process (CLOCK_MONOTONIC is
 system-wide on Linux) and lasts ``Sizes.writer_seconds``; a commit counts if it completed
 inside the window. Ours and the peer alternate, the order rotating each repeat.
@@ -22,7 +30,9 @@ inside the window. Ours and the peer alternate, the order rotating each repeat.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -216,13 +226,20 @@ class RawWriter:
 
 
 # -- the worker processes ------------------------------------------------------------------
+def writer_settings(settings: Settings) -> Settings:
+    """Our side's settings in a writer process: the bench's, with the memory optimizer on
+    unless ``GOVC_BENCH_WRITERS_MEMORY_OPTIMIZER=0`` (see the module docstring)."""
+    wanted = os.environ.get("GOVC_BENCH_WRITERS_MEMORY_OPTIMIZER", "1") != "0"
+    return dataclasses.replace(settings, memory_optimizer=wanted)
+
+
 def _worker(index: int, config: Config, pipe: Connection) -> None:
     """A writer process: connects both contenders, then runs jobs until told to stop."""
     import govc_db
     from govc_db.errors import RefConflict
 
     codec = Codec.from_settings(config.settings)
-    store = govc_db.open(config.ours_url, settings=config.settings)
+    store = govc_db.open(config.ours_url, settings=writer_settings(config.settings))
     repo = store.repository(REPO)
     repo.branches()  # connected and warm before the first window
     raw = RawWriter(config.raw_dsn, codec, config.backend == "postgresql")
@@ -286,7 +303,8 @@ class Pool:
         self.procs: list[Any] = []
         self.pipes: list[Connection] = []
         self.serial = 0
-        self.gc: list[dict[str, Any]] = []
+        self.latest_gc: dict[int, dict[str, Any]] = {}
+        """Each process's last GC report (cumulative since it started)."""
         self.conflicts: dict[str, int] = {}
         for i in range(size):
             parent, child = ctx.Pipe()
@@ -309,7 +327,7 @@ class Pool:
         for pipe in self.pipes[:processes]:
             pipe.send(job)
         outcomes: list[Outcome] = [pipe.recv() for pipe in self.pipes[:processes]]
-        self.gc += [o.gc for o in outcomes if o.gc]
+        self.latest_gc.update((i, o.gc) for i, o in enumerate(outcomes) if o.gc)
         errors = [o.error for o in outcomes if o.error is not None]
         if errors:
             raise WorkerError(*errors[0])
@@ -391,7 +409,7 @@ def bench_writers(
                 contest.run(1, windows, offset=rep)
     finally:
         pool.close()
-        gc_stats += pool.gc
+        gc_stats += pool.latest_gc.values()
     out = []
     for key, base in bases.items():
         contest = contests[key]

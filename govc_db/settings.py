@@ -244,9 +244,10 @@ class Settings:
     ``memory`` metrics (RSS, bytes in flight). It tunes the whole process's collector, so
     a library leaves it off unless asked (a service's choice); ``govc-db serve`` turns it
     on."""
-    memory_gc_threshold: int = 10_000
+    memory_gc_threshold: int = 1_000
     """Generation-0 threshold of the collector while the memory optimizer runs (Python's
-    default is 700); 100-1,000,000."""
+    default is 700); 100-1,000,000. Higher means fewer but longer pauses: measured on a
+    commit loop, 10,000 made generation-1 collections 26 ms of CPU, 1,000 about 3 ms."""
 
     # --- faults ---
     retry_budget: float = 3.0

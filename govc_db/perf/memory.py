@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "REDELIVER_AFTER",
+    "SLOW_PAUSE",
     "BytesInFlight",
     "GcMonitor",
     "TracemallocProbe",
@@ -28,6 +29,9 @@ __all__ = [
     "rss_stats",
 ]
 
+#: A pause longer than this (seconds) is counted as slow, by wall clock and by CPU time
+#: (the seed's goal for the longest pause).
+SLOW_PAUSE = 0.010
 #: Seconds after which a Ctrl-C caught in the gc callback is raised in the main thread.
 REDELIVER_AFTER = 0.01
 
@@ -62,6 +66,8 @@ class GcMonitor:
         self.max_pause = 0.0
         self.last_pause = 0.0
         self.max_by_generation = [0.0, 0.0, 0.0]
+        self.slow_pauses = 0
+        self.slow_cpu_pauses = 0
 
     @property
     def installed(self) -> bool:
@@ -115,6 +121,10 @@ class GcMonitor:
         pause = self._timer() - start
         cpu = self._cpu_timer() - self._cpu_start
         self.pauses += 1
+        if pause > SLOW_PAUSE:
+            self.slow_pauses += 1
+        if cpu > SLOW_PAUSE:
+            self.slow_cpu_pauses += 1
         self.total_pause += pause
         self.last_pause = pause
         if pause > self.max_pause:
@@ -151,6 +161,8 @@ class GcMonitor:
             "max_pause_cpu_ms": self.max_cpu_pause * 1000,
             "max_pause_cpu_ms_by_generation": [p * 1000 for p in self.max_cpu_by_generation],
             "total_pause_ms": self.total_pause * 1000,
+            "pauses_over_10ms": self.slow_pauses,
+            "cpu_pauses_over_10ms": self.slow_cpu_pauses,
             "last_pause_ms": self.last_pause * 1000,
         }
 

@@ -22,10 +22,12 @@ blobs are deleted (``delete_repository`` removes everything; a future ``gc()`` d
 blobs must delete the chunks only they referenced: :func:`unreferenced_chunks`).
 
 Memory. Writing holds one batch of chunks (``Settings.batch_max_bytes``, uncompressed)
-plus their compressed forms; reading holds one window of ``Settings.chunk_read_window``
-chunks. Existing chunks are found by one id query per batch before they are compressed
-or sent, so a new version of a large file costs the time to hash and cut it, and the
-bytes of its changed chunks only.
+plus their compressed forms; reading holds a window of ``Settings.chunk_read_window``
+chunks and the one read ahead (PostgreSQL), or on SQLite nothing but a 256 KiB piece: a
+large read copies the stored chunks straight into the caller's buffer
+(:meth:`read_into`). Existing chunks are found by one id query per batch before they are
+compressed or sent, so a new version of a large file costs the time to hash and cut it,
+and the bytes of its changed chunks only.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -55,6 +58,7 @@ __all__ = [
     "CHUNK_ZSTD",
     "ENC_CHUNKED",
     "ChunkStats",
+    "Chunk",
     "ChunkStore",
     "Manifest",
     "unreferenced_chunks",
@@ -71,6 +75,9 @@ _ENTRY = struct.Struct(">20sI")
 #: Distinct chunk ids one write remembers to skip repeats without a query; beyond it the
 #: id query and ``ON CONFLICT DO NOTHING`` still keep every chunk stored once.
 _SEEN_MAX = 65_536
+
+#: A chunk's content as read: ``bytes``, or a view of the message it arrived in.
+Chunk = bytes | memoryview
 
 T_CHUNK: Table = ChunkRow.__table__  # type: ignore[assignment]
 T_OBJ: Table = ObjectRow.__table__  # type: ignore[assignment]
@@ -92,14 +99,19 @@ S_MANIFESTS = select(T_OBJ.c.data).where(
 S_ALL_CHUNK_IDS = select(T_CHUNK.c.chunk_id).where(T_CHUNK.c.repo_id == bindparam("repo_id"))
 
 _COLUMNS = "repo_id, chunk_id, size, encoding, data"
-_SELECT_LITE = (
-    "SELECT chunk_id, size, encoding, data FROM govc_chunks "
-    "WHERE repo_id = ? AND chunk_id IN ({marks})"
-)
 _SELECT_PG = (
     "SELECT chunk_id, size, encoding, data FROM govc_chunks "
     "WHERE repo_id = %s AND chunk_id = ANY(%s)"
 )
+_LOCATE_LITE = (
+    "SELECT chunk_id, size, encoding, rowid FROM govc_chunks "
+    "WHERE repo_id = ? AND chunk_id IN ({marks})"
+)
+#: Bytes of the database file SQLite may map while it reads one window (see _read_lite).
+_MMAP_WINDOW = 1 << 40
+#: Chunks one direct read may cover, and the size of the pieces it copies through.
+_DIRECT_CHUNKS = 8
+_DIRECT_PIECE = 256 * 1024
 _INSERT = {
     "postgresql": f"INSERT INTO govc_chunks ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
     "ON CONFLICT DO NOTHING",
@@ -215,6 +227,8 @@ class ChunkStore:
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._own: set[Any] = set()  # per-thread SQLite connections of _lite()
+        self._memory = self.dialect == "sqlite" and engine.url.database in (None, "", ":memory:")
         self.stats = ChunkStats()
 
     @classmethod
@@ -258,10 +272,11 @@ class ChunkStore:
                 return CHUNK_ZSTD, packed
         return CHUNK_RAW, bytes(raw)
 
-    def _decode(self, cid: bytes, size: int, encoding: int, stored: Any) -> bytes:
+    def _decode(self, cid: bytes, size: int, encoding: int, stored: Any) -> Chunk:
+        data: Chunk
         try:
-            if encoding == CHUNK_RAW:
-                data = bytes(stored)
+            if encoding == CHUNK_RAW:  # a view of a received message is kept as it is
+                data = stored if isinstance(stored, bytes | memoryview) else bytes(stored)
             elif encoding == CHUNK_ZSTD:
                 data = self._zd().decompress(stored, max_output_size=size)
             else:
@@ -369,10 +384,10 @@ class ChunkStore:
         )
 
     # reading --------------------------------------------------------------------------
-    def fetch(self, conn: Connection, repo_id: int, ids: Sequence[bytes]) -> dict[bytes, bytes]:
+    def fetch(self, conn: Connection, repo_id: int, ids: Sequence[bytes]) -> dict[bytes, Chunk]:
         """The decompressed chunks of ``ids`` (distinct); ``GovcError`` if one is missing."""
         wanted = list(dict.fromkeys(ids))
-        out: dict[bytes, bytes] = {}
+        out: dict[bytes, Chunk] = {}
         nbytes = 0
         for cid_, size, encoding, stored in self._select(conn, repo_id, wanted):
             cid = bytes(cid_)
@@ -402,31 +417,18 @@ class ChunkStore:
             raise wrap_driver_error(conn, exc, "read chunks") from exc
         yield from rows
 
-    def _fetch_pooled(self, repo_id: int, ids: Sequence[bytes]) -> dict[bytes, bytes]:
-        """:meth:`fetch` outside any transaction: one autocommit statement on a pooled
-        connection (chunks never change, so no snapshot is needed), without the BEGIN and
-        COMMIT round trips of a unit -- a reader runs one of these per window."""
-        wanted = list(dict.fromkeys(ids))
+    @contextmanager
+    def _pooled(self) -> Iterator[Any]:
+        """A pooled connection's driver connection, outside any transaction, for one
+        read; driver errors become ``StoreUnavailable`` (a lost connection is dropped)."""
         try:
             pooled = self.engine.raw_connection()
         except Exception as exc:
             raise StoreUnavailable("cannot read a large blob: no database connection") from exc
         try:
-            driver: Any = pooled.driver_connection
-            if self.dialect == "postgresql":
-                if driver.info.transaction_status:  # not idle: left open by its last user
-                    driver.rollback()
-                driver.autocommit = True  # client-side only: no round trip
-                try:
-                    with driver.cursor(binary=True) as cur:
-                        cur.execute(_SELECT_PG, (repo_id, wanted))
-                        rows = cur.fetchall()
-                finally:
-                    driver.autocommit = False
-            else:  # sqlite3 without a transaction open is autocommit already
-                marks = ", ".join("?" * len(wanted))
-                sql = _SELECT_LITE.format(marks=marks)
-                rows = driver.execute(sql, (repo_id, *wanted)).fetchall()
+            yield pooled.driver_connection
+        except GovcError:
+            raise
         except Exception as exc:
             try:
                 lost = self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)  # type: ignore[arg-type]
@@ -437,7 +439,57 @@ class ChunkStore:
             raise StoreUnavailable(f"cannot read a large blob: {type(exc).__name__}") from exc
         finally:
             pooled.close()
-        out: dict[bytes, bytes] = {}
+
+    @contextmanager
+    def _lite(self) -> Iterator[Any]:
+        """An sqlite3 connection for a read outside any transaction: for a database file,
+        this thread's own connection, taken out of the pool once and kept (a large read
+        runs one short transaction per call of the caller's, and the pool's checkout and
+        reset were a fifth of its time); for an in-memory database, the pooled one."""
+        if self._memory:
+            with self._pooled() as driver:
+                yield driver
+            return
+        own: Any = getattr(self._local, "lite", None)
+        if own is None or own not in self._own:  # none yet, or closed by close()
+            try:
+                own = self.engine.raw_connection()
+            except Exception as exc:
+                raise StoreUnavailable("cannot read a large blob: no database connection") from exc
+            own.detach()  # closed by close(), not returned to the pool
+            with self._pool_lock:
+                self._own.add(own)
+            self._local.lite = own
+        try:
+            yield own.dbapi_connection  # pysqlite: the sqlite3 connection itself
+        except GovcError:
+            raise
+        except Exception as exc:
+            self._local.lite = None
+            with self._pool_lock:
+                self._own.discard(own)
+            with suppress(Exception):
+                own.close()
+            raise StoreUnavailable(f"cannot read a large blob: {type(exc).__name__}") from exc
+
+    def _fetch_pooled(self, repo_id: int, ids: Sequence[bytes]) -> dict[bytes, Chunk]:
+        """:meth:`fetch` outside any transaction: one autocommit statement on a pooled
+        connection (chunks never change, so no snapshot is needed), without the BEGIN and
+        COMMIT round trips of a unit -- a reader runs one of these per window."""
+        wanted = list(dict.fromkeys(ids))
+        if self.dialect == "sqlite":
+            with self._lite() as driver:
+                rows = _read_lite(driver, repo_id, wanted)
+        else:
+            with self._pooled() as driver:
+                if driver.info.transaction_status:  # not idle: left open by its last user
+                    driver.rollback()
+                driver.autocommit = True  # client-side only: no round trip
+                try:
+                    rows = _copy_pg(driver, repo_id, wanted)
+                finally:
+                    driver.autocommit = False
+        out: dict[bytes, Chunk] = {}
         nbytes = 0
         for cid_, size, encoding, stored in rows:
             cid = bytes(cid_)
@@ -449,9 +501,69 @@ class ChunkStore:
         self.stats.count(chunk_reads=len(out), chunk_read_queries=1, chunk_bytes_read=nbytes)
         return out
 
+    @property
+    def reads_direct(self) -> bool:
+        """Whether :meth:`read_into` can copy stored chunks straight into a caller's
+        buffer (SQLite: incremental blob I/O; PostgreSQL reads whole windows instead)."""
+        return self.dialect == "sqlite"
+
+    def read_into(
+        self, repo_id: int, manifest: Manifest, index: int, inner: int, view: memoryview
+    ) -> int:
+        """SQLite, outside any transaction: copy the blob's bytes from ``inner`` bytes
+        into chunk ``index`` on into ``view``, straight from the stored raw chunks
+        (through the following ones while ``view`` has room, up to
+        :data:`_DIRECT_CHUNKS`): one read transaction, the file mapped while it lasts,
+        each chunk read by incremental blob I/O in :data:`_DIRECT_PIECE` pieces (the
+        transient piece is the only other copy; no window is held). Returns the bytes
+        copied: 0 when chunk ``index`` is stored compressed (read it by window)."""
+        ids = manifest.ids
+        lengths = manifest.lengths
+        last = index
+        room = len(view) + inner - lengths[index]
+        while room > 0 and last + 1 < len(ids) and last - index + 1 < _DIRECT_CHUNKS:
+            last += 1
+            room -= lengths[last]
+        wanted = list(dict.fromkeys(ids[index : last + 1]))
+        done = 0
+        with self._lite() as driver, _mapped_snapshot(driver):
+            marks = ", ".join("?" * len(wanted))
+            located = {
+                bytes(cid): (size, encoding, rowid)
+                for cid, size, encoding, rowid in driver.execute(
+                    _LOCATE_LITE.format(marks=marks), (repo_id, *wanted)
+                )
+            }
+            for i in range(index, last + 1):
+                cid = ids[i]
+                found = located.get(cid)
+                if found is None:
+                    raise GovcError(f"chunk {cid.hex()} of a large blob is missing")
+                size, encoding, rowid = found
+                if encoding != CHUNK_RAW:
+                    break
+                with driver.blobopen("govc_chunks", "data", rowid, readonly=True) as blob:
+                    if len(blob) != size or size != lengths[i]:
+                        raise GovcError(f"chunk {cid.hex()} is corrupt (wrong length)")
+                    at = inner
+                    end = min(size, inner + len(view) - done)
+                    blob.seek(at)
+                    while at < end:
+                        piece = blob.read(min(_DIRECT_PIECE, end - at))
+                        if not piece:
+                            raise GovcError(f"chunk {cid.hex()} is corrupt (short)")
+                        view[done : done + len(piece)] = piece
+                        done += len(piece)
+                        at += len(piece)
+                inner = 0
+                if done == len(view):
+                    break
+        self.stats.count(chunk_read_queries=1, chunk_bytes_read=done)
+        return done
+
     def windows(
         self, conn: Connection | None, repo_id: int, manifest: Manifest, start: int = 0
-    ) -> Iterator[tuple[int, list[bytes]]]:
+    ) -> Iterator[tuple[int, list[Chunk]]]:
         """``(first index, chunk contents)`` of consecutive windows from chunk ``start``:
         on ``conn``, else each window in its own short read transaction."""
         ids = manifest.ids
@@ -465,7 +577,7 @@ class ChunkStore:
 
     def window_at(
         self, repo_id: int, manifest: Manifest, start: int, conn: Connection | None = None
-    ) -> list[bytes]:
+    ) -> list[Chunk]:
         """The window of chunks from index ``start``: in ``conn``'s transaction while it is
         open, else outside any transaction."""
         part = manifest.ids[start : start + self.window]
@@ -484,16 +596,22 @@ class ChunkStore:
             return self._pool
 
     def close(self) -> None:
-        """Stop the prefetch threads (the Store is closing)."""
+        """Stop the prefetch threads (the Store is closing): queued reads are cancelled,
+        running ones (one window each) finish and give their connection back first."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._pool_lock:
+            own, self._own = self._own, set()
+        for conn in own:
+            with suppress(Exception):
+                conn.close()
 
     def read_whole(self, conn: Connection, repo_id: int, stored: bytes, size: int) -> bytes:
         """The whole content of a chunked blob (the caller asked for all of it)."""
         manifest = Manifest.parse(stored, size)
-        parts: list[bytes] = []
+        parts: list[Chunk] = []
         for _, window in self.windows(conn, repo_id, manifest):
             parts.extend(window)
         self.stats.count(whole_reads=1)
@@ -537,6 +655,120 @@ class ChunkStore:
     def chunked_ids(self, conn: Connection, repo_id: int) -> set[ObjectId]:
         """Ids of the chunked blobs of a repository."""
         return {ObjectId(bytes(r[0])) for r in conn.execute(S_CHUNKED_IDS, {"repo_id": repo_id})}
+
+
+def _read_lite(driver: Any, repo_id: int, ids: list[bytes]) -> list[tuple[Any, ...]]:
+    """``(chunk_id, size, encoding, data)`` of ``ids`` on an sqlite3 connection: in one
+    read transaction with the file mapped (:func:`_mapped_snapshot`), the rows located by
+    one query, each chunk's bytes then read by incremental blob I/O (one copy, straight
+    into the result). A chunk fetched as a column is copied twice (the overflow pages into
+    a buffer of SQLite's, that into ``bytes``), and without a memory map each 4 KiB
+    overflow page is one ``pread``: measured on a 256 MiB blob, ~350 MB/s that way,
+    ~2 GB/s this way."""
+    marks = ", ".join("?" * len(ids))
+    with _mapped_snapshot(driver):
+        rows = []
+        sql = _LOCATE_LITE.format(marks=marks)
+        for cid, size, encoding, rowid in driver.execute(sql, (repo_id, *ids)).fetchall():
+            with driver.blobopen("govc_chunks", "data", rowid, readonly=True) as blob:
+                rows.append((cid, size, encoding, blob.read()))
+        return rows
+
+
+@contextmanager
+def _mapped_snapshot(driver: Any) -> Iterator[None]:
+    """One read transaction on an sqlite3 connection (the rowids located in it stay the
+    rows read by blob I/O) while SQLite maps the database file (``PRAGMA mmap_size``):
+    reads then copy from the page cache instead of one ``pread`` per 4 KiB page. A mapped
+    page counts in the process's resident set, so the map is dropped again at the end
+    (``mmap_size`` back to 0): memory stays what one read touched. On a connection already
+    in a transaction (a shared in-memory database) the read runs in that one, unmapped."""
+    if driver.in_transaction:
+        yield
+        return
+    driver.execute(f"PRAGMA mmap_size={_MMAP_WINDOW}")
+    driver.execute("BEGIN")
+    try:
+        yield
+    finally:
+        driver.execute("COMMIT")
+        driver.execute("PRAGMA mmap_size=0")
+
+
+_COPY_PG = (
+    "COPY (SELECT chunk_id, size, encoding, data FROM govc_chunks "
+    "WHERE repo_id = {repo_id} AND chunk_id = ANY({ids})) TO STDOUT (FORMAT BINARY)"
+)
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+
+
+def _copy_pg(driver: Any, repo_id: int, ids: list[bytes]) -> list[tuple[Any, ...]]:
+    """``(chunk_id, size, encoding, data)`` of ``ids`` on a psycopg connection, by one
+    ``COPY ... TO STDOUT (FORMAT BINARY)``: each row arrives as one message whose fields
+    are sliced out of it (``data`` a view, no further copy). Measured on a 256 MiB blob
+    in windows of 4 chunks: about 2.5x less client CPU than a SELECT fetched in binary
+    format (libpq assembles a result, psycopg then copies every value out of it)."""
+    from psycopg import sql
+
+    query = sql.SQL(_COPY_PG).format(repo_id=sql.Literal(repo_id), ids=sql.Literal(ids))
+    rows: list[tuple[Any, ...]] = []
+    pending = bytearray()  # only if a message does not hold whole rows (not seen)
+    first = True
+    with driver.cursor() as cur, cur.copy(query) as copy:
+        for message in copy:
+            view = memoryview(message)
+            if first:
+                first = False
+                if bytes(view[: len(_COPY_SIGNATURE)]) != _COPY_SIGNATURE:
+                    raise GovcError("unexpected COPY format reading chunks")
+                (ext,) = _I32.unpack_from(view, len(_COPY_SIGNATURE) + 4)
+                view = view[len(_COPY_SIGNATURE) + 8 + ext :]
+            if pending:
+                pending += view
+                view = memoryview(bytes(pending))
+                pending.clear()
+            at = _copy_rows(view, rows)
+            if at < len(view):
+                pending += view[at:]
+    if pending:
+        raise GovcError("truncated COPY data reading chunks")
+    return rows
+
+
+def _copy_rows(view: memoryview, rows: list[tuple[Any, ...]]) -> int:
+    """Parse the whole binary COPY rows at the start of ``view`` into ``rows``; returns
+    where the first incomplete row (or the end) starts."""
+    at = 0
+    end = len(view)
+    while at + 2 <= end:
+        (fields,) = _I16.unpack_from(view, at)
+        if fields == -1:  # trailer
+            return end
+        if fields != 4:
+            raise GovcError("unexpected COPY row reading chunks")
+        pos = at + 2
+        values: list[Any] = []
+        for _ in range(4):
+            if pos + 4 > end:
+                return at
+            (n,) = _I32.unpack_from(view, pos)
+            pos += 4
+            if n < 0:
+                raise GovcError("unexpected NULL reading chunks")
+            if pos + n > end:
+                return at
+            values.append(view[pos : pos + n])
+            pos += n
+        cid, size, encoding, data = values
+        rows.append((bytes(cid), int.from_bytes(size, "big"), _enc(encoding), data))
+        at = pos
+    return at
+
+
+def _enc(raw: memoryview) -> int:
+    return int.from_bytes(raw, "big", signed=True)
 
 
 def unreferenced_chunks(conn: Connection, repo_id: int) -> set[bytes]:
