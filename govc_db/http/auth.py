@@ -112,6 +112,22 @@ class TokenAuth:
         self._verified: TTLCache[bytes, Identity] = TTLCache(maxsize=10_000, ttl=ttl)
         self._lock = threading.Lock()
 
+    def known(self, authorization: str | None) -> Identity | None:
+        """The identity of an ``Authorization`` header when no database trip is needed
+        (anonymous, or a token verified within ``ttl``); None otherwise (unknown or
+        invalid: :meth:`identify` decides)."""
+        if authorization is None:
+            return ANONYMOUS
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = token.strip()
+        if _TOKEN_RE.fullmatch(token) is None:
+            return None
+        digest = _digest(token)
+        with self._lock:
+            return self._verified.get(digest)
+
     def identify(self, authorization: str | None) -> Identity:
         """The identity of an ``Authorization`` header (None: anonymous); 401 if invalid."""
         if authorization is None:
@@ -152,6 +168,10 @@ class TokenAuth:
             what = "write to" if write else "read"
             target = f"repository {repository!r}" if repository else "this service"
             raise Forbidden(f"the token may not {what} {target}")
+
+    def allowed(self, identity: Identity, repository: str | None, write: bool) -> bool:
+        """Whether :meth:`check` would let the access through."""
+        return (not write and self.public_read) or identity.allows(repository, write)
 
     def check_access(self, authorization: str | None, repository: str, write: bool) -> int | None:
         """For git's smart HTTP: None if allowed, else 401 or 403."""

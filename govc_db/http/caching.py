@@ -18,22 +18,37 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
+if TYPE_CHECKING:
+    from govc_db.api.repository import Repository
+    from govc_db.db.cache import QueryCache
+
 __all__ = [
+    "ANSWER_OVERHEAD",
     "IMMUTABLE",
     "REVALIDATE",
+    "Answer",
     "ResponseCache",
+    "RevisionMemo",
     "etag_for",
     "is_full_id",
     "matches",
+    "repo_id",
 ]
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 _HEX = frozenset("0123456789abcdef")
+#: Bytes charged per remembered answer on top of its body (headers, key, record).
+ANSWER_OVERHEAD = 200
+#: Revisions remembered; the memo is emptied when full (entries are cheap to recompute).
+MAX_REVISIONS = 50_000
 
 
 def is_full_id(rev: str) -> bool:
@@ -95,3 +110,71 @@ class ResponseCache:
                 "entries": len(self._data),
                 "bytes": int(self._data.currsize),
             }
+
+
+def repo_id(repo: Repository) -> int:
+    """The database id of a repository handle (keys answers to one incarnation of a name)."""
+    value: int = repo._id
+    return value
+
+
+@dataclass(slots=True)
+class Answer:
+    """A 200 answer computed from one commit: sent again as is, or as 304."""
+
+    etag: str
+    content_type: str
+    body: bytes
+    raw: bool = False  # a file answer (Accept-Ranges)
+    encoded: dict[str, bytes] = field(default_factory=dict)
+
+
+class RevisionMemo:
+    """``(repo id, rev) -> commit``, usable while the query cache saw no invalidation.
+
+    Use: ``token = memo.begin()`` *before* resolving, then ``memo.put(token, ...)``; an
+    invalidation in between makes the entry unusable from the start.
+    """
+
+    def __init__(
+        self, cache: QueryCache | None, *, timer: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._cache = cache
+        self._timer = timer
+        self._ttl = cache.ref_ttl if cache is not None else 0.0
+        self._revs: dict[tuple[int, str], tuple[str, int, float]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def begin(self) -> int | None:
+        """The query cache's token now (after SQLite's ``data_version`` check), or None
+        when refs cannot be remembered (no cache, refs uncached, listener down)."""
+        cache = self._cache
+        if cache is None:
+            return None
+        cache.refresh()
+        if not cache.mutable_enabled():
+            return None
+        return cache.token()
+
+    def put(self, token: int | None, repo: int, rev: str, commit: str) -> None:
+        """Remember that ``rev`` resolved to ``commit`` (resolved after ``begin``)."""
+        if token is None:
+            return
+        revs = self._revs
+        if len(revs) >= MAX_REVISIONS:
+            revs.clear()
+        revs[(repo, rev)] = (commit, token, self._timer() + self._ttl)
+
+    def get(self, repo: int, rev: str) -> str | None:
+        """The commit ``rev`` resolves to now, when nothing can have moved it since."""
+        found = self._revs.get((repo, rev))
+        if found is None:
+            self.misses += 1
+            return None
+        now = self.begin()
+        if now is None or found[1] != now or found[2] <= self._timer():
+            self.misses += 1
+            return None
+        self.hits += 1
+        return found[0]

@@ -1,0 +1,264 @@
+"""The fast path (ASGI middleware): ``GET`` answers the process already holds, sent from
+the event loop without a thread hop, a database trip or Starlette's request machinery.
+
+It answers ``raw``, ``tree``, ``commits/{rev}`` and ``log`` requests when everything is
+in memory, and passes every other request (and every miss) to the app behind it, which
+answers as it always does -- and records what this path may reuse:
+
+* **Answers** (:class:`Answer`: ETag, content type, body, and its compressed forms) are
+  kept in the response cache under the commit they were computed from, so they never
+  change: ``("raw", repo id, commit, path)``, ``("tree", ...)``, ``("commit", ...)``,
+  ``("log", ...)``. Keys carry the repository's id, so a repository deleted and created
+  again under the same name never gets its predecessor's answers.
+* **What a revision resolved to** (:class:`RevisionMemo`): ``(repo id, rev) -> commit``
+  for revisions that are not full ids (branches, tags, ``HEAD``, ``main~1`` ...). An
+  entry is used only while the Store's query cache has seen *no invalidation at all*
+  since the revision was resolved (its token is unchanged), its refs are usable now
+  (on PostgreSQL the NOTIFY listener is connected), and ``cache_ref_ttl`` has not
+  passed; on SQLite the ``PRAGMA data_version`` check runs first. So a commit through
+  this service, another Store of this process, or another process (NOTIFY on
+  PostgreSQL, ``data_version`` on SQLite) makes every remembered revision unusable at
+  once, and the next request resolves again -- the staleness bound is the query
+  cache's (see :mod:`govc_db.db.cache`). A full commit id needs no memo: an answer
+  stored under it was computed from that very commit.
+
+Before answering, the fast path applies what the slow path would: the bearer token must
+be one verified recently (:meth:`TokenAuth.known`; anything else goes the slow way,
+which answers 401/403), the access rules, and the rate limiter of the Store (the same
+buckets as the library's calls; a refusal is the same 429). Conditional GETs are
+answered with 304 from the remembered ETag. ``Range`` requests go the slow way.
+Compression follows :mod:`govc_db.http.compression` (same types, threshold, encodings,
+weak ETags); each encoded form is computed once per answer.
+
+Off with ``create_app(..., fast_path=False)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from govc_db.errors import RateLimited
+from govc_db.http.auth import TokenAuth
+from govc_db.http.caching import (
+    IMMUTABLE,
+    REVALIDATE,
+    Answer,
+    ResponseCache,
+    RevisionMemo,
+    is_full_id,
+    matches,
+    repo_id,
+)
+from govc_db.http.compression import _accepted, available_encodings, compressible
+from govc_db.http.context import RepoHandles
+from govc_db.http.errors import error_response
+
+__all__ = ["FastPath"]
+
+_PREFIX = "/api/v1/repos/"
+_KINDS = frozenset({"raw", "tree", "commits", "log"})
+_IMMUTABLE = IMMUTABLE.encode()
+_REVALIDATE = REVALIDATE.encode()
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    # The few request headers this path reads; the first of a repeated one, as
+    # Starlette's Headers.get() reads it.
+    out: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name not in out:
+            out[name] = value
+    return out
+
+
+class FastPath:
+    """Answers remembered ``GET`` requests; passes everything else to ``app``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        auth: TokenAuth,
+        handles: RepoHandles,
+        cache: ResponseCache,
+        revisions: RevisionMemo,
+        rate_limiter: Any = None,
+        compress_min_size: int = 1024,
+    ) -> None:
+        self.app = app
+        self.auth = auth
+        self.handles = handles
+        self.cache = cache
+        self.revisions = revisions
+        self.rate_limiter = rate_limiter
+        self.compress_min_size = compress_min_size
+        self.encodings = available_encodings()
+        self.answered = 0
+        self.passed = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"].startswith(_PREFIX)
+            and await self._answer(scope, send)
+        ):
+            self.answered += 1
+            return
+        self.passed += 1
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, send: Send) -> bool:
+        raw_path = scope.get("raw_path")
+        text = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope["path"]
+        segments = text.split("?", 1)[0].split("/")
+        # ['', 'api', 'v1', 'repos', '<repo>', '<kind>', ...rest]
+        if len(segments) < 6 or segments[5] not in _KINDS:
+            return False
+        headers = _headers(scope)
+        if b"range" in headers:
+            return False
+        name = unquote(segments[4])
+        repo = self.handles.peek(name)
+        if repo is None:
+            return False
+        authorization = headers.get(b"authorization")
+        identity = self.auth.known(
+            None if authorization is None else authorization.decode("latin-1")
+        )
+        if identity is None or not self.auth.allowed(identity, name, False):
+            return False
+        found = self._lookup(repo_id(repo), name, segments[5], segments[6:], scope)
+        if found is None:
+            return False
+        answer, immutable = found
+        who = "anonymous" if identity.token_id is None else f"token:{identity.token_id}"
+        scope.setdefault("state", {})["govc_who"] = who
+        if self.rate_limiter is not None:
+            client = scope.get("client")
+            key = who if identity.token_id is not None else f"ip:{client[0] if client else '?'}"
+            try:
+                self.rate_limiter.take(key, name)
+            except RateLimited as exc:
+                await error_response(exc)(scope, _no_body, send)
+                return True
+        await self._send(answer, immutable, headers, send)
+        return True
+
+    def _lookup(
+        self, rid: int, name: str, kind: str, rest: list[str], scope: Scope
+    ) -> tuple[Answer, bool] | None:
+        parts = [unquote(s, errors="surrogateescape") for s in rest]
+        if kind == "log":
+            return self._lookup_log(rid, scope)
+        if not parts or not parts[0]:
+            return None
+        if kind == "raw":
+            if len(parts) < 2:
+                return None
+            rev, tail = parts[0], "/".join(parts[1:])
+        elif kind == "tree":
+            rev, tail = parts[0], "/".join(parts[1:]).strip("/")
+        else:  # commits/{rev}
+            rev, tail = "/".join(parts), ""
+        commit, immutable = self._resolve(rid, rev)
+        if commit is None:
+            return None
+        key: tuple[Any, ...] = (kind, rid, commit, tail)
+        answer: Answer | None = self.cache.get(key)
+        return None if answer is None else (answer, immutable)
+
+    def _lookup_log(self, rid: int, scope: Scope) -> tuple[Answer, bool] | None:
+        from govc_db.http.routes import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX, log_key, parse_cursor
+
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), True))
+        limit_text = query.get("limit")
+        if limit_text is None or limit_text == "":
+            limit = LOG_LIMIT_DEFAULT
+        elif limit_text.isdigit() and int(limit_text) <= LOG_LIMIT_MAX:
+            limit = int(limit_text)
+        else:
+            return None
+        cursor = query.get("cursor")
+        if cursor:
+            try:
+                start, offset = parse_cursor(cursor)
+            except ValueError:
+                return None
+            immutable = True
+        else:
+            found, immutable = self._resolve(rid, query.get("rev") or "HEAD")
+            if found is None:
+                return None
+            start, offset = found, 0
+        answer: Answer | None = self.cache.get(
+            log_key(rid, start, query.get("path") or "", offset, limit)
+        )
+        return None if answer is None else (answer, immutable)
+
+    def _resolve(self, rid: int, rev: str) -> tuple[str | None, bool]:
+        if is_full_id(rev):
+            return rev, True
+        return self.revisions.get(rid, rev), False
+
+    async def _send(
+        self, answer: Answer, immutable: bool, request: dict[bytes, bytes], send: Send
+    ) -> None:
+        etag = answer.etag
+        cache_control = _IMMUTABLE if immutable else _REVALIDATE
+        inm = request.get(b"if-none-match")
+        if inm is not None and matches(inm.decode("latin-1"), etag):
+            out = [(b"etag", etag.encode()), (b"cache-control", cache_control)]
+            if answer.raw:
+                out.append((b"accept-ranges", b"bytes"))
+            await send({"type": "http.response.start", "status": 304, "headers": out})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = answer.body
+        encoding = self._encoding(answer, request.get(b"accept-encoding"))
+        out = [(b"content-type", answer.content_type.encode())]
+        if encoding is not None:
+            body = answer.encoded.get(encoding) or self._encode(answer, encoding)
+            out += [
+                (b"etag", b"W/" + etag.encode()),
+                (b"content-encoding", encoding.encode()),
+                (b"vary", b"Accept-Encoding"),
+            ]
+        else:
+            out.append((b"etag", etag.encode()))
+        out += [(b"cache-control", cache_control), (b"content-length", b"%d" % len(body))]
+        if answer.raw:
+            out.append((b"accept-ranges", b"bytes"))
+        await send({"type": "http.response.start", "status": 200, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+    def _encoding(self, answer: Answer, accept: bytes | None) -> str | None:
+        if not accept or len(answer.body) < self.compress_min_size:
+            return None
+        if not compressible(answer.content_type):
+            return None
+        accepted = _accepted(accept.decode("latin-1"))
+        return next((name for name in self.encodings if name in accepted), None)
+
+    def _encode(self, answer: Answer, encoding: str) -> bytes:
+        encoder = self.encodings[encoding]()
+        data = encoder.compress(answer.body) + encoder.flush()
+        answer.encoded[encoding] = data  # one writer wins; both values are equal
+        return data
+
+    def get_stats(self) -> dict[str, Any]:
+        """Requests answered here and passed on; revision memo hits and misses."""
+        return {
+            "answered": self.answered,
+            "passed": self.passed,
+            "revision_hits": self.revisions.hits,
+            "revision_misses": self.revisions.misses,
+        }
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
