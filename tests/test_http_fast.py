@@ -222,6 +222,7 @@ def test_a_commit_by_another_process_is_seen(svc: Svc, db_url: str) -> None:
 def test_compressed_answers_from_the_fast_path(svc: Svc) -> None:
     url = "/api/v1/repos/demo/raw/main/big.txt"
     first = svc.get(url, **{"Accept-Encoding": "gzip"})
+    svc.get(url)  # SQLite flushes the refs once per new pooled connection: settled now
     before = svc.answered()
     for _ in range(2):
         r = svc.client.get(
@@ -287,3 +288,44 @@ def test_range_requests_are_not_answered_by_the_fast_path(svc: Svc) -> None:
     r = svc.get(url, Range="bytes=0-3")
     assert r.status_code == 206 and r.content == BIG[:4]
     assert svc.answered() == before
+
+
+def test_answers_a_commit_did_not_change_carry_over(svc: Svc) -> None:
+    svc.repo.commit("main", {"d/x.txt": b"x\n", "e/y.txt": b"y\n"}, message="m\n", author=SIG)
+    base = "/api/v1/repos/demo"
+    urls = [RAW, f"{base}/raw/main/big.txt", f"{base}/tree/main/d", f"{base}/tree/main/e"]
+    before = {url: svc.get(url) for url in urls}
+    root = svc.get(f"{base}/tree/main/")
+    body = {
+        "branch": "main",
+        "message": "m\n",
+        "author": {"name": "a", "email": "a@b"},
+        "changes": {
+            "f.txt": {"content": base64.b64encode(b"changed\n").decode()},
+            "e/z.txt": {"content": base64.b64encode(b"z\n").decode()},
+        },
+    }
+    r = svc.client.post(
+        f"{base}/commits", json=body, headers={"Authorization": f"Bearer {svc.token}"}
+    )
+    assert r.status_code == 201
+    assert svc.get(f"{base}/commits/main").json()["oid"] == r.json()["oid"]  # resolves main
+    carried = svc.store.metrics()["http_fast"]["carried"]
+    after = {url: svc.get(url) for url in urls}
+    # Untouched: the same answers, from the parent's, by the fast path.
+    for url in (f"{base}/raw/main/big.txt", f"{base}/tree/main/d"):
+        assert after[url].content == before[url].content
+        assert after[url].headers["etag"] == before[url].headers["etag"]
+    assert svc.store.metrics()["http_fast"]["carried"] == carried + 2
+    # Touched: computed again.
+    assert after[RAW].content == b"changed\n"
+    assert [e["name"] for e in after[f"{base}/tree/main/e"].json()] == ["y.txt", "z.txt"]
+    new_root = svc.get(f"{base}/tree/main/", **{"If-None-Match": root.headers["etag"]})
+    assert new_root.status_code == 200
+    # Commits made elsewhere are not known: nothing is carried across them.
+    svc.repo.commit("main", {"d/x.txt": b"x2\n"}, message="m\n", author=SIG)
+    assert svc.get(f"{base}/raw/main/d/x.txt").content == b"x2\n"
+    assert (
+        svc.get(f"{base}/tree/main/d").json()[0]["oid"]
+        != before[f"{base}/tree/main/d"].json()[0]["oid"]
+    )

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from govc_db.api.store import Store
 from govc_db.http.access import AccessLogMiddleware
 from govc_db.http.auth import TokenAuth
-from govc_db.http.caching import ResponseCache, RevisionMemo
+from govc_db.http.caching import Derivations, ResponseCache, RevisionMemo
 from govc_db.http.compression import CompressionMiddleware
 from govc_db.http.context import Ctx, Endpoint, RepoHandles
 from govc_db.http.errors import error_response, handle_error
@@ -70,6 +70,7 @@ def _route(
     pool: ThreadPoolExecutor,
     handles: RepoHandles,
     revisions: RevisionMemo,
+    derived: Derivations | None,
 ) -> Route:
     write = ep.access == "write"
 
@@ -89,7 +90,9 @@ def _route(
                 auth.check(identity, repo, write)
             client = request.client.host if request.client else "unknown"
             with caller(who if identity.token_id is not None else f"ip:{client}"):
-                ctx = Ctx(request, body, store, identity, cache, metrics, handles, revisions)
+                ctx = Ctx(
+                    request, body, store, identity, cache, metrics, handles, revisions, derived
+                )
                 return ep.handler(ctx)
 
         try:
@@ -175,7 +178,11 @@ def create_app(
     pool = ThreadPoolExecutor(threads, thread_name_prefix="govc_db-http")
     handles = RepoHandles(store, repo_ttl)
     revisions = RevisionMemo(store.cache)
-    routes = [_route(ep, store, auth, cache, metrics, pool, handles, revisions) for ep in ENDPOINTS]
+    derived = Derivations() if fast_path else None
+    routes = [
+        _route(ep, store, auth, cache, metrics, pool, handles, revisions, derived)
+        for ep in ENDPOINTS
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -197,6 +204,7 @@ def create_app(
             handles=handles,
             cache=cache,
             revisions=revisions,
+            derivations=derived,
             rate_limiter=limiter if isinstance(limiter, RateLimitMiddleware) else None,
             compress_min_size=compress_min_size,
         )

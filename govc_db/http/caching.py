@@ -34,6 +34,7 @@ __all__ = [
     "IMMUTABLE",
     "REVALIDATE",
     "Answer",
+    "Derivations",
     "ResponseCache",
     "RevisionMemo",
     "etag_for",
@@ -49,6 +50,10 @@ _HEX = frozenset("0123456789abcdef")
 ANSWER_OVERHEAD = 200
 #: Revisions remembered; the memo is emptied when full (entries are cheap to recompute).
 MAX_REVISIONS = 50_000
+#: Commits made through this service whose parent and changed paths are remembered.
+MAX_DERIVED = 10_000
+#: Parents followed at most when looking for an answer a commit did not change.
+MAX_CARRY = 32
 
 
 def is_full_id(rev: str) -> bool:
@@ -178,3 +183,49 @@ class RevisionMemo:
             return None
         self.hits += 1
         return found[0]
+
+
+def _touches(path: str, changed: frozenset[str]) -> bool:
+    """Whether changing the paths ``changed`` can change what is at ``path`` or below
+    (the path itself, something below it, or a file replacing a directory above it)."""
+    if not path:
+        return True
+    if path in changed:
+        return True
+    below = path + "/"
+    return any(p.startswith(below) or path.startswith(p + "/") for p in changed)
+
+
+class Derivations:
+    """Commits made through this service: ``commit -> (parent, changed paths)``.
+
+    A file or directory listing the commit did not touch is what it was in the parent,
+    so an answer remembered for the parent is the answer for the commit too: after a
+    commit the fast path keeps answering every path it did not change (commits made
+    elsewhere are not known here; their answers are computed again).
+    """
+
+    def __init__(self) -> None:
+        self._parents: dict[tuple[int, str], tuple[str, frozenset[str]]] = {}
+        self.carried = 0
+
+    def note(self, repo: int, commit: str, parent: str, changed: frozenset[str]) -> None:
+        """``commit`` (of repository ``repo``) is ``parent`` with ``changed`` changed."""
+        if len(self._parents) >= MAX_DERIVED:
+            self._parents.clear()
+        self._parents[(repo, commit)] = (parent, changed)
+
+    def find(self, cache: ResponseCache, kind: str, repo: int, commit: str, path: str) -> Any:
+        """The remembered answer ``(kind, repo, c, path)`` of the nearest ancestor ``c``
+        of ``commit`` along noted commits none of which touched ``path``, or None."""
+        here = commit
+        for _ in range(MAX_CARRY):
+            step = self._parents.get((repo, here))
+            if step is None or _touches(path, step[1]):
+                return None
+            here = step[0]
+            found = cache.get((kind, repo, here, path))
+            if found is not None:
+                self.carried += 1
+                return found
+        return None

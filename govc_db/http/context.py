@@ -21,6 +21,7 @@ from govc_db.http.caching import (
     IMMUTABLE,
     REVALIDATE,
     Answer,
+    Derivations,
     ResponseCache,
     RevisionMemo,
     is_full_id,
@@ -58,6 +59,7 @@ class Ctx:
     metrics: Callable[[], bytes]
     handles: RepoHandles
     revisions: RevisionMemo | None = None
+    derivations: Derivations | None = None
 
     @property
     def repo_name(self) -> str:

@@ -10,6 +10,9 @@ answers as it always does -- and records what this path may reuse:
   change: ``("raw", repo id, commit, path)``, ``("tree", ...)``, ``("commit", ...)``,
   ``("log", ...)``. Keys carry the repository's id, so a repository deleted and created
   again under the same name never gets its predecessor's answers.
+* **Answers a commit did not change** (:class:`~govc_db.http.caching.Derivations`):
+  a commit made through this service is remembered with its parent and the paths it
+  changed; a ``raw`` or ``tree`` answer of a path it did not touch is the parent's.
 * **What a revision resolved to** (:class:`RevisionMemo`): ``(repo id, rev) -> commit``
   for revisions that are not full ids (branches, tags, ``HEAD``, ``main~1`` ...). An
   entry is used only while the Store's query cache has seen *no invalidation at all*
@@ -43,9 +46,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from govc_db.errors import RateLimited
 from govc_db.http.auth import TokenAuth
 from govc_db.http.caching import (
+    ANSWER_OVERHEAD,
     IMMUTABLE,
     REVALIDATE,
     Answer,
+    Derivations,
     ResponseCache,
     RevisionMemo,
     is_full_id,
@@ -85,6 +90,7 @@ class FastPath:
         handles: RepoHandles,
         cache: ResponseCache,
         revisions: RevisionMemo,
+        derivations: Derivations | None = None,
         rate_limiter: Any = None,
         compress_min_size: int = 1024,
     ) -> None:
@@ -93,6 +99,7 @@ class FastPath:
         self.handles = handles
         self.cache = cache
         self.revisions = revisions
+        self.derivations = derivations
         self.rate_limiter = rate_limiter
         self.compress_min_size = compress_min_size
         self.encodings = available_encodings()
@@ -107,7 +114,6 @@ class FastPath:
             and scope["path"].startswith(_PREFIX)
             and await self._answer(scope, send)
         ):
-            self.answered += 1
             return
         self.passed += 1
         await self.app(scope, receive, send)
@@ -138,6 +144,7 @@ class FastPath:
         answer, immutable = found
         who = "anonymous" if identity.token_id is None else f"token:{identity.token_id}"
         scope.setdefault("state", {})["govc_who"] = who
+        self.answered += 1  # before sending: a client reading metrics next sees it
         if self.rate_limiter is not None:
             client = scope.get("client")
             key = who if identity.token_id is not None else f"ip:{client[0] if client else '?'}"
@@ -170,6 +177,10 @@ class FastPath:
             return None
         key: tuple[Any, ...] = (kind, rid, commit, tail)
         answer: Answer | None = self.cache.get(key)
+        if answer is None and kind != "commits" and self.derivations is not None:
+            answer = self.derivations.find(self.cache, kind, rid, commit, tail)
+            if answer is not None:
+                self.cache.put(key, answer, ANSWER_OVERHEAD + len(answer.body))
         return None if answer is None else (answer, immutable)
 
     def _lookup_log(self, rid: int, scope: Scope) -> tuple[Answer, bool] | None:
@@ -257,6 +268,7 @@ class FastPath:
             "passed": self.passed,
             "revision_hits": self.revisions.hits,
             "revision_misses": self.revisions.misses,
+            "carried": 0 if self.derivations is None else self.derivations.carried,
         }
 
 

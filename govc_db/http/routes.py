@@ -259,14 +259,20 @@ def create_commit(ctx: Ctx) -> Response:
     expected = data.get("expected_head")
     if expected is not None and not isinstance(expected, str):
         raise InvalidInput("expected_head must be a commit id")
-    oid = ctx.repo().commit(
+    repo = ctx.repo()
+    changes = _changes(data.get("changes"))
+    oid = repo.commit(
         branch,
-        _changes(data.get("changes")),
+        changes,
         message=message,
         author=author,
         committer=committer,
         expected_head=expected,
     )
+    if ctx.derivations is not None:
+        parents = repo.get_commit(oid).parents
+        if len(parents) == 1:
+            ctx.derivations.note(repo_id(repo), oid, parents[0], frozenset(changes))
     return json_response(dumps({"oid": oid}), 201)
 
 
