@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from govc_db.errors import InvalidInput
+from govc_db.errors import InvalidInput, NotFound, RefConflict
 from govc_db.http.caching import REVALIDATE, etag_for, is_full_id, matches, repo_id
 from govc_db.http.context import (
     Ctx,
@@ -261,18 +261,36 @@ def create_commit(ctx: Ctx) -> Response:
         raise InvalidInput("expected_head must be a commit id")
     repo = ctx.repo()
     changes = _changes(data.get("changes"))
-    oid = repo.commit(
-        branch,
-        changes,
-        message=message,
-        author=author,
-        committer=committer,
-        expected_head=expected,
-    )
-    if ctx.derivations is not None:
-        parents = repo.get_commit(oid).parents
-        if len(parents) == 1:
-            ctx.derivations.note(repo_id(repo), oid, parents[0], frozenset(changes))
+
+    def commit(expected_head: str | None) -> str:
+        return repo.commit(
+            branch,
+            changes,
+            message=message,
+            author=author,
+            committer=committer,
+            expected_head=expected_head,
+        )
+
+    parent = expected if expected is not None and is_full_id(expected) else None
+    if expected is None and ctx.derivations is not None:
+        # The parent is known for certain only if the commit is a compare-and-swap on
+        # the head seen now; if the branch moved meanwhile, the plain commit (which
+        # re-applies the changes on the new head) decides, exactly as without this.
+        try:
+            parent = repo.resolve(f"refs/heads/{branch}")
+        except (NotFound, InvalidInput):
+            parent = None
+    if parent is None or expected is not None:
+        oid = commit(expected)
+    else:
+        try:
+            oid = commit(parent)
+        except RefConflict:
+            parent = None
+            oid = commit(None)
+    if ctx.derivations is not None and parent is not None:
+        ctx.derivations.note(repo_id(repo), oid, parent, frozenset(changes))
     return json_response(dumps({"oid": oid}), 201)
 
 
