@@ -9,6 +9,11 @@
   knows the ref, so a conditional GET that matches is a 304 without a database trip.
 * ``raw`` answers carry ``ETag: "<blob id>"`` (the same bytes under any revision).
 
+* For the fast path (:mod:`govc_db.http.fast`): :class:`Answer` (a remembered 200),
+  :class:`RevisionMemo` (what a revision resolved to, valid while the Store's query cache
+  saw no invalidation) and :class:`Derivations` (commits made through the service, so
+  answers of paths they did not touch carry over).
+
 ETags are strong; the compression middleware weakens them (``W/``) on the encoded
 representation, and :func:`matches` compares weakly, as RFC 9110 asks for
 ``If-None-Match``.
