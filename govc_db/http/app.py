@@ -207,6 +207,7 @@ def create_app(
             derivations=derived,
             rate_limiter=limiter if isinstance(limiter, RateLimitMiddleware) else None,
             compress_min_size=compress_min_size,
+            pool=pool,
         )
         store.perf.register("http_fast", fast)
         stack = fast

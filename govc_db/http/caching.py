@@ -207,18 +207,26 @@ class Derivations:
     A file or directory listing the commit did not touch is what it was in the parent,
     so an answer remembered for the parent is the answer for the commit too: after a
     commit the fast path keeps answering every path it did not change (commits made
-    elsewhere are not known here; their answers are computed again).
+    elsewhere are not known here; their answers are computed again). The parent is
+    learnt from the commit itself when it is next read (:meth:`learn`); until then,
+    and for merges, nothing carries over.
     """
 
     def __init__(self) -> None:
-        self._parents: dict[tuple[int, str], tuple[str, frozenset[str]]] = {}
+        self._parents: dict[tuple[int, str], tuple[str | None, frozenset[str]]] = {}
         self.carried = 0
 
-    def note(self, repo: int, commit: str, parent: str, changed: frozenset[str]) -> None:
-        """``commit`` (of repository ``repo``) is ``parent`` with ``changed`` changed."""
+    def note(self, repo: int, commit: str, changed: frozenset[str]) -> None:
+        """``commit`` (of repository ``repo``) was made with the paths ``changed``."""
         if len(self._parents) >= MAX_DERIVED:
             self._parents.clear()
-        self._parents[(repo, commit)] = (parent, changed)
+        self._parents[(repo, commit)] = (None, changed)
+
+    def learn(self, repo: int, commit: str, parents: list[str]) -> None:
+        """The parents of ``commit``, read from the commit (a noted one gets its parent)."""
+        found = self._parents.get((repo, commit))
+        if found is not None and found[0] is None and len(parents) == 1:
+            self._parents[(repo, commit)] = (parents[0], found[1])
 
     def find(self, cache: ResponseCache, kind: str, repo: int, commit: str, path: str) -> Any:
         """The remembered answer ``(kind, repo, c, path)`` of the nearest ancestor ``c``
@@ -226,7 +234,7 @@ class Derivations:
         here = commit
         for _ in range(MAX_CARRY):
             step = self._parents.get((repo, here))
-            if step is None or _touches(path, step[1]):
+            if step is None or step[0] is None or _touches(path, step[1]):
                 return None
             here = step[0]
             found = cache.get((kind, repo, here, path))

@@ -25,6 +25,10 @@ answers as it always does -- and records what this path may reuse:
   cache's (see :mod:`govc_db.db.cache`). A full commit id needs no memo: an answer
   stored under it was computed from that very commit.
 
+A revision not known now (a write moved something since) is resolved once in the
+thread pool, however many requests ask for it meanwhile: they all wait for that one
+resolution and then answer from memory, instead of each taking the slow way.
+
 Before answering, the fast path applies what the slow path would: the bearer token must
 be one verified recently (:meth:`TokenAuth.known`; anything else goes the slow way,
 which answers 401/403), the access rules, and the rate limiter of the Store (the same
@@ -38,11 +42,14 @@ Off with ``create_app(..., fast_path=False)``.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from concurrent.futures import Executor
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from govc_db.api.repository import Repository
 from govc_db.errors import RateLimited
 from govc_db.http.auth import TokenAuth
 from govc_db.http.caching import (
@@ -60,6 +67,7 @@ from govc_db.http.caching import (
 from govc_db.http.compression import _accepted, available_encodings, compressible
 from govc_db.http.context import RepoHandles
 from govc_db.http.errors import error_response
+from govc_db.middleware.caller import caller
 
 __all__ = ["FastPath"]
 
@@ -67,6 +75,14 @@ _PREFIX = "/api/v1/repos/"
 _KINDS = frozenset({"raw", "tree", "commits", "log"})
 _IMMUTABLE = IMMUTABLE.encode()
 _REVALIDATE = REVALIDATE.encode()
+
+
+class _Target(NamedTuple):
+    """The repository a request addresses and who asks (the rate limiter's caller)."""
+
+    repo: Repository
+    rid: int
+    caller: str
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -93,6 +109,7 @@ class FastPath:
         derivations: Derivations | None = None,
         rate_limiter: Any = None,
         compress_min_size: int = 1024,
+        pool: Executor | None = None,
     ) -> None:
         self.app = app
         self.auth = auth
@@ -103,6 +120,9 @@ class FastPath:
         self.rate_limiter = rate_limiter
         self.compress_min_size = compress_min_size
         self.encodings = available_encodings()
+        self.pool = pool
+        self._pending: dict[tuple[int, str], asyncio.Future[None]] = {}
+        self.resolves = 0
         self.answered = 0
         self.passed = 0
 
@@ -138,16 +158,18 @@ class FastPath:
         )
         if identity is None or not self.auth.allowed(identity, name, False):
             return False
-        found = self._lookup(repo_id(repo), name, segments[5], segments[6:], scope)
+        who = "anonymous" if identity.token_id is None else f"token:{identity.token_id}"
+        client = scope.get("client")
+        key = who if identity.token_id is not None else f"ip:{client[0] if client else '?'}"
+        found = await self._lookup(
+            _Target(repo, repo_id(repo), key), segments[5], segments[6:], scope
+        )
         if found is None:
             return False
         answer, immutable = found
-        who = "anonymous" if identity.token_id is None else f"token:{identity.token_id}"
         scope.setdefault("state", {})["govc_who"] = who
         self.answered += 1  # before sending: a client reading metrics next sees it
         if self.rate_limiter is not None:
-            client = scope.get("client")
-            key = who if identity.token_id is not None else f"ip:{client[0] if client else '?'}"
             try:
                 self.rate_limiter.take(key, name)
             except RateLimited as exc:
@@ -156,12 +178,13 @@ class FastPath:
         await self._send(answer, immutable, headers, send)
         return True
 
-    def _lookup(
-        self, rid: int, name: str, kind: str, rest: list[str], scope: Scope
+    async def _lookup(
+        self, target: _Target, kind: str, rest: list[str], scope: Scope
     ) -> tuple[Answer, bool] | None:
+        rid = target.rid
         parts = [unquote(s, errors="surrogateescape") for s in rest]
         if kind == "log":
-            return self._lookup_log(rid, scope)
+            return await self._lookup_log(target, scope)
         if not parts or not parts[0]:
             return None
         if kind == "raw":
@@ -172,7 +195,7 @@ class FastPath:
             rev, tail = parts[0], "/".join(parts[1:]).strip("/")
         else:  # commits/{rev}
             rev, tail = "/".join(parts), ""
-        commit, immutable = self._resolve(rid, rev)
+        commit, immutable = await self._resolve(target, rev)
         if commit is None:
             return None
         key: tuple[Any, ...] = (kind, rid, commit, tail)
@@ -183,7 +206,7 @@ class FastPath:
                 self.cache.put(key, answer, ANSWER_OVERHEAD + len(answer.body))
         return None if answer is None else (answer, immutable)
 
-    def _lookup_log(self, rid: int, scope: Scope) -> tuple[Answer, bool] | None:
+    async def _lookup_log(self, target: _Target, scope: Scope) -> tuple[Answer, bool] | None:
         from govc_db.http.routes import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX, log_key, parse_cursor
 
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), True))
@@ -202,19 +225,47 @@ class FastPath:
                 return None
             immutable = True
         else:
-            found, immutable = self._resolve(rid, query.get("rev") or "HEAD")
+            found, immutable = await self._resolve(target, query.get("rev") or "HEAD")
             if found is None:
                 return None
             start, offset = found, 0
         answer: Answer | None = self.cache.get(
-            log_key(rid, start, query.get("path") or "", offset, limit)
+            log_key(target.rid, start, query.get("path") or "", offset, limit)
         )
         return None if answer is None else (answer, immutable)
 
-    def _resolve(self, rid: int, rev: str) -> tuple[str | None, bool]:
+    async def _resolve(self, target: _Target, rev: str) -> tuple[str | None, bool]:
         if is_full_id(rev):
             return rev, True
-        return self.revisions.get(rid, rev), False
+        found = self.revisions.get(target.rid, rev)
+        if found is not None or self.pool is None:
+            return found, False
+        # Not known now (a write moved something since): resolve it once in the pool,
+        # however many requests ask meanwhile; they all wait for that one and then
+        # answer from memory, instead of each going the slow way.
+        key = (target.rid, rev)
+        pending = self._pending.get(key)
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(self.pool, self._resolve_now, target, rev)
+            self._pending[key] = pending
+            pending.add_done_callback(lambda done: self._forget(key, done))
+            self.resolves += 1
+        try:
+            await asyncio.shield(pending)
+        except Exception:  # the slow path reports it
+            return None, False
+        return self.revisions.get(target.rid, rev), False
+
+    def _forget(self, key: tuple[int, str], done: asyncio.Future[None]) -> None:
+        if self._pending.get(key) is done:
+            del self._pending[key]
+
+    def _resolve_now(self, target: _Target, rev: str) -> None:
+        with caller(target.caller):
+            token = self.revisions.begin()
+            commit = target.repo.resolve(rev)
+            self.revisions.put(token, target.rid, rev, commit)
 
     async def _send(
         self, answer: Answer, immutable: bool, request: dict[bytes, bytes], send: Send
@@ -268,6 +319,7 @@ class FastPath:
             "passed": self.passed,
             "revision_hits": self.revisions.hits,
             "revision_misses": self.revisions.misses,
+            "resolves": self.resolves,
             "carried": 0 if self.derivations is None else self.derivations.carried,
         }
 

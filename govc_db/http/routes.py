@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from govc_db.errors import InvalidInput, NotFound, RefConflict
+from govc_db.errors import InvalidInput
 from govc_db.http.caching import REVALIDATE, etag_for, is_full_id, matches, repo_id
 from govc_db.http.context import (
     Ctx,
@@ -112,8 +112,16 @@ def get_commit(ctx: Ctx) -> Response:
     repo = ctx.repo()
     oid, immutable = ctx.resolve(repo, rev)
     etag = etag_for("commit", repo.name, oid)
-    key = ("commits", repo_id(repo), oid, "")
-    return cached_json(ctx, etag, key, lambda: commit_json(repo.get_commit(oid)), immutable)
+    rid = repo_id(repo)
+    key = ("commits", rid, oid, "")
+
+    def build() -> Any:
+        info = repo.get_commit(oid)
+        if ctx.derivations is not None:
+            ctx.derivations.learn(rid, info.oid, info.parents)
+        return commit_json(info)
+
+    return cached_json(ctx, etag, key, build, immutable)
 
 
 def _int_query(ctx: Ctx, name: str, default: int, high: int) -> int:
@@ -165,11 +173,15 @@ def log(ctx: Ctx) -> Response:
         start, immutable = ctx.resolve(repo, ctx.query("rev") or "HEAD")
         offset = 0
     etag = etag_for("log", repo.name, start, path or "", str(offset), str(limit))
-    key = log_key(repo_id(repo), start, path or "", offset, limit)
+    rid = repo_id(repo)
+    key = log_key(rid, start, path or "", offset, limit)
 
     def build() -> Any:
         found = list(repo.log(start, path=path, limit=offset + limit + 1))[offset:]
         more = len(found) > limit
+        if ctx.derivations is not None:
+            for c in found:
+                ctx.derivations.learn(rid, c.oid, c.parents)
         return {
             "commits": [commit_json(c) for c in found[:limit]],
             "next": _cursor(start, offset + limit) if more else None,
@@ -261,36 +273,18 @@ def create_commit(ctx: Ctx) -> Response:
         raise InvalidInput("expected_head must be a commit id")
     repo = ctx.repo()
     changes = _changes(data.get("changes"))
-
-    def commit(expected_head: str | None) -> str:
-        return repo.commit(
-            branch,
-            changes,
-            message=message,
-            author=author,
-            committer=committer,
-            expected_head=expected_head,
-        )
-
-    parent = expected if expected is not None and is_full_id(expected) else None
-    if expected is None and ctx.derivations is not None:
-        # The parent is known for certain only if the commit is a compare-and-swap on
-        # the head seen now; if the branch moved meanwhile, the plain commit (which
-        # re-applies the changes on the new head) decides, exactly as without this.
-        try:
-            parent = repo.resolve(f"refs/heads/{branch}")
-        except (NotFound, InvalidInput):
-            parent = None
-    if parent is None or expected is not None:
-        oid = commit(expected)
-    else:
-        try:
-            oid = commit(parent)
-        except RefConflict:
-            parent = None
-            oid = commit(None)
-    if ctx.derivations is not None and parent is not None:
-        ctx.derivations.note(repo_id(repo), oid, parent, frozenset(changes))
+    oid = repo.commit(
+        branch,
+        changes,
+        message=message,
+        author=author,
+        committer=committer,
+        expected_head=expected,
+    )
+    if ctx.derivations is not None:
+        # The parent is learnt when the commit is next read (commits/{rev}, log): reading
+        # it back here would cost every commit a read transaction.
+        ctx.derivations.note(repo_id(repo), oid, frozenset(changes))
     return json_response(dumps({"oid": oid}), 201)
 
 
