@@ -329,3 +329,14 @@ def test_answers_a_commit_did_not_change_carry_over(svc: Svc) -> None:
         svc.get(f"{base}/tree/main/d").json()[0]["oid"]
         != before[f"{base}/tree/main/d"].json()[0]["oid"]
     )
+
+
+def test_an_unknown_revision_is_one_error(svc: Svc) -> None:
+    assert svc.get(RAW).status_code == 200  # the repository handle is live
+    errors_before = svc.store.metrics()["metrics"]["errors"]
+    r = svc.get("/api/v1/repos/demo/raw/no-such-branch/f.txt")
+    assert r.status_code == 404 and r.json()["error"] == "NotFound"
+    bad = svc.get("/api/v1/repos/demo/commits/main~999")
+    assert bad.status_code == 404 and set(bad.json()) == {"error", "message"}
+    # Each asked the library once (not once by the fast path and again by the slow one).
+    assert svc.store.metrics()["metrics"]["errors"] == errors_before + 2

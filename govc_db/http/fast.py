@@ -27,7 +27,8 @@ answers as it always does -- and records what this path may reuse:
 
 A revision not known now (a write moved something since) is resolved once in the
 thread pool, however many requests ask for it meanwhile: they all wait for that one
-resolution and then answer from memory, instead of each taking the slow way.
+resolution and then answer from memory, instead of each taking the slow way; if it
+fails, they all answer its error (as the slow path would, without asking again).
 
 Before answering, the fast path applies what the slow path would: the bearer token must
 be one verified recently (:meth:`TokenAuth.known`; anything else goes the slow way,
@@ -50,7 +51,7 @@ from urllib.parse import parse_qsl, unquote
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from govc_db.api.repository import Repository
-from govc_db.errors import RateLimited
+from govc_db.errors import GovcError, RateLimited
 from govc_db.http.auth import TokenAuth
 from govc_db.http.caching import (
     ANSWER_OVERHEAD,
@@ -161,9 +162,16 @@ class FastPath:
         who = "anonymous" if identity.token_id is None else f"token:{identity.token_id}"
         client = scope.get("client")
         key = who if identity.token_id is not None else f"ip:{client[0] if client else '?'}"
-        found = await self._lookup(
-            _Target(repo, repo_id(repo), key), segments[5], segments[6:], scope
-        )
+        try:
+            found = await self._lookup(
+                _Target(repo, repo_id(repo), key), segments[5], segments[6:], scope
+            )
+        except GovcError as exc:
+            # The revision did not resolve (unknown, malformed, database down): the
+            # answer the slow path would give, without asking the library again.
+            scope.setdefault("state", {})["govc_who"] = who
+            await error_response(exc)(scope, _no_body, send)
+            return True
         if found is None:
             return False
         answer, immutable = found
@@ -238,8 +246,8 @@ class FastPath:
         if is_full_id(rev):
             return rev, True
         found = self.revisions.get(target.rid, rev)
-        if found is not None or self.pool is None:
-            return found, False
+        if found is not None or self.pool is None or self.revisions.begin() is None:
+            return found, False  # (nothing could be remembered: the slow path resolves)
         # Not known now (a write moved something since): resolve it once in the pool,
         # however many requests ask meanwhile; they all wait for that one and then
         # answer from memory, instead of each going the slow way.
@@ -253,7 +261,11 @@ class FastPath:
             self.resolves += 1
         try:
             await asyncio.shield(pending)
-        except Exception:  # the slow path reports it
+        except RateLimited:  # the first asker's bucket, not necessarily this one's
+            return None, False
+        except GovcError:
+            raise
+        except Exception:  # not a library error: the slow path decides
             return None, False
         return self.revisions.get(target.rid, rev), False
 
