@@ -16,7 +16,8 @@ uvicorn (one process unless ``--workers``) in a child process, the same for both
    up at once, measured alternately for ``--rounds`` rounds, medians): a bare
    Starlette endpoint returning the same bytes from a dict. Target >= 0.7x, and
    >= 10,000 req/s if the machine allows. Also the median of the rounds' paired ratios
-   (each round's two runs are back to back), the figure least moved by other load.
+   (each round's two runs are back to back), and the server processes' CPU time per
+   request (user + system, medians): figures other processes' load moves less.
 3. **304**: the same with ``If-None-Match`` (the blob id) vs a floor endpoint comparing
    the header with a dict. Target >= 0.9x.
 4. **coalescing**: 64 identical concurrent cold reads in one process (query cache off,
@@ -117,6 +118,28 @@ def ours_app() -> Any:
     return app_from_env()
 
 
+# Server process of each base URL, for CPU time per request (see _cpu_seconds).
+_PIDS: dict[str, int] = {}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children (uvicorn's workers): a
+    figure the other processes' load moves much less than requests per second."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        here = todo.pop()
+        try:
+            fields = Path(f"/proc/{here}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            children = Path(f"/proc/{here}/task/{here}/children").read_text().split()
+        except OSError:
+            continue
+        todo += [int(c) for c in children]
+    return total
+
+
 @contextmanager
 def server(kind: str, url: str, workers: int) -> Iterator[str]:
     port = _port()
@@ -133,6 +156,7 @@ def server(kind: str, url: str, workers: int) -> Iterator[str]:
         cwd=ROOT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
+    _PIDS[base] = proc.pid
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -209,6 +233,8 @@ def wrk(base: str, paths: list[str], *, seconds: float, mode: str = "get", token
     }
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
+    pid = _PIDS.get(base)
+    cpu_before = _cpu_seconds(pid) if pid is not None else 0.0
     try:
         out = subprocess.run(
             ["wrk", "-t1", "-c64", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
@@ -221,6 +247,8 @@ def wrk(base: str, paths: list[str], *, seconds: float, mode: str = "get", token
     assert found, out
     stats: dict[str, float] = json.loads(found.group(1))
     stats["rps"] = stats["requests"] / stats["seconds"]
+    if pid is not None and stats["requests"]:
+        stats["cpu_us"] = (_cpu_seconds(pid) - cpu_before) / stats["requests"] * 1e6
     return stats
 
 
@@ -336,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
                 paired = zip(samples[a], samples[b], strict=True)
                 pairs = sorted(x["rps"] / y["rps"] for x, y in paired)
                 results[key] = {"paired_median": pairs[len(pairs) // 2], "all": pairs}
+                cpu = {}
+                for side in (a, b):
+                    spent = sorted(x.get("cpu_us", 0.0) for x in samples[side])
+                    cpu[side] = spent[len(spent) // 2]
+                results[key]["cpu_us"] = cpu
             # The mixed routes (tree, log, commit) were never asked yet: one unmeasured
             # second first (another seed: its commits must not repeat the measured ones).
             wrk(ours, ours_paths, seconds=1, token=token, mode="mixed", seed=7)
@@ -347,7 +380,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _ratios(r: dict[str, Any]) -> str:
-    return f"{r['paired_median']:.2f}x (of {', '.join(f'{x:.2f}' for x in r['all'])})"
+    ours, floor = r["cpu_us"].values()
+    return (
+        f"{r['paired_median']:.2f}x (of {', '.join(f'{x:.2f}' for x in r['all'])}); "
+        f"server CPU per request ours {ours:.0f} us, floor {floor:.0f} us -> "
+        f"{floor / ours if ours else 0:.2f}x"
+    )
 
 
 def report(r: dict[str, Any], workers: int) -> None:
