@@ -130,7 +130,9 @@ def repo_id(repo: Repository) -> int:
 
 @dataclass(slots=True)
 class Answer:
-    """A 200 answer computed from one commit: sent again as is, or as 304."""
+    """A 200 answer computed from one commit: sent again as is, or as 304. Its size in
+    the response cache is its body's; the encoded forms kept with it (one per encoding,
+    each smaller than the body for the types compressed) are not counted."""
 
     etag: str
     content_type: str
