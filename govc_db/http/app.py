@@ -1,7 +1,8 @@
 """``create_app(store, ...)``: the ASGI application of the HTTP service.
 
 The stack, outermost first (data, as in starlette): request log -> git smart-HTTP
-dispatch (``/<name>.git/...``, when :mod:`govc_db.interop.smart_http` exists) ->
+dispatch (``/<name>.git/...``, when :mod:`govc_db.interop.smart_http` exists) -> the
+fast path (remembered GETs answered on the event loop, :mod:`govc_db.http.fast`) ->
 compression -> the router built from :data:`~govc_db.http.routes.ENDPOINTS`, each
 endpoint wrapped with authentication and authorization and run in the thread pool.
 Errors become JSON answers (:mod:`govc_db.http.errors`).
@@ -26,12 +27,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from govc_db.api.store import Store
 from govc_db.http.access import AccessLogMiddleware
 from govc_db.http.auth import TokenAuth
-from govc_db.http.caching import ResponseCache
+from govc_db.http.caching import Derivations, ResponseCache, RevisionMemo
 from govc_db.http.compression import CompressionMiddleware
 from govc_db.http.context import Ctx, Endpoint, RepoHandles
 from govc_db.http.errors import error_response, handle_error
+from govc_db.http.fast import FastPath
 from govc_db.http.routes import ENDPOINTS
 from govc_db.middleware.caller import caller
+from govc_db.middleware.ratelimit import RateLimitMiddleware
 
 __all__ = ["create_app"]
 
@@ -66,6 +69,8 @@ def _route(
     metrics: Callable[[], bytes],
     pool: ThreadPoolExecutor,
     handles: RepoHandles,
+    revisions: RevisionMemo,
+    derived: Derivations | None,
 ) -> Route:
     write = ep.access == "write"
 
@@ -85,7 +90,10 @@ def _route(
                 auth.check(identity, repo, write)
             client = request.client.host if request.client else "unknown"
             with caller(who if identity.token_id is not None else f"ip:{client}"):
-                return ep.handler(Ctx(request, body, store, identity, cache, metrics, handles))
+                ctx = Ctx(
+                    request, body, store, identity, cache, metrics, handles, revisions, derived
+                )
+                return ep.handler(ctx)
 
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, work)
@@ -146,6 +154,7 @@ def create_app(
     threads: int = 32,
     repo_ttl: float = 1.0,
     close_store: bool = False,
+    fast_path: bool = True,
 ) -> ASGIApp:
     """The HTTP service for ``store``.
 
@@ -156,7 +165,8 @@ def create_app(
     compressed. ``threads``: worker threads running the (synchronous) library calls.
     ``repo_ttl``: seconds a repository handle is reused (see
     :class:`~govc_db.http.context.RepoHandles`). ``close_store``: close the store when
-    the server shuts down.
+    the server shuts down. ``fast_path``: answer remembered GETs on the event loop
+    (:mod:`govc_db.http.fast`).
     """
     auth = TokenAuth(store, public_read=public_read, ttl=token_ttl)
     cache = ResponseCache(cache_bytes)
@@ -167,7 +177,12 @@ def create_app(
     # executor costs less per hop than anyio's worker threads.
     pool = ThreadPoolExecutor(threads, thread_name_prefix="govc_db-http")
     handles = RepoHandles(store, repo_ttl)
-    routes = [_route(ep, store, auth, cache, metrics, pool, handles) for ep in ENDPOINTS]
+    revisions = RevisionMemo(store.cache)
+    derived = Derivations() if fast_path else None
+    routes = [
+        _route(ep, store, auth, cache, metrics, pool, handles, revisions, derived)
+        for ep in ENDPOINTS
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -180,5 +195,21 @@ def create_app(
 
     api = Starlette(routes=routes, exception_handlers={Exception: handle_error}, lifespan=lifespan)
     stack: ASGIApp = CompressionMiddleware(api, minimum_size=compress_min_size)
+    store.perf.unregister("http_fast")
+    if fast_path:
+        limiter = store.perf.components().get("ratelimit")
+        fast = FastPath(
+            stack,
+            auth=auth,
+            handles=handles,
+            cache=cache,
+            revisions=revisions,
+            derivations=derived,
+            rate_limiter=limiter if isinstance(limiter, RateLimitMiddleware) else None,
+            compress_min_size=compress_min_size,
+            pool=pool,
+        )
+        store.perf.register("http_fast", fast)
+        stack = fast
     stack = _GitDispatch(stack, _git_app(store, auth, allow_push))
     return AccessLogMiddleware(stack)

@@ -20,12 +20,12 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 import sqlalchemy as sa
-from cachetools import TTLCache
 
 from govc_db.api.store import Store
 from govc_db.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -35,6 +35,8 @@ from govc_db.objects import check_repository_name
 
 __all__ = ["Identity", "TokenAuth", "create_token"]
 
+#: Verified tokens remembered at most (the memo is emptied when full).
+MAX_VERIFIED = 10_000
 _TOKEN_RE = re.compile(r"gvc_([0-9]{1,18})_([A-Za-z0-9_-]{20,100})")
 _TABLE = cast(sa.Table, ApiToken.__table__)
 _REPOS = cast(sa.Table, RepositoryRow.__table__)
@@ -106,11 +108,42 @@ def create_token(store: Store, *, repository: str | None = None, write: bool = F
 class TokenAuth:
     """Verifies bearer tokens against the store and applies the access rules."""
 
-    def __init__(self, store: Store, *, public_read: bool = False, ttl: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        public_read: bool = False,
+        ttl: float = 30.0,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.public_read = public_read
-        self._verified: TTLCache[bytes, Identity] = TTLCache(maxsize=10_000, ttl=ttl)
-        self._lock = threading.Lock()
+        self.ttl = ttl
+        self._timer = timer
+        # digest -> (identity, expiry). A plain dict (reads and writes are atomic) rather
+        # than a locked TTLCache: it is read on every request; emptied when full.
+        self._verified: dict[bytes, tuple[Identity, float]] = {}
+
+    def _remembered(self, digest: bytes) -> Identity | None:
+        hit = self._verified.get(digest)
+        if hit is None or hit[1] <= self._timer():
+            return None
+        return hit[0]
+
+    def known(self, authorization: str | None) -> Identity | None:
+        """The identity of an ``Authorization`` header when no database trip is needed
+        (anonymous, or a token verified within ``ttl``); None otherwise (unknown or
+        invalid: :meth:`identify` decides)."""
+        if authorization is None:
+            return ANONYMOUS
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = token.strip()
+        if not token.isascii():
+            return None
+        # Only verified tokens' digests are remembered: a hit is a valid token.
+        return self._remembered(_digest(token))
 
     def identify(self, authorization: str | None) -> Identity:
         """The identity of an ``Authorization`` header (None: anonymous); 401 if invalid."""
@@ -127,8 +160,7 @@ class TokenAuth:
         if scheme.lower() != "bearer" or match is None:
             raise Unauthenticated("invalid or unknown token")
         digest = _digest(token)
-        with self._lock:
-            known = self._verified.get(digest)
+        known = self._remembered(digest)
         if known is not None:
             return known
         with self.store.transaction(readonly=True) as tx:
@@ -138,8 +170,10 @@ class TokenAuth:
         if not hmac.compare_digest(stored, digest) or row is None:
             raise Unauthenticated("invalid or unknown token")
         identity = Identity(int(match.group(1)), row.repository, bool(row.can_write))
-        with self._lock:
-            self._verified[digest] = identity
+        if self.ttl > 0:
+            if len(self._verified) >= MAX_VERIFIED:
+                self._verified.clear()
+            self._verified[digest] = (identity, self._timer() + self.ttl)
         return identity
 
     def check(self, identity: Identity, repository: str | None, write: bool) -> None:
@@ -152,6 +186,10 @@ class TokenAuth:
             what = "write to" if write else "read"
             target = f"repository {repository!r}" if repository else "this service"
             raise Forbidden(f"the token may not {what} {target}")
+
+    def allowed(self, identity: Identity, repository: str | None, write: bool) -> bool:
+        """Whether :meth:`check` would let the access through."""
+        return (not write and self.public_read) or identity.allows(repository, write)
 
     def check_access(self, authorization: str | None, repository: str, write: bool) -> int | None:
         """For git's smart HTTP: None if allowed, else 401 or 403."""

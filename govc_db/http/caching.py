@@ -9,6 +9,11 @@
   knows the ref, so a conditional GET that matches is a 304 without a database trip.
 * ``raw`` answers carry ``ETag: "<blob id>"`` (the same bytes under any revision).
 
+* For the fast path (:mod:`govc_db.http.fast`): :class:`Answer` (a remembered 200),
+  :class:`RevisionMemo` (what a revision resolved to, valid while the Store's query cache
+  saw no invalidation) and :class:`Derivations` (commits made through the service, so
+  answers of paths they did not touch carry over).
+
 ETags are strong; the compression middleware weakens them (``W/``) on the encoded
 representation, and :func:`matches` compares weakly, as RFC 9110 asks for
 ``If-None-Match``.
@@ -18,22 +23,42 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
+if TYPE_CHECKING:
+    from govc_db.api.repository import Repository
+    from govc_db.db.cache import QueryCache
+
 __all__ = [
+    "ANSWER_OVERHEAD",
     "IMMUTABLE",
     "REVALIDATE",
+    "Answer",
+    "Derivations",
     "ResponseCache",
+    "RevisionMemo",
     "etag_for",
     "is_full_id",
     "matches",
+    "repo_id",
 ]
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 _HEX = frozenset("0123456789abcdef")
+#: Bytes charged per remembered answer on top of its body (headers, key, record).
+ANSWER_OVERHEAD = 200
+#: Revisions remembered; the memo is emptied when full (entries are cheap to recompute).
+MAX_REVISIONS = 50_000
+#: Commits made through this service whose parent and changed paths are remembered.
+MAX_DERIVED = 10_000
+#: Parents followed at most when looking for an answer a commit did not change.
+MAX_CARRY = 32
 
 
 def is_full_id(rev: str) -> bool:
@@ -95,3 +120,127 @@ class ResponseCache:
                 "entries": len(self._data),
                 "bytes": int(self._data.currsize),
             }
+
+
+def repo_id(repo: Repository) -> int:
+    """The database id of a repository handle (keys answers to one incarnation of a name)."""
+    value: int = repo._id
+    return value
+
+
+@dataclass(slots=True)
+class Answer:
+    """A 200 answer computed from one commit: sent again as is, or as 304. Its size in
+    the response cache is its body's; the encoded forms kept with it (one per encoding,
+    each smaller than the body for the types compressed) are not counted."""
+
+    etag: str
+    content_type: str
+    body: bytes
+    raw: bool = False  # a file answer (Accept-Ranges)
+    encoded: dict[str, bytes] = field(default_factory=dict)
+
+
+class RevisionMemo:
+    """``(repo id, rev) -> commit``, usable while the query cache saw no invalidation.
+
+    Use: ``token = memo.begin()`` *before* resolving, then ``memo.put(token, ...)``; an
+    invalidation in between makes the entry unusable from the start.
+    """
+
+    def __init__(
+        self, cache: QueryCache | None, *, timer: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._cache = cache
+        self._timer = timer
+        self._ttl = cache.ref_ttl if cache is not None else 0.0
+        self._revs: dict[tuple[int, str], tuple[str, int, float]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def begin(self) -> int | None:
+        """The query cache's token now (after SQLite's ``data_version`` check), or None
+        when refs cannot be remembered (no cache, refs uncached, listener down)."""
+        cache = self._cache
+        if cache is None:
+            return None
+        cache.refresh()
+        if not cache.mutable_enabled():
+            return None
+        return cache.token()
+
+    def put(self, token: int | None, repo: int, rev: str, commit: str) -> None:
+        """Remember that ``rev`` resolved to ``commit`` (resolved after ``begin``)."""
+        if token is None:
+            return
+        revs = self._revs
+        if len(revs) >= MAX_REVISIONS:
+            revs.clear()
+        revs[(repo, rev)] = (commit, token, self._timer() + self._ttl)
+
+    def get(self, repo: int, rev: str) -> str | None:
+        """The commit ``rev`` resolves to now, when nothing can have moved it since."""
+        found = self._revs.get((repo, rev))
+        if found is None:
+            self.misses += 1
+            return None
+        now = self.begin()
+        if now is None or found[1] != now or found[2] <= self._timer():
+            self.misses += 1
+            return None
+        self.hits += 1
+        return found[0]
+
+
+def _touches(path: str, changed: frozenset[str]) -> bool:
+    """Whether changing the paths ``changed`` can change what is at ``path`` or below
+    (the path itself, something below it, or a file replacing a directory above it)."""
+    if not path:
+        return True
+    if path in changed:
+        return True
+    below = path + "/"
+    return any(p.startswith(below) or path.startswith(p + "/") for p in changed)
+
+
+class Derivations:
+    """Commits made through this service: ``commit -> (parent, changed paths)``.
+
+    A file or directory listing the commit did not touch is what it was in the parent,
+    so an answer remembered for the parent is the answer for the commit too: after a
+    commit the fast path keeps answering every path it did not change (commits made
+    elsewhere are not known here; their answers are computed again). The parent is
+    learnt from the commit itself when it is next read (:meth:`learn`); until then,
+    and for merges, nothing carries over.
+    """
+
+    def __init__(self) -> None:
+        self._parents: dict[tuple[int, str], tuple[str | None, frozenset[str]]] = {}
+        self.carried = 0
+
+    def note(self, repo: int, commit: str, changed: frozenset[str]) -> None:
+        """``commit`` (of repository ``repo``) was made with the paths ``changed``."""
+        if len(self._parents) >= MAX_DERIVED:
+            self._parents.clear()
+        self._parents[(repo, commit)] = (None, changed)
+
+    def learn(self, repo: int, commit: str, parents: list[str]) -> None:
+        """The parents of ``commit``, read from the commit (a noted one gets its parent)."""
+        found = self._parents.get((repo, commit))
+        if found is not None and found[0] is None and len(parents) == 1:
+            self._parents[(repo, commit)] = (parents[0], found[1])
+
+    def find(self, cache: ResponseCache, kind: str, repo: int, commit: str, path: str) -> Any:
+        """The remembered answer ``(kind, repo, c, path)`` of the nearest ancestor ``c``
+        of ``commit`` along noted commits none of which touched ``path``, or None."""
+        here = commit
+        for _ in range(MAX_CARRY):
+            step = self._parents.get((repo, here))
+            if step is None or step[0] is None or _touches(path, step[1]):
+                return None
+            here = step[0]
+            found = cache.get((kind, repo, here, path))
+            if found is not None:
+                self.carried += 1
+                return found
+        return None

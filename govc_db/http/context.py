@@ -16,7 +16,18 @@ from starlette.responses import Response
 from govc_db.api.repository import Repository
 from govc_db.api.store import Store
 from govc_db.http.auth import Identity
-from govc_db.http.caching import IMMUTABLE, REVALIDATE, ResponseCache, is_full_id, matches
+from govc_db.http.caching import (
+    ANSWER_OVERHEAD,
+    IMMUTABLE,
+    REVALIDATE,
+    Answer,
+    Derivations,
+    ResponseCache,
+    RevisionMemo,
+    is_full_id,
+    matches,
+    repo_id,
+)
 from govc_db.objects import Signature
 from govc_db.types import Change, CommitInfo, TreeEntry
 
@@ -47,6 +58,8 @@ class Ctx:
     cache: ResponseCache
     metrics: Callable[[], bytes]
     handles: RepoHandles
+    revisions: RevisionMemo | None = None
+    derivations: Derivations | None = None
 
     @property
     def repo_name(self) -> str:
@@ -56,6 +69,15 @@ class Ctx:
     def repo(self) -> Repository:
         """The repository of the URL (NotFound if absent)."""
         return self.handles.get(self.repo_name)
+
+    def resolve(self, repo: Repository, rev: str) -> tuple[str, bool]:
+        """``(commit id, immutable)`` of ``rev`` (see :func:`resolve_rev`), remembered
+        for the fast path."""
+        return resolve_rev(repo, rev, self.revisions)
+
+    def remember(self, key: tuple[Any, ...], answer: Answer) -> None:
+        """Keep ``answer`` for the fast path (``key`` names the commit it came from)."""
+        self.cache.put(key, answer, ANSWER_OVERHEAD + len(answer.body))
 
     def query(self, name: str) -> str | None:
         """A query parameter, or None."""
@@ -86,6 +108,13 @@ class RepoHandles:
         self.ttl = ttl
         self._timer = timer
         self._handles: dict[str, tuple[float, Repository]] = {}
+
+    def peek(self, name: str) -> Repository | None:
+        """The live handle of ``name``, or None (no database trip)."""
+        hit = self._handles.get(name)
+        if hit is not None and hit[0] > self._timer():
+            return hit[1]
+        return None
 
     def get(self, name: str) -> Repository:
         """The handle of ``name`` (NotFound if there is no such repository)."""
@@ -132,15 +161,16 @@ def cached_json(
     ctx: Ctx, etag: str, key: tuple[Any, ...], build: Callable[[], Any], immutable: bool
 ) -> Response:
     """A JSON answer identified by ``etag``: 304 when the client has it, else from the
-    response cache or ``build()`` (and cached: ``key`` names the commits it came from)."""
+    response cache or ``build()``, and cached under ``key`` (the fast path's key of the
+    answer, which names the commits it came from)."""
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE if immutable else REVALIDATE}
     if matches(ctx.request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    body = ctx.cache.get(key)
-    if body is None:
-        body = dumps(build())
-        ctx.cache.put(key, body, len(body))
-    return json_response(body, headers=headers)
+    answer: Answer | None = ctx.cache.get(key)
+    if answer is None:
+        answer = Answer(etag, "application/json", dumps(build()))
+        ctx.remember(key, answer)
+    return json_response(answer.body, headers=headers)
 
 
 def signature_json(s: Signature) -> dict[str, Any]:
@@ -177,7 +207,16 @@ def change_json(c: Change) -> dict[str, Any]:
     }
 
 
-def resolve_rev(repo: Repository, rev: str) -> tuple[str, bool]:
-    """``(commit id, immutable)``: immutable when ``rev`` is that full id itself."""
+def resolve_rev(
+    repo: Repository, rev: str, revisions: RevisionMemo | None = None
+) -> tuple[str, bool]:
+    """``(commit id, immutable)``: immutable when ``rev`` is that full id itself. Other
+    revisions are remembered in ``revisions`` (taken before resolving: see
+    :class:`~govc_db.http.caching.RevisionMemo`)."""
+    if revisions is None or is_full_id(rev):
+        oid = repo.resolve(rev)
+        return oid, oid == rev
+    token = revisions.begin()
     oid = repo.resolve(rev)
-    return oid, oid == rev and is_full_id(rev)
+    revisions.put(token, repo_id(repo), rev, oid)
+    return oid, False

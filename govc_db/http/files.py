@@ -12,8 +12,8 @@ from starlette.responses import Response, StreamingResponse
 
 from govc_db.api.repository import Repository
 from govc_db.errors import InvalidInput, NotFound
-from govc_db.http.caching import IMMUTABLE, REVALIDATE, matches
-from govc_db.http.context import Ctx, resolve_rev
+from govc_db.http.caching import IMMUTABLE, REVALIDATE, Answer, matches, repo_id
+from govc_db.http.context import Ctx
 
 __all__ = ["raw"]
 
@@ -82,7 +82,7 @@ def raw(ctx: Ctx) -> Response:
         raise InvalidInput("use /raw/{rev}/{path}")
     rev, path = rest[0], "/".join(rest[1:])
     repo = ctx.repo()
-    commit, immutable = resolve_rev(repo, rev)
+    commit, immutable = ctx.resolve(repo, rev)
     blob, _mode = _blob_meta(ctx, repo, commit, path)
     etag = f'"{blob}"'
     headers = {
@@ -106,8 +106,12 @@ def raw(ctx: Ctx) -> Response:
                 ctx.cache.put(("data", repo.name, blob), data, len(data))
     if data is not None:
         span = _byte_range(range_header, len(data))
+        whole = Response(data, headers=headers, media_type=media)
+        if len(data) <= CACHE_BLOB_MAX:
+            answer = Answer(etag, whole.headers["content-type"], data, raw=True)
+            ctx.remember(("raw", repo_id(repo), commit, path), answer)
         if span is None:
-            return Response(data, headers=headers, media_type=media)
+            return whole
         return _partial(headers, media, len(data), span, lambda a, b: iter([data[a : b + 1]]))
     assert stream is not None
     size = _size(stream)

@@ -18,7 +18,7 @@ from typing import Any
 from starlette.responses import Response
 
 from govc_db.errors import InvalidInput
-from govc_db.http.caching import REVALIDATE, etag_for, is_full_id, matches
+from govc_db.http.caching import REVALIDATE, etag_for, is_full_id, matches, repo_id
 from govc_db.http.context import (
     Ctx,
     Endpoint,
@@ -34,7 +34,7 @@ from govc_db.http.files import raw
 from govc_db.objects import Signature
 from govc_db.types import File
 
-__all__ = ["ENDPOINTS"]
+__all__ = ["ENDPOINTS", "LOG_LIMIT_DEFAULT", "LOG_LIMIT_MAX", "log_key", "parse_cursor"]
 
 LOG_LIMIT_DEFAULT = 50
 LOG_LIMIT_MAX = 1000
@@ -110,11 +110,18 @@ def get_commit(ctx: Ctx) -> Response:
     """The CommitInfo fields of ``{rev}``."""
     rev = "/".join(ctx.rest())
     repo = ctx.repo()
-    oid, immutable = resolve_rev(repo, rev)
-    key = ("commit", repo.name, oid)
-    return cached_json(
-        ctx, etag_for(*key), key, lambda: commit_json(repo.get_commit(oid)), immutable
-    )
+    oid, immutable = ctx.resolve(repo, rev)
+    etag = etag_for("commit", repo.name, oid)
+    rid = repo_id(repo)
+    key = ("commits", rid, oid, "")
+
+    def build() -> Any:
+        info = repo.get_commit(oid)
+        if ctx.derivations is not None:
+            ctx.derivations.learn(rid, info.oid, info.parents)
+        return commit_json(info)
+
+    return cached_json(ctx, etag, key, build, immutable)
 
 
 def _int_query(ctx: Ctx, name: str, default: int, high: int) -> int:
@@ -134,7 +141,13 @@ def _cursor(oid: str, offset: int) -> str:
     return base64.urlsafe_b64encode(f"{oid}:{offset}".encode()).decode().rstrip("=")
 
 
-def _parse_cursor(text: str) -> tuple[str, int]:
+def log_key(rid: int, start: str, path: str, offset: int, limit: int) -> tuple[Any, ...]:
+    """The response-cache key of a log page (shared with the fast path)."""
+    return ("log", rid, start, path, offset, limit)
+
+
+def parse_cursor(text: str) -> tuple[str, int]:
+    """``(start commit, offset)`` of a log cursor; InvalidInput if malformed."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
         oid, _, offset = raw.partition(":")
@@ -153,23 +166,28 @@ def log(ctx: Ctx) -> Response:
     path = ctx.query("path") or None
     cursor = ctx.query("cursor")
     if cursor:
-        start, offset = _parse_cursor(cursor)
+        start, offset = parse_cursor(cursor)
         start, _ = resolve_rev(repo, start)
         immutable = True
     else:
-        start, immutable = resolve_rev(repo, ctx.query("rev") or "HEAD")
+        start, immutable = ctx.resolve(repo, ctx.query("rev") or "HEAD")
         offset = 0
-    key = ("log", repo.name, start, path or "", str(offset), str(limit))
+    etag = etag_for("log", repo.name, start, path or "", str(offset), str(limit))
+    rid = repo_id(repo)
+    key = log_key(rid, start, path or "", offset, limit)
 
     def build() -> Any:
         found = list(repo.log(start, path=path, limit=offset + limit + 1))[offset:]
         more = len(found) > limit
+        if ctx.derivations is not None:
+            for c in found:
+                ctx.derivations.learn(rid, c.oid, c.parents)
         return {
             "commits": [commit_json(c) for c in found[:limit]],
             "next": _cursor(start, offset + limit) if more else None,
         }
 
-    return cached_json(ctx, etag_for(*key), key, build, immutable)
+    return cached_json(ctx, etag, key, build, immutable)
 
 
 def tree(ctx: Ctx) -> Response:
@@ -179,10 +197,11 @@ def tree(ctx: Ctx) -> Response:
         raise InvalidInput("a revision is needed: /tree/{rev}/{path}")
     rev, path = rest[0], "/".join(rest[1:]).strip("/")
     repo = ctx.repo()
-    oid, immutable = resolve_rev(repo, rev)
-    key = ("tree", repo.name, oid, path)
+    oid, immutable = ctx.resolve(repo, rev)
+    etag = etag_for("tree", repo.name, oid, path)
+    key = ("tree", repo_id(repo), oid, path)
     return cached_json(
-        ctx, etag_for(*key), key, lambda: [entry_json(e) for e in repo.tree(oid, path)], immutable
+        ctx, etag, key, lambda: [entry_json(e) for e in repo.tree(oid, path)], immutable
     )
 
 
@@ -192,11 +211,12 @@ def diff(ctx: Ctx) -> Response:
     if not old or not new:
         raise InvalidInput("from and to are required")
     repo = ctx.repo()
-    a, imm_a = resolve_rev(repo, old)
-    b, imm_b = resolve_rev(repo, new)
-    key = ("diff", repo.name, a, b)
+    a, imm_a = ctx.resolve(repo, old)
+    b, imm_b = ctx.resolve(repo, new)
+    etag = etag_for("diff", repo.name, a, b)
+    key = ("diff", repo_id(repo), a, b)
     return cached_json(
-        ctx, etag_for(*key), key, lambda: [change_json(c) for c in repo.diff(a, b)], imm_a and imm_b
+        ctx, etag, key, lambda: [change_json(c) for c in repo.diff(a, b)], imm_a and imm_b
     )
 
 
@@ -251,14 +271,20 @@ def create_commit(ctx: Ctx) -> Response:
     expected = data.get("expected_head")
     if expected is not None and not isinstance(expected, str):
         raise InvalidInput("expected_head must be a commit id")
-    oid = ctx.repo().commit(
+    repo = ctx.repo()
+    changes = _changes(data.get("changes"))
+    oid = repo.commit(
         branch,
-        _changes(data.get("changes")),
+        changes,
         message=message,
         author=author,
         committer=committer,
         expected_head=expected,
     )
+    if ctx.derivations is not None:
+        # The parent is learnt when the commit is next read (commits/{rev}, log): reading
+        # it back here would cost every commit a read transaction.
+        ctx.derivations.note(repo_id(repo), oid, frozenset(changes))
     return json_response(dumps({"oid": oid}), 201)
 
 

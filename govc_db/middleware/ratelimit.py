@@ -52,7 +52,13 @@ class RateLimitMiddleware:
 
     def __call__(self, op: Operation) -> Any:
         """Take a token for ``op``'s caller and repository, or raise RateLimited."""
-        key = (current_caller(), op.repository)
+        self.take(current_caller(), op.repository)
+        return self._app(op)
+
+    def take(self, caller: str, repository: str) -> None:
+        """Take a token of ``caller``'s bucket for ``repository``, or raise RateLimited
+        (for answers served without an operation, e.g. from an HTTP response cache)."""
+        key = (caller, repository)
         with self._lock:
             now = self._timer()
             bucket = self._buckets.get(key)
@@ -65,12 +71,11 @@ class RateLimitMiddleware:
                 self._stats["limited"] += 1
                 wait = (1.0 - tokens) / self.rate
                 raise RateLimited(
-                    f"rate limit of {self.rate:g}/s exceeded for {op.repository or 'the store'!r}",
+                    f"rate limit of {self.rate:g}/s exceeded for {repository or 'the store'!r}",
                     retry_after=wait,
                 )
             bucket[0] = tokens - 1.0
             self._stats["allowed"] += 1
-        return self._app(op)
 
     def get_stats(self) -> dict[str, Any]:
         """Calls allowed and limited, the number of buckets, and the configuration."""

@@ -1,0 +1,340 @@
+"""The fast path (ASGI middleware): ``GET`` answers the process already holds, sent from
+the event loop without a thread hop, a database trip or Starlette's request machinery.
+
+It answers ``raw``, ``tree``, ``commits/{rev}`` and ``log`` requests when everything is
+in memory, and passes every other request (and every miss) to the app behind it, which
+answers as it always does -- and records what this path may reuse:
+
+* **Answers** (:class:`Answer`: ETag, content type, body, and its compressed forms) are
+  kept in the response cache under the commit they were computed from, so they never
+  change: ``("raw", repo id, commit, path)``, ``("tree", ...)``, ``("commit", ...)``,
+  ``("log", ...)``. Keys carry the repository's id, so a repository deleted and created
+  again under the same name never gets its predecessor's answers.
+* **Answers a commit did not change** (:class:`~govc_db.http.caching.Derivations`):
+  a commit made through this service is remembered with its parent and the paths it
+  changed; a ``raw`` or ``tree`` answer of a path it did not touch is the parent's.
+* **What a revision resolved to** (:class:`RevisionMemo`): ``(repo id, rev) -> commit``
+  for revisions that are not full ids (branches, tags, ``HEAD``, ``main~1`` ...). An
+  entry is used only while the Store's query cache has seen *no invalidation at all*
+  since the revision was resolved (its token is unchanged), its refs are usable now
+  (on PostgreSQL the NOTIFY listener is connected), and ``cache_ref_ttl`` has not
+  passed; on SQLite the ``PRAGMA data_version`` check runs first. So a commit through
+  this service, another Store of this process, or another process (NOTIFY on
+  PostgreSQL, ``data_version`` on SQLite) makes every remembered revision unusable at
+  once, and the next request resolves again -- the staleness bound is the query
+  cache's (see :mod:`govc_db.db.cache`). A full commit id needs no memo: an answer
+  stored under it was computed from that very commit.
+
+A revision not known now (a write moved something since) is resolved once in the
+thread pool, however many requests ask for it meanwhile: they all wait for that one
+resolution and then answer from memory, instead of each taking the slow way; if it
+fails, they all answer its error (as the slow path would, without asking again).
+
+Before answering, the fast path applies what the slow path would: the bearer token must
+be one verified recently (:meth:`TokenAuth.known`; anything else goes the slow way,
+which answers 401/403), the access rules, and the rate limiter of the Store (the same
+buckets as the library's calls; a refusal is the same 429). Conditional GETs are
+answered with 304 from the remembered ETag. ``Range`` requests go the slow way.
+Compression follows :mod:`govc_db.http.compression` (same types, threshold, encodings,
+weak ETags); each encoded form is computed once per answer.
+
+Off with ``create_app(..., fast_path=False)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from govc_db.api.repository import Repository
+from govc_db.errors import GovcError, RateLimited
+from govc_db.http.auth import TokenAuth
+from govc_db.http.caching import (
+    ANSWER_OVERHEAD,
+    IMMUTABLE,
+    REVALIDATE,
+    Answer,
+    Derivations,
+    ResponseCache,
+    RevisionMemo,
+    is_full_id,
+    matches,
+    repo_id,
+)
+from govc_db.http.compression import _accepted, available_encodings, compressible
+from govc_db.http.context import RepoHandles
+from govc_db.http.errors import error_response
+from govc_db.middleware.caller import caller
+
+__all__ = ["FastPath"]
+
+_PREFIX = "/api/v1/repos/"
+_KINDS = frozenset({"raw", "tree", "commits", "log"})
+_IMMUTABLE = IMMUTABLE.encode()
+_REVALIDATE = REVALIDATE.encode()
+
+
+class _Target(NamedTuple):
+    """The repository a request addresses and who asks (the rate limiter's caller)."""
+
+    repo: Repository
+    rid: int
+    caller: str
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    # The few request headers this path reads; the first of a repeated one, as
+    # Starlette's Headers.get() reads it.
+    out: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name not in out:
+            out[name] = value
+    return out
+
+
+class FastPath:
+    """Answers remembered ``GET`` requests; passes everything else to ``app``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        auth: TokenAuth,
+        handles: RepoHandles,
+        cache: ResponseCache,
+        revisions: RevisionMemo,
+        derivations: Derivations | None = None,
+        rate_limiter: Any = None,
+        compress_min_size: int = 1024,
+        pool: Executor | None = None,
+    ) -> None:
+        self.app = app
+        self.auth = auth
+        self.handles = handles
+        self.cache = cache
+        self.revisions = revisions
+        self.derivations = derivations
+        self.rate_limiter = rate_limiter
+        self.compress_min_size = compress_min_size
+        self.encodings = available_encodings()
+        self.pool = pool
+        self._pending: dict[tuple[int, str], asyncio.Future[None]] = {}
+        self.resolves = 0
+        self.answered = 0
+        self.passed = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"].startswith(_PREFIX)
+            and await self._answer(scope, send)
+        ):
+            return
+        self.passed += 1
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, send: Send) -> bool:
+        raw_path = scope.get("raw_path")
+        text = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope["path"]
+        segments = text.split("?", 1)[0].split("/")
+        # ['', 'api', 'v1', 'repos', '<repo>', '<kind>', ...rest]
+        if len(segments) < 6 or segments[5] not in _KINDS:
+            return False
+        headers = _headers(scope)
+        if b"range" in headers:
+            return False
+        name = unquote(segments[4])
+        repo = self.handles.peek(name)
+        if repo is None:
+            return False
+        authorization = headers.get(b"authorization")
+        identity = self.auth.known(
+            None if authorization is None else authorization.decode("latin-1")
+        )
+        if identity is None or not self.auth.allowed(identity, name, False):
+            return False
+        who = "anonymous" if identity.token_id is None else f"token:{identity.token_id}"
+        client = scope.get("client")
+        key = who if identity.token_id is not None else f"ip:{client[0] if client else '?'}"
+        try:
+            found = await self._lookup(
+                _Target(repo, repo_id(repo), key), segments[5], segments[6:], scope
+            )
+        except GovcError as exc:
+            # The revision did not resolve (unknown, malformed, database down): the
+            # answer the slow path would give, without asking the library again.
+            scope.setdefault("state", {})["govc_who"] = who
+            await error_response(exc)(scope, _no_body, send)
+            return True
+        if found is None:
+            return False
+        answer, immutable = found
+        scope.setdefault("state", {})["govc_who"] = who
+        self.answered += 1  # before sending: a client reading metrics next sees it
+        if self.rate_limiter is not None:
+            try:
+                self.rate_limiter.take(key, name)
+            except RateLimited as exc:
+                await error_response(exc)(scope, _no_body, send)
+                return True
+        await self._send(answer, immutable, headers, send)
+        return True
+
+    async def _lookup(
+        self, target: _Target, kind: str, rest: list[str], scope: Scope
+    ) -> tuple[Answer, bool] | None:
+        rid = target.rid
+        parts = [unquote(s, errors="surrogateescape") for s in rest]
+        if kind == "log":
+            return await self._lookup_log(target, scope)
+        if not parts or not parts[0]:
+            return None
+        if kind == "raw":
+            if len(parts) < 2:
+                return None
+            rev, tail = parts[0], "/".join(parts[1:])
+        elif kind == "tree":
+            rev, tail = parts[0], "/".join(parts[1:]).strip("/")
+        else:  # commits/{rev}
+            rev, tail = "/".join(parts), ""
+        commit, immutable = await self._resolve(target, rev)
+        if commit is None:
+            return None
+        key: tuple[Any, ...] = (kind, rid, commit, tail)
+        answer: Answer | None = self.cache.get(key)
+        if answer is None and kind != "commits" and self.derivations is not None:
+            answer = self.derivations.find(self.cache, kind, rid, commit, tail)
+            if answer is not None:
+                self.cache.put(key, answer, ANSWER_OVERHEAD + len(answer.body))
+        return None if answer is None else (answer, immutable)
+
+    async def _lookup_log(self, target: _Target, scope: Scope) -> tuple[Answer, bool] | None:
+        from govc_db.http.routes import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX, log_key, parse_cursor
+
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), True))
+        limit_text = query.get("limit")
+        if limit_text is None or limit_text == "":
+            limit = LOG_LIMIT_DEFAULT
+        elif limit_text.isdigit() and int(limit_text) <= LOG_LIMIT_MAX:
+            limit = int(limit_text)
+        else:
+            return None
+        cursor = query.get("cursor")
+        if cursor:
+            try:
+                start, offset = parse_cursor(cursor)
+            except ValueError:
+                return None
+            immutable = True
+        else:
+            found, immutable = await self._resolve(target, query.get("rev") or "HEAD")
+            if found is None:
+                return None
+            start, offset = found, 0
+        answer: Answer | None = self.cache.get(
+            log_key(target.rid, start, query.get("path") or "", offset, limit)
+        )
+        return None if answer is None else (answer, immutable)
+
+    async def _resolve(self, target: _Target, rev: str) -> tuple[str | None, bool]:
+        if is_full_id(rev):
+            return rev, True
+        found = self.revisions.get(target.rid, rev)
+        if found is not None or self.pool is None or self.revisions.begin() is None:
+            return found, False  # (nothing could be remembered: the slow path resolves)
+        # Not known now (a write moved something since): resolve it once in the pool,
+        # however many requests ask meanwhile; they all wait for that one and then
+        # answer from memory, instead of each going the slow way.
+        key = (target.rid, rev)
+        pending = self._pending.get(key)
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(self.pool, self._resolve_now, target, rev)
+            self._pending[key] = pending
+            pending.add_done_callback(lambda done: self._forget(key, done))
+            self.resolves += 1
+        try:
+            await asyncio.shield(pending)
+        except RateLimited:  # the first asker's bucket, not necessarily this one's
+            return None, False
+        except GovcError:
+            raise
+        except Exception:  # not a library error: the slow path decides
+            return None, False
+        return self.revisions.get(target.rid, rev), False
+
+    def _forget(self, key: tuple[int, str], done: asyncio.Future[None]) -> None:
+        if self._pending.get(key) is done:
+            del self._pending[key]
+
+    def _resolve_now(self, target: _Target, rev: str) -> None:
+        with caller(target.caller):
+            token = self.revisions.begin()
+            commit = target.repo.resolve(rev)
+            self.revisions.put(token, target.rid, rev, commit)
+
+    async def _send(
+        self, answer: Answer, immutable: bool, request: dict[bytes, bytes], send: Send
+    ) -> None:
+        etag = answer.etag
+        cache_control = _IMMUTABLE if immutable else _REVALIDATE
+        inm = request.get(b"if-none-match")
+        if inm is not None and matches(inm.decode("latin-1"), etag):
+            out = [(b"etag", etag.encode()), (b"cache-control", cache_control)]
+            if answer.raw:
+                out.append((b"accept-ranges", b"bytes"))
+            await send({"type": "http.response.start", "status": 304, "headers": out})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = answer.body
+        encoding = self._encoding(answer, request.get(b"accept-encoding"))
+        out = [(b"content-type", answer.content_type.encode())]
+        if encoding is not None:
+            body = answer.encoded.get(encoding) or self._encode(answer, encoding)
+            out += [
+                (b"etag", b"W/" + etag.encode()),
+                (b"content-encoding", encoding.encode()),
+                (b"vary", b"Accept-Encoding"),
+            ]
+        else:
+            out.append((b"etag", etag.encode()))
+        out += [(b"cache-control", cache_control), (b"content-length", b"%d" % len(body))]
+        if answer.raw:
+            out.append((b"accept-ranges", b"bytes"))
+        await send({"type": "http.response.start", "status": 200, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+    def _encoding(self, answer: Answer, accept: bytes | None) -> str | None:
+        if not accept or len(answer.body) < self.compress_min_size:
+            return None
+        if not compressible(answer.content_type):
+            return None
+        accepted = _accepted(accept.decode("latin-1"))
+        return next((name for name in self.encodings if name in accepted), None)
+
+    def _encode(self, answer: Answer, encoding: str) -> bytes:
+        encoder = self.encodings[encoding]()
+        data = encoder.compress(answer.body) + encoder.flush()
+        answer.encoded[encoding] = data  # one writer wins; both values are equal
+        return data
+
+    def get_stats(self) -> dict[str, Any]:
+        """Requests answered here and passed on; revision memo hits and misses."""
+        return {
+            "answered": self.answered,
+            "passed": self.passed,
+            "revision_hits": self.revisions.hits,
+            "revision_misses": self.revisions.misses,
+            "resolves": self.resolves,
+            "carried": 0 if self.derivations is None else self.derivations.carried,
+        }
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
