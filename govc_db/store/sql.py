@@ -20,7 +20,6 @@ from sqlalchemy import (
     Engine,
     delete,
     literal_column,
-    text,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -783,18 +782,20 @@ class SqlRefs:
         ]
 
 
-_UNNEST: dict[tuple[str, tuple[str, ...]], Any] = {}
+_UNNEST: dict[tuple[str, tuple[str, ...]], str] = {}
 
 
-def _unnest_insert(table: Any, columns: list[str], conn: Connection) -> Any:
-    """``INSERT INTO table (columns) SELECT * FROM unnest(:c0::type[], ...) ON CONFLICT
-    DO NOTHING`` (PostgreSQL), built once per table from the model's column types."""
+def _unnest_insert(table: Any, columns: list[str], conn: Connection) -> str:
+    """``INSERT INTO table (columns) SELECT * FROM unnest(%b::type[], ...) ON CONFLICT DO
+    NOTHING`` for the PostgreSQL driver (one array per column, sent in binary: text
+    arrays of bytea are escaped element by element), built once per table from the
+    model's column types."""
     key = (table.name, tuple(columns))
     found = _UNNEST.get(key)
     if found is None:
         types = [table.c[c].type.compile(dialect=conn.dialect) for c in columns]
-        arrays = ", ".join(f"CAST(:c{j} AS {t}[])" for j, t in enumerate(types))
-        found = _UNNEST[key] = text(
+        arrays = ", ".join(f"CAST(%b AS {t}[])" for t in types)
+        found = _UNNEST[key] = (
             f"INSERT INTO {table.name} ({', '.join(columns)}) "
             f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
         )
@@ -857,7 +858,8 @@ class SqlIndex:
         """Record many commits (idempotent), one statement per table and slice: on SQLite
         an executemany of up to 5,000 positional rows (the compiled INSERT, without
         SQLAlchemy's per-row bind processing); on PostgreSQL (whose driver sends an
-        executemany row by row) one ``INSERT ... SELECT FROM unnest(arrays)`` per table.
+        executemany row by row) one ``INSERT ... SELECT FROM unnest(arrays)`` per table,
+        the arrays sent in binary.
         A speculative unit queues them as :meth:`add` does."""
         if self._u.pipe is not None:
             for entry, changed in entries:
@@ -909,8 +911,12 @@ class SqlIndex:
             if pg:
                 columns = list(rows[0])
                 sql = _unnest_insert(stmt.table, columns, conn)
-                params = {f"c{j}": [row[c] for row in rows] for j, c in enumerate(columns)}
-                conn.execute(sql, params)
+                driver: Any = conn.connection.driver_connection
+                try:
+                    with driver.cursor() as cur:
+                        cur.execute(sql, [[row[c] for row in rows] for c in columns])
+                except conn.dialect.loaded_dbapi.Error as exc:
+                    raise wrap_driver_error(conn, exc, "commit index (bulk)") from exc
                 continue
             # The compiled INSERT with positional rows: no per-row bind processing.
             args = compiled.args
