@@ -201,8 +201,9 @@ class TestStoreContract:
 
     def test_put_bulk_rolled_back_leaves_nothing(self, store: Store, repo: Repository) -> None:
         with pytest.raises(RuntimeError), self.unit(store, repo) as u:
-            # Beyond one batch: some rows reach the database before the failure.
-            u.objects.put_bulk([(b"blob", b"doomed %d" % i) for i in range(2500)])
+            # Beyond one batch by count and by bytes (about 11 MB): some rows reach the
+            # database before the failure.
+            u.objects.put_bulk([(b"blob", b"doomed %d " % i * 400) for i in range(2500)])
             raise RuntimeError("fail after the writes")
         assert table_counts(store, repo._id)["govc_objects"] == 0
         with pytest.raises(GovcError), self.unit(store, repo) as u:

@@ -99,6 +99,12 @@ T = TypeVar("T")
 #: Objects up to this size are remembered in the decoded cache once written.
 REMEMBER_MAX = 1024 * 1024
 
+#: Rows :meth:`SqlObjects.put_bulk` buffers on PostgreSQL before a flush by count (the
+#: byte bound of the batch executor still applies). Measured, 20,000 small objects in one
+#: unit: 1,000 rows per COPY 0.52-1.18 s, 10,000 rows 0.46-0.57 s; on SQLite larger
+#: executemany batches were not faster, so there the executor's count applies.
+BULK_ROWS = 10_000
+
 #: The rows of :meth:`SqlObjects.get_bulk`, in the column order of ``resolve_rows``.
 _BULK_COLUMNS = "oid, type, size, encoding, data FROM govc_objects WHERE repo_id = "
 _BULK_GET_PG = "SELECT " + _BULK_COLUMNS + "%s AND oid = ANY(%s)"
@@ -543,7 +549,9 @@ class SqlObjects:
         """As :meth:`put_many` without delta hints, for writing many objects once (an
         import slice, a pushed pack): each object is encoded as ``put_many`` encodes an
         unhinted one and goes to the unit's batch (COPY on PostgreSQL, executemany on
-        SQLite, flushed by count or bytes), and nothing goes to the decoded cache."""
+        SQLite), flushed as ``put_many`` flushes except that on PostgreSQL a flush by count
+        waits for :data:`BULK_ROWS` rows, and
+        nothing goes to the decoded cache."""
         ids: list[ObjectId] = []
         batch = self._batch
         buffered = self._ex.enabled
@@ -553,6 +561,7 @@ class SqlObjects:
         encode = codec.encode
         numbers = TYPE_NUMBERS
         duplicates = 0
+        bulk_rows = BULK_ROWS if self._pg else 0
         seen: set[bytes] = set()
         # type number -> [objects, raw bytes, stored bytes]
         tally: dict[int, list[int]] = {}
@@ -580,7 +589,9 @@ class SqlObjects:
                 direct[oid] = row
                 continue
             full = batch.add(row, data)
-            if full is not None:
+            # By bytes as put_many; on PostgreSQL by count only every BULK_ROWS rows
+            # (fewer, larger COPYs; memory stays bounded by the bytes).
+            if full is not None and (full != "count" or len(batch) >= bulk_rows):
                 batch.flush(full)
         if direct:
             batch.write_now(direct.values())
