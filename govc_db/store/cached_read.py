@@ -123,15 +123,6 @@ class _Objects:
             out.update(fetched)
         return out
 
-    def get_bulk(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject]:
-        # Read once (a pack): fetched, nothing remembered.
-        wanted = list(dict.fromkeys(oids))
-        out = self._cache.get_objects(self._repo_id, wanted)
-        missing = [o for o in wanted if o not in out]
-        if missing:
-            out.update(self._backend.fetch_objects(self._repo_id, missing))
-        return out
-
     def has(self, oid: ObjectId) -> bool:
         # A cached object, parsed tree or commit-index row exists; else fetch it.
         cache = self._cache
@@ -140,7 +131,9 @@ class _Objects:
         self.get(oid)  # CacheMiss when absent: the ordinary unit decides
         return True
 
-    has_many = put = put_many = put_bulk = find_prefix = iter_ids = flush = _miss
+    # get_bulk: many objects read once go to the ordinary unit's bulk read (here each
+    # would be fetched alone).
+    has_many = get_bulk = put = put_many = put_bulk = find_prefix = iter_ids = flush = _miss
 
 
 class CachedReadUnit:
