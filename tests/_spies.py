@@ -29,6 +29,12 @@ class CountingObjects:
         self.read_ids.extend(wanted)
         return self.inner.get_many(wanted)
 
+    def get_bulk(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject]:
+        wanted = list(oids)
+        self.read_calls += 1
+        self.read_ids.extend(wanted)
+        return self.inner.get_bulk(wanted)
+
     def has(self, oid: ObjectId) -> bool:
         return self.inner.has(oid)
 
@@ -47,6 +53,12 @@ class CountingObjects:
         self.put_calls += 1
         self.written.extend(batch)
         return self.inner.put_many(batch, bases)
+
+    def put_bulk(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+        batch = list(objects)
+        self.put_calls += 1
+        self.written.extend(batch)
+        return self.inner.put_bulk(batch)
 
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
         return self.inner.find_prefix(prefix_hex, limit)

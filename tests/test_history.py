@@ -291,6 +291,9 @@ class CountingIndex:
     def add(self, entry: IndexEntry, changed: Mapping[int, Iterable[str]]) -> None:
         self.inner.add(entry, changed)
 
+    def add_many(self, entries: Sequence[tuple[IndexEntry, Mapping[int, Iterable[str]]]]) -> None:
+        self.inner.add_many(entries)
+
     def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, IndexEntry]:
         out = self.inner.get_many(oids)
         self.calls["get_many"] += 1

@@ -14,6 +14,7 @@ from govc_db import Settings, Store
 from govc_db.db import migrate
 from govc_db.errors import GovcError, InvalidInput
 from govc_db.models import Base
+from govc_db.objects import ObjectId, hash_object
 from govc_db.store.codec import (
     DELTA_ENCODINGS,
     ENC_DELTA,
@@ -47,6 +48,32 @@ def test_new_versions_are_deltas_against_their_predecessor(opened: Store) -> Non
         assert info.oid == c
     assert repo.read("HEAD", "d/f2.txt") == text("d/f2.txt", 12)
     assert repo.verify().ok
+
+
+def test_bulk_read_decodes_delta_chains_and_fills_no_cache(opened: Store) -> None:
+    repo = opened.create_repository("bulk")
+    history(repo, 25, files=2)
+    stored = rows(opened, repo._id)
+    assert sum(r[1] in DELTA_ENCODINGS for r in stored) >= 30
+    ids = [ObjectId(r[0]) for r in stored]
+    cache = opened.backend.codec.cache
+    cache.clear()
+    with opened.backend.unit(repo._id) as u:
+        whole = u.objects.get_many(ids)  # the reference: the ordinary read path
+    assert len(whole) == len(ids)
+    assert all(hash_object(o.type, o.data) == i for i, o in whole.items())
+    # Cold (every chain read from the database), then with some bases decoded and cached
+    # by an ordinary read, read-only and in a write transaction: the same objects, and
+    # the decoded cache holds nothing more afterwards.
+    cache.clear()
+    for warm, write in ((False, False), (False, True), (True, False), (True, True)):
+        if warm:
+            with opened.backend.unit(repo._id) as u:
+                u.objects.get_many(ids[::7])
+        held = cache.get_stats()["bytes"]
+        with opened.backend.unit(repo._id, write=write) as u:
+            assert u.objects.get_bulk(list(reversed(ids))) == whole
+        assert cache.get_stats()["bytes"] == held
 
 
 def test_switched_off_stores_whole_rows_and_reads_delta_rows(db_url: str) -> None:

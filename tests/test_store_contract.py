@@ -176,6 +176,40 @@ class TestStoreContract:
             assert u.objects.has_many(absent + ids) == set(ids)
             assert sorted(u.objects.iter_ids()) == sorted((i, b"blob") for i in ids)
 
+    def test_bulk_write_and_read_equal_the_plain_ones(self, store: Store, repo: Repository) -> None:
+        # More objects than one batch and one IN (...) list: flushed and read in chunks.
+        items = [(b"blob", b"bulk %d\n" % i) for i in range(2345)]
+        items += [(b"tree", b""), (b"blob", b"bulk 3\n")]
+        expected = {hash_object(t, d): RawObject(t, d) for t, d in items}
+        absent = [hash_object(b"blob", b"absent %d" % i) for i in range(10)]
+        with self.unit(store, repo) as u:
+            ids = u.objects.put_bulk(items)
+            # Rows still buffered in the unit answer too.
+            assert u.objects.get_bulk(ids[-3:]) == {i: expected[i] for i in ids[-3:]}
+            assert u.objects.put_bulk([]) == []
+        assert ids == [hash_object(t, d) for t, d in items]
+        assert table_counts(store, repo._id)["govc_objects"] == len(expected)
+        with self.unit(store, repo, write=False) as u:
+            bulk = u.objects.get_bulk(ids + absent + ids[:5])
+            assert bulk == expected
+            assert bulk == u.objects.get_many(ids + absent)
+            assert u.objects.get_bulk([]) == {}
+            assert u.objects.get_bulk(absent[:1]) == {}
+        # Objects put in bulk read back through the one-object path too.
+        with self.unit(store, repo, write=False) as u:
+            assert u.objects.get(ids[7]) == expected[ids[7]]
+
+    def test_put_bulk_rolled_back_leaves_nothing(self, store: Store, repo: Repository) -> None:
+        with pytest.raises(RuntimeError), self.unit(store, repo) as u:
+            # Beyond one batch by count and by bytes (about 11 MB): some rows reach the
+            # database before the failure.
+            u.objects.put_bulk([(b"blob", b"doomed %d " % i * 400) for i in range(2500)])
+            raise RuntimeError("fail after the writes")
+        assert table_counts(store, repo._id)["govc_objects"] == 0
+        with pytest.raises(GovcError), self.unit(store, repo) as u:
+            u.objects.put_bulk([(b"blob", b"fine"), (b"blobby", b"x")])
+        assert table_counts(store, repo._id)["govc_objects"] == 0
+
     def test_find_prefix(self, store: Store, repo: Repository) -> None:
         a4, b4 = colliding_blobs(4)
         a5, b5 = colliding_blobs(5)
@@ -520,6 +554,31 @@ class TestStoreContract:
             assert sorted(u.index.iter_all(), key=lambda e: e.oid) == sorted(
                 entries, key=lambda e: e.oid
             )
+
+    def test_index_add_many_records_what_add_records(self, store: Store, repo: Repository) -> None:
+        self._load_dag(store, repo)
+        other = store.create_repository("bulk-index")
+        dag = self._dag()
+        with self.unit(store, other) as u:
+            u.index.add_many(dag[:2])
+            u.index.add_many(dag)  # idempotent, the first two again
+            u.index.add_many([])
+        by_id = {e.oid: e for e, _ in dag}
+        assert table_counts(store, other._id) == table_counts(store, repo._id)
+        with (
+            self.unit(store, repo, write=False) as plain,
+            self.unit(store, other, write=False) as bulk,
+        ):
+            assert bulk.index.get_many([*by_id, oid(99)]) == by_id
+            for c in by_id:
+                assert bulk.index.changed_paths(c) == plain.index.changed_paths(c)
+            for path in ("ab", "a/x", "dir/ü.txt", "b"):
+                assert bulk.index.touching(path) == plain.index.touching(path)
+        with pytest.raises(RuntimeError), self.unit(store, other) as u:
+            u.index.add_many([(IndexEntry(oid(50), oid(150), (), 1, 1, 1), {0: ["z"]})])
+            raise RuntimeError("rolled back")
+        with self.unit(store, other, write=False) as u:
+            assert u.index.get_many([oid(50)]) == {}
 
     def test_index_add_is_idempotent(self, store: Store, repo: Repository) -> None:
         entries = self._load_dag(store, repo)

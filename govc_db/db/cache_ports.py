@@ -158,6 +158,19 @@ class CachedObjects(_Wrapper):
         """Store many objects (``bases``: delta hints, see the ObjectStore port)."""
         return self._inner.put_many(objects, bases)
 
+    def get_bulk(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject]:
+        """Many objects read once (a clone's pack): cached ones answer, the rest come from
+        the database's bulk read, and nothing read is remembered."""
+        wanted = list(dict.fromkeys(oids))
+        out = self._cache.get_objects(self._repo_id, wanted)
+        if len(out) < len(wanted):
+            out.update(self._inner.get_bulk([o for o in wanted if o not in out]))
+        return out
+
+    def put_bulk(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+        """Store many objects written once (not cached, see the ObjectStore port)."""
+        return self._inner.put_bulk(objects)
+
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
         """Ids starting with ``prefix_hex`` (always the database: new ids may match)."""
         return self._inner.find_prefix(prefix_hex, limit)
@@ -202,6 +215,11 @@ class CachedIndex(_Wrapper):
             self._cache.put_index(self._repo_id, items)
         else:
             self._defer(lambda: self._cache.put_index(self._repo_id, items))
+
+    def add_many(self, entries: Sequence[tuple[IndexEntry, Mapping[int, Iterable[str]]]]) -> None:
+        """Record many commits (an import, a push): not cached, a later read fetches the
+        rows it needs."""
+        self._inner.add_many(entries)
 
     def cached_row(self, oid: ObjectId) -> IndexEntry | None:
         """The row of ``oid`` if the cache holds it, without a query: a history walk

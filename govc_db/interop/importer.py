@@ -359,7 +359,7 @@ def _store_objects(
         nonlocal slices
         rows = list(batch)
         batch.clear()
-        repo._run("import_objects", lambda u: u.objects.put_many(rows), write=True)
+        repo._run("import_objects", lambda u: u.objects.put_bulk(rows), write=True)
         slices += 1
 
     for oid, type_name, raw in source:

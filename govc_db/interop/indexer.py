@@ -5,14 +5,13 @@ parents' rows and trees one query at a time. Here a whole batch of new commits i
 topological order, generations are computed in memory, the changed paths come from a
 light diff of the trees being stored (split once, shared across commits; the same paths
 ``core.diff.diff_trees`` reports, checked by the tests against ``git log -- path``), and
-the rows are written with one executemany per table and slice instead of three
-statements per commit.
+the rows are written with ``CommitIndexStore.add_many`` (one statement per table and
+slice in the SQL store) instead of three statements per commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from govc_db.core.trees import EMPTY_TREE
 from govc_db.errors import InvalidInput
@@ -25,24 +24,6 @@ __all__ = ["IndexPlan", "TreeSource", "plan_index", "write_index"]
 
 _DIR = (b"40000", b"040000")
 _GITLINK = b"160000"
-_UNNEST: dict[tuple[str, tuple[str, ...]], Any] = {}
-
-
-def _unnest_insert(table: Any, columns: list[str], conn: Any) -> Any:
-    """``INSERT INTO table (columns) SELECT * FROM unnest(:c0::type[], ...) ON CONFLICT
-    DO NOTHING`` (PostgreSQL), built once per table from the model's column types."""
-    key = (table.name, tuple(columns))
-    found = _UNNEST.get(key)
-    if found is None:
-        from sqlalchemy import text
-
-        types = [table.c[c].type.compile(dialect=conn.dialect) for c in columns]
-        arrays = ", ".join(f"CAST(:c{j} AS {t}[])" for j, t in enumerate(types))
-        found = _UNNEST[key] = text(
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "
-            f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
-        )
-    return found
 
 
 class TreeSource:
@@ -190,11 +171,7 @@ def write_index(
 
     ``known``: the changed paths of some commits with at most one parent, computed
     already (``git diff-tree`` on import); the others are diffed here."""
-    commit_rows: list[dict[str, Any]] = []
-    parent_rows: list[dict[str, Any]] = []
-    path_rows: list[dict[str, Any]] = []
-    entries: list[tuple[IndexEntry, dict[int, list[str]]]] = []
-    r = unit.repo_id
+    entries: list[tuple[IndexEntry, Mapping[int, list[str]]]] = []
     for oid in oids:
         c = plan.commits[oid]
         changed: dict[int, list[str]] = {}
@@ -209,56 +186,4 @@ def write_index(
             oid, c.tree, c.parents, plan.generation[oid], c.author.time, c.committer.time
         )
         entries.append((entry, changed))
-        commit_rows.append(
-            {
-                "repo_id": r,
-                "oid": oid,
-                "tree": c.tree,
-                "generation": entry.generation,
-                "author_time": entry.author_time,
-                "committer_time": entry.committer_time,
-                "parent_count": len(c.parents),
-            }
-        )
-        parent_rows.extend(
-            {"repo_id": r, "oid": oid, "position": i, "parent": p} for i, p in enumerate(c.parents)
-        )
-        path_rows.extend(
-            {
-                "repo_id": r,
-                "oid": oid,
-                "position": pos,
-                "path": path.encode("utf-8", "surrogateescape"),
-            }
-            for pos, paths in changed.items()
-            for path in paths
-        )
-    backend = getattr(unit, "_backend", None)
-    conn = getattr(unit, "conn", None)
-    statements = [getattr(backend, n, None) for n in ("commit_insert", "parent_insert")]
-    if conn is None or None in statements or getattr(unit, "pipe", None) is not None:
-        for entry, changed in entries:  # any other Unit: its own one-commit path
-            unit.index.add(entry, changed)
-        return
-    assert backend is not None
-    # SQL store: the same statements SqlIndex.add runs. On SQLite one executemany per
-    # table; on PostgreSQL (where the driver sends an executemany row by row) as
-    # multi-row VALUES, _VALUES_ROWS rows per statement.
-    pg = getattr(backend, "dialect", "") == "postgresql"
-    for stmt, rows in (
-        (backend.commit_insert, commit_rows),
-        (backend.parent_insert, parent_rows),
-        (backend.path_insert, path_rows),
-    ):
-        if not rows:
-            continue
-        if pg:
-            # One statement per table: INSERT ... SELECT FROM unnest(one array per column).
-            table = stmt.table
-            columns = list(rows[0])
-            sql = _unnest_insert(table, columns, conn)
-            params = {f"c{j}": [row[c] for row in rows] for j, c in enumerate(columns)}
-            conn.execute(sql, params)
-            continue
-        for i in range(0, len(rows), 5000):
-            conn.execute(stmt, rows[i : i + 5000])
+    unit.index.add_many(entries)

@@ -87,11 +87,11 @@ def _store_pack(unit: Unit, spool: IO[bytes] | None, source: TreeSource) -> _Pac
                     pack.commits[oid] = obj
             rows.append((type_name, raw))
             if len(rows) >= _ROWS:
-                unit.objects.put_many(rows)
+                unit.objects.put_bulk(rows)
                 rows.clear()
     except (InvalidInput, GovcError) as exc:
         raise _Refused(str(exc)) from None
-    unit.objects.put_many(rows)
+    unit.objects.put_bulk(rows)
     return pack
 
 

@@ -3,7 +3,7 @@
 :func:`govc_db.interop.walk.plan_fetch` lists the objects in pack order (commits, tags,
 trees, blobs; history newest first) and, for a tree or blob, the version that replaced it at the
 same path when that one is sent too. Here the objects are read in batches of that order
-(``get_many``; the trees the planner already read are reused), each tree or blob whose
+(``get_bulk``; the trees the planner already read are reused), each tree or blob whose
 base went out earlier is sent as a delta against it (``ofs-delta`` when the client
 accepts it, else ``ref-delta``) if the delta is at most half the object and the chain
 stays within ``Settings.fetch_delta_depth``; everything is deflated with a zlib state
@@ -94,7 +94,7 @@ def write_fetch_pack(
             if base is not None and base in offsets and base not in recent:
                 fetch.append(base)  # evicted: read again with the batch
         if fetch:
-            found.update(unit.objects.get_many(fetch))
+            found.update(unit.objects.get_bulk(fetch))
         for oid in chunk:
             raw = found.get(oid)
             if raw is None:

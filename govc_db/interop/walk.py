@@ -155,7 +155,7 @@ class _Trees:
         need = [o for o in dict.fromkeys(oids) if o not in self.parsed]
         for i in range(0, len(need), _BATCH):
             chunk = need[i : i + _BATCH]
-            found = self._unit.objects.get_many(chunk)
+            found = self._unit.objects.get_bulk(chunk)
             for oid in chunk:
                 raw = found.get(oid)
                 if raw is None or raw.type != b"tree":
@@ -240,7 +240,7 @@ def plan_fetch(
     extra_trees: list[tuple[ObjectId, ObjectId | None]] = []
     pending = list(wants)
     while pending:
-        found = unit.objects.get_many(pending)
+        found = unit.objects.get_bulk(pending)
         nxt: list[ObjectId] = []
         for oid in pending:
             raw = found.get(oid)

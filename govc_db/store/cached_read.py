@@ -91,7 +91,7 @@ class _Index:
     def ancestry(self, oids: Sequence[ObjectId], min_generation: int = 0) -> NoReturn:
         raise CacheMiss
 
-    add = window = touching = iter_all = changed_paths = _miss
+    add = add_many = window = touching = iter_all = changed_paths = _miss
 
 
 class _Objects:
@@ -131,7 +131,9 @@ class _Objects:
         self.get(oid)  # CacheMiss when absent: the ordinary unit decides
         return True
 
-    has_many = put = put_many = find_prefix = iter_ids = flush = _miss
+    # get_bulk: many objects read once go to the ordinary unit's bulk read (here each
+    # would be fetched alone).
+    has_many = get_bulk = put = put_many = put_bulk = find_prefix = iter_ids = flush = _miss
 
 
 class CachedReadUnit:

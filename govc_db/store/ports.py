@@ -97,6 +97,19 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def get_bulk(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject]:
+        """As :meth:`get_many`, for reading many objects once (the pack of a clone or a
+        fetch): the same contents, read the cheapest way the store has, and nothing read
+        is remembered in a cache. The caller bounds memory by the size of ``oids``."""
+        ...
+
+    def put_bulk(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+        """As :meth:`put_many` without delta hints, for writing many objects once (an
+        import, a pushed pack): nothing written is remembered in a cache (a later read
+        fetches it). Ids in input order; as with ``put_many``, the rows are visible to
+        other transactions only once this one commits."""
+        ...
+
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
         """Ids starting with ``prefix_hex`` (lowercase hex, >= 4 chars), at most ``limit``."""
         ...
@@ -141,6 +154,12 @@ class CommitIndexStore(Protocol):
         """Record a commit; ``changed[i]`` = file paths changed against parent ``i``
         (``changed[0]`` for a root commit: every path it holds). Idempotent.
         """
+        ...
+
+    def add_many(self, entries: Sequence[tuple[IndexEntry, Mapping[int, Iterable[str]]]]) -> None:
+        """Record many commits at once (an import slice, a pushed pack), each as
+        :meth:`add` would; a commit's parents must be recorded already or come earlier
+        in ``entries``. Idempotent; the rows are not remembered in a cache."""
         ...
 
     def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, IndexEntry]:

@@ -28,7 +28,13 @@ from govc_db.db.cache import TOKEN_KEY, QueryCache, uncached_active
 from govc_db.db.cache_ports import CachedIndex, CachedObjects, CachedRefs, ReadMemo
 from govc_db.db.engine import WRITE_OPTION
 from govc_db.db.notify import NOTIFY_STATEMENT, ref_message, repository_deleted_message
-from govc_db.db.pipeline import PipelineStats, RawStatement, WritePipeline, compile_raw
+from govc_db.db.pipeline import (
+    PipelineStats,
+    RawStatement,
+    WritePipeline,
+    compile_raw,
+    wrap_driver_error,
+)
 from govc_db.db.txn import Transaction, TransactionManager
 from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound, StoreUnavailable
 from govc_db.objects import TYPE_NUMBERS, ObjectId, hash_object
@@ -92,6 +98,27 @@ T = TypeVar("T")
 
 #: Objects up to this size are remembered in the decoded cache once written.
 REMEMBER_MAX = 1024 * 1024
+
+#: Rows :meth:`SqlObjects.put_bulk` buffers on PostgreSQL before a flush by count (the
+#: byte bound of the batch executor still applies). Measured, 20,000 small objects in one
+#: unit: 1,000 rows per COPY 0.52-1.18 s, 10,000 rows 0.46-0.57 s; on SQLite larger
+#: executemany batches were not faster, so there the executor's count applies.
+BULK_ROWS = 10_000
+
+#: The rows of :meth:`SqlObjects.get_bulk`, in the column order of ``resolve_rows``.
+_BULK_COLUMNS = "oid, type, size, encoding, data FROM govc_objects WHERE repo_id = "
+_BULK_GET_PG = "SELECT " + _BULK_COLUMNS + "%s AND oid = ANY(%s)"
+_BULK_GET_SQLITE: dict[int, str] = {}
+
+
+def _bulk_get_sqlite(n: int) -> str:
+    """The SQLite read of ``n`` ids (cached per count: chunks are mostly full)."""
+    sql = _BULK_GET_SQLITE.get(n)
+    if sql is None:
+        sql = _BULK_GET_SQLITE[n] = (
+            "SELECT " + _BULK_COLUMNS + "? AND oid IN (" + ",".join("?" * n) + ")"
+        )
+    return sql
 
 
 # -- the unit of work -------------------------------------------------------------------
@@ -277,6 +304,71 @@ class SqlObjects:
         self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
         return out
 
+    def get_bulk(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject]:
+        """As :meth:`get_many`, for reading many objects once (a clone's or fetch's pack).
+
+        The rows are read on this unit's connection (same transaction) through the
+        driver's own cursor, each chunk fetched whole (binary results on PostgreSQL),
+        without SQLAlchemy's per-row processing; delta rows are resolved together with
+        the chains they need, and nothing decoded goes to the decoded cache (objects read
+        once for a pack would only evict the ones that are read again).
+        """
+        wanted = list(dict.fromkeys(oids))
+        out: dict[ObjectId, RawObject] = {}
+        batch = self._batch
+        if batch:
+            rest: list[ObjectId] = []
+            for oid in wanted:
+                hit = batch.get(oid)
+                if hit is None:
+                    rest.append(oid)
+                else:
+                    out[oid] = RawObject(type_name_of(hit[0], oid), hit[1])
+            wanted = rest
+        hits = len(out)
+        if not wanted:
+            self._ex.count_read(statements=0, ids=hits, from_buffer=hits)
+            return out
+        conn = self._u.conn
+        repo_id = self._u.repo_id
+        large = self._u._backend.large_blobs
+        rows: list[Any] = []
+        statements = 0
+        driver: Any = conn.connection.driver_connection
+        try:
+            if self._pg:
+                with driver.cursor(binary=True) as cur:
+                    for chunk in self._ex.id_chunks(wanted):
+                        statements += 1
+                        cur.execute(_BULK_GET_PG, (repo_id, chunk))
+                        rows.extend(cur.fetchall())
+            else:
+                cur = driver.cursor()
+                try:
+                    for chunk in self._ex.id_chunks(wanted):
+                        statements += 1
+                        cur.execute(_bulk_get_sqlite(len(chunk)), (repo_id, *chunk))
+                        rows.extend(cur.fetchall())
+                finally:
+                    cur.close()
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise wrap_driver_error(conn, exc, "object read (bulk)") from exc
+        plain: list[tuple[Any, ...]] = []
+        for row in rows:
+            if large is not None and row[3] == large.encoding:
+                data = large.read_whole(conn, repo_id, row[4], row[2])
+                out[ObjectId(bytes(row[0]))] = RawObject(type_name_of(row[1], row[0]), data)
+            else:
+                plain.append(row)
+        # A list for ``deferred``: decoded delta objects are collected there, not cached.
+        decoded = resolve_rows(self._codec, repo_id, plain, self._fetch_chains, [])
+        keep = set(wanted)
+        for key, (number, data, _depth) in decoded.items():
+            if key in keep:
+                out[ObjectId(key)] = RawObject(type_name_of(number, key), data)
+        self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
+        return out
+
     # -- storage optimizer hooks (delta chains; govc_db.store.codec) -----------------------
     def _resolve(self, rows: Iterable[Any]) -> dict[bytes, tuple[int, bytes, int]]:
         """Decode stored rows, fetching the delta bases they need in one chain query.
@@ -449,6 +541,66 @@ class SqlObjects:
             batch.write_now(direct.values())
         if written:
             self._remember(written)
+        codec.written.add(counts)
+        self._ex.count_put(objects=len(ids), duplicates=duplicates)
+        return ids
+
+    def put_bulk(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+        """As :meth:`put_many` without delta hints, for writing many objects once (an
+        import slice, a pushed pack): each object is encoded as ``put_many`` encodes an
+        unhinted one and goes to the unit's batch (COPY on PostgreSQL, executemany on
+        SQLite), flushed as ``put_many`` flushes except that on PostgreSQL a flush by count
+        waits for :data:`BULK_ROWS` rows, and
+        nothing goes to the decoded cache."""
+        ids: list[ObjectId] = []
+        batch = self._batch
+        buffered = self._ex.enabled
+        direct: dict[bytes, Row] = {}
+        repo_id = self._u.repo_id
+        codec = self._codec
+        encode = codec.encode
+        numbers = TYPE_NUMBERS
+        duplicates = 0
+        bulk_rows = BULK_ROWS if self._pg else 0
+        seen: set[bytes] = set()
+        # type number -> [objects, raw bytes, stored bytes]
+        tally: dict[int, list[int]] = {}
+        for type_name, data in objects:
+            number = numbers.get(type_name)
+            if number is None:
+                raise GovcError(f"unknown object type {type_name!r}")
+            if type(data) is not bytes:  # a caller's bytearray must not change under us
+                data = bytes(data)
+            oid = hash_object(type_name, data)
+            ids.append(oid)
+            if oid in seen or oid in batch:
+                duplicates += 1
+                continue
+            seen.add(oid)
+            enc, stored = encode(data)
+            row = (repo_id, oid, number, len(data), enc, stored)
+            t = tally.get(number)
+            if t is None:
+                t = tally[number] = [0, 0, 0]
+            t[0] += 1
+            t[1] += len(data)
+            t[2] += len(stored)
+            if not buffered:
+                direct[oid] = row
+                continue
+            full = batch.add(row, data)
+            # By bytes as put_many; on PostgreSQL by count only every BULK_ROWS rows
+            # (fewer, larger COPYs; memory stays bounded by the bytes).
+            if full is not None and (full != "count" or len(batch) >= bulk_rows):
+                batch.flush(full)
+        if direct:
+            batch.write_now(direct.values())
+        counts: dict[str, int] = {"duplicates": duplicates}
+        for number, (n, raw, stored_bytes) in tally.items():
+            kind = type_name_of(number, b"").decode()
+            counts[kind + ".objects"] = n
+            counts[kind + ".raw"] = raw
+            counts[kind + ".stored"] = stored_bytes
         codec.written.add(counts)
         self._ex.count_put(objects=len(ids), duplicates=duplicates)
         return ids
@@ -641,6 +793,26 @@ class SqlRefs:
         ]
 
 
+_UNNEST: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _unnest_insert(table: Any, columns: list[str], conn: Connection) -> str:
+    """``INSERT INTO table (columns) SELECT * FROM unnest(%b::type[], ...) ON CONFLICT DO
+    NOTHING`` for the PostgreSQL driver (one array per column, sent in binary: text
+    arrays of bytea are escaped element by element), built once per table from the
+    model's column types."""
+    key = (table.name, tuple(columns))
+    found = _UNNEST.get(key)
+    if found is None:
+        types = [table.c[c].type.compile(dialect=conn.dialect) for c in columns]
+        arrays = ", ".join(f"CAST(%b AS {t}[])" for t in types)
+        found = _UNNEST[key] = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
+        )
+    return found
+
+
 class SqlIndex:
     """CommitIndexStore over ``govc_commits``, ``govc_commit_parents``, ``govc_commit_paths``."""
 
@@ -692,6 +864,75 @@ class SqlIndex:
             self._u.conn.execute(b.parent_insert, parent_rows)
         for chunk in chunks(rows, 1000):
             self._u.conn.execute(b.path_insert, list(chunk))
+
+    def add_many(self, entries: Sequence[tuple[IndexEntry, Mapping[int, Iterable[str]]]]) -> None:
+        """Record many commits (idempotent), one statement per table and slice: on SQLite
+        an executemany of up to 5,000 positional rows (the compiled INSERT, without
+        SQLAlchemy's per-row bind processing); on PostgreSQL (whose driver sends an
+        executemany row by row) one ``INSERT ... SELECT FROM unnest(arrays)`` per table,
+        the arrays sent in binary.
+        A speculative unit queues them as :meth:`add` does."""
+        if self._u.pipe is not None:
+            for entry, changed in entries:
+                self.add(entry, changed)
+            return
+        self._all_paths = None
+        b = self._u._backend
+        r = self._u.repo_id
+        commit_rows: list[dict[str, Any]] = []
+        parent_rows: list[dict[str, Any]] = []
+        path_rows: list[dict[str, Any]] = []
+        for entry, changed in entries:
+            oid = entry.oid
+            commit_rows.append(
+                {
+                    "repo_id": r,
+                    "oid": oid,
+                    "tree": entry.tree,
+                    "generation": entry.generation,
+                    "author_time": entry.author_time,
+                    "committer_time": entry.committer_time,
+                    "parent_count": len(entry.parents),
+                }
+            )
+            parent_rows.extend(
+                {"repo_id": r, "oid": oid, "position": i, "parent": p}
+                for i, p in enumerate(entry.parents)
+            )
+            path_rows.extend(
+                {
+                    "repo_id": r,
+                    "oid": oid,
+                    "position": pos,
+                    "path": path.encode("utf-8", "surrogateescape"),
+                }
+                for pos, paths in changed.items()
+                for path in paths
+            )
+        conn = self._u.conn
+        pg = b.dialect == "postgresql"
+        raw = b.raw_statements()
+        for stmt, compiled, rows in (
+            (b.commit_insert, raw.commit, commit_rows),
+            (b.parent_insert, raw.parents, parent_rows),
+            (b.path_insert, raw.paths, path_rows),
+        ):
+            if not rows:
+                continue
+            if pg:
+                columns = list(rows[0])
+                sql = _unnest_insert(stmt.table, columns, conn)
+                driver: Any = conn.connection.driver_connection
+                try:
+                    with driver.cursor() as cur:
+                        cur.execute(sql, [[row[c] for row in rows] for c in columns])
+                except conn.dialect.loaded_dbapi.Error as exc:
+                    raise wrap_driver_error(conn, exc, "commit index (bulk)") from exc
+                continue
+            # The compiled INSERT with positional rows: no per-row bind processing.
+            args = compiled.args
+            for i in range(0, len(rows), 5000):
+                conn.exec_driver_sql(compiled.sql, [args(row) for row in rows[i : i + 5000]])
 
     def _assemble(
         self, commit_rows: Iterable[Any], parent_rows: Iterable[Any]
