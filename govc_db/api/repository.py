@@ -178,6 +178,12 @@ class Repository:
     def __repr__(self) -> str:
         return f"<Repository {self.name!r}>"
 
+    @property
+    def id(self) -> int:
+        """The repository's database id (read-only): a name deleted and created again
+        gets a new one, so it keys what is remembered of one incarnation of a name."""
+        return self._id
+
     # plumbing -------------------------------------------------------------------------
     def _run(
         self,

@@ -310,10 +310,18 @@ class Store:
             return
         cache = self.backend.cache
         if cache is not None:
-            # Our own messages too: harmless twice, and they cover a commit whose
-            # after-commit hooks never ran (its outcome was lost with the connection).
+            # Our own messages too, unless the move's after-commit hook invalidated it
+            # already (a second invalidation would only make every result remembered
+            # since unusable); they cover a commit whose hooks never ran (its outcome
+            # was lost with the connection).
             if msg.deleted:
                 cache.invalidate_repository(msg.repo_id, msg.repo, peers=False)
+            elif (
+                msg.store == self.store_id
+                and msg.ref is not None
+                and cache.own_notice(msg.repo_id, msg.ref, msg.new)
+            ):
+                pass
             else:
                 names = None if msg.ref is None else (msg.ref,)
                 cache.invalidate_refs(msg.repo_id, names, peers=False)
