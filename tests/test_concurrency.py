@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 import govc_db
 from govc_db import Repository, Settings, Signature, Store
+from govc_db.db.branchlocks import BranchLocks
 from govc_db.errors import GovcError, RefConflict
 from govc_db.models import Base
 from govc_db.objects import TYPE_NUMBERS, hash_object
@@ -279,10 +280,14 @@ def test_threads_one_branch_all_land(db_url: str, serialize: bool) -> None:
         outcomes = [o for batch in per_worker for o in batch]
         check_history(repo, "main", root, outcomes, same_path=False)
         if serialize:
-            assert store.backend.pipeline.get_stats()["fallbacks_expectation"] == 0
             locks = store.branch_locks
             assert locks is not None
-            assert locks.stats.get_stats()["acquired"] == 1 + WRITERS * COMMITS
+            taken = locks.stats.get_stats()
+            # Every commit took the lock, unless it gave up waiting (a holder slower than
+            # BranchLocks.wait): only those can have raced.
+            assert taken["acquired"] + taken["gave_up"] == 1 + WRITERS * COMMITS
+            fallbacks = store.backend.pipeline.get_stats()["fallbacks_expectation"]
+            assert fallbacks <= taken["gave_up"]
             assert len(locks) == 0  # nothing kept once nobody holds or waits
             assert "branch_locks" in store.metrics()
         else:
@@ -319,7 +324,36 @@ def test_transaction_commits_do_not_wait_for_the_branch_lock(db_url: str) -> Non
                 assert len(locks) == 1
                 second = repo.commit("main", {"a2.txt": b"2\n"}, message="a2\n", author=SIG)
             waiting.result(timeout=120)
+        # Nobody waited for the lock: the transaction's commits did not take it.
+        assert locks.stats.get_stats()["waited"] == 0
         log = [c.oid for c in repo.log("main")]
         assert log == [other[0], second, first, root]
         assert {e.path for e in repo.walk("main")} == {"init.txt", "a1.txt", "a2.txt", "b.txt"}
         assert len(locks) == 0
+
+
+def test_a_commit_waits_for_the_branch_lock_only_so_long() -> None:
+    """Past ``wait`` seconds a waiter goes ahead without the lock (the compare-and-swap
+    still decides), so a stuck holder never holds up the queue behind it for long."""
+    locks = BranchLocks(wait=0.05)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with locks.hold((1, "main")):
+            holding.set()
+            release.wait(timeout=60)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(holder)
+        assert holding.wait(timeout=60)
+        ran = []
+        with locks.hold((1, "main")):
+            ran.append(True)
+        with locks.hold((1, "dev")):  # another branch never waits
+            ran.append(True)
+        release.set()
+        held.result(timeout=60)
+    assert ran == [True, True]
+    assert locks.stats.get_stats() == {"acquired": 2, "waited": 1, "gave_up": 1}
+    assert len(locks) == 0

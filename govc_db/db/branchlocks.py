@@ -16,6 +16,11 @@ database (an explicit transaction that moved the branch) could otherwise wait he
 thread that waits in the database for that row -- a deadlock neither side could see.
 The lock is re-entrant: a callback that commits again on the same thread (an after-commit
 hook) does not wait for itself.
+
+A commit waits at most ``wait`` seconds (:data:`WAIT_SECONDS`), then goes ahead without
+the lock and races as it would have without it: when the database is slow or down, each
+queued commit would otherwise spend its own retries one after another, so the last one
+in the queue would wait for all of theirs.
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ from contextlib import contextmanager
 
 from govc_db.db.counters import Counters
 
-__all__ = ["BranchLocks", "BranchLockStats"]
+__all__ = ["WAIT_SECONDS", "BranchLockStats", "BranchLocks"]
+
+#: Longest wait for a branch's lock before committing without it.
+WAIT_SECONDS = 1.0
 
 
 class BranchLockStats(Counters):
-    """Serialized sections entered, and how many had to wait for another thread."""
+    """Serialized sections entered, how many had to wait for another thread, and how many
+    gave up waiting (and ran without the lock)."""
 
-    KEYS = ("acquired", "waited")
+    KEYS = ("acquired", "waited", "gave_up")
 
 
 class _Entry:
@@ -47,9 +56,10 @@ class BranchLocks:
     """A re-entrant lock per key (repository id, branch), kept while someone holds or
     waits for it, dropped afterwards (the map holds only keys in use)."""
 
-    __slots__ = ("_locks", "_mutex", "stats")
+    __slots__ = ("_locks", "_mutex", "stats", "wait")
 
-    def __init__(self) -> None:
+    def __init__(self, wait: float = WAIT_SECONDS) -> None:
+        self.wait = wait
         self._mutex = threading.Lock()
         self._locks: dict[Hashable, _Entry] = {}
         self.stats = BranchLockStats()
@@ -60,21 +70,25 @@ class BranchLocks:
 
     @contextmanager
     def hold(self, key: Hashable) -> Iterator[None]:
-        """Run the ``with`` block while holding ``key``'s lock."""
+        """Run the ``with`` block while holding ``key``'s lock (or, after waiting ``wait``
+        seconds for it, without)."""
         with self._mutex:
             entry = self._locks.get(key)
             if entry is None:
                 entry = self._locks[key] = _Entry()
             entry.users += 1
         try:
-            waited = not entry.lock.acquire(blocking=False)
-            if waited:
-                entry.lock.acquire()
-            self.stats.count(acquired=1, waited=int(waited))
+            held = entry.lock.acquire(blocking=False)
+            if held:
+                self.stats.count(acquired=1)
+            else:
+                held = entry.lock.acquire(timeout=self.wait)
+                self.stats.count(acquired=int(held), waited=1, gave_up=int(not held))
             try:
                 yield
             finally:
-                entry.lock.release()
+                if held:
+                    entry.lock.release()
         finally:
             with self._mutex:
                 entry.users -= 1
