@@ -281,6 +281,13 @@ class Settings:
     delta_cache_bytes: int = 32 * 1024 * 1024
     """Bytes of decoded delta bases kept in memory (LRU) so chained reads and the next
     delta against a recent version need no query; 0 disables the cache."""
+    commit_serialize: bool = True
+    """Commits of this Store to one branch of one repository wait for each other in the
+    process (a lock per repository and branch, outside any ``store.transaction()``)
+    instead of racing in the database, so each wins its compare-and-swap at the first
+    try (a commit that waited a second for its turn goes ahead without it). Other
+    processes are still arbitrated by the compare-and-swap alone. False: the commits of
+    the process race like those of different processes."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -162,6 +162,36 @@ def test_refs_expire_after_the_ttl() -> None:
     assert cache.get_ref(1, "refs/heads/main") == (False, None)
 
 
+def test_valid_since_is_per_repository() -> None:
+    cache = QueryCache(max_bytes=0, ref_ttl=60.0)
+    token = cache.token()
+    assert cache.valid_since(token, 1) and cache.valid_since(token, 2)
+    cache.invalidate_refs(2, ["refs/heads/main"])
+    assert cache.valid_since(token, 1)  # another repository's write does not count
+    assert not cache.valid_since(token, 2)
+    assert cache.valid_since(cache.token(), 2)  # taken after it: valid again
+    later = cache.token()
+    cache.flush_mutable()  # a flush counts for every repository
+    assert not cache.valid_since(later, 1) and not cache.valid_since(later, 2)
+    after_flush = cache.token()
+    cache.invalidate_repository(3, "gone")  # so does a catalog change
+    assert not cache.valid_since(after_flush, 1)
+
+
+def test_an_own_notice_is_skipped_only_once_and_only_when_expected() -> None:
+    cache = QueryCache(max_bytes=0, ref_ttl=60.0)
+    # A move whose after-commit hook never ran: its NOTIFY must invalidate.
+    assert not cache.own_notice(1, "refs/heads/main", oid(1).hex())
+    cache.expect_notice(1, "refs/heads/main", oid(1))
+    assert not cache.own_notice(1, "refs/heads/main", oid(2).hex())  # another target
+    assert not cache.own_notice(2, "refs/heads/main", oid(1).hex())  # another repository
+    assert cache.own_notice(1, "refs/heads/main", oid(1).hex())
+    assert not cache.own_notice(1, "refs/heads/main", oid(1).hex())  # consumed
+    cache.expect_notice(1, "refs/heads/gone", None)  # a deletion
+    assert cache.own_notice(1, "refs/heads/gone", None)
+    assert cache.get_stats()["own_notices_skipped"] == 2
+
+
 def test_a_read_from_before_an_invalidation_is_not_stored() -> None:
     cache = QueryCache(max_bytes=0, ref_ttl=60.0)
     token = cache.token()  # a reader starts its transaction ...

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 import govc_db
 from govc_db import Repository, Settings, Signature, Store
+from govc_db.db.branchlocks import BranchLocks
 from govc_db.errors import GovcError, RefConflict
 from govc_db.models import Base
 from govc_db.objects import TYPE_NUMBERS, hash_object
@@ -262,3 +263,97 @@ def test_sqlite_threads_one_branch(sqlite_store: Store, same_path: bool) -> None
     outcomes = [o for batch in per_worker for o in batch]
     check_history(repo, "main", root, outcomes, same_path=same_path)
     assert_no_leftovers(sqlite_store, repo, outcomes)
+
+
+# -- one process, one branch: commits wait for each other, not race (both backends) -------
+
+
+@pytest.mark.parametrize("serialize", [True, False], ids=["serialized", "racing"])
+def test_threads_one_branch_all_land(db_url: str, serialize: bool) -> None:
+    """Threads of one Store committing disjoint paths to one branch: every call lands and
+    the history is exactly the successes; serialized, no speculation ever fails (each
+    commit found the head the previous one left) and every commit took the branch lock."""
+    settings = Settings(commit_rebase_attempts=1000, commit_serialize=serialize)
+    with govc_db.open(db_url, settings) as store:
+        repo, root = setup_repo(store)
+        per_worker = run_threads(repo, ["main"] * WRITERS, same_path=False)
+        outcomes = [o for batch in per_worker for o in batch]
+        check_history(repo, "main", root, outcomes, same_path=False)
+        if serialize:
+            locks = store.branch_locks
+            assert locks is not None
+            taken = locks.stats.get_stats()
+            # Every commit took the lock, unless it gave up waiting (a holder slower than
+            # BranchLocks.wait): only those can have raced.
+            assert taken["acquired"] + taken["gave_up"] == 1 + WRITERS * COMMITS
+            fallbacks = store.backend.pipeline.get_stats()["fallbacks_expectation"]
+            assert fallbacks <= taken["gave_up"]
+            assert len(locks) == 0  # nothing kept once nobody holds or waits
+            assert "branch_locks" in store.metrics()
+        else:
+            assert store.branch_locks is None
+            assert "branch_locks" not in store.metrics()
+
+
+def test_transaction_commits_do_not_wait_for_the_branch_lock(db_url: str) -> None:
+    """A commit inside store.transaction() takes no branch lock: a thread whose open
+    transaction already moved the branch (and holds it in the database) commits again
+    while another thread holds the branch lock and waits in the database for that
+    transaction -- both finish, neither waits for the other forever."""
+    with govc_db.open(db_url, SETTINGS) as store:
+        repo, root = setup_repo(store)
+        locks = store.branch_locks
+        assert locks is not None
+        moved = threading.Event()
+        other: list[str] = []
+
+        def outside() -> None:
+            moved.wait(timeout=60)
+            other.append(repo.commit("main", {"b.txt": b"b\n"}, message="b\n", author=SIG))
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(outside)
+            with store.transaction():
+                first = repo.commit("main", {"a1.txt": b"1\n"}, message="a1\n", author=SIG)
+                moved.set()
+                # The other thread holds the branch lock (then waits in the database).
+                for _ in range(6000):
+                    if len(locks) == 1:
+                        break
+                    threading.Event().wait(0.01)
+                assert len(locks) == 1
+                second = repo.commit("main", {"a2.txt": b"2\n"}, message="a2\n", author=SIG)
+            waiting.result(timeout=120)
+        # Nobody waited for the lock: the transaction's commits did not take it.
+        assert locks.stats.get_stats()["waited"] == 0
+        log = [c.oid for c in repo.log("main")]
+        assert log == [other[0], second, first, root]
+        assert {e.path for e in repo.walk("main")} == {"init.txt", "a1.txt", "a2.txt", "b.txt"}
+        assert len(locks) == 0
+
+
+def test_a_commit_waits_for_the_branch_lock_only_so_long() -> None:
+    """Past ``wait`` seconds a waiter goes ahead without the lock (the compare-and-swap
+    still decides), so a stuck holder never holds up the queue behind it for long."""
+    locks = BranchLocks(wait=0.05)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with locks.hold((1, "main")):
+            holding.set()
+            release.wait(timeout=60)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(holder)
+        assert holding.wait(timeout=60)
+        ran = []
+        with locks.hold((1, "main")):
+            ran.append(True)
+        with locks.hold((1, "dev")):  # another branch never waits
+            ran.append(True)
+        release.set()
+        held.result(timeout=60)
+    assert ran == [True, True]
+    assert locks.stats.get_stats() == {"acquired": 2, "waited": 1, "gave_up": 1}
+    assert len(locks) == 0

@@ -340,3 +340,28 @@ def test_an_unknown_revision_is_one_error(svc: Svc) -> None:
     assert bad.status_code == 404 and set(bad.json()) == {"error", "message"}
     # Each asked the library once (not once by the fast path and again by the slow one).
     assert svc.store.metrics()["metrics"]["errors"] == errors_before + 2
+
+
+def test_a_commit_in_another_repository_keeps_remembered_revisions(svc: Svc) -> None:
+    """A revision remembered for one repository stays usable after a commit in another
+    (PostgreSQL: the invalidation names the repository); a commit in this one makes it
+    unusable at once. SQLite's data_version cannot tell repositories apart: there any
+    commit makes the next request resolve again -- either way never a stale answer."""
+    other = svc.store.create_repository("other")
+    other.commit("main", {"x.txt": b"x\n"}, message="x\n", author=SIG)
+    first = svc.get(RAW)
+    assert svc.get(RAW).content == b"one\n"  # remembered now
+    stats = svc.store.metrics()["http_fast"]
+    resolves = stats["resolves"]
+    hits = stats["revision_hits"]
+    other.commit("main", {"x.txt": b"y\n"}, message="y\n", author=SIG)
+    again = svc.get(RAW, **{"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    stats = svc.store.metrics()["http_fast"]
+    if svc.store.dialect == "postgresql":
+        assert stats["resolves"] == resolves  # no resolution: the memo still held
+        assert stats["revision_hits"] == hits + 1
+    # A commit in this repository: the next request resolves again and sees it.
+    _post_commit(svc, b"two\n")
+    new = svc.get(RAW, **{"If-None-Match": first.headers["etag"]})
+    assert new.status_code == 200 and new.content == b"two\n"

@@ -108,7 +108,7 @@ def test_own_notifications_do_not_repeat_events(pg_url: str) -> None:
         before = store.listener.get_stats()["notifications"]
         head = commit(repo, b"1")
         assert events == [RefUpdated("r", "refs/heads/main", None, head)]
-        # Our own notification arrives too; it invalidates but is not delivered again.
+        # Our own notification arrives too; it is not delivered again.
         assert eventually(
             lambda: (
                 store.listener is not None and store.listener.get_stats()["notifications"] > before
@@ -116,6 +116,33 @@ def test_own_notifications_do_not_repeat_events(pg_url: str) -> None:
             PATIENCE,
         )
         assert events == [RefUpdated("r", "refs/heads/main", None, head)]
+
+
+def test_own_notifications_do_not_invalidate_twice(pg_url: str) -> None:
+    """A move this Store committed was invalidated by its after-commit hook: the NOTIFY
+    arriving back is recognised and does not invalidate again (a NOTIFY that arrives
+    before the hook ran still invalidates, so only most are counted as skipped)."""
+    with opened(pg_url) as store:
+        assert store.listener is not None and store.cache is not None
+        repo = store.create_repository("r")
+        before = store.listener.get_stats()["notifications"]
+        for n in range(5):
+            commit(repo, str(n).encode())
+        assert eventually(
+            lambda: (
+                store.listener is not None
+                and store.listener.get_stats()["notifications"] >= before + 5
+            ),
+            PATIENCE,
+        )
+        stats = store.cache.get_stats()
+        assert stats["own_notices_skipped"] >= 1
+        # Every skipped notice was one the hook had invalidated: never stale.
+        head = repo.resolve("main")
+        assert store.cache.get_ref(repo.id, "refs/heads/main") in (
+            (False, None),
+            (True, bytes.fromhex(head)),
+        )
 
 
 def test_listener_reconnects_flushes_and_keeps_delivering(pg_url: str) -> None:

@@ -178,6 +178,12 @@ class Repository:
     def __repr__(self) -> str:
         return f"<Repository {self.name!r}>"
 
+    @property
+    def id(self) -> int:
+        """The repository's database id (read-only): a name deleted and created again
+        gets a new one, so it keys what is remembered of one incarnation of a name."""
+        return self._id
+
     # plumbing -------------------------------------------------------------------------
     def _run(
         self,
@@ -188,6 +194,7 @@ class Repository:
         write: bool = False,
         speculative: bool = False,
         fast: tuple[object, object] | None = None,
+        serialize: str | None = None,
         **args: Any,
     ) -> T:
         backend = self._store.backend
@@ -234,7 +241,7 @@ class Repository:
                 finally:
                     _MOVES.reset(token)
 
-            def call() -> T:
+            def write_unit() -> T:
                 return backend.run_unit(
                     repo_id,
                     body,
@@ -243,6 +250,22 @@ class Repository:
                     verify_commit=lambda: backend.refs_match(repo_id, moves),
                     speculative=speculative,
                 )
+
+            locks = self._store.branch_locks
+            if serialize is None or locks is None:
+                call = write_unit
+            else:
+                key = (repo_id, serialize)
+
+                def call() -> T:
+                    # Commits of this process to one branch wait for each other rather
+                    # than race in the database; not inside store.transaction(), whose
+                    # COMMIT (and its row locks) this call does not control
+                    # (govc_db.db.branchlocks).
+                    if backend.txn.current() is not None:
+                        return write_unit()
+                    with locks.hold(key):
+                        return write_unit()
 
         result: T = self._store.run(Operation(op_name, self.name, call, write=write, args=args))
         return result
@@ -345,6 +368,7 @@ class Repository:
             work,
             write=True,
             speculative=not streams,
+            serialize=branch,
             branch=branch,
             paths=len(normalized),
         )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.engine import URL
 
 from govc_db.db.batch import BatchExecutor
+from govc_db.db.branchlocks import BranchLocks
 from govc_db.db.cache import QueryCache, uncached_active
 from govc_db.db.cache import install as install_cache
 from govc_db.db.engine import make_engine, normalize_url, safe_url
@@ -94,6 +95,10 @@ class Store:
         )
         self.perf: PerformanceManager = store_manager(self)
         self.perf.register("storage", StorageStats(self.backend.codec))
+        #: Commits of this Store to one branch, one at a time (``Settings.commit_serialize``).
+        self.branch_locks: BranchLocks | None = BranchLocks() if settings.commit_serialize else None
+        if self.branch_locks is not None:
+            self.perf.register("branch_locks", self.branch_locks.stats)
         self._subs: list[Subscription] = []
         self._subs_lock = threading.Lock()
         self._closed = False
@@ -305,10 +310,18 @@ class Store:
             return
         cache = self.backend.cache
         if cache is not None:
-            # Our own messages too: harmless twice, and they cover a commit whose
-            # after-commit hooks never ran (its outcome was lost with the connection).
+            # Our own messages too, unless the move's after-commit hook invalidated it
+            # already (a second invalidation would only make every result remembered
+            # since unusable); they cover a commit whose hooks never ran (its outcome
+            # was lost with the connection).
             if msg.deleted:
                 cache.invalidate_repository(msg.repo_id, msg.repo, peers=False)
+            elif (
+                msg.store == self.store_id
+                and msg.ref is not None
+                and cache.own_notice(msg.repo_id, msg.ref, msg.new)
+            ):
+                pass
             else:
                 names = None if msg.ref is None else (msg.ref,)
                 cache.invalidate_refs(msg.repo_id, names, peers=False)

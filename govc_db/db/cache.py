@@ -91,6 +91,9 @@ TREE_ITEM_OVERHEAD = 150
 MAX_REFS = 100_000
 MAX_LISTED_REFS = 200_000
 MAX_REPOSITORIES = 10_000
+#: Own ref moves awaiting their NOTIFY; emptied when full (a forgotten one costs one
+#: invalidation more, nothing else).
+MAX_NOTICES = 10_000
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -246,6 +249,9 @@ class QueryCache:
         self._flush_seq = 0
         self._catalog_seq = 0
         self._repo_seq: dict[int, int] = {}
+        # (repo_id, ref, new target hex) -> own moves invalidated whose NOTIFY has not
+        # arrived back yet (expect_notice / own_notice).
+        self._notices: dict[tuple[int, str, str | None], int] = {}
         # Stores of this process on the same database invalidate each other directly, at
         # once: NOTIFY (or data_version) would reach them too, but only after a delay.
         self._database = database
@@ -379,6 +385,17 @@ class QueryCache:
         """A token to take before a transaction's first statement (see the module doc)."""
         return self._seq  # an int read is atomic; a stale (smaller) token is only stricter
 
+    def valid_since(self, token: int, repo_id: int) -> bool:
+        """Whether nothing can have moved in repository ``repo_id`` since ``token`` was
+        taken: no invalidation of that repository, no flush and no catalog change since
+        (an invalidation of another repository does not count). Lock-free: read before
+        using a result remembered under ``token``."""
+        return (
+            self._flush_seq <= token
+            and self._catalog_seq <= token
+            and self._repo_seq.get(repo_id, 0) <= token
+        )
+
     def mutable_enabled(self) -> bool:
         """Whether mutable results may be served and stored right now."""
         return self.ref_ttl > 0 and self.gate()
@@ -498,6 +515,34 @@ class QueryCache:
         for cache in [self, *self._peers()] if peers else [self]:
             cache._invalidate_refs(repo_id, keys)
 
+    def expect_notice(self, repo_id: int, name: str, target: ObjectId | None) -> None:
+        """Record that this Store's own move of ``name`` to ``target`` committed and was
+        invalidated here already (an after-commit hook, after :meth:`invalidate_refs`):
+        its NOTIFY, when it arrives back, need not invalidate again (:meth:`own_notice`)."""
+        with self._mlock:
+            notices = self._notices
+            if len(notices) >= MAX_NOTICES:
+                notices.clear()
+            key = (repo_id, name, None if target is None else target.hex())
+            notices[key] = notices.get(key, 0) + 1
+
+    def own_notice(self, repo_id: int, name: str, target: str | None) -> bool:
+        """Whether a NOTIFY of this Store's own move (``target`` in hex) was expected by
+        :meth:`expect_notice`, i.e. invalidated already; consumes the expectation. False
+        for a move whose after-commit hooks never ran (its outcome lost with the
+        connection): that NOTIFY must invalidate."""
+        key = (repo_id, name, target)
+        with self._mlock:
+            left = self._notices.get(key, 0)
+            if left <= 0:
+                return False
+            if left == 1:
+                del self._notices[key]
+            else:
+                self._notices[key] = left - 1
+            self._mstats["own_notices_skipped"] += 1
+            return True
+
     def _invalidate_refs(self, repo_id: int, names: tuple[str, ...] | None) -> None:
         with self._mlock:
             self._seq += 1
@@ -616,7 +661,13 @@ class QueryCache:
                 "evictions": s.get("revisions.clears", 0),
                 "entries": len(self._revs),
             }
-            for name in ("invalidations", "flushes", "stale_puts_refused", "data_version_changes"):
+            for name in (
+                "invalidations",
+                "flushes",
+                "stale_puts_refused",
+                "data_version_changes",
+                "own_notices_skipped",
+            ):
                 out[name] = s.get(name, 0)
         out["mutable_enabled"] = self.mutable_enabled()
         out["ref_ttl"] = self.ref_ttl

@@ -124,8 +124,7 @@ class ResponseCache:
 
 def repo_id(repo: Repository) -> int:
     """The database id of a repository handle (keys answers to one incarnation of a name)."""
-    value: int = repo._id
-    return value
+    return repo.id
 
 
 @dataclass(slots=True)
@@ -142,7 +141,8 @@ class Answer:
 
 
 class RevisionMemo:
-    """``(repo id, rev) -> commit``, usable while the query cache saw no invalidation.
+    """``(repo id, rev) -> commit``, usable while the query cache saw no invalidation of
+    that repository (nor a flush).
 
     Use: ``token = memo.begin()`` *before* resolving, then ``memo.put(token, ...)``; an
     invalidation in between makes the entry unusable from the start.
@@ -184,8 +184,16 @@ class RevisionMemo:
         if found is None:
             self.misses += 1
             return None
-        now = self.begin()
-        if now is None or found[1] != now or found[2] <= self._timer():
+        cache = self._cache
+        if cache is None:
+            self.misses += 1
+            return None
+        cache.refresh()
+        if (
+            not cache.mutable_enabled()
+            or not cache.valid_since(found[1], repo)
+            or found[2] <= self._timer()
+        ):
             self.misses += 1
             return None
         self.hits += 1

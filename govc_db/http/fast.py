@@ -15,14 +15,15 @@ answers as it always does -- and records what this path may reuse:
   changed; a ``raw`` or ``tree`` answer of a path it did not touch is the parent's.
 * **What a revision resolved to** (:class:`RevisionMemo`): ``(repo id, rev) -> commit``
   for revisions that are not full ids (branches, tags, ``HEAD``, ``main~1`` ...). An
-  entry is used only while the Store's query cache has seen *no invalidation at all*
-  since the revision was resolved (its token is unchanged), its refs are usable now
-  (on PostgreSQL the NOTIFY listener is connected), and ``cache_ref_ttl`` has not
-  passed; on SQLite the ``PRAGMA data_version`` check runs first. So a commit through
-  this service, another Store of this process, or another process (NOTIFY on
-  PostgreSQL, ``data_version`` on SQLite) makes every remembered revision unusable at
-  once, and the next request resolves again -- the staleness bound is the query
-  cache's (see :mod:`govc_db.db.cache`). A full commit id needs no memo: an answer
+  entry is used only while the Store's query cache has seen no invalidation of that
+  repository, nor a flush, since the revision was resolved (its token), its refs are
+  usable now (on PostgreSQL the NOTIFY listener is connected), and ``cache_ref_ttl``
+  has not passed; on SQLite the ``PRAGMA data_version`` check runs first. So a commit
+  through this service, another Store of this process, or another process (NOTIFY on
+  PostgreSQL, ``data_version`` on SQLite, which flushes every repository's) makes every
+  remembered revision of the repository unusable at once, and the next request
+  resolves again -- the staleness bound is the query cache's (see
+  :mod:`govc_db.db.cache`). A full commit id needs no memo: an answer
   stored under it was computed from that very commit.
 
 A revision not known now (a write moved something since) is resolved once in the

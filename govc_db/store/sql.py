@@ -728,6 +728,8 @@ class SqlRefs:
         cache = b.cache
         if cache is not None:
             self._u.after_commit(lambda: cache.invalidate_refs(repo_id, (name,)))
+            if b.notify_enabled:  # invalidated: its NOTIFY arriving back need not again
+                self._u.after_commit(lambda: cache.expect_notice(repo_id, name, new))
         self._u.after_commit(lambda: b.remember_head(repo_id, name, new))
         if b.notify_enabled:
             repo = b.repository_name(self._u.conn, repo_id)
