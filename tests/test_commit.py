@@ -9,7 +9,7 @@ leave it), and for real on PostgreSQL with a second Store committing mid-flight.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,6 +478,9 @@ class StaleRefs:
                 self.before()
             return self.stale
         return self.inner.get(name)
+
+    def get_many(self, names: Sequence[str]) -> dict[str, ObjectId]:
+        return {n: t for n in names if (t := self.get(n)) is not None}
 
     def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         return self.inner.list_refs(prefix)

@@ -302,3 +302,34 @@ def test_hostile_revisions_through_other_calls(store: Store) -> None:
     with pytest.raises(NotFound):
         repo.diff("main", "main~1")
     assert repo.branches().keys() == {"main", "side"}
+
+
+def test_a_short_name_is_looked_up_in_one_statement(store: Store) -> None:
+    """In a write unit (refs not cached), git's candidates for a short name
+    (refs/<n>, refs/tags/<n>, refs/heads/<n>, ...) are one lookup, and git's order
+    still decides: a tag shadows a branch of the same name."""
+    import sqlalchemy as sa
+
+    repo = store.create_repository("short")
+    first = repo.commit("main", {"a": b"1"}, author=sig(1), message="one\n")
+    second = repo.commit("main", {"a": b"2"}, author=sig(2), message="two\n")
+    repo.create_branch("topic", first)
+    repo.create_branch("twin", second)
+    repo.create_tag("twin", first)
+    ref_reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "FROM govc_refs" in statement and statement.lstrip().upper().startswith("SELECT"):
+            ref_reads.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        # create_branch resolves its start point inside its write unit.
+        assert repo.create_branch("from-topic", "topic") == first
+        lookups = len(ref_reads)
+        assert repo.create_branch("from-twin", "twin") == first  # the tag wins, as in git
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", count)
+    # Point lookups only (the range scan is create_branch's check for clashing names).
+    assert len([s for s in ref_reads[:lookups] if ">=" not in s]) == 1
+    assert repo.branches()["from-twin"] == first

@@ -278,6 +278,28 @@ class CachedRefs(_Wrapper):
         self._cache.put_ref(self._token, self._repo_id, name, target)
         return target
 
+    def get_many(self, names: Sequence[str]) -> dict[str, ObjectId]:
+        """Targets of those of ``names`` that exist: cached answers (absent ones too),
+        one lookup for the rest, remembered as ``get`` remembers them."""
+        if not self._on():
+            return self._inner.get_many(names)
+        found: dict[str, ObjectId] = {}
+        missed: list[str] = []
+        for name in names:
+            hit, target = self._cache.get_ref(self._repo_id, name)
+            if not hit:
+                missed.append(name)
+            elif target is not None:
+                found[name] = target
+        if missed:
+            fetched = self._inner.get_many(missed)
+            for name in missed:
+                target = fetched.get(name)
+                self._cache.put_ref(self._token, self._repo_id, name, target)
+                if target is not None:
+                    found[name] = target
+        return found
+
     def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         """Refs under ``prefix``."""
         if not self._on():

@@ -62,6 +62,14 @@ class _Refs:
             raise CacheMiss
         return target
 
+    def get_many(self, names: Sequence[str]) -> dict[str, ObjectId]:
+        found: dict[str, ObjectId] = {}
+        for name in names:
+            target = self.get(name)
+            if target is not None:
+                found[name] = target
+        return found
+
     def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         found = self._cache.get_ref_list(self._repo_id, prefix)
         if found is None:

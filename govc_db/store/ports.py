@@ -126,6 +126,11 @@ class RefStore(Protocol):
         """The ref's target, or None."""
         ...
 
+    def get_many(self, names: Sequence[str]) -> dict[str, ObjectId]:
+        """The targets of those of ``names`` that exist (one lookup for several names,
+        as revision parsing tries ``refs/<n>``, ``refs/tags/<n>``, ``refs/heads/<n>`` ...)."""
+        ...
+
     def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         """All refs whose full name starts with ``prefix``."""
         ...

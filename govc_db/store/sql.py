@@ -71,6 +71,7 @@ from govc_db.store.statements import (
     S_REF_CAS,
     S_REF_DEL_IF,
     S_REF_GET,
+    S_REF_GET_MANY,
     S_REF_LIST,
     S_REF_LIST_PG,
     S_REPO_DEL,
@@ -692,6 +693,14 @@ class SqlRefs:
         row = self._u.execute(S_REF_GET, {"name": name}).first()
         return None if row is None else ObjectId(bytes(row[0]))
 
+    def get_many(self, names: Sequence[str]) -> dict[str, ObjectId]:
+        """Targets of those of ``names`` that exist, in one statement."""
+        if not names:
+            return {}
+        self._u.drain()
+        rows = self._u.execute(S_REF_GET_MANY, {"names": list(dict.fromkeys(names))})
+        return {r[0]: ObjectId(bytes(r[1])) for r in rows}
+
     def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         """Refs under ``prefix``, by full name."""
         self._u.drain()
@@ -1051,6 +1060,20 @@ class OptimisticRefs:
         """The assumed target of ``name`` (the database's when nothing is assumed)."""
         assumed = self._backend.assumed_head(self._repo_id, name)
         return self._inner.get(name) if assumed is None else assumed
+
+    def get_many(self, names: Sequence[str]) -> dict[str, ObjectId]:
+        """Assumed targets where there are, the database's for the rest."""
+        found: dict[str, ObjectId] = {}
+        rest: list[str] = []
+        for name in names:
+            assumed = self._backend.assumed_head(self._repo_id, name)
+            if assumed is None:
+                rest.append(name)
+            else:
+                found[name] = assumed
+        if rest:
+            found.update(self._inner.get_many(rest))
+        return found
 
     def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         """Refs under ``prefix`` (from the database)."""

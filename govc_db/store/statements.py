@@ -66,6 +66,9 @@ S_OBJ_PREFIX = (
 S_OBJ_ALL = select(T_OBJ.c.oid, T_OBJ.c.type).where(T_OBJ.c.repo_id == _R).order_by(T_OBJ.c.oid)
 
 S_REF_GET = select(T_REF.c.target).where(T_REF.c.repo_id == _R, T_REF.c.name == bindparam("name"))
+S_REF_GET_MANY = select(T_REF.c.name, T_REF.c.target).where(
+    T_REF.c.repo_id == _R, T_REF.c.name.in_(bindparam("names", expanding=True))
+)
 S_REF_LIST = (
     select(T_REF.c.name, T_REF.c.target)
     .where(T_REF.c.repo_id == _R, T_REF.c.name >= bindparam("lo"), T_REF.c.name < bindparam("hi"))
