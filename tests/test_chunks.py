@@ -383,3 +383,56 @@ def test_large_reads_on_an_in_memory_sqlite_database() -> None:
             assert f.read(500_000) == data[1000:501_000]
         with st.transaction(), repo.open("main", "big.bin") as f:
             assert f.read() == data
+
+
+def test_threads_that_end_do_not_keep_read_connections(sqlite_url: str) -> None:
+    """A large read on SQLite keeps a connection of the reading thread's own; threads
+    that have ended give theirs up, and live ones never hold more than a bound."""
+    import threading
+
+    from govc_db.storage import chunks
+
+    st = govc_db.open(sqlite_url, settings=SMALL)
+    try:
+        repo = st.create_repository("r")
+        data = data_of(600_000, seed=5)
+        repo.commit("main", {"big.bin": io.BytesIO(data)}, message="m\n", author=SIG)
+        large = st.backend.large_blobs
+        assert large is not None
+        errors: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                with repo.open("main", "big.bin") as f:
+                    assert f.read(len(data)) == data
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        for _ in range(3 * chunks._OWN_MAX):  # one thread per read, each ends
+            t = threading.Thread(target=read)
+            t.start()
+            t.join()
+        assert not errors
+        assert len(large._own) <= 1  # the last reader's, or none
+        gate = threading.Barrier(chunks._OWN_MAX + 4)
+
+        def read_and_wait() -> None:
+            read()
+            gate.wait(timeout=30)
+
+        live = [threading.Thread(target=read_and_wait) for _ in range(chunks._OWN_MAX + 3)]
+        for t in live:
+            t.start()
+        try:
+            for _ in range(200):
+                if len(errors) or gate.n_waiting == len(live):
+                    break
+                threading.Event().wait(0.05)
+            assert len(large._own) <= chunks._OWN_MAX  # the rest read on pooled ones
+        finally:
+            gate.wait(timeout=30)
+            for t in live:
+                t.join()
+        assert not errors
+    finally:
+        st.close()

@@ -112,6 +112,8 @@ _MMAP_WINDOW = 1 << 40
 #: Chunks one direct read may cover, and the size of the pieces it copies through.
 _DIRECT_CHUNKS = 8
 _DIRECT_PIECE = 256 * 1024
+#: Most per-thread SQLite read connections a Store keeps (see ChunkStore._own).
+_OWN_MAX = 16
 _INSERT = {
     "postgresql": f"INSERT INTO govc_chunks ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
     "ON CONFLICT DO NOTHING",
@@ -227,7 +229,11 @@ class ChunkStore:
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._own: set[Any] = set()  # per-thread SQLite connections of _lite()
+        # Per-thread SQLite connections of _lite(), by the thread that owns each: those of
+        # threads that have ended are closed when another is made, and there are never
+        # more than _OWN_MAX (past that, a read takes a pooled connection), so a program
+        # that starts a thread per job does not hold a connection per thread it ever ran.
+        self._own: dict[Any, threading.Thread] = {}
         self._memory = self.dialect == "sqlite" and engine.url.database in (None, "", ":memory:")
         self.stats = ChunkStats()
 
@@ -452,14 +458,11 @@ class ChunkStore:
             return
         own: Any = getattr(self._local, "lite", None)
         if own is None or own not in self._own:  # none yet, or closed by close()
-            try:
-                own = self.engine.raw_connection()
-            except Exception as exc:
-                raise StoreUnavailable("cannot read a large blob: no database connection") from exc
-            own.detach()  # closed by close(), not returned to the pool
-            with self._pool_lock:
-                self._own.add(own)
-            self._local.lite = own
+            own = self._new_own()
+            if own is None:  # as many as allowed, all of live threads
+                with self._pooled() as driver:
+                    yield driver
+                return
         try:
             yield own.dbapi_connection  # pysqlite: the sqlite3 connection itself
         except GovcError:
@@ -467,10 +470,33 @@ class ChunkStore:
         except Exception as exc:
             self._local.lite = None
             with self._pool_lock:
-                self._own.discard(own)
+                self._own.pop(own, None)
             with suppress(Exception):
                 own.close()
             raise StoreUnavailable(f"cannot read a large blob: {type(exc).__name__}") from exc
+
+    def _new_own(self) -> Any:
+        """A connection of this thread's own for :meth:`_lite` (None past ``_OWN_MAX``),
+        after closing those whose threads have ended."""
+        with self._pool_lock:
+            ended = [c for c, t in self._own.items() if not t.is_alive()]
+            for conn in ended:
+                del self._own[conn]
+            full = len(self._own) >= _OWN_MAX
+        for conn in ended:
+            with suppress(Exception):
+                conn.close()
+        if full:
+            return None
+        try:
+            own = self.engine.raw_connection()
+        except Exception as exc:
+            raise StoreUnavailable("cannot read a large blob: no database connection") from exc
+        own.detach()  # closed by close() or once its thread has ended, never pooled
+        with self._pool_lock:
+            self._own[own] = threading.current_thread()
+        self._local.lite = own
+        return own
 
     def _fetch_pooled(self, repo_id: int, ids: Sequence[bytes]) -> dict[bytes, Chunk]:
         """:meth:`fetch` outside any transaction: one autocommit statement on a pooled
@@ -603,7 +629,7 @@ class ChunkStore:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         with self._pool_lock:
-            own, self._own = self._own, set()
+            own, self._own = self._own, {}
         for conn in own:
             with suppress(Exception):
                 conn.close()
