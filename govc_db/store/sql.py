@@ -268,20 +268,28 @@ class SqlObjects:
             raise NotFound(f"object {oid.hex()} not found")
         return found[oid]
 
-    def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, RawObject]:
-        """The objects that exist among ``oids``; pending writes answer from the buffer."""
+    def _buffered(
+        self, oids: Iterable[ObjectId]
+    ) -> tuple[dict[ObjectId, RawObject], list[ObjectId]]:
+        """The objects among ``oids`` (duplicates dropped) that this unit's pending writes
+        hold, and the ids left to read from the database, in order."""
         wanted = list(dict.fromkeys(oids))
         out: dict[ObjectId, RawObject] = {}
         batch = self._batch
-        if batch:
-            rest: list[ObjectId] = []
-            for oid in wanted:
-                hit = batch.get(oid)
-                if hit is None:
-                    rest.append(oid)
-                else:
-                    out[oid] = RawObject(type_name_of(hit[0], oid), hit[1])
-            wanted = rest
+        if not batch:
+            return out, wanted
+        rest: list[ObjectId] = []
+        for oid in wanted:
+            hit = batch.get(oid)
+            if hit is None:
+                rest.append(oid)
+            else:
+                out[oid] = RawObject(type_name_of(hit[0], oid), hit[1])
+        return out, rest
+
+    def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, RawObject]:
+        """The objects that exist among ``oids``; pending writes answer from the buffer."""
+        out, wanted = self._buffered(oids)
         hits = len(out)
         large = self._u._backend.large_blobs
         statements = 0
@@ -314,18 +322,7 @@ class SqlObjects:
         the chains they need, and nothing decoded goes to the decoded cache (objects read
         once for a pack would only evict the ones that are read again).
         """
-        wanted = list(dict.fromkeys(oids))
-        out: dict[ObjectId, RawObject] = {}
-        batch = self._batch
-        if batch:
-            rest: list[ObjectId] = []
-            for oid in wanted:
-                hit = batch.get(oid)
-                if hit is None:
-                    rest.append(oid)
-                else:
-                    out[oid] = RawObject(type_name_of(hit[0], oid), hit[1])
-            wanted = rest
+        out, wanted = self._buffered(oids)
         hits = len(out)
         if not wanted:
             self._ex.count_read(statements=0, ids=hits, from_buffer=hits)
