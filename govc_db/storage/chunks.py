@@ -494,7 +494,14 @@ class ChunkStore:
             raise StoreUnavailable("cannot read a large blob: no database connection") from exc
         own.detach()  # closed by close() or once its thread has ended, never pooled
         with self._pool_lock:
-            self._own[own] = threading.current_thread()
+            # Checked again: other threads may have taken the last places meanwhile.
+            kept = len(self._own) < _OWN_MAX
+            if kept:
+                self._own[own] = threading.current_thread()
+        if not kept:
+            with suppress(Exception):
+                own.close()
+            return None
         self._local.lite = own
         return own
 
