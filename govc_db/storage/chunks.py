@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -393,9 +393,14 @@ class ChunkStore:
     def fetch(self, conn: Connection, repo_id: int, ids: Sequence[bytes]) -> dict[bytes, Chunk]:
         """The decompressed chunks of ``ids`` (distinct); ``GovcError`` if one is missing."""
         wanted = list(dict.fromkeys(ids))
+        return self._decoded(self._select(conn, repo_id, wanted), wanted)
+
+    def _decoded(self, rows: Iterable[Any], wanted: Sequence[bytes]) -> dict[bytes, Chunk]:
+        """The chunks of ``rows`` (id, size, encoding, stored) decoded, one read query
+        counted; ``GovcError`` if any of ``wanted`` is not among them."""
         out: dict[bytes, Chunk] = {}
         nbytes = 0
-        for cid_, size, encoding, stored in self._select(conn, repo_id, wanted):
+        for cid_, size, encoding, stored in rows:
             cid = bytes(cid_)
             out[cid] = data = self._decode(cid, size, encoding, stored)
             nbytes += len(data)
@@ -522,17 +527,7 @@ class ChunkStore:
                     rows = _copy_pg(driver, repo_id, wanted)
                 finally:
                     driver.autocommit = False
-        out: dict[bytes, Chunk] = {}
-        nbytes = 0
-        for cid_, size, encoding, stored in rows:
-            cid = bytes(cid_)
-            out[cid] = data = self._decode(cid, size, encoding, stored)
-            nbytes += len(data)
-        missing = [c for c in wanted if c not in out]
-        if missing:
-            raise GovcError(f"chunk {missing[0].hex()} of a large blob is missing")
-        self.stats.count(chunk_reads=len(out), chunk_read_queries=1, chunk_bytes_read=nbytes)
-        return out
+        return self._decoded(rows, wanted)
 
     @property
     def reads_direct(self) -> bool:
