@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import govc_db
 from govc_db import Settings, Signature, Store
-from govc_db.db.prepared import statement_monitor
+from govc_db.db.prepared import SharedCompiledCache, statement_monitor
 
 SIG = Signature("Prep", "prep@example.com", 1_700_000_000, 0)
 READS = 20
@@ -116,6 +117,42 @@ def test_hot_statements_hit_the_compiled_cache(db_url: str) -> None:
         assert hot["executions"] > warm["executions"]
         assert hot["compiled_cache_entries"] == warm["compiled_cache_entries"]
         assert 0 < hot["compiled_cache_hit_ratio"] <= 1
+
+
+def test_a_new_store_finds_the_statements_compiled_by_an_earlier_one(db_url: str) -> None:
+    # A process that opens a Store per request (a CLI call, a script) compiles each
+    # statement once, not once per Store: the engines share one compiled cache.
+    with opened(db_url) as first:
+        hot_reads(first, 2)
+    with opened(db_url) as second:
+        monitor = statement_monitor(second.engine)
+        assert monitor is not None
+        before = monitor.get_stats()
+        assert second.repository("r").read("main", "d/b.txt") == b"b\n"
+        after = monitor.get_stats()
+        assert after["compiled_cache_misses"] == before["compiled_cache_misses"]
+        assert after["compiled_cache_hits"] > before["compiled_cache_hits"]
+
+
+def test_the_shared_compiled_cache_keeps_dialects_apart(pg_url: str, tmp_path: Path) -> None:
+    # The same statement compiles to different SQL on SQLite and PostgreSQL (and on
+    # different server versions): their entries never meet.
+    from sqlalchemy import select
+
+    from govc_db.store.statements import T_OBJ
+
+    stmt = select(T_OBJ.c.oid).where(T_OBJ.c.repo_id == 1)
+    texts = set()
+    for url in (pg_url, f"sqlite:///{tmp_path / 'k.db'}"):
+        with opened(url) as store:
+            store.upgrade()
+            with store.engine.connect() as conn:
+                conn.execute(stmt).all()
+            cache = store.engine._compiled_cache
+            assert isinstance(cache, SharedCompiledCache)
+            texts |= {str(c) for c in cache.values() if c.statement is stmt}
+    # One entry per dialect: the second engine did not take the first one's SQL.
+    assert len(texts) == 2
 
 
 def test_pre_ping_is_never_prepared(pg_url: str) -> None:

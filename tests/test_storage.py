@@ -251,3 +251,23 @@ def test_every_per_repository_key_leads_with_repo_id() -> None:
         for constraint in table.constraints:
             if isinstance(constraint, sa.UniqueConstraint):
                 assert next(iter(constraint.columns)).name == "repo_id", constraint.name
+
+
+def test_decoded_cache_is_bounded_by_bytes_and_evicts_the_least_recently_used() -> None:
+    from govc_db.store.codec import DecodedCache
+
+    per = 1000 + DecodedCache.OVERHEAD
+    cache = DecodedCache(3 * per)
+    for i in range(3):
+        cache.put(1, bytes([i]) * 20, b"x" * 1000, i)
+    assert cache.get(1, b"\x00" * 20) == (b"x" * 1000, 0)  # now the most recent
+    cache.put(1, b"\x03" * 20, b"y" * 1000, 3)  # evicts \x01, the least recent
+    assert cache.get(1, b"\x01" * 20) is None
+    assert cache.get(1, b"\x00" * 20) is not None and cache.get(1, b"\x03" * 20) is not None
+    assert cache.get(2, b"\x00" * 20) is None  # keyed by repository too
+    cache.put(1, b"\x03" * 20, b"z" * 10, 3)  # replacing an entry frees its bytes
+    assert cache.get_stats()["bytes"] == 2 * per + 10 + DecodedCache.OVERHEAD
+    cache.put(1, b"\x09" * 20, b"w" * 4 * per, 0)  # larger than the whole cache: ignored
+    assert cache.get(1, b"\x09" * 20) is None and cache.get_stats()["bytes"] <= 3 * per
+    cache.clear()
+    assert cache.get_stats()["bytes"] == 0 and cache.get(1, b"\x00" * 20) is None

@@ -30,7 +30,7 @@ from govc_db.db.pool import (
     PoolMonitor,
     install_pool_monitor,
 )
-from govc_db.db.prepared import install_statement_monitor
+from govc_db.db.prepared import install_statement_monitor, share_compiled_cache
 from govc_db.errors import InvalidInput
 from govc_db.settings import Settings
 
@@ -92,6 +92,7 @@ def make_engine(url: str | URL, settings: Settings) -> Engine:
     # The pool monitor also handles fork safety: after fork() the child drops the
     # parent's pooled connections with dispose(close=False), never using or closing them.
     pool = install_pool_monitor(engine)
+    share_compiled_cache(engine)
     install_statement_monitor(engine, settings, pool)
     if settings.pool_pre_ping and settings.pool_pre_ping_idle > 0 and not is_sqlite(engine):
         install_idle_ping(engine, settings.pool_pre_ping_idle, pool)

@@ -39,6 +39,15 @@ transaction manager re-runs the unit.
 
 Statement statistics come from SQLAlchemy's dialect-level ``do_execute`` events: each
 execution reports whether its compiled form came from SQLAlchemy's compiled cache.
+
+**One compiled cache per process** (:class:`SharedCompiledCache`). SQLAlchemy keeps a
+compiled-statement cache per engine, keyed by the engine's dialect object, so every new
+Store compiles every statement again: a process that opens a Store per request (a CLI
+call, a script, a short-lived worker) paid ~0.7 ms of compilation per statement kind,
+the delta-chain query most. The engines of this package share one cache instead, keyed by
+what decides the SQL text: the dialect's class, its server version and its
+paramstyle. The cached objects are the same ``Compiled`` objects SQLAlchemy would build
+(bind and result processors are resolved from types, not from connections).
 """
 
 from __future__ import annotations
@@ -48,16 +57,20 @@ import os
 import threading
 import weakref
 from collections import Counter
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from sqlalchemy import Engine, event
-from sqlalchemy.engine.interfaces import CacheStats
+from sqlalchemy.engine.interfaces import CacheStats, Dialect
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import LRUCache
 
 from govc_db.db.pool import PoolMonitor
 from govc_db.settings import Settings
 
 __all__ = [
+    "SharedCompiledCache",
+    "share_compiled_cache",
     "StatementMonitor",
     "disable_server_prepares",
     "install_statement_monitor",
@@ -258,3 +271,81 @@ def disable_server_prepares(engine: Engine, reason: str) -> None:
 def statement_monitor(engine: Engine) -> StatementMonitor | None:
     """The monitor attached to ``engine`` by :func:`install_statement_monitor`, if any."""
     return _MONITORS.get(engine)
+
+
+#: Entries of the process-wide compiled cache (SQLAlchemy's per-engine default is 500).
+SHARED_COMPILED_ENTRIES = 1000
+
+
+def _dialect_signature(dialect: Dialect) -> tuple[Any, ...]:
+    """What the SQL text a dialect compiles depends on, beyond the statement."""
+    return (
+        type(dialect),
+        dialect.server_version_info,
+        dialect.paramstyle,
+        dialect.positional,
+        dialect.label_length,
+        dialect.max_identifier_length,
+        dialect.supports_native_boolean,
+    )
+
+
+class SharedCompiledCache(MutableMapping[Any, Any]):
+    """SQLAlchemy's compiled cache for all engines of the process.
+
+    SQLAlchemy's keys start with the dialect *object*; this mapping replaces it with
+    :func:`_dialect_signature`, so engines whose dialects compile alike (same class,
+    server version and parameter style) find each other's entries. A dialect's
+    signature is remembered once its server version is known (after its first
+    connection), which is before anything is compiled for it.
+    """
+
+    def __init__(self, size: int = SHARED_COMPILED_ENTRIES) -> None:
+        self._lru: LRUCache[Any, Any] = LRUCache(size)
+        self._sigs: weakref.WeakKeyDictionary[Dialect, tuple[Any, ...]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _key(self, key: Any) -> Any:
+        dialect = key[0]
+        if isinstance(dialect, tuple):
+            return key  # a key of this mapping already (iteration yields those)
+        sig = self._sigs.get(dialect)
+        if sig is None:
+            sig = _dialect_signature(dialect)
+            if dialect.server_version_info is not None:
+                self._sigs[dialect] = sig
+        return (sig, *key[1:])
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The compiled statement for SQLAlchemy's ``key``, or ``default``."""
+        return self._lru.get(self._key(key), default)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._lru[self._key(key)]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._lru[self._key(key)] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self._lru[self._key(key)]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._lru))
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def clear(self) -> None:
+        """Forget every compiled statement (``Engine.clear_compiled_cache``)."""
+        self._lru.clear()
+
+
+_SHARED = SharedCompiledCache()
+
+
+def share_compiled_cache(engine: Engine) -> None:
+    """Give ``engine`` the process-wide compiled cache (an engine built with caching
+    off, ``query_cache_size=0``, keeps none)."""
+    if engine._compiled_cache is not None:
+        engine._compiled_cache = _SHARED
