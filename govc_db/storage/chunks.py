@@ -604,11 +604,16 @@ class ChunkStore:
             yield first, [got[cid] for cid in part]
 
     def window_at(
-        self, repo_id: int, manifest: Manifest, start: int, conn: Connection | None = None
+        self,
+        repo_id: int,
+        manifest: Manifest,
+        start: int,
+        conn: Connection | None = None,
+        count: int | None = None,
     ) -> list[Chunk]:
-        """The window of chunks from index ``start``: in ``conn``'s transaction while it is
-        open, else outside any transaction."""
-        part = manifest.ids[start : start + self.window]
+        """The ``count`` chunks (default: a window) from index ``start``: in ``conn``'s
+        transaction while it is open, else outside any transaction."""
+        part = manifest.ids[start : start + (count or self.window)]
         if conn is not None and not conn.closed and conn.in_transaction():
             got = self.fetch(conn, repo_id, part)
         else:

@@ -48,10 +48,15 @@ PIECE = 1024 * 1024
 #: Reads of at least this many bytes go straight from the stored chunks into the
 #: caller's buffer where the backend can (SQLite); smaller ones are served from a window.
 DIRECT_MIN = 256 * 1024
-#: Windows read ahead of the one being consumed, each on its own connection (PostgreSQL:
-#: the server reads and sends it while the caller consumes). 2 showed no clear gain on
-#: two shared cores and brought a 1 GiB read's peak RSS to 93 MiB, near the 100 MB bound.
-AHEAD = 1
+#: Pieces read ahead of the one being consumed, each by its own statement on its own
+#: connection, in parallel (PostgreSQL: server backends read and send them while the caller
+#: consumes). A sequential reader splits the window (``Settings.chunk_read_window``
+#: chunks) into this many pieces, so it holds at most the window plus the piece being
+#: consumed. Measured on a 256 MiB blob, the same run beside ``git cat-file``: one whole
+#: window read ahead gave 0.22x git, two half windows in parallel 0.38x (see
+#: ``bench/RESULTS.md``); a backend reading TOAST and sending it costs about twice git's
+#: CPU per byte, so the parallel backends are where the time is won.
+AHEAD = 2
 #: The buffer of the reader :func:`open_chunked` returns: below DIRECT_MIN, so that a
 #: large ``read``/``readinto`` reaches the raw reader with the caller's own buffer
 #: (``io.BufferedReader`` bypasses its buffer only for requests larger than it).
@@ -206,9 +211,12 @@ class ChunkedReader(io.RawIOBase):
         self._first = 0  # chunk index of _window[0]
         self._window: list[Chunk] = []
         self._held = 0
-        self._ahead: list[tuple[int, Future[list[Chunk]]]] = []  # windows read ahead
+        self._ahead: list[tuple[int, Future[list[Chunk]]]] = []  # pieces read ahead
         # SQLite: raw chunks are copied straight into the caller's buffer, no window.
         self._direct = store.reads_direct
+        # Chunks one statement reads: a window, or on PostgreSQL 1/AHEAD of it (the pieces
+        # read ahead in parallel; see AHEAD).
+        self._step = store.window if self._direct else max(1, -(-store.window // AHEAD))
 
     # io.RawIOBase ----------------------------------------------------------------------
     def readable(self) -> bool:
@@ -300,16 +308,18 @@ class ChunkedReader(io.RawIOBase):
                 window = ahead.pop(0)[1].result()  # read while earlier ones were consumed
             else:
                 self._cancel_ahead()
-                window = self._store.window_at(self._repo_id, self._m, index, self._conn)
+                window = self._store.window_at(
+                    self._repo_id, self._m, index, self._conn, self._step
+                )
             self._first, self._window = index, window
             self._held = sum(len(w) for w in window)
             in_flight().add(self._held)
             if not self._direct and not self._live():  # read the next ones ahead
-                step = self._store.window
+                step = self._step
                 after = ahead[-1][0] + step if ahead else index + len(window)
                 while len(ahead) < AHEAD and after < len(self._m.ids):
                     future = self._store.prefetcher().submit(
-                        self._store.window_at, self._repo_id, self._m, after
+                        self._store.window_at, self._repo_id, self._m, after, None, step
                     )
                     ahead.append((after, future))
                     after += step
