@@ -23,7 +23,8 @@ blobs must delete the chunks only they referenced: :func:`unreferenced_chunks`).
 
 Memory. Writing holds one batch of chunks (``Settings.batch_max_bytes``, uncompressed)
 plus their compressed forms; reading holds a window of ``Settings.chunk_read_window``
-chunks and the one read ahead (PostgreSQL), or on SQLite nothing but a 256 KiB piece: a
+chunks, on PostgreSQL read ahead in parallel pieces (see :mod:`govc_db.storage.stream`),
+or on SQLite nothing but a 256 KiB piece: a
 large read copies the stored chunks straight into the caller's buffer
 (:meth:`read_into`). Existing chunks are found by one id query per batch before they are
 compressed or sent, so a new version of a large file costs the time to hash and cut it,

@@ -14,8 +14,10 @@ finds the chunk by bisection over the offsets. A ``readinto`` of at least
 :data:`DIRECT_MIN` bytes on SQLite copies the stored chunks straight into the caller's
 buffer (:meth:`ChunkStore.read_into`); otherwise it copies from the current window, a
 window of ``Settings.chunk_read_window`` chunks fetched in one statement outside any
-transaction, the next :data:`AHEAD` read ahead by prefetch threads. The reader holds no
-connection between calls and its memory is a few windows whatever the blob's size.
+transaction. On PostgreSQL the window is read as :data:`AHEAD` pieces, each fetched
+ahead by a prefetch thread on its own connection while the caller consumes the one
+before. The reader holds no connection between calls and its memory is about a window
+whatever the blob's size.
 :func:`open_chunked` wraps it in an :class:`io.BufferedReader` (``read(n)``,
 ``readline``, iteration, ``peek``) whose buffer is smaller than :data:`DIRECT_MIN`.
 """
@@ -49,13 +51,15 @@ PIECE = 1024 * 1024
 #: caller's buffer where the backend can (SQLite); smaller ones are served from a window.
 DIRECT_MIN = 256 * 1024
 #: Pieces read ahead of the one being consumed, each by its own statement on its own
-#: connection, in parallel (PostgreSQL: server backends read and send them while the caller
-#: consumes). A sequential reader splits the window (``Settings.chunk_read_window``
-#: chunks) into this many pieces, so it holds at most the window plus the piece being
-#: consumed. Measured on a 256 MiB blob, the same run beside ``git cat-file``: one whole
-#: window read ahead gave 0.22x git, two half windows in parallel 0.38x (see
-#: ``bench/RESULTS.md``); a backend reading TOAST and sending it costs about twice git's
-#: CPU per byte, so the parallel backends are where the time is won.
+#: connection, in parallel (PostgreSQL: server backends read and send them while the
+#: caller consumes). A sequential reader splits the window (``Settings.chunk_read_window``
+#: chunks) into this many pieces (of at least one chunk), so it holds at most
+#: ``max(window, AHEAD)`` chunks read ahead plus the piece being consumed. The time is in
+#: the backends: reading a chunk from TOAST and sending it costs the server about three
+#: times git's whole CPU per byte (1.8 s a GiB against ``git cat-file``'s 0.6 s, measured),
+#: so reading pieces on two backends at once is what shortens a read; one whole window
+#: ahead read a 1 GiB blob at 0.24-0.37x ``git cat-file``, two half windows 0.28-0.46x in
+#: the same runs (``bench/RESULTS.md``).
 AHEAD = 2
 #: The buffer of the reader :func:`open_chunked` returns: below DIRECT_MIN, so that a
 #: large ``read``/``readinto`` reaches the raw reader with the caller's own buffer
@@ -216,7 +220,7 @@ class ChunkedReader(io.RawIOBase):
         self._direct = store.reads_direct
         # Chunks one statement reads: a window, or on PostgreSQL 1/AHEAD of it (the pieces
         # read ahead in parallel; see AHEAD).
-        self._step = store.window if self._direct else max(1, -(-store.window // AHEAD))
+        self._step = store.window if self._direct else max(1, store.window // AHEAD)
 
     # io.RawIOBase ----------------------------------------------------------------------
     def readable(self) -> bool:
