@@ -56,10 +56,10 @@ DIRECT_MIN = 256 * 1024
 #: chunks) into this many pieces (of at least one chunk), so it holds at most
 #: ``max(window, AHEAD)`` chunks read ahead plus the piece being consumed. The time is in
 #: the backends: reading a chunk from TOAST and sending it costs the server about three
-#: times git's whole CPU per byte (1.8 s a GiB against ``git cat-file``'s 0.6 s, measured),
-#: so reading pieces on two backends at once is what shortens a read; one whole window
-#: ahead read a 1 GiB blob at 0.24-0.37x ``git cat-file``, two half windows 0.28-0.46x in
-#: the same runs (``bench/RESULTS.md``).
+#: times git's whole CPU per byte (1.8 s a GiB against ``git cat-file``'s 0.6 s, see
+#: ``python -m bench.readcpu``), so reading pieces on two backends at once is what
+#: shortens a read; one whole window ahead read a 1 GiB blob at 0.24-0.37x ``git
+#: cat-file``, two half windows 0.28-0.46x in the same runs (``bench/RESULTS.md``).
 AHEAD = 2
 #: The buffer of the reader :func:`open_chunked` returns: below DIRECT_MIN, so that a
 #: large ``read``/``readinto`` reaches the raw reader with the caller's own buffer
