@@ -352,10 +352,13 @@ def show(ctx: typer.Context, repo: Repo, rev: Rev = "HEAD") -> None:
 def cat(ctx: typer.Context, repo: Repo, rev: Rev, path: str) -> None:
     """Write a file's exact bytes at a revision to stdout."""
     out = typer.get_binary_stream("stdout")
+    # In 1 MiB pieces through one reused buffer (large files are streamed): readinto
+    # fills it in place, where read(n) would allocate and fill a new 1 MiB each time.
+    buf = bytearray(1024 * 1024)
+    view = memoryview(buf)
     with _open(ctx).repository(repo).open(rev, path) as f:
-        import shutil
-
-        shutil.copyfileobj(f, out, 1024 * 1024)  # in pieces: large files are streamed
+        while n := f.readinto(buf):  # type: ignore[attr-defined]
+            out.write(view[:n])
     out.flush()
 
 

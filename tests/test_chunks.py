@@ -23,7 +23,7 @@ import govc_db
 from govc_db import File, Settings, Signature, Store
 from govc_db.errors import GovcError
 from govc_db.storage.chunks import ENC_CHUNKED
-from govc_db.storage.stream import StreamSource
+from govc_db.storage.stream import AHEAD, StreamSource
 
 SIG = Signature("Ada", "ada@example.com", 1700000000, 0)
 THRESHOLD = 4096
@@ -251,7 +251,8 @@ def test_chunk_settings_change_behaviour(db_url: str) -> None:
     st.close()
 
     compressible = b"abc" * 30_000
-    for window, queries in ((1, "many"), (64, "one")):
+    # PostgreSQL reads a window as AHEAD pieces in parallel: 64 * AHEAD is one statement.
+    for window, queries in ((1, "many"), (64 * AHEAD, "one")):
         st = govc_db.open(db_url, settings=SMALL.replace(chunk_read_window=window))
         repo = st.create_repository(f"w{window}")
         repo.commit("main", {"f": compressible}, message="m\n", author=SIG)
@@ -260,6 +261,30 @@ def test_chunk_settings_change_behaviour(db_url: str) -> None:
         used = st.metrics()["large_blobs"]["chunk_read_queries"] - before
         assert (used == 1) if queries == "one" else (used > 1)
         assert rows(st, "SELECT count(*) FROM govc_chunks WHERE encoding = 2")[0][0] > 0
+        st.close()
+
+
+def test_a_sequential_read_holds_bounded_pieces(db_url: str) -> None:
+    # A window of 4 chunks: one statement each on SQLite, read as AHEAD pieces of
+    # 4 // AHEAD chunks on PostgreSQL (fetched in parallel ahead of the reader).
+    st = govc_db.open(db_url, settings=SMALL.replace(chunk_read_window=4))
+    try:
+        repo = st.create_repository("r")
+        data = b"".join(b"line %06d of a compressible blob\n" % i for i in range(8000))
+        repo.commit("main", {"f": data}, message="m\n", author=SIG)
+        before = st.metrics()["large_blobs"]
+        out = bytearray()
+        with repo.open("main", "f") as f:
+            while piece := f.read(3000):
+                out += piece
+        after = st.metrics()["large_blobs"]
+        assert out == data
+        queries = after["chunk_read_queries"] - before["chunk_read_queries"]
+        chunks = after["chunk_reads"] - before["chunk_reads"]
+        step = 4 if st.engine.dialect.name == "sqlite" else max(1, 4 // AHEAD)
+        assert chunks >= len(data) // MAX_CHUNK and queries > 1
+        assert chunks <= queries * step
+    finally:
         st.close()
 
 

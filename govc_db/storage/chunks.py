@@ -23,7 +23,8 @@ blobs must delete the chunks only they referenced: :func:`unreferenced_chunks`).
 
 Memory. Writing holds one batch of chunks (``Settings.batch_max_bytes``, uncompressed)
 plus their compressed forms; reading holds a window of ``Settings.chunk_read_window``
-chunks and the one read ahead (PostgreSQL), or on SQLite nothing but a 256 KiB piece: a
+chunks, on PostgreSQL read ahead in parallel pieces (see :mod:`govc_db.storage.stream`),
+or on SQLite nothing but a 256 KiB piece: a
 large read copies the stored chunks straight into the caller's buffer
 (:meth:`read_into`). Existing chunks are found by one id query per batch before they are
 compressed or sent, so a new version of a large file costs the time to hash and cut it,
@@ -604,11 +605,16 @@ class ChunkStore:
             yield first, [got[cid] for cid in part]
 
     def window_at(
-        self, repo_id: int, manifest: Manifest, start: int, conn: Connection | None = None
+        self,
+        repo_id: int,
+        manifest: Manifest,
+        start: int,
+        conn: Connection | None = None,
+        count: int | None = None,
     ) -> list[Chunk]:
-        """The window of chunks from index ``start``: in ``conn``'s transaction while it is
-        open, else outside any transaction."""
-        part = manifest.ids[start : start + self.window]
+        """The ``count`` chunks (default: a window) from index ``start``: in ``conn``'s
+        transaction while it is open, else outside any transaction."""
+        part = manifest.ids[start : start + (count or self.window)]
         if conn is not None and not conn.closed and conn.in_transaction():
             got = self.fetch(conn, repo_id, part)
         else:

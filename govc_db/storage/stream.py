@@ -14,8 +14,10 @@ finds the chunk by bisection over the offsets. A ``readinto`` of at least
 :data:`DIRECT_MIN` bytes on SQLite copies the stored chunks straight into the caller's
 buffer (:meth:`ChunkStore.read_into`); otherwise it copies from the current window, a
 window of ``Settings.chunk_read_window`` chunks fetched in one statement outside any
-transaction, the next :data:`AHEAD` read ahead by prefetch threads. The reader holds no
-connection between calls and its memory is a few windows whatever the blob's size.
+transaction. On PostgreSQL the window is read as :data:`AHEAD` pieces, each fetched
+ahead by a prefetch thread on its own connection while the caller consumes the one
+before. The reader holds no connection between calls and its memory is about a window
+whatever the blob's size.
 :func:`open_chunked` wraps it in an :class:`io.BufferedReader` (``read(n)``,
 ``readline``, iteration, ``peek``) whose buffer is smaller than :data:`DIRECT_MIN`.
 """
@@ -48,10 +50,17 @@ PIECE = 1024 * 1024
 #: Reads of at least this many bytes go straight from the stored chunks into the
 #: caller's buffer where the backend can (SQLite); smaller ones are served from a window.
 DIRECT_MIN = 256 * 1024
-#: Windows read ahead of the one being consumed, each on its own connection (PostgreSQL:
-#: the server reads and sends it while the caller consumes). 2 showed no clear gain on
-#: two shared cores and brought a 1 GiB read's peak RSS to 93 MiB, near the 100 MB bound.
-AHEAD = 1
+#: Pieces read ahead of the one being consumed, each by its own statement on its own
+#: connection, in parallel (PostgreSQL: server backends read and send them while the
+#: caller consumes). A sequential reader splits the window (``Settings.chunk_read_window``
+#: chunks) into this many pieces (of at least one chunk), so it holds at most
+#: ``max(window, AHEAD)`` chunks read ahead plus the piece being consumed. The time is in
+#: the backends: reading a chunk from TOAST and sending it costs the server about three
+#: times git's whole CPU per byte (1.8 s a GiB against ``git cat-file``'s 0.6 s, see
+#: ``python -m bench.readcpu``), so reading pieces on two backends at once is what
+#: shortens a read; one whole window ahead read a 1 GiB blob at 0.24-0.37x ``git
+#: cat-file``, two half windows 0.28-0.46x in the same runs (``bench/RESULTS.md``).
+AHEAD = 2
 #: The buffer of the reader :func:`open_chunked` returns: below DIRECT_MIN, so that a
 #: large ``read``/``readinto`` reaches the raw reader with the caller's own buffer
 #: (``io.BufferedReader`` bypasses its buffer only for requests larger than it).
@@ -206,9 +215,12 @@ class ChunkedReader(io.RawIOBase):
         self._first = 0  # chunk index of _window[0]
         self._window: list[Chunk] = []
         self._held = 0
-        self._ahead: list[tuple[int, Future[list[Chunk]]]] = []  # windows read ahead
+        self._ahead: list[tuple[int, Future[list[Chunk]]]] = []  # pieces read ahead
         # SQLite: raw chunks are copied straight into the caller's buffer, no window.
         self._direct = store.reads_direct
+        # Chunks one statement reads: a window, or on PostgreSQL 1/AHEAD of it (the pieces
+        # read ahead in parallel; see AHEAD).
+        self._step = store.window if self._direct else max(1, store.window // AHEAD)
 
     # io.RawIOBase ----------------------------------------------------------------------
     def readable(self) -> bool:
@@ -300,16 +312,18 @@ class ChunkedReader(io.RawIOBase):
                 window = ahead.pop(0)[1].result()  # read while earlier ones were consumed
             else:
                 self._cancel_ahead()
-                window = self._store.window_at(self._repo_id, self._m, index, self._conn)
+                window = self._store.window_at(
+                    self._repo_id, self._m, index, self._conn, self._step
+                )
             self._first, self._window = index, window
             self._held = sum(len(w) for w in window)
             in_flight().add(self._held)
             if not self._direct and not self._live():  # read the next ones ahead
-                step = self._store.window
+                step = self._step
                 after = ahead[-1][0] + step if ahead else index + len(window)
                 while len(ahead) < AHEAD and after < len(self._m.ids):
                     future = self._store.prefetcher().submit(
-                        self._store.window_at, self._repo_id, self._m, after
+                        self._store.window_at, self._repo_id, self._m, after, None, step
                     )
                     ahead.append((after, future))
                     after += step
