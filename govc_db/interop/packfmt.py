@@ -37,6 +37,7 @@ __all__ = [
     "OFS_DELTA",
     "REF_DELTA",
     "deflate",
+    "delta_within",
     "entry_header",
     "iter_pack",
     "make_delta",
@@ -167,22 +168,45 @@ _create_delta = _rust_delta()
 
 def make_delta(base: bytes, target: bytes) -> bytes:
     """A git delta that rebuilds ``target`` from ``base``."""
+    delta = delta_within(base, target, -1)
+    assert delta is not None
+    return delta
+
+
+def delta_within(base: bytes, target: bytes, limit: int) -> bytes | None:
+    """As :func:`make_delta`, or None when the delta would be longer than ``limit``
+    bytes (``limit`` < 0: no limit). Decided from the common prefix and suffix before
+    any delta is built, so a target that shares little with its base (a file rewritten
+    on every line) costs two comparisons in C."""
     lb, lt = len(base), len(target)
     p = _prefix(base, target)
     s = _suffix(base, target, min(lb, lt) - p)
+    mid = lt - p - s
+    rust = mid * 2 > lt and lt >= _RUST_MIN and _create_delta is not None
+    if 0 <= limit < mid and not rust:
+        return None  # the inserted middle alone is over the limit
     out = bytearray(_varint(lb))
     out += _varint(lt)
-    _copy(out, 0, p)
-    middle = target[p : lt - s]
-    for i in range(0, len(middle), 127):
-        piece = middle[i : i + 127]
-        out.append(len(piece))
-        out += piece
-    _copy(out, lb - s, s)
-    if len(middle) * 2 > lt and lt >= _RUST_MIN and _create_delta is not None:
+    if p:
+        _copy(out, 0, p)
+    if mid:
+        if mid <= 127:
+            out.append(mid)
+            out += target[p : p + mid]
+        else:
+            for i in range(p, lt - s, 127):
+                piece = target[i : min(i + 127, lt - s)]
+                out.append(len(piece))
+                out += piece
+    if s:
+        _copy(out, lb - s, s)
+    if rust:
+        assert _create_delta is not None
         other: bytes = _create_delta(base, target)
         if len(other) < len(out):
-            return other
+            return other if limit < 0 or len(other) <= limit else None
+    if 0 <= limit < len(out):
+        return None
     return bytes(out)
 
 
