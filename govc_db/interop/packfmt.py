@@ -22,6 +22,7 @@ base); these functions do one call per object where they can:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import struct
@@ -73,6 +74,7 @@ def deflate(data: bytes, level: int = 1) -> bytes:
     return c.compress(data) + c.flush()
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a pack repeats sizes: a dict lookup in C
 def entry_header(type_num: int, size: int) -> bytes:
     """A pack entry's type-and-size varint."""
     c = (type_num << 4) | (size & 15)
@@ -88,6 +90,7 @@ def entry_header(type_num: int, size: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def ofs_offset(distance: int) -> bytes:
     """An ofs-delta's distance back to its base, in git's big-endian varint."""
     out = bytearray((distance & 0x7F,))
@@ -100,6 +103,7 @@ def ofs_offset(distance: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
@@ -179,8 +183,13 @@ def delta_within(base: bytes, target: bytes, limit: int) -> bytes | None:
     any delta is built, so a target that shares little with its base (a file rewritten
     on every line) costs two comparisons in C."""
     lb, lt = len(base), len(target)
-    p = _prefix(base, target)
-    s = _suffix(base, target, min(lb, lt) - p)
+    if lb == lt:  # (a tree whose entry ids changed) one XOR gives prefix and suffix
+        x = int.from_bytes(base, "big") ^ int.from_bytes(target, "big")
+        p = lt - ((x.bit_length() + 7) >> 3)
+        s = ((x & -x).bit_length() - 1) >> 3 if x else 0
+    else:
+        p = _prefix(base, target)
+        s = _suffix(base, target, min(lb, lt) - p)
     mid = lt - p - s
     rust = mid * 2 > lt and lt >= _RUST_MIN and _create_delta is not None
     if 0 <= limit < mid and not rust:
