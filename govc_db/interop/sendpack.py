@@ -74,11 +74,10 @@ def write_fetch_pack(
     (none of which it may hold). ``capture``: return the entries written if they are at
     most that many bytes (0: never).
     """
-    order = plan.ids()
     bases = plan.bases if deltas else {}
     known = plan.tree_data
     sha = hashlib.sha1()
-    total = len(order) + (prefix[1] if prefix is not None else 0)
+    total = len(plan.ids()) + (prefix[1] if prefix is not None else 0)
     out = bytearray(b"PACK" + struct.pack(">II", 2, total))
     written = 0  # bytes flushed
     kept_body: list[bytes] | None = [] if capture > 0 else None
@@ -113,16 +112,32 @@ def write_fetch_pack(
         for i in range(0, len(body), PIECE):
             write(bytes(view[i : i + PIECE]))
 
+    header = entry_header
+    numbers = TYPE_NUMBERS
+    # Commits and tags: whole (never a delta base), in batches of pack order.
+    plain = [*plan.commits, *plan.tags]
+    for i in range(0, len(plain), BATCH):
+        chunk = plain[i : i + BATCH]
+        found = unit.objects.get_bulk(chunk)
+        for oid in chunk:
+            raw = found.get(oid)
+            if raw is None:
+                raise GovcError(f"object {oid.hex()} is missing")
+            data = raw.data
+            out += header(numbers[raw.type], len(data))
+            out += deflate(data, level)
+        if len(out) >= PIECE:
+            flush()
+    # Trees and blobs: a delta against the planned base when it went out earlier.
     offsets: dict[ObjectId, int] = {}
     depth: dict[ObjectId, int] = {}
     recent: OrderedDict[ObjectId, bytes] = OrderedDict()
     kept = 0
-    numbers = TYPE_NUMBERS
     keep_max = RECENT_BYTES // 8
-    header = entry_header
-    for i in range(0, len(order), BATCH):
-        chunk = order[i : i + BATCH]
-        found: dict[ObjectId, RawObject] = {}
+    rest = [*plan.trees, *plan.blobs]
+    for i in range(0, len(rest), BATCH):
+        chunk = rest[i : i + BATCH]
+        found = {}
         fetch: list[ObjectId] = []
         for oid in chunk:
             tree = known.pop(oid, None)
@@ -139,7 +154,7 @@ def write_fetch_pack(
             raw = found.get(oid)
             if raw is None:
                 raise GovcError(f"object {oid.hex()} is missing")
-            type_name, data = raw
+            data = raw.data
             at = written + len(out)
             base = bases.get(oid)
             size = len(data)
@@ -164,10 +179,10 @@ def write_fetch_pack(
                     out += base  # type: ignore[arg-type]
                 out += deflate(delta, level)
             else:
-                out += header(numbers[type_name], size)
+                out += header(numbers[raw.type], size)
                 out += deflate(data, level)
             offsets[oid] = at
-            if size <= keep_max and type_name != b"commit" and type_name != b"tag":
+            if size <= keep_max:
                 recent[oid] = data
                 kept += size
                 while kept > RECENT_BYTES:
