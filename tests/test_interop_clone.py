@@ -104,8 +104,12 @@ def test_objects_committed_since_are_added_once(store: Store, tmp_path: Path) ->
         repo.create_tag("v0", "main~9", message="zero\n", tagger=SIG)  # on an old commit
         clone = _clone(url, tmp_path / "b")
         assert cache.stats()["hits"] == 1
+        again = _clone(url, tmp_path / "c")  # the grown part, kept in its place
+        assert cache.stats()["hits"] == 2 and cache.stats()["parts"] == 1
     _check(store, clone)
     assert git(clone, "rev-parse", "v0^{}").strip() == repo.resolve("main~9")
+    packs = [sorted((c / "objects" / "pack").glob("*.pack"))[0] for c in (clone, again)]
+    assert packs[0].read_bytes() == packs[1].read_bytes()
 
 
 def test_a_kept_pack_the_wants_cannot_reach_is_not_used(store: Store, tmp_path: Path) -> None:

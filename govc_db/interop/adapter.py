@@ -243,9 +243,11 @@ class GovcBackendRepo:
                 t for c, t in tags.items() if c in held and t not in held and t not in plan.seen
             )
             extra = len(plan.ids())
-            if extra * REBUILD_RATIO <= part.count:
+            if (part.loose + extra) * REBUILD_RATIO <= part.count:
                 cache.count(True)
                 self.plan, self.part = plan, part
+                if extra:  # keep the part grown by them
+                    self._keep = (commits, [*others, *part.others])
                 return part.count + extra
         cache.count(False)
         plan = plan_fetch(self._unit, wants, [], set(), tags)
@@ -261,20 +263,30 @@ class GovcBackendRepo:
         part = self.part
         keep = self._keep
         cache = self._cache
-        sent = write_fetch_pack(
-            self._unit,
-            plan,
-            write,
-            deltas=self.object_store.deltas,
-            max_depth=self.object_store.max_depth,
-            ofs=self.ofs,
-            prefix=(part.body, part.count) if part is not None else None,
-            capture=cache.max_bytes if cache is not None and keep is not None else 0,
-        )
-        if cache is not None and keep is not None and sent.body is not None:
-            tips, others = keep
-            cache.put(
-                self._key(),
-                PackPart.build(sent.body, plan.ids(), tips, [*others, *plan.tags]),
+        capture = cache is not None and keep is not None and cache.begin_capture()
+        try:
+            sent = write_fetch_pack(
+                self._unit,
+                plan,
+                write,
+                deltas=self.object_store.deltas,
+                max_depth=self.object_store.max_depth,
+                ofs=self.ofs,
+                prefix=(part.body, part.count) if part is not None else None,
+                capture=cache.max_bytes if capture and cache is not None else 0,
             )
+            if capture and cache is not None and keep is not None and sent.body is not None:
+                tips, others = keep
+                ids = plan.ids()
+                loose = 0
+                if part is not None:
+                    loose = part.loose + len(ids)
+                    ids = [*part.oids, *ids]
+                cache.put(
+                    self._key(),
+                    PackPart.build(sent.body, ids, tips, [*others, *plan.tags], loose),
+                )
+        finally:
+            if capture and cache is not None:
+                cache.end_capture()
         return sent.objects

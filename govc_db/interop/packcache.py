@@ -5,17 +5,20 @@ as they are); without them, building a pack costs Python work per object. This k
 entries of the last whole-history clone of each repository (per pack format: ofs-delta or
 not, delta settings), and a later clone whose history contains that one sends them as
 they are, followed by the objects its own wants add (planned as an incremental fetch that
-has the kept clone's tips): git receives one pack either way.
+has the kept clone's tips): git receives one pack either way, and that pack is kept in its
+place.
 
 Never stale, by construction: a part is keyed by the commits it holds, and git objects are
 content-addressed, so the entries for a set of ids never change. Before a part is used,
 its tips are checked to be ancestors of the new wants in the reading transaction (and its
 other wanted objects, tags, to be wanted again or still tagged), so a clone never receives
 an object it could not reach; a repository recreated under an old id passes only if it
-holds the same history. The memory is bounded by bytes (``Settings.clone_pack_cache_bytes``,
-least recently used parts dropped first). When a clone would send more objects outside
-the part than a quarter of those in it (each of those goes without a delta against the
-part), its pack is built whole again and replaces the part.
+holds the same history.
+
+The memory is bounded by bytes (``Settings.clone_pack_cache_bytes``, least recently used
+parts dropped first), and one clone at a time collects its pack to keep. When the objects
+appended to a part since it was built whole (each of those goes without a delta against
+the part) would be more than a quarter of it, the clone's pack is built whole again.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class PackPart:
     """The commits whose whole history the entries hold."""
     others: frozenset[ObjectId]
     """Wanted or included objects that are not commits (annotated tags)."""
+    loose: int
+    """Objects appended to a part kept before (each whole or a delta within the
+    appended ones, never against the part)."""
     cost: int
     """Bytes of memory charged for it."""
 
@@ -57,11 +63,12 @@ class PackPart:
         oids: Iterable[ObjectId],
         tips: Sequence[ObjectId],
         others: Iterable[ObjectId],
+        loose: int = 0,
     ) -> PackPart:
         """A part of ``body`` holding ``oids``, charged its bytes and its id set's."""
         ids = frozenset(oids)
         cost = len(body) + sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
-        return PackPart(body, len(ids), ids, tuple(tips), frozenset(others), cost)
+        return PackPart(body, len(ids), ids, tuple(tips), frozenset(others), loose, cost)
 
 
 Key = tuple[int, bool, bool, int]
@@ -78,6 +85,7 @@ class PackCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self._capturing = False
 
     @property
     def enabled(self) -> bool:
@@ -105,6 +113,20 @@ class PackCache:
             while self._bytes > self.max_bytes:
                 _, dropped = self._parts.popitem(last=False)
                 self._bytes -= dropped.cost
+
+    def begin_capture(self) -> bool:
+        """Whether the caller may collect a pack to keep: one at a time, so the memory
+        held for packs being collected is bounded by one more ``max_bytes``."""
+        with self._lock:
+            if self._capturing or not self.enabled:
+                return False
+            self._capturing = True
+            return True
+
+    def end_capture(self) -> None:
+        """The collecting clone is done (kept or not)."""
+        with self._lock:
+            self._capturing = False
 
     def count(self, hit: bool) -> None:
         """Record a whole-history clone served with (``hit``) or without a part."""
