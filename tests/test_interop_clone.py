@@ -83,9 +83,20 @@ def test_a_second_clone_is_served_from_the_kept_pack(store: Store, tmp_path: Pat
         assert cache.stats()["parts"] == 1 and cache.stats()["misses"] == 1
         second = _clone(url, tmp_path / "b")
         assert cache.stats()["hits"] == 1
+        # Shallow clones and fetches are planned as before, the kept pack untouched.
+        shallow = tmp_path / "s"
+        git(tmp_path, "clone", "-q", "--bare", "--depth", "1", url, str(shallow))
+        assert git(shallow, "rev-list", "--count", "main").strip() == "1"
+        assert fsck(shallow)[0] == 0
+        repo = store.repository("demo")
+        new = repo.commit("main", {"late.txt": b"late\n"}, message="late\n", author=SIG)
+        git(first, "fetch", "-q", url, "main:main")
+        assert git(first, "rev-parse", "main").strip() == new
+        assert cache.stats() | {"bytes": 0} == {"parts": 1, "bytes": 0, "hits": 1, "misses": 1}
     for clone in (first, second):
-        _check(store, clone)
-    assert _sent(first) == _sent(second)
+        assert fsck(clone)[0] == 0
+        assert _sent(clone) == all_objects(clone)
+    assert _sent(first) == _sent(second) | all_objects(first)
     packs = [sorted((c / "objects" / "pack").glob("*.pack")) for c in (first, second)]
     assert packs[0][0].read_bytes() == packs[1][0].read_bytes()
 
