@@ -57,18 +57,17 @@ STORE_BELOW: Final = 64
 _RUST_MIN: Final = 1024
 
 
+#: zlib header and stored-block header of a payload of each length below STORE_BELOW.
+_STORED: Final = [b"\x78\x01\x01" + struct.pack("<HH", n, n ^ 0xFFFF) for n in range(STORE_BELOW)]
+
+
 def deflate(data: bytes, level: int = 1) -> bytes:
     """``data`` as one zlib stream, the window and hash table sized to it. Below
     ``STORE_BELOW`` bytes (a delta of a tree entry: an id and two copies) the stream is
     one stored block, built without zlib: deflating that little gains nothing."""
     n = len(data)
     if n < STORE_BELOW:
-        return (
-            b"\x78\x01\x01"
-            + struct.pack("<HH", n, n ^ 0xFFFF)
-            + data
-            + struct.pack(">I", zlib.adler32(data))
-        )
+        return _STORED[n] + data + zlib.adler32(data).to_bytes(4, "big")
     wbits = min(15, max(9, (n + 262).bit_length()))
     c = zlib.compressobj(level, zlib.DEFLATED, wbits, 1 if n < 16384 else 8)
     return c.compress(data) + c.flush()
@@ -116,29 +115,28 @@ def _varint(n: int) -> bytes:
 def _copy(out: bytearray, offset: int, size: int) -> None:
     while size:
         n = size if size < _COPY_MAX else _COPY_MAX
-        if offset < 0x100 and n < 0x100:  # the commonest: a copy from near the start
-            if offset:
-                out += bytes((0x91, offset, n)) if n else bytes((0x81, offset))
-            else:
-                out += bytes((0x90, n)) if n else b"\x80"
-        else:
-            cmd = 0x80
-            args = bytearray()
-            for i in range(4):
-                byte = (offset >> (8 * i)) & 0xFF
-                if byte:
-                    cmd |= 1 << i
-                    args.append(byte)
-            sz = 0 if n == _COPY_MAX else n
-            for i in range(3):
-                byte = (sz >> (8 * i)) & 0xFF
-                if byte:
-                    cmd |= 0x10 << i
-                    args.append(byte)
-            out.append(cmd)
-            out += args
+        out += _copy_op(offset, n)
         offset += n
         size -= n
+
+
+@functools.lru_cache(maxsize=1 << 16)  # tree versions repeat their copies
+def _copy_op(offset: int, n: int) -> bytes:
+    """One copy instruction of ``n`` (1 to 64 KiB) bytes from ``offset``."""
+    cmd = 0x80
+    args = bytearray()
+    for i in range(4):
+        byte = (offset >> (8 * i)) & 0xFF
+        if byte:
+            cmd |= 1 << i
+            args.append(byte)
+    sz = 0 if n == _COPY_MAX else n
+    for i in range(3):
+        byte = (sz >> (8 * i)) & 0xFF
+        if byte:
+            cmd |= 0x10 << i
+            args.append(byte)
+    return bytes((cmd,)) + bytes(args)
 
 
 def _prefix(a: bytes, b: bytes) -> int:
