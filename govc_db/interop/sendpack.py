@@ -10,7 +10,10 @@ stays within ``Settings.fetch_delta_depth``; everything is deflated with a zlib 
 sized to the object (:mod:`govc_db.interop.packfmt`). Contents of recent objects are kept,
 bounded by bytes, as the next deltas' bases; a base evicted from them is read again with
 its batch. The pack goes out in side-band-sized pieces as it is produced; its SHA-1
-trailer is computed on the way.
+trailer is computed on the way. Commits and tags (never a base) go whole in a loop of
+their own. The entries of a pack written before can lead the pack (a clone served from
+a kept pack, :mod:`govc_db.interop.packcache`), and the entries written can be returned
+to be kept.
 """
 
 from __future__ import annotations
