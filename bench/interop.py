@@ -6,7 +6,11 @@ root, then one file per commit; ``--history 10000`` is the 10,001-commit history
   ``git fast-import`` fed the same history (its stream prepared before the clock starts),
   commits/s. Each repeat imports into a new repository.
 * **clone**: ``git clone`` from our smart-HTTP app (uvicorn, loopback) vs ``git clone
-  --no-local`` of git's own bare copy; seconds, and the size of the pack received.
+  --no-local`` of git's own bare copy; seconds, and the size of the pack received. Three
+  ways: *no kept pack* (a server with ``clone_pack_cache_bytes=0``: every clone builds
+  its pack, the cold cost), *first* and *again* (the first clone of a server builds its
+  pack and keeps it, the next ones send it), and *after new commits* (once the fetch
+  step moved the tip: the kept pack plus the objects since).
 * **fetch**: ``git fetch`` of one new commit into an up-to-date clone, both sides.
 * **push**: ``git push`` of ``--push`` new commits to our server vs to a bare copy over
   ``file://``.
@@ -39,20 +43,24 @@ from bench.harness import QUICK, T0
 from bench.history import _fast_import, _history_commits, fast_import_stream
 from bench.peers import AUTHOR_EMAIL, AUTHOR_NAME, git, git_env
 from govc_db import Signature, Store
+from govc_db.interop.packcache import PackCache
 from govc_db.interop.smart_http import make_git_app
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 @contextmanager
-def serving(store: Store) -> Iterator[str]:
+def serving(store: Store, cache: PackCache | None = None) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     server = uvicorn.Server(
         uvicorn.Config(
-            make_git_app(store, allow_push=True), host="127.0.0.1", port=port, log_level="error"
+            make_git_app(store, allow_push=True, pack_cache=cache),
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -115,6 +123,24 @@ def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list
         }
     )
 
+    # Every clone builds its pack (no kept pack: what a first clone costs).
+    with serving(store, PackCache(0)) as base:
+        url = f"{base}/imp0.git"
+        cold, peer_cold = [], []
+        for i in range(repeats):
+            cold.append(timed(git, work, "clone", "-q", "--bare", url, str(work / f"cold{i}")))
+            dest = work / f"pcold{i}"
+            peer_cold.append(
+                timed(git, work, "clone", "-q", "--bare", "--no-local", str(bare), str(dest))
+            )
+        rows.append(
+            {
+                "workload": f"clone {n_commits} commits, no kept pack (s)",
+                "ours": statistics.median(cold),
+                "git": statistics.median(peer_cold),
+            }
+        )
+
     with serving(store) as base:
         url = f"{base}/imp0.git"
         ours_clone, peer_clone, ours_size, peer_size = [], [], 0, 0
@@ -129,11 +155,19 @@ def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list
             peer_size = pack_bytes(dest)
         rows.append(
             {
-                "workload": f"clone {n_commits} commits (s)",
-                "ours": statistics.median(ours_clone),
-                "git": statistics.median(peer_clone),
+                "workload": f"clone {n_commits} commits, first (s)",
+                "ours": ours_clone[0],
+                "git": peer_clone[0],
             }
         )
+        if repeats > 1:
+            rows.append(
+                {
+                    "workload": f"clone {n_commits} commits, again (s)",
+                    "ours": statistics.median(ours_clone[1:]),
+                    "git": statistics.median(peer_clone[1:]),
+                }
+            )
         rows.append(
             {"workload": "clone pack size (MB)", "ours": ours_size / 1e6, "git": peer_size / 1e6}
         )
@@ -158,6 +192,22 @@ def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list
                 "workload": "fetch 1 new commit (ms)",
                 "ours": 1000 * statistics.median(ours_fetch),
                 "git": 1000 * statistics.median(peer_fetch),
+            }
+        )
+
+        # A clone once the tip has moved: the kept pack, then the commits since.
+        t_ours = timed(git, work, "clone", "-q", "--bare", url, str(work / "moved"))
+        moved_size = pack_bytes(work / "moved")
+        dest = work / "pmoved"
+        t_git = timed(git, work, "clone", "-q", "--bare", "--no-local", str(bare), str(dest))
+        rows.append(
+            {"workload": f"clone after {repeats} new commits (s)", "ours": t_ours, "git": t_git}
+        )
+        rows.append(
+            {
+                "workload": "  its pack size (MB)",
+                "ours": moved_size / 1e6,
+                "git": pack_bytes(dest) / 1e6,
             }
         )
 

@@ -226,6 +226,11 @@ class Settings:
     most ``fetch_delta_depth`` long); False sends every object whole."""
     fetch_delta_depth: int = 50
     """Longest delta chain in a pack sent to git (git's own default for ``--depth``)."""
+    clone_pack_cache_bytes: int = 256 * 1024 * 1024
+    """Memory for the packs of whole-history clones kept by ``govc-db serve``, keyed by
+    the commits they hold (content-addressed, so never stale): a later clone of the same
+    or a newer tip sends the kept pack plus the objects since (as git reuses its packs).
+    0 switches it off (every clone builds its pack)."""
 
     # --- chunks ---
     chunk_threshold: int | None = 8 * 1024 * 1024
@@ -336,6 +341,7 @@ class Settings:
         # --- interop ---
         _check_range("import_slice_objects", self.import_slice_objects, 1, 10_000_000)
         _check_range("push_max_pack_bytes", self.push_max_pack_bytes, 32)
+        _check_range("clone_pack_cache_bytes", self.clone_pack_cache_bytes, 0)
         _check_range("fetch_delta_depth", self.fetch_delta_depth, 1, 4095)
 
         # --- chunks ---

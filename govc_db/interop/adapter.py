@@ -19,6 +19,7 @@ from dulwich.objects import ObjectID, ShaFile
 from dulwich.refs import Ref
 
 from govc_db.errors import GovcError, NotFound
+from govc_db.interop.packcache import REBUILD_RATIO, Key, PackCache, PackPart, peel, usable
 from govc_db.interop.sendpack import write_fetch_pack
 from govc_db.interop.walk import Plan, plan_fetch
 from govc_db.objects import TYPE_NUMBERS, ObjectId
@@ -137,7 +138,13 @@ class GovcBackendRepo:
     object_format: ObjectFormat = DEFAULT_OBJECT_FORMAT
 
     def __init__(
-        self, unit: Unit, default_branch: str, *, deltas: bool = True, max_depth: int = 50
+        self,
+        unit: Unit,
+        default_branch: str,
+        *,
+        deltas: bool = True,
+        max_depth: int = 50,
+        pack_cache: PackCache | None = None,
     ) -> None:
         self._unit = unit
         self.object_store = GovcObjectStore(unit, deltas=deltas, max_depth=max_depth)
@@ -146,7 +153,11 @@ class GovcBackendRepo:
         self.hooks: dict[str, Any] = {}  # no server-side hooks
         self.repo = self  # dulwich's get_tagged() peels through ``handler.repo.repo``
         self._peeled: dict[Ref, ObjectID | None] = {}
+        self._cache = pack_cache
         self.plan: Plan | None = None
+        self.part: PackPart | None = None
+        self._keep: tuple[list[ObjectId], list[ObjectId]] | None = None
+        self.ofs = True
 
     def get_refs(self) -> dict[Ref, ObjectID]:
         """Every ref, and ``HEAD``."""
@@ -177,41 +188,105 @@ class GovcBackendRepo:
         *,
         get_tagged: Callable[[], dict[ObjectID, ObjectID]] | None = None,
         depth: int | None = None,
-    ) -> list[tuple[ObjectID, None]] | None:
-        """Negotiate through dulwich's walker, then plan the pack from the index."""
+        ofs: Callable[[], bool] | None = None,
+    ) -> int | None:
+        """Negotiate through dulwich's walker, then plan the pack from the index (or
+        from a kept clone's pack, see :mod:`govc_db.interop.packcache`); the number of
+        objects to send, None when nothing is to be sent. ``ofs()``: whether the client
+        accepts ofs-deltas (known once its wants are read)."""
         wants = determine_wants(self.get_refs(), depth)
         shallow: set[ObjectID] = set(getattr(graph_walker, "shallow", set()))
         unshallow = set(getattr(graph_walker, "unshallow", set()))
         if not wants:
-            return None if (shallow or unshallow) else []
+            return None if (shallow or unshallow) else 0
         haves = self.object_store.find_common_revisions(graph_walker)
         if shallow or unshallow:
             haves = []
         tagged = get_tagged() if get_tagged is not None else {}
+        want_ids = [_raw(w) for w in wants]
+        tags = {_raw(k): _raw(v) for k, v in tagged.items()}
+        self.ofs = ofs() if ofs is not None else True
+        whole = not haves and not shallow and not unshallow
         try:
-            plan = plan_fetch(
+            if whole and self._cache is not None and self._cache.enabled:
+                return self._plan_clone(want_ids, tags)
+            self.plan = plan_fetch(
                 self._unit,
-                [_raw(w) for w in wants],
+                want_ids,
                 [_raw(h) for h in haves],
                 {_raw(s) for s in shallow},
-                {_raw(k): _raw(v) for k, v in tagged.items()},
+                tags,
             )
         except NotFound as exc:
             raise KeyError(str(exc)) from None
-        ids = plan.ids()
-        self.plan = plan
-        return [(ObjectID(oid.hex().encode()), None) for oid in ids]
+        return len(self.plan.ids())
 
-    def write_pack(self, write: Callable[[bytes], object], *, ofs: bool) -> int:
+    def _key(self) -> Key:
+        store = self.object_store
+        return (self._unit.repo_id, self.ofs, store.deltas, store.max_depth)
+
+    def _plan_clone(self, wants: list[ObjectId], tags: dict[ObjectId, ObjectId]) -> int:
+        """Plan a whole-history clone: the kept part and what the wants add to it when
+        one is usable, else everything (and keep its pack for the next clone)."""
+        cache = self._cache
+        assert cache is not None
+        commits, others = peel(self._unit, wants)
+        part = cache.get(self._key())
+        if part is not None and usable(self._unit, part, commits, set(wants), set(tags.values())):
+            plan = plan_fetch(self._unit, wants, list(part.tips), set(), tags)
+            held = part.oids
+            plan.commits = [o for o in plan.commits if o not in held]
+            plan.tags = [o for o in plan.tags if o not in held]
+            plan.trees = [o for o in plan.trees if o not in held]
+            plan.blobs = [o for o in plan.blobs if o not in held]
+            plan.tags.extend(  # tags made since, of commits the part holds
+                t for c, t in tags.items() if c in held and t not in held and t not in plan.seen
+            )
+            extra = len(plan.ids())
+            if (part.loose + extra) * REBUILD_RATIO <= part.count:
+                cache.count(True)
+                self.plan, self.part = plan, part
+                if extra:  # keep the part grown by them
+                    self._keep = (commits, [*others, *part.others])
+                return part.count + extra
+        cache.count(False)
+        plan = plan_fetch(self._unit, wants, [], set(), tags)
+        self.plan, self.part = plan, None
+        self._keep = (commits, others)
+        return len(plan.ids())
+
+    def write_pack(self, write: Callable[[bytes], object]) -> int:
         """Write the pack of the last :meth:`find_missing_objects` through ``write``."""
         plan = self.plan
         if plan is None:
             raise GovcError("no objects were planned")
-        return write_fetch_pack(
-            self._unit,
-            plan,
-            write,
-            deltas=self.object_store.deltas,
-            max_depth=self.object_store.max_depth,
-            ofs=ofs,
-        )
+        part = self.part
+        keep = self._keep
+        cache = self._cache
+        capture = cache is not None and keep is not None and cache.begin_capture()
+        try:
+            sent = write_fetch_pack(
+                self._unit,
+                plan,
+                write,
+                deltas=self.object_store.deltas,
+                max_depth=self.object_store.max_depth,
+                ofs=self.ofs,
+                prefix=(part.body, part.count) if part is not None else None,
+                capture=cache.max_bytes if capture and cache is not None else 0,
+            )
+            if capture and cache is not None and keep is not None and sent.body is not None:
+                tips, others = keep
+                ids = plan.ids()
+                loose = 0
+                if part is not None:
+                    loose = part.loose + len(ids)
+                    ids = [*part.oids, *ids]
+                cache.put(
+                    self._key(),
+                    PackPart.build(sent.body, ids, tips, [*others, *plan.tags], loose),
+                )
+        finally:
+            if capture and cache is not None:
+                cache.end_capture()
+        return sent.objects

@@ -22,6 +22,7 @@ base); these functions do one call per object where they can:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import struct
@@ -37,6 +38,7 @@ __all__ = [
     "OFS_DELTA",
     "REF_DELTA",
     "deflate",
+    "delta_within",
     "entry_header",
     "iter_pack",
     "make_delta",
@@ -55,23 +57,23 @@ STORE_BELOW: Final = 64
 _RUST_MIN: Final = 1024
 
 
+#: zlib header and stored-block header of a payload of each length below STORE_BELOW.
+_STORED: Final = [b"\x78\x01\x01" + struct.pack("<HH", n, n ^ 0xFFFF) for n in range(STORE_BELOW)]
+
+
 def deflate(data: bytes, level: int = 1) -> bytes:
     """``data`` as one zlib stream, the window and hash table sized to it. Below
     ``STORE_BELOW`` bytes (a delta of a tree entry: an id and two copies) the stream is
     one stored block, built without zlib: deflating that little gains nothing."""
     n = len(data)
     if n < STORE_BELOW:
-        return (
-            b"\x78\x01\x01"
-            + struct.pack("<HH", n, n ^ 0xFFFF)
-            + data
-            + struct.pack(">I", zlib.adler32(data))
-        )
+        return _STORED[n] + data + zlib.adler32(data).to_bytes(4, "big")
     wbits = min(15, max(9, (n + 262).bit_length()))
     c = zlib.compressobj(level, zlib.DEFLATED, wbits, 1 if n < 16384 else 8)
     return c.compress(data) + c.flush()
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a pack repeats sizes: a dict lookup in C
 def entry_header(type_num: int, size: int) -> bytes:
     """A pack entry's type-and-size varint."""
     c = (type_num << 4) | (size & 15)
@@ -87,6 +89,7 @@ def entry_header(type_num: int, size: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def ofs_offset(distance: int) -> bytes:
     """An ofs-delta's distance back to its base, in git's big-endian varint."""
     out = bytearray((distance & 0x7F,))
@@ -99,6 +102,7 @@ def ofs_offset(distance: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
@@ -111,29 +115,28 @@ def _varint(n: int) -> bytes:
 def _copy(out: bytearray, offset: int, size: int) -> None:
     while size:
         n = size if size < _COPY_MAX else _COPY_MAX
-        if offset < 0x100 and n < 0x100:  # the commonest: a copy from near the start
-            if offset:
-                out += bytes((0x91, offset, n)) if n else bytes((0x81, offset))
-            else:
-                out += bytes((0x90, n)) if n else b"\x80"
-        else:
-            cmd = 0x80
-            args = bytearray()
-            for i in range(4):
-                byte = (offset >> (8 * i)) & 0xFF
-                if byte:
-                    cmd |= 1 << i
-                    args.append(byte)
-            sz = 0 if n == _COPY_MAX else n
-            for i in range(3):
-                byte = (sz >> (8 * i)) & 0xFF
-                if byte:
-                    cmd |= 0x10 << i
-                    args.append(byte)
-            out.append(cmd)
-            out += args
+        out += _copy_op(offset, n)
         offset += n
         size -= n
+
+
+@functools.lru_cache(maxsize=1 << 16)  # tree versions repeat their copies
+def _copy_op(offset: int, n: int) -> bytes:
+    """One copy instruction of ``n`` (1 to 64 KiB) bytes from ``offset``."""
+    cmd = 0x80
+    args = bytearray()
+    for i in range(4):
+        byte = (offset >> (8 * i)) & 0xFF
+        if byte:
+            cmd |= 1 << i
+            args.append(byte)
+    sz = 0 if n == _COPY_MAX else n
+    for i in range(3):
+        byte = (sz >> (8 * i)) & 0xFF
+        if byte:
+            cmd |= 0x10 << i
+            args.append(byte)
+    return bytes((cmd,)) + bytes(args)
 
 
 def _prefix(a: bytes, b: bytes) -> int:
@@ -167,22 +170,50 @@ _create_delta = _rust_delta()
 
 def make_delta(base: bytes, target: bytes) -> bytes:
     """A git delta that rebuilds ``target`` from ``base``."""
+    delta = delta_within(base, target, -1)
+    assert delta is not None
+    return delta
+
+
+def delta_within(base: bytes, target: bytes, limit: int) -> bytes | None:
+    """As :func:`make_delta`, or None when the delta would be longer than ``limit``
+    bytes (``limit`` < 0: no limit). Decided from the common prefix and suffix before
+    any delta is built, so a target that shares little with its base (a file rewritten
+    on every line) costs two comparisons in C."""
     lb, lt = len(base), len(target)
-    p = _prefix(base, target)
-    s = _suffix(base, target, min(lb, lt) - p)
+    if lb == lt:  # (a tree whose entry ids changed) one XOR gives prefix and suffix
+        x = int.from_bytes(base, "big") ^ int.from_bytes(target, "big")
+        p = lt - ((x.bit_length() + 7) >> 3)
+        s = ((x & -x).bit_length() - 1) >> 3 if x else 0
+    else:
+        p = _prefix(base, target)
+        s = _suffix(base, target, min(lb, lt) - p)
+    mid = lt - p - s
+    rust = mid * 2 > lt and lt >= _RUST_MIN and _create_delta is not None
+    if 0 <= limit < mid and not rust:
+        return None  # the inserted middle alone is over the limit
     out = bytearray(_varint(lb))
     out += _varint(lt)
-    _copy(out, 0, p)
-    middle = target[p : lt - s]
-    for i in range(0, len(middle), 127):
-        piece = middle[i : i + 127]
-        out.append(len(piece))
-        out += piece
-    _copy(out, lb - s, s)
-    if len(middle) * 2 > lt and lt >= _RUST_MIN and _create_delta is not None:
+    if p:
+        _copy(out, 0, p)
+    if mid:
+        if mid <= 127:
+            out.append(mid)
+            out += target[p : p + mid]
+        else:
+            for i in range(p, lt - s, 127):
+                piece = target[i : min(i + 127, lt - s)]
+                out.append(len(piece))
+                out += piece
+    if s:
+        _copy(out, lb - s, s)
+    if rust:
+        assert _create_delta is not None
         other: bytes = _create_delta(base, target)
         if len(other) < len(out):
-            return other
+            return other if limit < 0 or len(other) <= limit else None
+    if 0 <= limit < len(out):
+        return None
     return bytes(out)
 
 

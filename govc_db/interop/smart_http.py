@@ -33,6 +33,7 @@ from govc_db.api.repository import Repository
 from govc_db.api.store import Store
 from govc_db.errors import GovcError, NotFound
 from govc_db.interop.adapter import GovcBackendRepo
+from govc_db.interop.packcache import PackCache
 from govc_db.interop.receive import GovcReceivePackHandler
 
 __all__ = ["make_git_app"]
@@ -81,7 +82,11 @@ class GovcUploadPackHandler(UploadPackHandler):
             return wants
 
         missing = repo.find_missing_objects(
-            wants_wrapper, graph_walker, self.progress, get_tagged=self.get_tagged
+            wants_wrapper,
+            graph_walker,
+            self.progress,
+            get_tagged=self.get_tagged,
+            ofs=lambda: self.has_capability(CAPABILITY_OFS_DELTA),
         )
         if not wants or missing is None:
             return
@@ -90,8 +95,8 @@ class GovcUploadPackHandler(UploadPackHandler):
         ):
             return
         self._start_pack_send_phase()
-        self.progress(b"counting objects: %d, done.\n" % len(missing))
-        repo.write_pack(self.write_pack_data, ofs=self.has_capability(CAPABILITY_OFS_DELTA))
+        self.progress(b"counting objects: %d, done.\n" % missing)
+        repo.write_pack(self.write_pack_data)
         self.proto.write_pkt_line(None)
 
 
@@ -215,7 +220,9 @@ def _route_path(scope: Scope) -> str:
     return path
 
 
-def _serve(repo: Repository, service: str, advertise: bool, bridge: _Bridge) -> None:
+def _serve(
+    repo: Repository, service: str, advertise: bool, bridge: _Bridge, cache: PackCache
+) -> None:
     """The worker thread: one dulwich handler over a repository view."""
     proto = ReceivableProtocol(bridge.read, bridge.write)
     if advertise:
@@ -232,6 +239,7 @@ def _serve(repo: Repository, service: str, advertise: bool, bridge: _Bridge) -> 
             repo.default_branch,
             deltas=settings.fetch_deltas,
             max_depth=settings.fetch_delta_depth,
+            pack_cache=cache,
         )
         handler_cls: Any = (
             GovcUploadPackHandler if service == "git-upload-pack" else GovcReceivePackHandler
@@ -246,9 +254,16 @@ def make_git_app(
     *,
     allow_push: bool = False,
     check_access: CheckAccess | None = None,
+    pack_cache: PackCache | None = None,
 ) -> ASGIApp:
-    """An ASGI app serving git's smart HTTP for every repository of ``store``."""
+    """An ASGI app serving git's smart HTTP for every repository of ``store``.
+
+    ``pack_cache``: where the packs of whole-history clones are kept for the next clone
+    (:mod:`govc_db.interop.packcache`); by default one of its own, sized by
+    ``Settings.clone_pack_cache_bytes``.
+    """
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="govc-git")
+    cache = pack_cache or PackCache(store.settings.clone_pack_cache_bytes)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -315,7 +330,7 @@ def make_git_app(
         )
 
         def run() -> None:
-            _serve(repo, service, advertise, bridge)
+            _serve(repo, service, advertise, bridge, cache)
             bridge.flush(more=False)
 
         try:
