@@ -11,8 +11,7 @@ that does not pay.
 
 Chunking. Boundaries are content-defined (FastCDC 2020, ``pyfastcdc``: Cython, reads the
 stream with ``readinto``), so an edit in the middle of a large file changes only the
-chunks around it. ``python -m bench.memory --cdc`` measured it at about twice the speed of
-the ``fastcdc`` 1.7.0 package on 1 MiB averages, and it cuts streams without holding them.
+chunks around it, and it cuts streams without holding them.
 
 Atomicity. The chunks of a blob are written in the transaction of the commit that stores
 it, so a stream that fails mid-way leaves nothing: no chunk, no object, no ref moved (the
