@@ -25,10 +25,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from govc_db.errors import GovcError, InvalidInput, NotFound, RefConflict
-from govc_db.interop.indexer import IndexPlan, TreeSource, plan_index, write_index
+from govc_db.interop.indexer import (
+    IndexCommit,
+    IndexPlan,
+    TreeSource,
+    index_commit,
+    plan_index,
+    write_index,
+)
 from govc_db.interop.types import ImportReport
-from govc_db.objects import Commit, ObjectId, check_ref_name, check_repository_name
-from govc_db.objects.lenient import parse_lenient
+from govc_db.objects import ObjectId, check_ref_name, check_repository_name
 from govc_db.store.ports import Unit
 
 if TYPE_CHECKING:
@@ -292,19 +298,31 @@ class _PathDiffs:
         return out
 
 
-def _source_objects(source: Path, revs: list[str]) -> Iterator[tuple[ObjectId, bytes, bytes]]:
-    """``(id, type, raw)`` of every object reachable from ``revs`` (``^x`` excludes)."""
+Source = Iterator[tuple[ObjectId, bytes, bytes, bytes]]
+"""``(id, type, raw, path)``; the path (as ``git rev-list --objects`` names it, empty
+for commits, tags and root trees) keys delta hints."""
+
+
+def _source_objects(source: Path, revs: list[str]) -> Source:
+    """``(id, type, raw, path)`` of every object reachable from ``revs`` (``^x``
+    excludes), trees and blobs newest first."""
     env = {**os.environ, "LC_ALL": "C"}
     try:
         lister = subprocess.Popen(
-            ["git", "-C", str(source), "rev-list", "--objects", "--no-object-names", "--stdin"],
+            ["git", "-C", str(source), "rev-list", "--objects", "--stdin"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=env,
         )
         reader = subprocess.Popen(
-            ["git", "-C", str(source), "cat-file", "--batch"],
+            [
+                "git",
+                "-C",
+                str(source),
+                "cat-file",
+                "--batch=%(objectname) %(objecttype) %(objectsize) %(rest)",
+            ],
             stdin=lister.stdout,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -322,15 +340,15 @@ def _source_objects(source: Path, revs: list[str]) -> Iterator[tuple[ObjectId, b
             header = out.readline()
             if not header:
                 break
-            parts = header.split()
-            if len(parts) != 3:
+            parts = header[:-1].split(b" ", 3)
+            if len(parts) != 4 or len(parts[0]) != 40:
                 raise InvalidInput(f"git cat-file: unexpected {header[:80]!r}")
             size = int(parts[2])
             raw = out.read(size)
             out.read(1)
             if len(raw) != size:
                 raise InvalidInput("git cat-file: truncated object")
-            yield ObjectId(bytes.fromhex(parts[0].decode())), parts[1], raw
+            yield ObjectId(bytes.fromhex(parts[0].decode())), parts[1], raw, parts[3]
     finally:
         reader.stdout.close()
         for proc in (lister, reader):
@@ -342,34 +360,71 @@ def _source_objects(source: Path, revs: list[str]) -> Iterator[tuple[ObjectId, b
         raise InvalidInput(f"git rev-list/cat-file failed in {source}")
 
 
+#: Bytes of the versions kept as delta hints for the older ones at the same path.
+_HINT_BYTES = 32 * 1024 * 1024
+#: Larger objects are not kept as hints.
+_HINT_MAX = 256 * 1024
+
+
+class _Hints:
+    """The last version seen at each path (git lists trees and blobs newest first): the
+    delta hint of the next, older version there (a directory with one entry changed is
+    then stored as a splice of its successor, without compressing it). Bounded by
+    bytes: past the bound, everything is forgotten and collected again."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[bytes, bytes], tuple[ObjectId, bytes]] = {}
+        self._bytes = 0
+
+    def hint(
+        self, oid: ObjectId, type_name: bytes, raw: bytes, path: bytes
+    ) -> tuple[ObjectId, bytes] | None:
+        """The hint for this object, which becomes the hint of the next one at ``path``."""
+        if type_name not in (b"tree", b"blob") or (not path and type_name == b"blob"):
+            return None
+        key = (type_name, path)
+        last = self._last
+        found = last.pop(key, None)
+        if found is not None:
+            self._bytes -= len(found[1])
+        if len(raw) <= _HINT_MAX:
+            if self._bytes + len(raw) > _HINT_BYTES:
+                last.clear()
+                self._bytes = 0
+            last[key] = (oid, raw)
+            self._bytes += len(raw)
+        return found
+
+
 def _store_objects(
     repo: Repository,
-    source: Iterable[tuple[ObjectId, bytes, bytes]],
+    source: Iterable[tuple[ObjectId, bytes, bytes, bytes]],
     progress: Progress | None,
     diffs: _PathDiffs,
 ) -> tuple[int, int, int]:
     slice_size = repo._store.settings.import_slice_objects
     trees: dict[ObjectId, bytes] = {}
-    commits: dict[ObjectId, Commit] = {}
+    commits: dict[ObjectId, IndexCommit] = {}
     batch: list[tuple[bytes, bytes]] = []
+    bases: list[tuple[ObjectId, bytes] | None] = []
+    hints = _Hints()
     total = 0
     slices = 0
 
     def flush() -> None:
-        nonlocal slices
-        rows = list(batch)
-        batch.clear()
-        repo._run("import_objects", lambda u: u.objects.put_bulk(rows), write=True)
+        nonlocal slices, batch, bases
+        rows, hinted = batch, bases
+        batch, bases = [], []
+        repo._run("import_objects", lambda u: u.objects.put_bulk(rows, bases=hinted), write=True)
         slices += 1
 
-    for oid, type_name, raw in source:
+    for oid, type_name, raw, path in source:
         if type_name == b"tree":
             trees[oid] = raw
         elif type_name == b"commit":
-            obj = parse_lenient(b"commit", raw)
-            assert isinstance(obj, Commit)
-            commits[oid] = obj
+            commits[oid] = index_commit(raw)
         batch.append((type_name, raw))
+        bases.append(hints.hint(oid, type_name, raw, path))
         total += 1
         if len(batch) >= slice_size:
             flush()
