@@ -448,10 +448,10 @@ class Codec:
         middle = size - prefix - suffix
         if middle > SPLICE_TAKE and middle * 4 > size:
             return None
-        return (
-            ENC_SPLICE,
-            b"".join((base_oid, _varint(prefix), _varint(suffix), data[prefix : size - suffix])),
-        )
+        head = bytes((prefix, suffix)) if prefix < 0x80 and suffix < 0x80 else None
+        if head is None:
+            head = _varint(prefix) + _varint(suffix)
+        return ENC_SPLICE, b"".join((base_oid, head, data[prefix : size - suffix]))
 
     # -- decoding ---------------------------------------------------------------------
     @staticmethod
