@@ -331,3 +331,25 @@ def test_pushed_history_is_indexed_as_git_sees_it(store: Store, tmp_path: Path) 
         dest = tmp_path / "export.git"
         repo.export_git(dest)
         assert fsck(dest)[0] == 0
+
+
+# -- git cat-file output read in chunks ----------------------------------------------------
+def test_batch_output_parses_whatever_the_chunk_boundaries() -> None:
+    from govc_db.interop.importer import _batch_objects
+
+    rnd = random.Random(11)
+    objects = [
+        (b"%040x" % i, rnd.choice([b"blob", b"tree"]), rnd.randbytes(rnd.choice([0, 5, 3000])), p)
+        for i, p in enumerate([b"", b"a b/c", b"x"] * 30)
+    ]
+    stream = b"".join(
+        o + b" " + t + b" " + b"%d" % len(r) + b" " + p + b"\n" + r + b"\n"
+        for o, t, r, p in objects
+    )
+    for size in (1, 7, 100, 4096, len(stream)):
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert list(_batch_objects(chunks)) == objects
+    with pytest.raises(InvalidInput):
+        list(_batch_objects([stream[:-3]]))
+    with pytest.raises(InvalidInput):
+        list(_batch_objects([b"not a header\n"]))
