@@ -134,7 +134,8 @@ def _middles(old: _Parsed, new: _Parsed) -> tuple[list[bytes], list[bytes]]:
     j = bisect_left(offs, size - suffix)
     end = offs[j] + len(new.raw) - size
     k = bisect_left(new.offsets, end)
-    if k < len(new.offsets) and new.offsets[k] == end and new.offsets[i] == offs[i]:
+    n = len(new.offsets)
+    if k < n and i < n and new.offsets[k] == end and new.offsets[i] == offs[i]:
         return old.entries[i:j], new.entries[i:k]
     return old.entries, new.entries
 

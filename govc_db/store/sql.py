@@ -982,6 +982,9 @@ class SqlIndex:
         ):
             if not rows:
                 continue
+            # In primary-key order: consecutive rows land in the same pages of the
+            # table's B-tree (clustered on that key on SQLite, its index on PostgreSQL).
+            rows.sort(key=_INDEX_ORDER[stmt.table.name])
             if pg:
                 columns = list(rows[0])
                 sql = _unnest_insert(stmt.table, columns, conn)
@@ -992,11 +995,8 @@ class SqlIndex:
                 except conn.dialect.loaded_dbapi.Error as exc:
                     raise wrap_driver_error(conn, exc, "commit index (bulk)") from exc
                 continue
-            # The compiled INSERT with positional rows: no per-row bind processing. In
-            # primary-key order: consecutive rows land in the same pages of the table's
-            # B-tree (WITHOUT ROWID, clustered on that key).
+            # The compiled INSERT with positional rows: no per-row bind processing.
             args = compiled.args
-            rows.sort(key=_INDEX_ORDER[stmt.table.name])
             for i in range(0, len(rows), 5000):
                 conn.exec_driver_sql(compiled.sql, [args(row) for row in rows[i : i + 5000]])
 
