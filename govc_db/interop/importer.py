@@ -375,6 +375,9 @@ def _source_objects(source: Path, revs: list[str]) -> Source:
 #: runs ahead by up to that much while the objects before are stored).
 _CHUNK = 1024 * 1024
 _AHEAD = 32
+#: After a read shorter than this, the reading thread pauses this long (seconds).
+_SMALL_READ = 256 * 1024
+_PAUSE = 0.005
 
 
 class _ReadAhead:
@@ -406,6 +409,9 @@ class _ReadAhead:
                         break
                     parts.append(data)
                     n += len(data)
+                    if len(data) < _SMALL_READ:
+                        # Let the pipe fill: each wakeup takes the GIL from the importer.
+                        time.sleep(_PAUSE)
                 if parts:
                     self._q.put(b"".join(parts))
                 if n < _CHUNK:
