@@ -142,7 +142,7 @@ def _middles(old: _Parsed, new: _Parsed) -> tuple[list[bytes], list[bytes]]:
 
 class TreeSource:
     """Trees for the changed-path diffs: the incoming ones, else the unit's; each split
-    once (raw entries, ``mode name\0id``) and shared by every commit of the batch.
+    once (raw entries, ``mode name\\0id``) and shared by every commit of the batch.
 
     A tree is split from the tree it is diffed against when it can be (a new version
     of a directory shares all but a few entries with its previous version: only the
@@ -182,7 +182,7 @@ class TreeSource:
         return found
 
     def entries(self, oid: ObjectId) -> list[bytes]:
-        """The raw entries (``mode name\0id``) of tree ``oid``."""
+        """The raw entries (``mode name\\0id``) of tree ``oid``."""
         return self._tree(oid).entries
 
     def changed(self, old: ObjectId | None, new: ObjectId) -> list[str]:
