@@ -103,56 +103,90 @@ def push_stream(first: int, count: int) -> bytes:
     return b"".join(out)
 
 
-def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list[dict[str, Any]]:
+PARTS = ("import", "clone", "fetch", "push")
+
+
+def run(
+    store: Store,
+    work: Path,
+    history: int,
+    push: int,
+    repeats: int,
+    parts: tuple[str, ...] = PARTS,
+) -> list[dict[str, Any]]:
     sizes = dataclasses.replace(QUICK, history=history)
     stream = fast_import_stream(_history_commits(sizes))
     n_commits = history + 1
     rows: list[dict[str, Any]] = []
 
-    peer_import = [_fast_import(work / f"peer{i}.git", stream) for i in range(repeats)]
+    peer_import = [
+        _fast_import(work / f"peer{i}.git", stream)
+        for i in range(repeats if "import" in parts else 1)
+    ]
     bare = work / "peer0.git"
     ours_import = []
-    for i in range(repeats):
+    for i in range(repeats if "import" in parts else 1):
         ours_import.append(timed(store.import_git, f"imp{i}", bare))
-    rows.append(
-        {
-            "workload": f"import {n_commits} commits (commits/s)",
-            "ours": n_commits / statistics.median(ours_import),
-            "git": n_commits / statistics.median(peer_import),
-            "higher_is_better": True,
-        }
-    )
-
-    # Every clone builds its pack (no kept pack: what a first clone costs).
-    with serving(store, PackCache(0)) as base:
-        url = f"{base}/imp0.git"
-        cold, peer_cold = [], []
-        for i in range(repeats):
-            cold.append(timed(git, work, "clone", "-q", "--bare", url, str(work / f"cold{i}")))
-            dest = work / f"pcold{i}"
-            peer_cold.append(
-                timed(git, work, "clone", "-q", "--bare", "--no-local", str(bare), str(dest))
-            )
+    if "import" in parts:
         rows.append(
             {
-                "workload": f"clone {n_commits} commits, no kept pack (s)",
-                "ours": statistics.median(cold),
-                "git": statistics.median(peer_cold),
+                "workload": f"import {n_commits} commits (commits/s)",
+                "ours": n_commits / statistics.median(ours_import),
+                "git": n_commits / statistics.median(peer_import),
+                "higher_is_better": True,
             }
         )
 
+    if "clone" in parts:
+        # Every clone builds its pack (no kept pack: what a first clone costs).
+        with serving(store, PackCache(0)) as base:
+            url = f"{base}/imp0.git"
+            cold, peer_cold = [], []
+            for i in range(repeats):
+                cold.append(timed(git, work, "clone", "-q", "--bare", url, str(work / f"cold{i}")))
+                dest = work / f"pcold{i}"
+                peer_cold.append(
+                    timed(git, work, "clone", "-q", "--bare", "--no-local", str(bare), str(dest))
+                )
+            rows.append(
+                {
+                    "workload": f"clone {n_commits} commits, no kept pack (s)",
+                    "ours": statistics.median(cold),
+                    "git": statistics.median(peer_cold),
+                }
+            )
+
     with serving(store) as base:
         url = f"{base}/imp0.git"
-        ours_clone, peer_clone, ours_size, peer_size = [], [], 0, 0
-        for i in range(repeats):
-            dest = work / f"oc{i}"
-            ours_clone.append(timed(git, work, "clone", "-q", "--bare", url, str(dest)))
-            ours_size = pack_bytes(dest)
-            dest = work / f"pc{i}"
-            peer_clone.append(
-                timed(git, work, "clone", "-q", "--bare", "--no-local", str(bare), str(dest))
-            )
-            peer_size = pack_bytes(dest)
+        if {"clone", "fetch", "push"} & set(parts):
+            rows.extend(_serve_parts(store, work, url, bare, n_commits, push, repeats, parts))
+    return rows
+
+
+def _serve_parts(
+    store: Store,
+    work: Path,
+    url: str,
+    bare: Path,
+    n_commits: int,
+    push: int,
+    repeats: int,
+    parts: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """Clone, fetch and push against ``url`` (the clone is made even when only the
+    push is asked for: the push targets start from it)."""
+    rows: list[dict[str, Any]] = []
+    ours_clone, peer_clone, ours_size, peer_size = [], [], 0, 0
+    for i in range(repeats if "clone" in parts else 1):
+        dest = work / f"oc{i}"
+        ours_clone.append(timed(git, work, "clone", "-q", "--bare", url, str(dest)))
+        ours_size = pack_bytes(dest)
+        dest = work / f"pc{i}"
+        peer_clone.append(
+            timed(git, work, "clone", "-q", "--bare", "--no-local", str(bare), str(dest))
+        )
+        peer_size = pack_bytes(dest)
+    if "clone" in parts:
         rows.append(
             {
                 "workload": f"clone {n_commits} commits, first (s)",
@@ -169,24 +203,29 @@ def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list
                 }
             )
         rows.append(
-            {"workload": "clone pack size (MB)", "ours": ours_size / 1e6, "git": peer_size / 1e6}
+            {
+                "workload": "clone pack size (MB)",
+                "ours": ours_size / 1e6,
+                "git": peer_size / 1e6,
+            }
         )
 
-        # Incremental fetch of one new commit.
-        repo = store.repository("imp0")
-        sig = Signature(AUTHOR_NAME, AUTHOR_EMAIL, T0 + 10_000_000, 0)
-        ours_clone_dir = work / "oc0"
-        peer_work = work / "peerwork"
-        git(work, "clone", "-q", "--no-local", str(bare), str(peer_work))
-        ours_fetch, peer_fetch = [], []
-        for i in range(repeats):
-            repo.commit("main", {f"fetch/{i}.txt": b"x%d\n" % i}, message=f"f{i}\n", author=sig)
-            ours_fetch.append(timed(git, ours_clone_dir, "fetch", "-q", url, "main:main"))
-            (peer_work / f"f{i}.txt").write_text(f"x{i}\n")
-            git(peer_work, "add", ".", env=git_env(work, T0 + 10_000_000 + i))
-            git(peer_work, "commit", "-q", "-m", f"f{i}", env=git_env(work, T0 + 10_000_000 + i))
-            git(peer_work, "push", "-q", "origin", "main", env=git_env(work))
-            peer_fetch.append(timed(git, work / "pc0", "fetch", "-q", str(bare), "main:main"))
+    # Incremental fetch of one new commit.
+    repo = store.repository("imp0")
+    sig = Signature(AUTHOR_NAME, AUTHOR_EMAIL, T0 + 10_000_000, 0)
+    ours_clone_dir = work / "oc0"
+    peer_work = work / "peerwork"
+    git(work, "clone", "-q", "--no-local", str(bare), str(peer_work))
+    ours_fetch, peer_fetch = [], []
+    for i in range(repeats if "fetch" in parts else 0):
+        repo.commit("main", {f"fetch/{i}.txt": b"x%d\n" % i}, message=f"f{i}\n", author=sig)
+        ours_fetch.append(timed(git, ours_clone_dir, "fetch", "-q", url, "main:main"))
+        (peer_work / f"f{i}.txt").write_text(f"x{i}\n")
+        git(peer_work, "add", ".", env=git_env(work, T0 + 10_000_000 + i))
+        git(peer_work, "commit", "-q", "-m", f"f{i}", env=git_env(work, T0 + 10_000_000 + i))
+        git(peer_work, "push", "-q", "origin", "main", env=git_env(work))
+        peer_fetch.append(timed(git, work / "pc0", "fetch", "-q", str(bare), "main:main"))
+    if "fetch" in parts:
         rows.append(
             {
                 "workload": "fetch 1 new commit (ms)",
@@ -195,6 +234,7 @@ def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list
             }
         )
 
+    if "clone" in parts and "fetch" in parts:
         # A clone once the tip has moved: the kept pack, then the commits since.
         t_ours = timed(git, work, "clone", "-q", "--bare", url, str(work / "moved"))
         moved_size = pack_bytes(work / "moved")
@@ -211,24 +251,25 @@ def run(store: Store, work: Path, history: int, push: int, repeats: int) -> list
             }
         )
 
-        # Push of `push` new commits: ours over HTTP, git's over file://.
-        ours_push, peer_push = [], []
-        for i in range(repeats):
-            client = work / f"push{i}"
-            git(work, "clone", "-q", url, str(client))
-            git(
-                client,
-                "fast-import",
-                "--quiet",
-                "--done",
-                input=push_stream(20_000 * (i + 1), push),
-            )
-            target = work / f"target{i}.git"
-            git(work, "clone", "-q", "--bare", "--no-local", str(work / "oc0"), str(target))
-            ours_push.append(timed(git, client, "push", "-q", url, "main"))
-            peer_push.append(timed(git, client, "push", "-q", f"file://{target}", "main"))
-            url_repo = store.repository("imp0")
-            assert url_repo.resolve("main") == git(client, "rev-parse", "main").decode().strip()
+    # Push of `push` new commits: ours over HTTP, git's over file://.
+    ours_push, peer_push = [], []
+    for i in range(repeats if "push" in parts else 0):
+        client = work / f"push{i}"
+        git(work, "clone", "-q", url, str(client))
+        git(
+            client,
+            "fast-import",
+            "--quiet",
+            "--done",
+            input=push_stream(20_000 * (i + 1), push),
+        )
+        target = work / f"target{i}.git"
+        git(work, "clone", "-q", "--bare", "--no-local", str(work / "oc0"), str(target))
+        ours_push.append(timed(git, client, "push", "-q", url, "main"))
+        peer_push.append(timed(git, client, "push", "-q", f"file://{target}", "main"))
+        url_repo = store.repository("imp0")
+        assert url_repo.resolve("main") == git(client, "rev-parse", "main").decode().strip()
+    if "push" in parts:
         rows.append(
             {
                 "workload": f"push {push} commits (s)",
@@ -258,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--pg-url", default=os.environ.get("GOVC_DB_BENCH_PG_URL", DEFAULT_PG_URL))
     p.add_argument("--quick", action="store_true", help="--history 1000 --push 200 --repeats 2")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run only these parts (repeatable; default: all). The history is imported "
+        "(once) and cloned whatever is asked: the other parts start from them.",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.history, args.push, args.repeats = 1000, 200, 2
@@ -285,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
 def _with_store(url: str, work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     with govc_db.open(url) as store:
         store.upgrade()
-        return run(store, work, args.history, args.push, args.repeats)
+        parts = tuple(args.only) if args.only else PARTS
+        return run(store, work, args.history, args.push, args.repeats, parts)
 
 
 if __name__ == "__main__":

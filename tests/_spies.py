@@ -54,11 +54,17 @@ class CountingObjects:
         self.written.extend(batch)
         return self.inner.put_many(batch, bases)
 
-    def put_bulk(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+    def put_bulk(
+        self,
+        objects: Iterable[tuple[bytes, bytes]],
+        *,
+        bases: Sequence[tuple[ObjectId, bytes] | None] | None = None,
+        ids: Sequence[ObjectId] | None = None,
+    ) -> list[ObjectId]:
         batch = list(objects)
         self.put_calls += 1
         self.written.extend(batch)
-        return self.inner.put_bulk(batch)
+        return self.inner.put_bulk(batch, bases=bases, ids=ids)
 
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
         return self.inner.find_prefix(prefix_hex, limit)

@@ -167,9 +167,15 @@ class CachedObjects(_Wrapper):
             out.update(self._inner.get_bulk([o for o in wanted if o not in out]))
         return out
 
-    def put_bulk(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
+    def put_bulk(
+        self,
+        objects: Iterable[tuple[bytes, bytes]],
+        *,
+        bases: Sequence[tuple[ObjectId, bytes] | None] | None = None,
+        ids: Sequence[ObjectId] | None = None,
+    ) -> list[ObjectId]:
         """Store many objects written once (not cached, see the ObjectStore port)."""
-        return self._inner.put_bulk(objects)
+        return self._inner.put_bulk(objects, bases=bases, ids=ids)
 
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
         """Ids starting with ``prefix_hex`` (always the database: new ids may match)."""

@@ -7,28 +7,49 @@ through dulwich's pack parser gives the same bytes but resolves deltas in Python
 slower). What the repository already has is excluded (its current ref tips, when the
 source knows them): running the import again brings only what is new. They are stored in slices of
 ``Settings.import_slice_objects`` objects, one transaction per slice, through the batch
-executor (COPY on PostgreSQL); the commit index of the new commits is written in the same
-slices (the changed paths of non-merge commits from ``git diff-tree``, run beside the
-object copy); the refs move last, all in one transaction, by compare-and-swap against the values
+executor (COPY on PostgreSQL). ``rev-list`` names each tree and blob by its path and lists
+them newest first, so the version last seen at a path is handed to ``put_bulk`` as the
+delta hint of the next (older) one there: a directory with one entry changed is stored as a
+splice of its successor, without compressing it. (A second thread writing while git is
+read was tried and dropped: the GIL passing between per-row SQLite calls and the reading
+loop made the bench's import slower, 10.1 s against 5.4 s in one run under load 7; a
+thread that only reads git's output in MiB chunks, so that git runs ahead while a slice
+is stored, is kept.) The commit index of the new commits is written in the same slices
+(the changed paths of non-merge commits from ``git diff-tree``, run beside the object
+copy); the refs move last, all in one transaction, by compare-and-swap against the values
 read before anything was stored. A ref that moved in govc_db to a commit the source does
 not descend from is refused before anything is stored, unless ``force``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux: the pipe keeps its size
+    fcntl = None  # type: ignore[assignment]
 
 from govc_db.errors import GovcError, InvalidInput, NotFound, RefConflict
-from govc_db.interop.indexer import IndexPlan, TreeSource, plan_index, write_index
+from govc_db.interop.indexer import (
+    IndexCommit,
+    IndexPlan,
+    TreeSource,
+    index_commit,
+    plan_index,
+    write_index,
+)
 from govc_db.interop.types import ImportReport
-from govc_db.objects import Commit, ObjectId, check_ref_name, check_repository_name
-from govc_db.objects.lenient import parse_lenient
+from govc_db.objects import ObjectId, check_ref_name, check_repository_name
 from govc_db.store.ports import Unit
 
 if TYPE_CHECKING:
@@ -292,19 +313,31 @@ class _PathDiffs:
         return out
 
 
-def _source_objects(source: Path, revs: list[str]) -> Iterator[tuple[ObjectId, bytes, bytes]]:
-    """``(id, type, raw)`` of every object reachable from ``revs`` (``^x`` excludes)."""
+Source = Iterator[tuple[ObjectId, bytes, bytes, bytes]]
+"""``(id, type, raw, path)``; the path (as ``git rev-list --objects`` names it, empty
+for commits, tags and root trees) keys delta hints."""
+
+
+def _source_objects(source: Path, revs: list[str]) -> Source:
+    """``(id, type, raw, path)`` of every object reachable from ``revs`` (``^x``
+    excludes), trees and blobs newest first."""
     env = {**os.environ, "LC_ALL": "C"}
     try:
         lister = subprocess.Popen(
-            ["git", "-C", str(source), "rev-list", "--objects", "--no-object-names", "--stdin"],
+            ["git", "-C", str(source), "rev-list", "--objects", "--stdin"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=env,
         )
         reader = subprocess.Popen(
-            ["git", "-C", str(source), "cat-file", "--batch"],
+            [
+                "git",
+                "-C",
+                str(source),
+                "cat-file",
+                "--batch=%(objectname) %(objecttype) %(objectsize) %(rest)",
+            ],
             stdin=lister.stdout,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -314,62 +347,202 @@ def _source_objects(source: Path, revs: list[str]) -> Iterator[tuple[ObjectId, b
         raise GovcError(f"cannot run git: {exc}") from None
     assert lister.stdin is not None and lister.stdout is not None and reader.stdout is not None
     lister.stdout.close()  # the reader owns it now
+    ahead: _ReadAhead | None = None
+    finished = False
     try:
         lister.stdin.write(("\n".join(revs) + "\n").encode())
         lister.stdin.close()
-        out = reader.stdout
-        while True:
-            header = out.readline()
-            if not header:
-                break
-            parts = header.split()
-            if len(parts) != 3:
-                raise InvalidInput(f"git cat-file: unexpected {header[:80]!r}")
-            size = int(parts[2])
-            raw = out.read(size)
-            out.read(1)
-            if len(raw) != size:
-                raise InvalidInput("git cat-file: truncated object")
-            yield ObjectId(bytes.fromhex(parts[0].decode())), parts[1], raw
+        ahead = _ReadAhead(reader.stdout)
+        for oid_hex, type_name, raw, path in _batch_objects(ahead.chunks()):
+            yield ObjectId(bytes.fromhex(oid_hex.decode())), type_name, raw, path
+        finished = True
     finally:
-        reader.stdout.close()
         for proc in (lister, reader):
+            if not finished:
+                proc.kill()  # the reading thread then sees the end of its pipe
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if ahead is not None:
+            ahead.close()
+        reader.stdout.close()
     if lister.returncode not in (0, None) or reader.returncode not in (0, None):
         raise InvalidInput(f"git rev-list/cat-file failed in {source}")
 
 
+#: What the reading thread hands over at a time, and how many such chunks may wait (git
+#: runs ahead by up to that much while the objects before are stored).
+_CHUNK = 1024 * 1024
+_AHEAD = 32
+#: After a read shorter than this, the reading thread pauses this long (seconds).
+_SMALL_READ = 256 * 1024
+_PAUSE = 0.005
+
+
+class _ReadAhead:
+    """Reads a pipe into a bounded queue of large chunks on a thread of its own, so
+    ``git cat-file`` keeps running while the importer compresses and writes (a pipe
+    holds 64 KiB: without this, git waits for every slice to be stored). Large reads
+    (the pipe is grown to a MiB where Linux allows) keep the GIL handoffs to a few per
+    MiB."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._fd = pipe.fileno()
+        grow = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+        if grow is not None:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self._fd, grow, _CHUNK)
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=_AHEAD)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._pump, name="govc-import-read", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            while True:
+                parts: list[bytes] = []
+                n = 0
+                while n < _CHUNK:
+                    data = os.read(self._fd, _CHUNK - n)
+                    if not data:
+                        break
+                    parts.append(data)
+                    n += len(data)
+                    if len(data) < _SMALL_READ:
+                        # Let the pipe fill: each wakeup takes the GIL from the importer.
+                        time.sleep(_PAUSE)
+                if parts:
+                    self._q.put(b"".join(parts))
+                if n < _CHUNK:
+                    return
+        except OSError as exc:
+            self._error = exc
+        finally:
+            self._q.put(None)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The pipe's bytes, chunk by chunk, until its end."""
+        while True:
+            chunk = self._q.get()
+            if chunk is None:
+                if self._error is not None:
+                    raise InvalidInput(f"git cat-file: {self._error}")
+                return
+            yield chunk
+
+    def close(self) -> None:
+        """Wait for the thread (its pipe has ended: git finished or was killed)."""
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._q.get(timeout=0.05)  # a full queue would hold the thread
+        self._thread.join()
+
+
+def _batch_objects(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bytes, bytes, bytes]]:
+    """``(hex id, type, raw, rest)`` of each object of ``git cat-file --batch`` output
+    (``<id> <type> <size> <rest>`` lines, each followed by the content and a newline),
+    read from ``chunks``; a large object's chunks are joined once."""
+    buf = b""
+    pos = 0
+    waiting: list[bytes] = []
+    have = 0  # bytes from pos: the rest of buf and the waiting chunks
+    need = 1
+    for chunk in chunks:
+        waiting.append(chunk)
+        have += len(chunk)
+        if have < need:
+            continue
+        buf = b"".join([buf[pos:], *waiting])
+        waiting.clear()
+        pos = 0
+        end = len(buf)
+        while True:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                need = end - pos + 1
+                break
+            parts = buf[pos:nl].split(b" ", 3)
+            if len(parts) != 4 or len(parts[0]) != 40 or not parts[2].isdigit():
+                raise InvalidInput(f"git cat-file: unexpected {buf[pos : pos + 80]!r}")
+            stop = nl + 1 + int(parts[2])
+            if stop >= end:
+                need = stop + 1 - pos
+                break
+            if buf[stop] != 0x0A:
+                raise InvalidInput("git cat-file: malformed output")
+            yield parts[0], parts[1], buf[nl + 1 : stop], parts[3]
+            pos = stop + 1
+        have = end - pos
+    if have:
+        raise InvalidInput("git cat-file: truncated object")
+
+
+#: Bytes of the versions kept as delta hints for the older ones at the same path.
+_HINT_BYTES = 32 * 1024 * 1024
+#: Larger objects are not kept as hints.
+_HINT_MAX = 256 * 1024
+
+
+class _Hints:
+    """The last version seen at each path (git lists trees and blobs newest first): the
+    delta hint of the next, older version there (a directory with one entry changed is
+    then stored as a splice of its successor, without compressing it). Bounded by
+    bytes: past the bound, everything is forgotten and collected again."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[bytes, bytes], tuple[ObjectId, bytes]] = {}
+        self._bytes = 0
+
+    def hint(
+        self, oid: ObjectId, type_name: bytes, raw: bytes, path: bytes
+    ) -> tuple[ObjectId, bytes] | None:
+        """The hint for this object, which becomes the hint of the next one at ``path``."""
+        if type_name not in (b"tree", b"blob") or (not path and type_name == b"blob"):
+            return None
+        key = (type_name, path)
+        last = self._last
+        found = last.pop(key, None)
+        if found is not None:
+            self._bytes -= len(found[1])
+        if len(raw) <= _HINT_MAX:
+            if self._bytes + len(raw) > _HINT_BYTES:
+                last.clear()
+                self._bytes = 0
+            last[key] = (oid, raw)
+            self._bytes += len(raw)
+        return found
+
+
 def _store_objects(
     repo: Repository,
-    source: Iterable[tuple[ObjectId, bytes, bytes]],
+    source: Iterable[tuple[ObjectId, bytes, bytes, bytes]],
     progress: Progress | None,
     diffs: _PathDiffs,
 ) -> tuple[int, int, int]:
     slice_size = repo._store.settings.import_slice_objects
     trees: dict[ObjectId, bytes] = {}
-    commits: dict[ObjectId, Commit] = {}
+    commits: dict[ObjectId, IndexCommit] = {}
     batch: list[tuple[bytes, bytes]] = []
+    bases: list[tuple[ObjectId, bytes] | None] = []
+    hints = _Hints()
     total = 0
     slices = 0
 
     def flush() -> None:
-        nonlocal slices
-        rows = list(batch)
-        batch.clear()
-        repo._run("import_objects", lambda u: u.objects.put_bulk(rows), write=True)
+        nonlocal slices, batch, bases
+        rows, hinted = batch, bases
+        batch, bases = [], []
+        repo._run("import_objects", lambda u: u.objects.put_bulk(rows, bases=hinted), write=True)
         slices += 1
 
-    for oid, type_name, raw in source:
+    for oid, type_name, raw, path in source:
         if type_name == b"tree":
             trees[oid] = raw
         elif type_name == b"commit":
-            obj = parse_lenient(b"commit", raw)
-            assert isinstance(obj, Commit)
-            commits[oid] = obj
+            commits[oid] = index_commit(raw)
         batch.append((type_name, raw))
+        bases.append(hints.hint(oid, type_name, raw, path))
         total += 1
         if len(batch) >= slice_size:
             flush()

@@ -36,11 +36,13 @@ from govc_db.objects import TYPE_NAMES, TYPE_NUMBERS, ObjectId, hash_object
 
 __all__ = [
     "OFS_DELTA",
+    "PackObject",
     "REF_DELTA",
     "deflate",
     "delta_within",
     "entry_header",
     "iter_pack",
+    "iter_pack_deltas",
     "make_delta",
     "ofs_offset",
 ]
@@ -362,6 +364,22 @@ def iter_pack(
     ``(type, raw)``, or None (then the pack is refused). Anything wrong raises
     ``InvalidInput``.
     """
+    for oid, type_name, data, _, _ in iter_pack_deltas(file, resolve_base):
+        yield oid, type_name, data
+
+
+PackObject = tuple[ObjectId, bytes, bytes, ObjectId | None, bytes | None]
+"""``(id, type name, raw, delta base id, delta base raw)``; the base is None for an
+object the pack holds whole."""
+
+
+def iter_pack_deltas(
+    file: IO[bytes],
+    resolve_base: Callable[[ObjectId], tuple[bytes, bytes] | None] | None = None,
+) -> Iterator[PackObject]:
+    """As :func:`iter_pack`, with each object's delta base in the pack (its id and
+    content): the sender found the two alike, which makes the base a good storage hint.
+    """
     errors = _ERRORS + _delta_errors()
     file.flush()
     file.seek(0, 2)
@@ -403,7 +421,7 @@ def _entries(
     end: int,
     count: int,
     resolve_base: Callable[[ObjectId], tuple[bytes, bytes] | None],
-) -> Iterator[tuple[ObjectId, bytes, bytes]]:
+) -> Iterator[PackObject]:
     r = _Reader(mm, end, resolve_base)
     entries, by_oid = r.entries, r.by_oid
     names = TYPE_NAMES
@@ -446,10 +464,13 @@ def _entries(
         if kind == REF_DELTA and not r.known(base):  # type: ignore[arg-type]
             later.append(start)  # its base may come later in the pack
             continue
+        base_oid: ObjectId | None = None
+        base_data: bytes | None = None
         if kind >= OFS_DELTA:
             base_type, base_data = r.base_of(entry)
             data = r.patch(base_data, data)
             entry.type_num = base_type
+            base_oid = ObjectId(entries[base].oid if kind == OFS_DELTA else base)  # type: ignore[index,arg-type]
         type_name = names.get(entry.type_num)
         if type_name is None:
             raise _malformed(f"object type {entry.type_num}")
@@ -457,7 +478,7 @@ def _entries(
         entry.oid = oid
         by_oid[oid] = start
         r.remember(start, data)
-        yield oid, type_name, data
+        yield oid, type_name, data, base_oid, base_data
     if pos != end:
         raise _malformed("data after the last object")
     while later:
@@ -472,6 +493,7 @@ def _entries(
             oid = hash_object(type_name, data)
             entry.oid = oid
             by_oid[oid] = start
-            yield oid, type_name, data
+            assert isinstance(entry.base, bytes)
+            yield oid, type_name, data, ObjectId(entry.base), r.content(by_oid[entry.base])[1]
         if len(later) == len(waiting):
             raise _malformed("unresolved deltas")

@@ -22,10 +22,9 @@ from dulwich.server import ReceivePackHandler
 
 from govc_db.api.repository import _check_ref_dir_clash
 from govc_db.errors import GovcError, InvalidInput
-from govc_db.interop.indexer import TreeSource, plan_index, write_index
-from govc_db.interop.packs import read_pack
-from govc_db.interop.walk import raw_entries
-from govc_db.objects import Commit, ObjectId, Tag, check_ref_name
+from govc_db.interop.indexer import IndexCommit, TreeSource, index_commit, plan_index, write_index
+from govc_db.interop.packfmt import iter_pack_deltas
+from govc_db.objects import ObjectId, Tag, check_ref_name
 from govc_db.objects.lenient import parse_lenient
 from govc_db.store.ports import Unit
 
@@ -44,67 +43,73 @@ class _Refused(GovcError):
     """The push as a whole is refused; the message goes to the client as the unpack status."""
 
 
-def _links(obj: object) -> Iterator[ObjectId]:
-    if isinstance(obj, Commit):
-        yield obj.tree
-        yield from obj.parents
-    elif isinstance(obj, Tag):
-        yield obj.object
-
-
 class _Pack:
-    """What the pack brought: ids, commits, trees, and the links of commits and tags."""
+    """What the pack brought: ids, commits, trees (their content), and the links of
+    commits and tags."""
 
     def __init__(self) -> None:
         self.ids: set[ObjectId] = set()
-        self.commits: dict[ObjectId, Commit] = {}
-        self.trees: list[ObjectId] = []
+        self.commits: dict[ObjectId, IndexCommit] = {}
+        self.trees: dict[ObjectId, bytes] = {}
         self.linked: set[ObjectId] = set()
 
 
-def _store_pack(unit: Unit, spool: IO[bytes] | None, source: TreeSource) -> _Pack:
+def _store_pack(unit: Unit, spool: IO[bytes] | None, pack: _Pack) -> None:
     """Parse and store the pack's objects (in this unit's transaction: a refusal later
-    rolls them back); its trees are handed to ``source`` split."""
-    pack = _Pack()
+    rolls them back). The trees are split later, by the index diffs (each from the
+    version it is diffed against) and :func:`_check_links`; each object's delta base in
+    the pack goes to the store as a hint (a tree with one entry changed is kept as a
+    splice of its base, without compressing it)."""
     if spool is None:
-        return pack
+        return
 
     def base(oid: ObjectId) -> tuple[bytes, bytes] | None:
         found = unit.objects.get_many([oid]).get(oid)
         return None if found is None else (found.type, found.data)
 
     rows: list[tuple[bytes, bytes]] = []
+    hints: list[tuple[ObjectId, bytes] | None] = []
+    ids: list[ObjectId] = []
     try:
-        for oid, type_name, raw in read_pack(spool, base):
+        for oid, type_name, raw, base_oid, base_raw in iter_pack_deltas(spool, base):
             pack.ids.add(oid)
             if type_name == b"tree":
-                source.remember(oid, raw_entries(raw))
-                pack.trees.append(oid)
-            elif type_name != b"blob":
-                obj = parse_lenient(type_name, raw)
-                pack.linked.update(_links(obj))
-                if isinstance(obj, Commit):
-                    pack.commits[oid] = obj
+                pack.trees[oid] = raw
+            elif type_name == b"commit":
+                commit = index_commit(raw)
+                pack.commits[oid] = commit
+                pack.linked.add(commit.tree)
+                pack.linked.update(commit.parents)
+            elif type_name == b"tag":
+                tag = parse_lenient(type_name, raw)
+                assert isinstance(tag, Tag)
+                pack.linked.add(tag.object)
             rows.append((type_name, raw))
+            hints.append(None if base_raw is None or base_oid is None else (base_oid, base_raw))
+            ids.append(oid)
             if len(rows) >= _ROWS:
-                unit.objects.put_bulk(rows)
-                rows.clear()
+                unit.objects.put_bulk(rows, bases=hints, ids=ids)
+                rows, hints, ids = [], [], []
     except (InvalidInput, GovcError) as exc:
         raise _Refused(str(exc)) from None
-    unit.objects.put_bulk(rows)
-    return pack
+    unit.objects.put_bulk(rows, bases=hints, ids=ids)
 
 
 def _check_links(unit: Unit, pack: _Pack, source: TreeSource) -> None:
     """Refuse the push unless every object the pack links to is in the pack or in this
-    repository. A tree's entries that its parent commit's tree also holds exist already
-    (that tree is this repository's, or was checked the same way): only the entries the
-    commit-index diffs found new are checked, and every entry of a tree no diff reached."""
+    repository, and every tree of the pack is well formed. A tree's entries that its
+    parent commit's tree also holds exist already (that tree is this repository's, or
+    was checked the same way): only the entries the commit-index diffs found new are
+    checked, and every entry of a tree no diff reached."""
     assert source.links is not None
     linked: set[bytes] = set(pack.linked) | source.links
-    for tree in pack.trees:
-        if tree not in source.walked:
-            linked.update(e[-20:] for e in source.entries(tree) if not e.startswith(b"160000 "))
+    try:
+        for tree in pack.trees:
+            entries = source.entries(tree)  # split already, unless no diff reached it
+            if tree not in source.walked:
+                linked.update(e[-20:] for e in entries if not e.startswith(b"160000 "))
+    except InvalidInput as exc:
+        raise _Refused(str(exc)) from None
     outside = sorted(ObjectId(o) for o in linked - pack.ids)
     present: set[ObjectId] = set()
     for i in range(0, len(outside), 1000):
@@ -124,8 +129,9 @@ def apply_push(
     """Store the pack and move the refs; returns dulwich's status list (``unpack`` first)."""
 
     def work(unit: Unit) -> list[tuple[bytes, bytes]]:
-        source = TreeSource({}, unit.objects, links=True)
-        pack = _store_pack(unit, spool, source)
+        pack = _Pack()
+        source = TreeSource(pack.trees, unit.objects, links=True)
+        _store_pack(unit, spool, pack)
         if pack.commits:
             try:
                 plan = plan_index(unit, pack.commits)

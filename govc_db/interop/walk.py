@@ -30,6 +30,7 @@ __all__ = [
     "Plan",
     "plan_fetch",
     "raw_entries",
+    "raw_entries_between",
     "split_entries",
 ]
 
@@ -129,6 +130,13 @@ def raw_entries(raw: bytes) -> list[bytes]:
     if sum(map(len, parts)) != len(raw):
         raise GovcError("corrupt tree object")
     return parts
+
+
+def raw_entries_between(raw: bytes, start: int, end: int) -> list[bytes] | None:
+    """The entries of ``raw[start:end]`` as :func:`raw_entries` splits them, or None
+    when that span is not whole entries (no copy of the span is made)."""
+    parts: list[bytes] = _RAW_ENTRY.findall(raw, start, end)
+    return parts if sum(map(len, parts)) == end - start else None
 
 
 def split_entries(entries: Iterable[bytes]) -> Entries:

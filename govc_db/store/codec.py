@@ -125,21 +125,74 @@ def _read_varint(data: bytes, i: int) -> tuple[int, int]:
         shift += 7
 
 
+_XOR_SPAN: Final = 512
+
+
+def _first_difference(a: bytes, b: bytes, n: int) -> int:
+    """Length of the common prefix of ``a`` and ``b`` (both at least ``n`` long), at most
+    ``n``: slices compared with memcmp, doubling while equal, then halved down to a short
+    span whose XOR as big integers finds the first differing byte in C time. Converting
+    a whole large object to an integer costs more than a few compares."""
+    lo, step = 0, _XOR_SPAN
+    while True:
+        hi = min(lo + step, n)
+        if a[lo:hi] != b[lo:hi]:
+            break
+        if hi == n:
+            return n
+        lo, step = hi, step * 2
+    while hi - lo > _XOR_SPAN:
+        mid = (lo + hi) >> 1
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    x = int.from_bytes(a[lo:hi], "big") ^ int.from_bytes(b[lo:hi], "big")
+    return hi - 1 - (x.bit_length() - 1) // 8
+
+
 def common_ends(base: bytes, data: bytes) -> tuple[int, int]:
     """Lengths of the prefix and of the (non-overlapping) suffix ``data`` shares with
-    ``base``. XOR of the two as big integers finds the first differing byte in C time
-    (no Python loop over bytes, no slice per probe)."""
+    ``base`` (see :func:`_first_difference`)."""
     n = min(len(base), len(data))
-    x = int.from_bytes(base[:n], "big") ^ int.from_bytes(data[:n], "big")
-    prefix = n if x == 0 else n - 1 - (x.bit_length() - 1) // 8
+    if n > 2 * _XOR_SPAN:
+        prefix = _first_difference(base, data, n)
+    else:
+        x = int.from_bytes(base[:n], "big") ^ int.from_bytes(data[:n], "big")
+        prefix = n if x == 0 else n - 1 - (x.bit_length() - 1) // 8
     m = n - prefix
     if m == 0:
         return prefix, 0
+    if m > 2 * _XOR_SPAN:
+        return prefix, _last_difference(base, data, m)
     x = int.from_bytes(base[len(base) - m :], "little") ^ int.from_bytes(
         data[len(data) - m :], "little"
     )
-    suffix = m if x == 0 else m - 1 - (x.bit_length() - 1) // 8
-    return prefix, suffix
+    return prefix, m if x == 0 else m - 1 - (x.bit_length() - 1) // 8
+
+
+def _last_difference(a: bytes, b: bytes, m: int) -> int:
+    """Length of the common suffix of ``a`` and ``b``, at most ``m`` (as
+    :func:`_first_difference`, from the ends)."""
+    la, lb = len(a), len(b)
+    lo, step = 0, _XOR_SPAN  # the last ``lo`` bytes are equal
+    while True:
+        hi = min(lo + step, m)
+        if a[la - hi : la - lo] != b[lb - hi : lb - lo]:
+            break
+        if hi == m:
+            return m
+        lo, step = hi, step * 2
+    while hi - lo > _XOR_SPAN:
+        mid = (lo + hi) >> 1
+        if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
+            lo = mid
+        else:
+            hi = mid
+    x = int.from_bytes(a[la - hi : la - lo], "little") ^ int.from_bytes(
+        b[lb - hi : lb - lo], "little"
+    )
+    return hi - 1 - (x.bit_length() - 1) // 8
 
 
 def _params(level: int, size: int, dict_size: int = 0) -> zstandard.ZstdCompressionParameters:
@@ -401,6 +454,23 @@ class Codec:
             return best
         full = self.encode(data, level=level)
         return full if len(full[1]) <= len(best[1]) else best
+
+    def encode_splice(self, data: bytes, base_oid: bytes, base: bytes) -> tuple[int, bytes] | None:
+        """``data`` as a splice delta (encoding 6) against ``base`` when the changed middle
+        is small (at most :data:`SPLICE_TAKE` bytes, or a quarter of ``data``), else None.
+        No compressor runs: for bulk writes (a pushed or imported pack) whose sender named
+        the base, where most objects are a tree with one entry changed."""
+        size = len(data)
+        if size < 16 or not base:
+            return None
+        prefix, suffix = common_ends(base, data)
+        middle = size - prefix - suffix
+        if middle > SPLICE_TAKE and middle * 4 > size:
+            return None
+        head = bytes((prefix, suffix)) if prefix < 0x80 and suffix < 0x80 else None
+        if head is None:
+            head = _varint(prefix) + _varint(suffix)
+        return ENC_SPLICE, b"".join((base_oid, head, data[prefix : size - suffix]))
 
     # -- decoding ---------------------------------------------------------------------
     @staticmethod

@@ -103,11 +103,22 @@ class ObjectStore(Protocol):
         is remembered in a cache. The caller bounds memory by the size of ``oids``."""
         ...
 
-    def put_bulk(self, objects: Iterable[tuple[bytes, bytes]]) -> list[ObjectId]:
-        """As :meth:`put_many` without delta hints, for writing many objects once (an
-        import, a pushed pack): nothing written is remembered in a cache (a later read
-        fetches it). Ids in input order; as with ``put_many``, the rows are visible to
-        other transactions only once this one commits."""
+    def put_bulk(
+        self,
+        objects: Iterable[tuple[bytes, bytes]],
+        *,
+        bases: Sequence[tuple[ObjectId, bytes] | None] | None = None,
+        ids: Sequence[ObjectId] | None = None,
+    ) -> list[ObjectId]:
+        """As :meth:`put_many`, for writing many objects once (an import, a pushed
+        pack): nothing written is remembered in a cache (a later read fetches it). Ids in
+        input order; as with ``put_many``, the rows are visible to other transactions
+        only once this one commits.
+
+        ``bases`` (aligned with ``objects``): an optional hint, the id *and content* of
+        an object each one resembles (a pack's delta base), which the store may use to
+        keep it as a cheap delta or ignore. ``ids``: the objects' ids when the caller
+        computed them already (they are then trusted, not recomputed)."""
         ...
 
     def find_prefix(self, prefix_hex: str, limit: int = 2) -> list[ObjectId]:
