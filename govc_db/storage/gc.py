@@ -37,6 +37,7 @@ from typing import Any, Final
 from sqlalchemy import bindparam, delete, func, insert, select, text
 
 from govc_db.errors import GovcError
+from govc_db.objects import TYPE_NAMES, hash_object
 from govc_db.storage.chunks import ENC_CHUNKED
 from govc_db.store.codec import DELTA_ENCODINGS, OID_LEN, StoredRow, resolve_rows
 from govc_db.store.packs import (
@@ -276,10 +277,15 @@ def _pack(
         old = [(int(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3])) for r in u.execute(S_PACKS)]
     old_max = max((p[0] for p in old), default=0)
     contents: dict[bytes, tuple[int, bytes]] = {}
-    for _pid, ids, meta, data in old:
+    for _pid, _ids, meta, data in old:
         raw = decompress(data)
-        for i, (kind, offset, size) in enumerate(decode_meta(meta)):
-            contents[ids[i * OID_LEN : (i + 1) * OID_LEN]] = (kind, raw[offset : offset + size])
+        for kind, offset, size in decode_meta(meta):
+            content = raw[offset : offset + size]
+            name = TYPE_NAMES.get(kind)
+            if name is None:
+                raise GovcError(f"stored pack entry has an unknown type {kind}")
+            # Packs keep only the first bytes of each id: the content gives the rest.
+            contents[hash_object(name, content)] = (kind, content)
     del old
     # Rows that stay loose: chunked blobs (their row is a manifest) and large objects.
     stay = {o for o, r in loose.items() if r[3] == ENC_CHUNKED or r[2] > PACK_OBJECT_MAX}

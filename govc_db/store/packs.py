@@ -34,9 +34,11 @@ from sqlalchemy import Table, bindparam, select
 
 from govc_db.errors import GovcError
 from govc_db.models import PackRow
+from govc_db.objects import TYPE_NAMES, hash_object
 from govc_db.store.codec import ENC_RAW, DecodedCache, StoredRow
 
 __all__ = [
+    "KEY_LEN",
     "PACK_OBJECT_MAX",
     "PACK_TARGET",
     "PackStore",
@@ -52,6 +54,9 @@ PACK_TARGET: Final = 512 * 1024
 #: and a read must not decompress a pack for them).
 PACK_OBJECT_MAX: Final = 256 * 1024
 OID_LEN: Final = 20
+#: Bytes of each id a pack row stores: enough to find an entry (a read checks the
+#: whole id by hashing the content it found), 12 bytes an object less than whole ids.
+KEY_LEN: Final = 8
 #: Decoders refuse frames whose window exceeds this.
 _MAX_WINDOW: Final = 1 << 27
 
@@ -90,7 +95,7 @@ def encode_pack(
         level, source_size=len(raw), write_checksum=0, write_content_size=1
     )
     data = zstandard.ZstdCompressor(compression_params=params).compress(raw)
-    return b"".join(e[0] for e in entries), bytes(meta), data
+    return b"".join(e[0][:KEY_LEN] for e in entries), bytes(meta), data
 
 
 def decode_meta(meta: bytes) -> list[tuple[int, int, int]]:
@@ -116,6 +121,15 @@ def decode_meta(meta: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
+def id_width(ids: bytes, count: int) -> int:
+    """Bytes per id in a pack's ``ids``: :data:`KEY_LEN` (written now) or 20."""
+    if count and len(ids) == count * OID_LEN:
+        return OID_LEN
+    if len(ids) != count * KEY_LEN:
+        raise GovcError("stored pack is corrupt (ids and sizes differ)")
+    return KEY_LEN
+
+
 def decompress(data: bytes) -> bytes:
     """The concatenated contents of a pack (``GovcError`` when corrupt)."""
     try:
@@ -125,11 +139,24 @@ def decompress(data: bytes) -> bytes:
 
 
 class _RepoPacks:
-    __slots__ = ("max_id", "where")
+    __slots__ = ("full", "max_id", "more", "where")
 
     def __init__(self) -> None:
         self.max_id = 0
+        #: id key -> where the (first) entry with that key is
         self.where: dict[bytes, Location] = {}
+        #: id key -> further entries with the same key (distinct objects whose ids share
+        #: their first KEY_LEN bytes: about one pair in 2**64)
+        self.more: dict[bytes, list[Location]] = {}
+        #: full ids computed for entries (prefix lookups, listings)
+        self.full: dict[Location, bytes] = {}
+
+    def candidates(self, key: bytes) -> list[Location]:
+        first = self.where.get(key)
+        if first is None:
+            return []
+        extra = self.more.get(key)
+        return [first] if extra is None else [first, *extra]
 
 
 def _pack_key(pack_id: int) -> bytes:
@@ -137,8 +164,17 @@ def _pack_key(pack_id: int) -> bytes:
     return b"P" + pack_id.to_bytes(8, "big")
 
 
+def _matches(oid: bytes, kind: int, content: bytes) -> bool:
+    name = TYPE_NAMES.get(kind)
+    return name is not None and hash_object(name, content) == oid
+
+
 class PackStore:
     """The pack index of each repository this process read, and packed-object reads.
+
+    The index holds the first :data:`KEY_LEN` bytes of each id (what ``ids`` stores);
+    an entry found by them is returned only when its content hashes to the whole id
+    asked for, so a read, ``has`` or prefix lookup never answers with another object.
 
     Every method that may query takes ``execute(statement, params)`` (a unit's, so reads
     see that unit's snapshot). Thread-safe.
@@ -166,33 +202,26 @@ class PackStore:
             if full or current is None:
                 current = _RepoPacks()
                 self._repos[repo_id] = current
-            where = current.where
+            where, more = current.where, current.more
             for pack_id, ids, meta in found:
                 entries = decode_meta(meta)
-                if len(ids) != OID_LEN * len(entries):
-                    raise GovcError("stored pack is corrupt (ids and sizes differ)")
+                width = id_width(ids, len(entries))
                 for i, (kind, offset, size) in enumerate(entries):
-                    where[ids[i * OID_LEN : (i + 1) * OID_LEN]] = (pack_id, kind, offset, size)
+                    key = ids[i * width : i * width + KEY_LEN]
+                    loc = (pack_id, kind, offset, size)
+                    if width == OID_LEN:
+                        current.full[loc] = ids[i * width : (i + 1) * width]
+                    first = where.setdefault(key, loc)
+                    if first is not loc:
+                        more.setdefault(key, []).append(loc)
                 current.max_id = max(current.max_id, pack_id)
             return current
 
-    def _locate(
-        self, execute: Execute, repo_id: int, oids: Iterable[bytes], *, full: bool = False
-    ) -> dict[bytes, Location]:
-        wanted = list(oids)
+    def _state(self, execute: Execute, repo_id: int, *, full: bool = False) -> _RepoPacks:
         state = self._repos.get(repo_id)
         if state is None or full:
-            state = self._load(execute, repo_id, full=True)
-            fresh = True
-        else:
-            fresh = False
-        where = state.where
-        out = {o: where[o] for o in wanted if o in where}
-        if len(out) < len(wanted) and not fresh:
-            # Not in the index this process knows: another gc() may have added packs.
-            where = self._load(execute, repo_id, full=False).where
-            out = {o: where[o] for o in wanted if o in where}
-        return out
+            return self._load(execute, repo_id, full=True)
+        return state
 
     def forget(self, repo_id: int) -> None:
         """Drop what is known of a (deleted) repository."""
@@ -222,28 +251,41 @@ class PackStore:
         if not wanted:
             return []
         for attempt in range(2):
-            locs = self._locate(execute, repo_id, wanted, full=attempt > 0)
-            out, gone = self._slice(execute, repo_id, locs)
+            state = self._state(execute, repo_id, full=attempt > 0)
+            found, gone = self._find(execute, repo_id, state, wanted)
+            if len(found) < len(wanted) and not gone and attempt == 0:
+                # Not in the index this process knows: another gc() may have added packs.
+                state = self._load(execute, repo_id, full=False)
+                found, gone = self._find(execute, repo_id, state, wanted)
             if not gone:
-                return out
+                return found
         raise GovcError("a pack vanished twice while being read")
 
-    def _slice(
-        self, execute: Execute | None, repo_id: int, locs: dict[bytes, Location]
+    def _find(
+        self, execute: Execute | None, repo_id: int, state: _RepoPacks, wanted: Sequence[bytes]
     ) -> tuple[list[StoredRow], bool]:
-        by_pack: dict[int, list[tuple[bytes, Location]]] = {}
-        for oid, loc in locs.items():
-            by_pack.setdefault(loc[0], []).append((oid, loc))
+        """Rows of the ``wanted`` ids found in ``state``'s packs (each checked against
+        its whole id); True when a pack named there is gone (or, without ``execute``,
+        not decompressed in the cache)."""
         out: list[StoredRow] = []
-        for pack_id, items in by_pack.items():
-            raw = self._pack(execute, repo_id, pack_id)
-            if raw is None:
-                return out, True  # repacked by a later gc(): reload the index
-            for oid, (_p, kind, offset, size) in items:
-                if offset + size > len(raw):
-                    raise GovcError("stored pack is corrupt (entry past its end)")
-                out.append((oid, kind, size, ENC_RAW, raw[offset : offset + size]))
+        for oid in wanted:
+            for loc in state.candidates(oid[:KEY_LEN]):
+                content = self._content(execute, repo_id, loc)
+                if content is None:
+                    return out, True
+                if _matches(oid, loc[1], content):
+                    out.append((oid, loc[1], loc[3], ENC_RAW, content))
+                    break
         return out, False
+
+    def _content(self, execute: Execute | None, repo_id: int, loc: Location) -> bytes | None:
+        raw = self._pack(execute, repo_id, loc[0])
+        if raw is None:
+            return None
+        _pack, _kind, offset, size = loc
+        if offset + size > len(raw):
+            raise GovcError("stored pack is corrupt (entry past its end)")
+        return raw[offset : offset + size]
 
     def cached_rows(self, repo_id: int, oids: Sequence[bytes]) -> list[StoredRow] | None:
         """As :meth:`rows` without any query: None unless every one of ``oids`` is in
@@ -251,29 +293,63 @@ class PackStore:
         state = self._repos.get(repo_id)
         if state is None:
             return None
-        where = state.where
-        locs: dict[bytes, Location] = {}
-        for oid in oids:
-            loc = where.get(oid)
-            if loc is None:
-                return None
-            locs[oid] = loc
-        out, gone = self._slice(None, repo_id, locs)
-        return None if gone else out
+        found, gone = self._find(None, repo_id, state, oids)
+        return None if gone or len(found) < len(oids) else found
 
     def has(self, execute: Execute, repo_id: int, oids: Iterable[bytes]) -> set[bytes]:
         """The packed ones among ``oids``."""
-        return set(self._locate(execute, repo_id, oids))
+        return {r[0] for r in self.rows(execute, repo_id, oids)}
+
+    def _ids(
+        self, execute: Execute, repo_id: int, pick: Callable[[_RepoPacks], Iterable[Location]]
+    ) -> dict[bytes, int]:
+        """Whole id -> type of the entries ``pick`` chooses from the index (hashed once,
+        then remembered)."""
+        for attempt in range(2):
+            state = self._state(execute, repo_id, full=attempt > 0)
+            out: dict[bytes, int] = {}
+            gone = False
+            for loc in sorted(pick(state)):
+                oid = state.full.get(loc)
+                if oid is None:
+                    content = self._content(execute, repo_id, loc)
+                    if content is None:
+                        gone = True  # repacked by a later gc(): reload the index
+                        break
+                    name = TYPE_NAMES.get(loc[1])
+                    if name is None:
+                        raise GovcError(f"stored pack entry has an unknown type {loc[1]}")
+                    oid = state.full[loc] = hash_object(name, content)
+                out[oid] = loc[1]
+            if not gone:
+                return out
+        raise GovcError("a pack vanished twice while being read")
+
+    @staticmethod
+    def _all_locations(state: _RepoPacks) -> list[Location]:
+        out = list(state.where.values())
+        for extra in state.more.values():
+            out.extend(extra)
+        return out
 
     def prefix(self, execute: Execute, repo_id: int, lo: bytes, hi: bytes) -> list[bytes]:
         """Packed ids between ``lo`` and ``hi`` (inclusive), sorted."""
-        state = self._load(execute, repo_id, full=repo_id not in self._repos)
-        return sorted(o for o in state.where if lo <= o <= hi)
+        self._load(execute, repo_id, full=repo_id not in self._repos)
+        klo, khi = lo[:KEY_LEN], hi[:KEY_LEN]
+
+        def pick(state: _RepoPacks) -> list[Location]:
+            locs: list[Location] = []
+            for key in state.where:
+                if klo <= key <= khi:
+                    locs.extend(state.candidates(key))
+            return locs
+
+        return sorted(o for o in self._ids(execute, repo_id, pick) if lo <= o <= hi)
 
     def all_ids(self, execute: Execute, repo_id: int) -> dict[bytes, int]:
         """Every packed id of the repository -> its type number."""
-        state = self._load(execute, repo_id, full=repo_id not in self._repos)
-        return {o: loc[1] for o, loc in state.where.items()}
+        self._load(execute, repo_id, full=repo_id not in self._repos)
+        return self._ids(execute, repo_id, self._all_locations)
 
     def get_stats(self) -> dict[str, Any]:
         """Index loads, packs decompressed, repositories and objects indexed."""

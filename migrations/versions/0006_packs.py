@@ -15,6 +15,7 @@ Revises: 0005
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Sequence
 
@@ -28,6 +29,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BIG_INT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_TYPES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
 
 
 def upgrade() -> None:
@@ -96,10 +98,16 @@ def downgrade() -> None:
         raw = zstandard.ZstdDecompressor().decompress(bytes(data))
         rows = []
         at = 0
-        for i, (kind, size) in enumerate(_varints(bytes(meta))):
-            oid = bytes(ids[i * 20 : i * 20 + 20])
+        entries = _varints(bytes(meta))
+        width = 20 if len(ids) == 20 * len(entries) else 0
+        for i, (kind, size) in enumerate(entries):
             content = raw[at : at + size]
             at += size
+            if width:
+                oid = bytes(ids[i * 20 : i * 20 + 20])
+            else:  # packs keep the first 8 bytes of each id: the content gives the rest
+                header = b"%s %d\0" % (_TYPES[kind], size)
+                oid = hashlib.sha1(header + content, usedforsecurity=False).digest()
             if conn.execute(present, {"r": repo_id, "o": oid}).first() is None:
                 rows.append(
                     {
