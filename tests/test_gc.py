@@ -265,3 +265,34 @@ def test_chunked_blobs_beside_deltas_and_gc(db_url: str) -> None:
                 assert repo.read(oid, path) == data
         assert all_objects(s, repo._id) == before
         assert repo.verify().ok
+
+
+def test_a_pack_entry_is_returned_only_for_its_whole_id(db_url: str) -> None:
+    """Packs keep the first 8 bytes of each id: an entry whose key matches the id asked
+    for but whose content hashes to another id is not that object."""
+    from govc_db.objects import hash_object
+    from govc_db.store.packs import encode_pack
+
+    with govc_db.open(db_url) as s:
+        repo = s.create_repository("keys")
+        repo.commit("main", {"a.txt": b"a\n"}, message="m\n", author=SIG)
+        real = hash_object(b"blob", b"a\n")
+        ghost = real[:8] + bytes(12)  # same key, another object
+        ids, meta, data = encode_pack([(ghost, 3, b"not this\n")], 3)
+        with s.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO govc_packs (repo_id, pack_id, count, ids, meta, data) "
+                    "VALUES (:r, 1000, 1, :i, :m, :d)"
+                ),
+                {"r": repo._id, "i": ids, "m": meta, "d": data},
+            )
+        with s.backend.unit(repo._id) as u:
+            assert ghost not in u.objects.has_many([ghost])
+            assert ghost not in u.objects.get_many([ghost])
+            assert u.objects.find_prefix(ghost.hex()[:12], 5) == [real]
+        assert repo.read("HEAD", "a.txt") == b"a\n"
+        report = repo.gc()  # the stray entry is repacked under its own id
+        assert report.objects == 4
+        assert repo.get_object(hash_object(b"blob", b"not this\n").hex()) == ("blob", b"not this\n")
+        assert repo.read("HEAD", "a.txt") == b"a\n"
