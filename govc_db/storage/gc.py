@@ -1,26 +1,32 @@
-"""``gc()``: re-deltify and recompress a repository's objects while others work.
+"""``gc()``: pack a repository's objects into pack rows while others work.
+
+One run reads the repository's ``govc_objects`` rows and its existing packs once (one
+read transaction), decodes every object (delta chains resolved in memory), orders them
+so that each version follows the one it was a delta of (:func:`_order`), cuts the order
+into packs of about :data:`govc_db.store.packs.PACK_TARGET` bytes, compresses each as
+one zstd frame, and swaps them in: each write transaction inserts a few packs and
+deletes the ``govc_objects`` rows of exactly the objects they hold; a last one deletes
+the packs of earlier runs (every object of theirs is in a new pack by then). Chunked
+blobs and objects over :data:`govc_db.store.packs.PACK_OBJECT_MAX` stay rows.
 
 How it stays safe with readers and writers running:
 
-* Rows are only ever *re-encoded* (``UPDATE ... SET encoding, data``), never deleted: a
-  row's content is the same before and after, so a reader decodes whichever version it
-  sees, and a delta written concurrently against any row stays decodable.
-* Chains stay acyclic. :func:`govc_db.storage.delta.plan` visits objects so that every
-  planned base is visited first, and rows are rewritten in visit order, each small batch
-  in its own transaction. A visited row is left as it is only when it is stored whole
-  or against a row visited before it; so every chain from a visited row runs through
-  visited rows only, towards earlier ones, and cannot come back.
+* An object is always readable: a transaction that deletes rows has inserted the pack
+  holding them, and readers look in ``govc_objects`` first, then in the packs
+  (:class:`govc_db.store.packs.PackStore` reloads its index when an id or a pack it
+  expects is missing). Packed entries are whole, so a delta written meanwhile against
+  an object being packed decodes from the pack.
+* Rows written meanwhile are not in the run's snapshot and are never deleted; the next
+  run packs them.
 * One ``gc()`` per repository at a time: on PostgreSQL a session advisory lock held for
   the run; on SQLite a lock in this process (SQLite serializes write transactions, but
   two processes running ``gc()`` on one file at once are not supported).
 * Interrupting it (an exception, ``KeyboardInterrupt``, or ``should_stop`` returning
-  True) loses at most the batch in flight, rolled back; running it again continues.
+  True) loses at most the transaction in flight, rolled back: the objects already packed
+  are in packs, the rest still rows (some maybe in both, which is harmless); running it
+  again repacks everything.
 
-Space: PostgreSQL gets a plain ``VACUUM`` of ``govc_objects`` afterwards (no exclusive
-lock; freed space is reused by later writes, and trailing pages are returned to the OS);
-SQLite gets ``PRAGMA incremental_vacuum``, which returns free pages to the file system
-when the database was created with ``auto_vacuum=INCREMENTAL`` (govc_db sets it on every
-new SQLite file; see docs/storage.md for existing ones).
+Space: see :func:`_vacuum`.
 """
 
 from __future__ import annotations
@@ -411,7 +417,7 @@ def _vacuum(backend: SqlBackend) -> str:
     with backend.engine.connect() as conn:
         if backend.dialect == "postgresql":
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            conn.execute(text("VACUUM govc_objects"))
+            conn.execute(text("VACUUM govc_objects, govc_packs"))
             leftovers = conn.execute(
                 text(
                     "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
@@ -425,7 +431,9 @@ def _vacuum(backend: SqlBackend) -> str:
                 conn.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"'))
             for table in REINDEXED:
                 conn.execute(text(f"REINDEX TABLE CONCURRENTLY {table}"))
-            return "VACUUM govc_objects; REINDEX TABLE CONCURRENTLY " + ", ".join(REINDEXED)
+            return "VACUUM govc_objects, govc_packs; REINDEX TABLE CONCURRENTLY " + ", ".join(
+                REINDEXED
+            )
         pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
         page_size = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
         conn.commit()
