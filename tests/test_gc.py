@@ -270,16 +270,16 @@ def test_chunked_blobs_beside_deltas_and_gc(db_url: str) -> None:
 
 
 def test_a_pack_entry_is_returned_only_for_its_whole_id(db_url: str) -> None:
-    """Packs keep the first 8 bytes of each id: an entry whose key matches the id asked
+    """Packs keep the first bytes of each id: an entry whose key matches the id asked
     for but whose content hashes to another id is not that object."""
     from govc_db.objects import ObjectId, hash_object
-    from govc_db.store.packs import encode_pack
+    from govc_db.store.packs import KEY_LEN, encode_pack
 
     with govc_db.open(db_url) as s:
         repo = s.create_repository("keys")
         repo.commit("main", {"a.txt": b"a\n"}, message="m\n", author=SIG)
         real = hash_object(b"blob", b"a\n")
-        ghost = ObjectId(real[:8] + bytes(12))  # same key, another object
+        ghost = ObjectId(real[:KEY_LEN] + bytes(20 - KEY_LEN))  # same key, another object
         ids, meta, data = encode_pack([(ghost, 3, b"not this\n")], 3)
         with s.engine.begin() as conn:
             conn.execute(
@@ -292,7 +292,7 @@ def test_a_pack_entry_is_returned_only_for_its_whole_id(db_url: str) -> None:
         with s.backend.unit(repo._id) as u:
             assert ghost not in u.objects.has_many([ghost])
             assert ghost not in u.objects.get_many([ghost])
-            assert u.objects.find_prefix(ghost.hex()[:12], 5) == [real]
+            assert u.objects.find_prefix(ghost.hex()[: 2 * KEY_LEN], 5) == [real]
         assert repo.read("HEAD", "a.txt") == b"a\n"
         report = repo.gc()  # the stray entry is repacked under its own id
         assert report.objects == 4

@@ -105,7 +105,7 @@ def downgrade() -> None:
             at += size
             if width:
                 oid = bytes(ids[i * 20 : i * 20 + 20])
-            else:  # packs keep the first 8 bytes of each id: the content gives the rest
+            else:  # packs keep the first bytes of each id: the content gives the rest
                 header = b"%s %d\0" % (_TYPES[kind], size)
                 oid = hashlib.sha1(header + content, usedforsecurity=False).digest()
             if conn.execute(present, {"r": repo_id, "o": oid}).first() is None:
