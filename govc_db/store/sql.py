@@ -307,7 +307,7 @@ class SqlObjects:
                     out[ObjectId(bytes(row.oid))] = RawObject(type_name_of(row.type, row.oid), data)
                 else:
                     rows.append(row)
-        rows.extend(self._packed(wanted, rows))
+        rows.extend(self._packed([o for o in wanted if o not in out], rows))
         keep = set(wanted)
         for key, (number, data, _depth) in self._resolve(rows).items():
             if key in keep:
