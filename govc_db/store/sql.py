@@ -387,12 +387,16 @@ class SqlObjects:
             self._remember(deferred)
         return out
 
-    def _packed(self, wanted: Sequence[bytes], rows: Sequence[Any]) -> list[Any]:
-        """The rows of ``wanted`` that ``rows`` lack and of the delta bases that ``rows``
-        name but do not hold, from the packs (``gc()`` moved them there)."""
+    def _packed(
+        self, wanted: Sequence[bytes], rows: Sequence[Any], *, chains: bool = False
+    ) -> list[Any]:
+        """The rows of ``wanted`` that ``rows`` lack, from the packs (``gc()`` moved them
+        there); with ``chains`` (``rows`` hold whole delta chains), also of the bases
+        that ``rows`` name but do not hold. Without it, bases are left to the resolver
+        (decoded cache, then a chain query, which comes back here)."""
         present = {bytes(r[0]) for r in rows}
         missing = [o for o in wanted if o not in present]
-        for r in rows:
+        for r in rows if chains else ():
             if r[3] in DELTA_ENCODINGS:
                 base = bytes(r[4][:OID_LEN])
                 if base not in present:
@@ -406,7 +410,7 @@ class SqlObjects:
         ids = [ObjectId(o) for o in oids]
         for stmt, params in self._statements(ids, S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
             out.extend(tuple(r) for r in self._u.execute(stmt, params))
-        out.extend(self._packed(ids, out))
+        out.extend(self._packed(ids, out, chains=True))
         return out
 
     def _bases(self, oids: Iterable[ObjectId]) -> dict[bytes, tuple[bytes, int]]:
@@ -429,7 +433,7 @@ class SqlObjects:
             rows: list[Any] = []
             for stmt, params in self._statements(fetch, S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
                 rows.extend(tuple(r) for r in self._u.execute(stmt, params))
-            rows.extend(self._packed(fetch, rows))
+            rows.extend(self._packed(fetch, rows, chains=True))
             wanted = set(fetch)
             for key, (_n, data, depth) in self._resolve(rows).items():
                 if key in wanted:
@@ -1391,7 +1395,7 @@ class SqlBackend:
                 decoded = resolve_rows(
                     self.codec,
                     repo_id,
-                    rows + self._packed_cached(repo_id, oids, rows),
+                    rows + self._packed_cached(repo_id, oids, rows, chains=False),
                     lambda bases: self._chains_cached(
                         repo_id, bases, run(raw.chain_one, raw.chain_any, bases)
                     ),
@@ -1421,17 +1425,20 @@ class SqlBackend:
         self.reads.count(fetches=1, fetched_objects=len(out))
         return out
 
-    def _packed_cached(self, repo_id: int, wanted: Sequence[bytes], rows: list[Any]) -> list[Any]:
-        """For :meth:`fetch_objects`: the rows ``rows`` lack (of ``wanted`` and of the
-        bases their deltas name), from packs known and decompressed in this process;
-        ``CacheMiss`` otherwise (an ordinary unit then reads them)."""
+    def _packed_cached(
+        self, repo_id: int, wanted: Sequence[bytes], rows: list[Any], *, chains: bool = True
+    ) -> list[Any]:
+        """For :meth:`fetch_objects`: the rows ``rows`` lack (of ``wanted``, and with
+        ``chains`` of the bases their deltas name), from packs known and decompressed in
+        this process; ``CacheMiss`` otherwise (an ordinary unit then reads them)."""
         present = {bytes(r[0]) for r in rows}
         missing = [bytes(o) for o in wanted if bytes(o) not in present]
-        missing += [
-            bytes(r[4][:OID_LEN])
-            for r in rows
-            if r[3] in DELTA_ENCODINGS and bytes(r[4][:OID_LEN]) not in present
-        ]
+        if chains:
+            missing += [
+                bytes(r[4][:OID_LEN])
+                for r in rows
+                if r[3] in DELTA_ENCODINGS and bytes(r[4][:OID_LEN]) not in present
+            ]
         if not missing:
             return []
         found = self.packs.cached_rows(repo_id, missing)
