@@ -37,6 +37,7 @@ __all__ = [
     "ChunkRow",
     "CommitPath",
     "ObjectRow",
+    "PackRow",
     "Ref",
     "RefLog",
     "Repository",
@@ -101,6 +102,29 @@ class ObjectRow(Base):
     type: Mapped[int] = mapped_column(SmallInteger)
     size: Mapped[int] = mapped_column(BigInteger)
     encoding: Mapped[int] = mapped_column(SmallInteger, default=0)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PackRow(Base):
+    """Many small objects of one repository compressed together (written by ``gc()``).
+
+    ``ids`` holds the entries' 20-byte ids in entry order, ``meta`` per entry its type
+    number (one byte) and its size (a varint), ``data`` one zstd frame of the entries'
+    contents concatenated in that order. An object lives either in ``govc_objects`` or
+    in a pack (or, for a moment while ``gc()`` runs, in both); see
+    :mod:`govc_db.store.packs`.
+    """
+
+    __tablename__ = "govc_packs"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
+
+    repo_id: Mapped[int] = mapped_column(
+        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    pack_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer)
+    ids: Mapped[bytes] = mapped_column(LargeBinary)
+    meta: Mapped[bytes] = mapped_column(LargeBinary)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -230,6 +254,16 @@ class ChunkRow(Base):
 
 # Chunks are stored compressed by zstd, or raw when that did not pay: PostgreSQL's own
 # TOAST compression (pglz) would only spend time failing again (migration 0002 does this).
+event.listen(
+    PackRow.__table__,
+    "after_create",
+    DDL(
+        "ALTER TABLE govc_packs ALTER COLUMN ids SET STORAGE EXTERNAL, "
+        "ALTER COLUMN data SET STORAGE EXTERNAL"
+    ).execute_if(  # type: ignore[no-untyped-call]
+        dialect="postgresql"
+    ),
+)
 event.listen(
     ChunkRow.__table__,
     "after_create",

@@ -3,6 +3,7 @@ interrupted and re-run, from the API and the CLI."""
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -30,6 +31,15 @@ def plain_history(db_url: str, name: str, commits: int = 30) -> list[str]:
         return history(s.create_repository(name), commits)
 
 
+def packs(store: Store, repo_id: int) -> int:
+    with store.engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT count(*) FROM govc_packs WHERE repo_id = :r"), {"r": repo_id}
+            ).scalar_one()
+        )
+
+
 def test_gc_keeps_every_object_byte_identical(db_url: str) -> None:
     ids = plain_history(db_url, "g")
     with govc_db.open(db_url) as s:
@@ -37,53 +47,52 @@ def test_gc_keeps_every_object_byte_identical(db_url: str) -> None:
         before = all_objects(s, repo._id)
         files = snapshot(repo, ids)
         report = repo.gc()
-        assert report.objects == len(before)
-        assert report.rewritten > 0
+        assert report.objects == report.rewritten == len(before)
+        assert report.packs == packs(s, repo._id) > 0
         assert report.bytes_after < report.bytes_before
-        assert 0 < report.max_depth <= s.settings.delta_max_depth
-        assert any(e in DELTA_ENCODINGS for _, e, _ in rows(s, repo._id))
+        assert rows(s, repo._id) == []  # every object moved into the packs
         s.backend.codec.cache.clear()
         assert all_objects(s, repo._id) == before
         assert snapshot(repo, ids) == files
         assert [c.oid for c in repo.log("HEAD")] == ids[::-1]
+        assert repo.resolve(ids[3][:7]) == ids[3]
         assert repo.verify().ok
-        again = repo.gc()  # idempotent: nothing left to improve
-        assert again.rewritten == 0
+        again = repo.gc()  # a full repack: the same packs again, the old ones deleted
+        assert again.rewritten == len(before)
         assert again.bytes_after == report.bytes_after
-        assert s.metrics()["storage"]["last_gc"]["objects"] == len(before)
+        assert packs(s, repo._id) == report.packs
+        storage = s.metrics()["storage"]
+        assert storage["last_gc"]["objects"] == len(before)
+        assert storage["packs"]["packed_objects"] >= len(before)
+    with govc_db.open(db_url) as fresh:  # another process: loads the pack index
+        repo = fresh.repository("g")
+        assert all_objects(fresh, repo._id) == before
+        assert repo.get_object(ids[-1])[0] == "commit"
 
 
-def test_gc_is_switched_by_the_settings_depth(db_url: str) -> None:
-    plain_history(db_url, "g1", 20)
-    plain_history(db_url, "g2", 20)
-    with govc_db.open(db_url, Settings(delta_max_depth=1)) as s:
-        shallow = s.repository("g1").gc()
-    with govc_db.open(db_url, Settings(delta_max_depth=8)) as s:
-        deep = s.repository("g2").gc()
-    assert shallow.max_depth == 1 < deep.max_depth <= 8
-
-
-def test_gc_keeps_every_chain_within_the_depth_bound(db_url: str) -> None:
-    """Whole rows that gc() turns into deltas deepen the chains written on top of them;
-    those rows are re-encoded so that no chain exceeds ``delta_max_depth``."""
-    plain_history(db_url, "deep", 6)
-    with govc_db.open(db_url, Settings(delta_max_depth=3)) as s:
-        repo = s.repository("deep")
-        for k in range(7, 30):
+def test_writes_after_gc_delta_against_packed_objects(db_url: str) -> None:
+    """New versions are deltas against packed bases; large blobs stay loose; a store
+    whose pack index is stale (another store repacked) reloads it."""
+    ids = plain_history(db_url, "after", 10)
+    big = bytes(range(256)) * 1100  # 281,600 bytes: larger than a packed object may be
+    with govc_db.open(db_url) as s, govc_db.open(db_url) as other:
+        repo = s.repository("after")
+        seen = other.repository("after")
+        ids.append(repo.commit("main", {"big.bin": big}, message="big\n", author=SIG))
+        repo.gc()
+        files = snapshot(repo, ids)
+        assert snapshot(seen, ids) == files  # `other` loads the index
+        for k in range(11, 20):
             path = f"d/f{k % 5}.txt"
-            repo.commit("main", {path: text(path, k)}, message=f"c{k}\n", author=SIG)
-        report = repo.gc()
-        assert report.max_depth <= 3
-        stored = {oid: (enc, data) for oid, enc, data in rows(s, repo._id)}
-
-        def depth(oid: bytes) -> int:
-            enc, data = stored[oid]
-            return 1 + depth(data[:20]) if enc in DELTA_ENCODINGS else 0
-
-        depths = [depth(oid) for oid in stored]
-        assert max(depths) <= 3
-        assert any(d > 0 for d in depths)
-        assert repo.verify().ok
+            ids.append(repo.commit("main", {path: text(path, k)}, message=f"c{k}\n", author=SIG))
+        loose = rows(s, repo._id)
+        assert any(e in DELTA_ENCODINGS for _, e, _ in loose)  # against packed bases
+        files = snapshot(repo, ids)
+        report = repo.gc()  # repacks: the packs `other` knows are deleted
+        assert report.loose == 1  # the large blob
+        other.backend.codec.cache.clear()
+        assert snapshot(seen, ids) == files
+        assert seen.verify().ok
 
 
 def test_gc_returns_the_space_it_frees(db_url: str) -> None:
@@ -103,7 +112,7 @@ def test_gc_returns_the_space_it_frees(db_url: str) -> None:
                         "ON govc_objects (repo_id)"
                     )
         report = repo.gc()
-        assert report.rewritten > 0
+        assert report.packs > 0
         with s.engine.connect() as conn:
             if pg:
                 assert "REINDEX TABLE CONCURRENTLY govc_objects" in report.vacuum
@@ -187,9 +196,11 @@ def test_interrupted_gc_leaves_a_consistent_store_and_resumes(db_url: str) -> No
             return calls > 1  # one batch, then "interrupted"
 
         # Small batches (transactions), so that stopping after the first leaves work.
-        first = run_gc(s.backend, repo._id, max_depth=16, batch=20, should_stop=stop)
+        first = run_gc(
+            s.backend, repo._id, max_depth=16, batch=20, pack_target=2000, should_stop=stop
+        )
         assert first.interrupted
-        assert 0 < first.visited < len(before)
+        assert 0 < first.rewritten < len(before)
         s.backend.codec.cache.clear()
         assert all_objects(s, repo._id) == before
         assert repo.verify().ok
@@ -226,7 +237,7 @@ def test_store_gc_and_the_cli(db_url: str) -> None:
         assert set(reports) == {"c1", "c2"}
     result = CliRunner().invoke(app, ["--url", db_url, "gc", "c1"])
     assert result.exit_code == 0, result.output
-    assert "c1:" in result.output and "rewritten" in result.output
+    assert "c1:" in result.output and "packed" in result.output
     result = CliRunner().invoke(app, ["--url", db_url, "gc", "missing"])
     assert result.exit_code == 1
     assert "error:" in result.output
@@ -257,3 +268,63 @@ def test_chunked_blobs_beside_deltas_and_gc(db_url: str) -> None:
                 assert repo.read(oid, path) == data
         assert all_objects(s, repo._id) == before
         assert repo.verify().ok
+
+
+def test_a_pack_entry_is_returned_only_for_its_whole_id(db_url: str) -> None:
+    """Packs keep the first bytes of each id: an entry whose key matches the id asked
+    for but whose content hashes to another id is not that object."""
+    from govc_db.objects import ObjectId, hash_object
+    from govc_db.store.packs import KEY_LEN, encode_pack
+
+    with govc_db.open(db_url) as s:
+        repo = s.create_repository("keys")
+        repo.commit("main", {"a.txt": b"a\n"}, message="m\n", author=SIG)
+        real = hash_object(b"blob", b"a\n")
+        ghost = ObjectId(real[:KEY_LEN] + bytes(20 - KEY_LEN))  # same key, another object
+        ids, meta, data = encode_pack([(ghost, 3, b"not this\n")], 3)
+        with s.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO govc_packs (repo_id, pack_id, count, ids, meta, data) "
+                    "VALUES (:r, 1000, 1, :i, :m, :d)"
+                ),
+                {"r": repo._id, "i": ids, "m": meta, "d": data},
+            )
+        with s.backend.unit(repo._id) as u:
+            assert ghost not in u.objects.has_many([ghost])
+            assert ghost not in u.objects.get_many([ghost])
+            assert u.objects.find_prefix(ghost.hex()[: 2 * KEY_LEN], 5) == [real]
+        assert repo.read("HEAD", "a.txt") == b"a\n"
+        report = repo.gc()  # the stray entry is repacked under its own id
+        assert report.objects == 4
+        assert repo.get_object(hash_object(b"blob", b"not this\n").hex()) == ("blob", b"not this\n")
+        assert repo.read("HEAD", "a.txt") == b"a\n"
+
+
+def test_a_cold_read_decompresses_a_pack_up_to_its_entry(db_url: str) -> None:
+    """A pack larger than zstd's blocks: a cold read decodes a prefix of it, reads further
+    in extend it (at least doubling), every read is byte-identical."""
+    from govc_db.store.packs import _pack_key
+
+    rng = random.Random(5)
+    files = {f"b/{i}.bin": rng.randbytes(150_000) for i in range(8)}
+    with govc_db.open(db_url) as s:
+        repo = s.create_repository("big")
+        head = repo.commit("main", files, message="m\n", author=SIG)
+        assert repo.gc().packs == 1
+        cache = s.backend.codec.cache
+        cache.clear()
+        s.backend.packs.forget(repo._id)
+        first_blob = min(files, key=lambda p: files[p][:64])  # roots ordered by first bytes
+        assert repo.read(head, first_blob) == files[first_blob]
+        with s.engine.connect() as conn:
+            pack_id = conn.execute(
+                sa.text("SELECT pack_id FROM govc_packs WHERE repo_id = :r"), {"r": repo._id}
+            ).scalar_one()
+        cached = cache.get(repo._id, _pack_key(pack_id))
+        assert cached is not None and len(cached[0]) < len(files) * 150_000  # a prefix
+        for path, data in files.items():
+            assert repo.read(head, path) == data
+        cached = cache.get(repo._id, _pack_key(pack_id))
+        assert cached is not None and len(cached[0]) > len(files) * 150_000  # all of it
+        assert s.backend.packs.get_stats()["packs_decompressed"] <= 5

@@ -27,6 +27,7 @@ from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound
 from govc_db.http.auth import create_token
 from govc_db.models import Base
 from govc_db.objects import Commit, ObjectId, Signature, Tag, Tree, TreeItem, hash_object
+from govc_db.storage.gc import run_gc
 from govc_db.storage.stream import StreamSource
 from govc_db.store.codec import ENC_RAW, ENC_ZLIB, ENC_ZSTD
 from govc_db.store.ports import IndexEntry, RawObject, Unit
@@ -657,6 +658,8 @@ class TestStoreContract:
             # A large blob stored in chunks (govc_chunks rows).
             data = bytes(range(256)) * 400
             u.objects.put_stream(b"blob", StreamSource(io.BytesIO(data), len(data), 0))  # type: ignore[attr-defined]
+        # The small objects moved into a pack row (govc_packs); the chunked blob stays.
+        assert run_gc(store.backend, repo._id, max_depth=10, vacuum=False).packs == 1
 
     def test_delete_repository_removes_every_row(self, store: Store, repo: Repository) -> None:
         other = store.create_repository("other")

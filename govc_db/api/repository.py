@@ -931,10 +931,10 @@ class Repository:
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> GcReport:
-        """Storage maintenance (git gc): re-deltify and recompress this repository's
-        objects, newest versions whole and older ones as deltas against their successor,
+        """Storage maintenance (git gc): pack this repository's objects into pack rows
+        (about 2 MiB of objects compressed together, versions of a file side by side),
         then return freed space. Safe while others commit and read; interruptible and
-        re-runnable. ``progress(done, total)`` is called after each batch."""
+        re-runnable. ``progress(done, total)`` is called after each write transaction."""
         store = self._store
         depth = store.settings.delta_max_depth
 

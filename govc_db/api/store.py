@@ -94,7 +94,7 @@ class Store:
             default_stack(settings, in_transaction=self._in_transaction)
         )
         self.perf: PerformanceManager = store_manager(self)
-        self.perf.register("storage", StorageStats(self.backend.codec))
+        self.perf.register("storage", StorageStats(self.backend.codec, self.backend.packs))
         #: Commits of this Store to one branch, one at a time (``Settings.commit_serialize``).
         self.branch_locks: BranchLocks | None = BranchLocks() if settings.commit_serialize else None
         if self.branch_locks is not None:

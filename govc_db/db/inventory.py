@@ -42,7 +42,9 @@ class Inventory:
 
 _REPOS = sa.text(
     "SELECT r.name,"
-    " (SELECT COUNT(*) FROM govc_objects o WHERE o.repo_id = r.id),"
+    " (SELECT COUNT(*) FROM govc_objects o WHERE o.repo_id = r.id)"
+    # + the entries of its pack rows (gc(); an interrupted gc may have packed some twice)
+    " + (SELECT COALESCE(SUM(p.count), 0) FROM govc_packs p WHERE p.repo_id = r.id),"
     " (SELECT COUNT(*) FROM govc_refs f WHERE f.repo_id = r.id),"
     " (SELECT COUNT(*) FROM govc_commits c WHERE c.repo_id = r.id)"
     " FROM govc_repositories r ORDER BY r.name"

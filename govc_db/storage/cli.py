@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         name: Annotated[str | None, typer.Argument(help="Repository (default: all).")] = None,
     ) -> None:
-        """Re-deltify and recompress objects (git gc); safe while others commit and read."""
+        """Pack objects into compressed pack rows (git gc); safe while others commit and read."""
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -56,8 +56,8 @@ def register(app: typer.Typer) -> None:
                 r = repo.gc(progress=step)
                 bar.remove_task(task)
                 typer.echo(
-                    f"{n}: {r.objects} objects, {r.rewritten} rewritten, "
+                    f"{n}: {r.objects} objects, {r.rewritten} packed in {r.packs} packs, "
+                    f"{r.loose} left loose, "
                     f"{r.bytes_before / MIB:.2f} MiB -> {r.bytes_after / MIB:.2f} MiB, "
-                    f"chain depth max {r.max_depth} mean {r.mean_depth}, {r.seconds:.2f} s"
-                    + (" (interrupted)" if r.interrupted else "")
+                    f"{r.seconds:.2f} s" + (" (interrupted)" if r.interrupted else "")
                 )

@@ -40,7 +40,8 @@ from govc_db.db.txn import Transaction, TransactionManager
 from govc_db.errors import AlreadyExists, GovcError, InvalidInput, NotFound, StoreUnavailable
 from govc_db.objects import TYPE_NUMBERS, ObjectId, hash_object
 from govc_db.store.cached_read import CacheMiss, ReadStats
-from govc_db.store.codec import DELTA_ENCODINGS, Codec, resolve_rows
+from govc_db.store.codec import DELTA_ENCODINGS, OID_LEN, Codec, resolve_rows
+from govc_db.store.packs import PackStore
 from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
 from govc_db.store.statements import (
     DEPENDENT_TABLES,
@@ -309,6 +310,7 @@ class SqlObjects:
                     out[ObjectId(bytes(row.oid))] = RawObject(type_name_of(row.type, row.oid), data)
                 else:
                     rows.append(row)
+        rows.extend(self._packed([o for o in wanted if o not in out], rows))
         keep = set(wanted)
         for key, (number, data, _depth) in self._resolve(rows).items():
             if key in keep:
@@ -361,6 +363,7 @@ class SqlObjects:
                 out[ObjectId(bytes(row[0]))] = RawObject(type_name_of(row[1], row[0]), data)
             else:
                 plain.append(row)
+        plain.extend(self._packed(wanted, rows))
         # A list for ``deferred``: decoded delta objects are collected there, not cached.
         decoded = resolve_rows(self._codec, repo_id, plain, self._fetch_chains, [])
         keep = set(wanted)
@@ -387,11 +390,30 @@ class SqlObjects:
             self._remember(deferred)
         return out
 
+    def _packed(
+        self, wanted: Sequence[bytes], rows: Sequence[Any], *, chains: bool = False
+    ) -> list[Any]:
+        """The rows of ``wanted`` that ``rows`` lack, from the packs (``gc()`` moved them
+        there); with ``chains`` (``rows`` hold whole delta chains), also of the bases
+        that ``rows`` name but do not hold. Without it, bases are left to the resolver
+        (decoded cache, then a chain query, which comes back here)."""
+        present = {bytes(r[0]) for r in rows}
+        missing = [o for o in wanted if o not in present]
+        for r in rows if chains else ():
+            if r[3] in DELTA_ENCODINGS:
+                base = bytes(r[4][:OID_LEN])
+                if base not in present:
+                    missing.append(base)
+        if not missing:
+            return []
+        return list(self._u._backend.packs.rows(self._u.execute, self._u.repo_id, missing))
+
     def _fetch_chains(self, oids: Sequence[bytes]) -> list[Any]:
         out: list[Any] = []
         ids = [ObjectId(o) for o in oids]
         for stmt, params in self._statements(ids, S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
             out.extend(tuple(r) for r in self._u.execute(stmt, params))
+        out.extend(self._packed(ids, out, chains=True))
         return out
 
     def _bases(self, oids: Iterable[ObjectId]) -> dict[bytes, tuple[bytes, int]]:
@@ -414,6 +436,7 @@ class SqlObjects:
             rows: list[Any] = []
             for stmt, params in self._statements(fetch, S_CHAIN_ONE, S_CHAIN_PG, S_CHAIN):
                 rows.extend(tuple(r) for r in self._u.execute(stmt, params))
+            rows.extend(self._packed(fetch, rows, chains=True))
             wanted = set(fetch)
             for key, (_n, data, depth) in self._resolve(rows).items():
                 if key in wanted:
@@ -448,6 +471,10 @@ class SqlObjects:
         for stmt, params in self._statements(wanted, S_OBJ_HAS_ONE, S_OBJ_HAS_PG, S_OBJ_HAS):
             statements += 1
             out.update(ObjectId(bytes(r[0])) for r in self._u.execute(stmt, params))
+        rest = [o for o in wanted if o not in out]
+        if rest:
+            packs = self._u._backend.packs
+            out.update(ObjectId(o) for o in packs.has(self._u.execute, self._u.repo_id, rest))
         self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
         return out
 
@@ -714,14 +741,19 @@ class SqlObjects:
         lo = bytes.fromhex(prefix_hex.ljust(40, "0"))
         hi = bytes.fromhex(prefix_hex.ljust(40, "f"))
         rows = self._u.execute(S_OBJ_PREFIX, {"lo": lo, "hi": hi, "lim": limit})
-        return [ObjectId(bytes(r[0])) for r in rows]
+        found = {bytes(r[0]) for r in rows}
+        packs = self._u._backend.packs
+        found.update(packs.prefix(self._u.execute, self._u.repo_id, lo, hi))
+        return [ObjectId(o) for o in sorted(found)[:limit]]
 
     def iter_ids(self) -> Iterable[tuple[ObjectId, bytes]]:
-        """Every (id, type) of this repository."""
+        """Every (id, type) of this repository (loose rows and packs)."""
         self._batch.flush("read")
-        return [
-            (ObjectId(bytes(r[0])), type_name_of(r[1], r[0])) for r in self._u.execute(S_OBJ_ALL)
-        ]
+        found = {bytes(r[0]): int(r[1]) for r in self._u.execute(S_OBJ_ALL)}
+        packed = self._u._backend.packs.all_ids(self._u.execute, self._u.repo_id)
+        for oid, number in packed.items():
+            found.setdefault(oid, number)
+        return [(ObjectId(o), type_name_of(n, o)) for o, n in sorted(found.items())]
 
 
 class SqlRefs:
@@ -1220,6 +1252,8 @@ class SqlBackend:
     ) -> None:
         self.engine = engine
         self.codec = codec
+        #: The pack index of the repositories read (objects ``gc()`` packed).
+        self.packs = PackStore(codec.cache)
         self.clock = clock
         #: Every unit of work runs through this (retry, savepoints, after-commit hooks).
         self.txn = txn if txn is not None else TransactionManager(engine)
@@ -1419,8 +1453,10 @@ class SqlBackend:
                 decoded = resolve_rows(
                     self.codec,
                     repo_id,
-                    rows,
-                    lambda bases: run(raw.chain_one, raw.chain_any, bases),
+                    rows + self._packed_cached(repo_id, oids, rows, chains=False),
+                    lambda bases: self._chains_cached(
+                        repo_id, bases, run(raw.chain_one, raw.chain_any, bases)
+                    ),
                 )
         except BaseException as exc:
             if isinstance(exc, GovcError):
@@ -1446,6 +1482,30 @@ class SqlBackend:
                 out[key] = RawObject(type_name_of(type_number, key), data)
         self.reads.count(fetches=1, fetched_objects=len(out))
         return out
+
+    def _packed_cached(
+        self, repo_id: int, wanted: Sequence[bytes], rows: list[Any], *, chains: bool = True
+    ) -> list[Any]:
+        """For :meth:`fetch_objects`: the rows ``rows`` lack (of ``wanted``, and with
+        ``chains`` of the bases their deltas name), from packs known and decompressed in
+        this process; ``CacheMiss`` otherwise (an ordinary unit then reads them)."""
+        present = {bytes(r[0]) for r in rows}
+        missing = [bytes(o) for o in wanted if bytes(o) not in present]
+        if chains:
+            missing += [
+                bytes(r[4][:OID_LEN])
+                for r in rows
+                if r[3] in DELTA_ENCODINGS and bytes(r[4][:OID_LEN]) not in present
+            ]
+        if not missing:
+            return []
+        found = self.packs.cached_rows(repo_id, missing)
+        if found is None:
+            raise CacheMiss
+        return list(found)
+
+    def _chains_cached(self, repo_id: int, bases: Sequence[bytes], rows: list[Any]) -> list[Any]:
+        return rows + self._packed_cached(repo_id, bases, rows)
 
     def _fetch_conn_lost(self, pooled: Any, exc: Exception, pg: bool) -> bool:
         if pg and getattr(pooled.driver_connection, "autocommit", False):
@@ -1608,6 +1668,8 @@ class SqlBackend:
             if cache is not None and tx is not None:
                 tx.after_commit(lambda: cache.invalidate_repository(rec.id, rec.name))
             deleted.append(rec.id)
+            if tx is not None:
+                tx.after_commit(lambda: self.packs.forget(rec.id))
             return rec
 
         def gone() -> bool:  # resolves a COMMIT whose outcome was lost with the connection
