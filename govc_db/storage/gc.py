@@ -40,10 +40,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import bindparam, delete, func, insert, select, text
+from sqlalchemy import and_, bindparam, case, delete, func, insert, select, text
 
 from govc_db.errors import GovcError
-from govc_db.objects import TYPE_NAMES, hash_object
+from govc_db.objects import TYPE_NAMES, TYPE_NUMBERS, ObjectId, hash_object
 from govc_db.storage.chunks import ENC_CHUNKED
 from govc_db.store.codec import DELTA_ENCODINGS, OID_LEN, StoredRow, resolve_rows
 from govc_db.store.packs import (
@@ -76,9 +76,22 @@ S_PACK_BYTES = select(
     func.coalesce(func.sum(T_PACK.c.count), 0),
     func.coalesce(func.sum(func.length(T_PACK.c.data) + func.length(T_PACK.c.ids)), 0),
 ).where(T_PACK.c.repo_id == _R)
-S_LOOSE = select(T_OBJ.c.oid, T_OBJ.c.type, T_OBJ.c.size, T_OBJ.c.encoding, T_OBJ.c.data).where(
-    T_OBJ.c.repo_id == _R
-)
+#: The loose rows; ``data`` whole only for the rows that will be packed: of a row that
+#: stays (chunked manifests, objects over ``PACK_OBJECT_MAX``) only its first 20 bytes,
+#: the base id of a delta row, so large objects are never held by a run.
+S_LOOSE = select(
+    T_OBJ.c.oid,
+    T_OBJ.c.type,
+    T_OBJ.c.size,
+    T_OBJ.c.encoding,
+    case(
+        (
+            and_(T_OBJ.c.size <= PACK_OBJECT_MAX, T_OBJ.c.encoding != ENC_CHUNKED),
+            T_OBJ.c.data,
+        ),
+        else_=func.substr(T_OBJ.c.data, 1, OID_LEN),
+    ),
+).where(T_OBJ.c.repo_id == _R)
 S_PACKS = select(T_PACK.c.pack_id, T_PACK.c.ids, T_PACK.c.meta, T_PACK.c.data).where(
     T_PACK.c.repo_id == _R
 )
@@ -298,18 +311,23 @@ def _pack(
     small = [r for o, r in loose.items() if o not in stay]
 
     def chains(ids: Sequence[bytes]) -> list[StoredRow]:
-        """Rows of ``ids`` and of every base below them: loose rows left out of
-        ``small`` (large ones) and packed entries (stored whole)."""
+        """Rows of ``ids`` and of every base below them: loose rows and packed entries
+        (stored whole); a base that stays loose (its data was not read) is read whole
+        through the store."""
         out: list[StoredRow] = []
         todo = list(ids)
         done: set[bytes] = set()
+        far: list[bytes] = []
         while todo:
             oid = todo.pop()
             if oid in done:
                 continue
             done.add(oid)
+            if oid in stay:
+                far.append(oid)
+                continue
             row = loose.get(oid)
-            if row is not None and row[3] != ENC_CHUNKED:
+            if row is not None:
                 out.append(row)
                 if row[3] in DELTA_ENCODINGS:
                     todo.append(row[4][:OID_LEN])
@@ -317,6 +335,11 @@ def _pack(
             hit = contents.get(oid)
             if hit is not None:
                 out.append((oid, hit[0], len(hit[1]), 0, hit[1]))
+        if far:
+            with backend.unit(repo_id, what="gc") as r:
+                found = r.objects.get_many([ObjectId(o) for o in far])
+            for oid, obj in found.items():
+                out.append((bytes(oid), TYPE_NUMBERS[obj.type], len(obj.data), 0, obj.data))
         return out
 
     links = {r[0]: r[4][:OID_LEN] for r in small if r[3] in DELTA_ENCODINGS}
