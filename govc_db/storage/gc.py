@@ -26,6 +26,11 @@ How it stays safe with readers and writers running:
   are in packs, the rest still rows (some maybe in both, which is harmless); running it
   again repacks everything.
 
+Memory: a run holds the decoded content of every object it packs (each at most
+``PACK_OBJECT_MAX``; rows that stay loose are read as their first 20 bytes), so it grows
+with the repository's small-object bytes; reading contents a window at a time in packing
+order is not built yet.
+
 Space: see :func:`_vacuum`.
 """
 
