@@ -96,7 +96,10 @@ class Store:
         self.perf: PerformanceManager = store_manager(self)
         self.perf.register("storage", StorageStats(self.backend.codec))
         #: Commits of this Store to one branch, one at a time (``Settings.commit_serialize``).
-        self.branch_locks: BranchLocks | None = BranchLocks() if settings.commit_serialize else None
+        #: Commits queued for one branch are written in groups (``Settings.commit_group``).
+        self.branch_locks: BranchLocks | None = (
+            BranchLocks(group=settings.commit_group) if settings.commit_serialize else None
+        )
         if self.branch_locks is not None:
             self.perf.register("branch_locks", self.branch_locks.stats)
         self._subs: list[Subscription] = []
