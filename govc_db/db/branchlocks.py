@@ -71,9 +71,10 @@ GroupRunner = Callable[[Callable[[Any], list[Any]], Sequence[Any]], list[Any]]
 
 class BranchLockStats(Counters):
     """Commits written holding the lock (alone or in a group), how many had to wait for
-    another thread, how many gave up waiting (and ran without the lock); groups of two or more commits written in
-    one transaction, the commits they held, members that failed alone (the group was
-    written again without them) and groups whose members ran again one by one."""
+    another thread, how many gave up waiting (and ran without the lock); groups of two
+    or more commits written in one transaction, the commits they held, members that
+    failed alone (the group was written again without them) and groups whose members
+    ran again one by one."""
 
     KEYS = ("acquired", "waited", "gave_up", "groups", "grouped", "member_errors", "regrouped")
 
@@ -143,6 +144,12 @@ class BranchLocks:
     def __len__(self) -> int:
         with self._mutex:
             return len(self._locks)
+
+    def queued(self, key: Hashable) -> int:
+        """Commits of ``key`` waiting to be written in a group (not yet taken)."""
+        with self._mutex:
+            entry = self._locks.get(key)
+            return 0 if entry is None else len(entry.queue)
 
     def _enter(self, key: Hashable) -> _Entry:
         with self._mutex:

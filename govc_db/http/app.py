@@ -152,6 +152,7 @@ def create_app(
     token_ttl: float = 30.0,
     compress_min_size: int = 1024,
     threads: int = 32,
+    write_threads: int = 16,
     repo_ttl: float = 1.0,
     close_store: bool = False,
     fast_path: bool = True,
@@ -162,7 +163,9 @@ def create_app(
     ``allow_push``: git pushes accepted (with a write token) on the smart-HTTP routes.
     ``cache_bytes``: bound of the response cache of immutable answers. ``token_ttl``:
     seconds a verified token is remembered. ``compress_min_size``: smallest answer
-    compressed. ``threads``: worker threads running the (synchronous) library calls.
+    compressed. ``threads``: worker threads running the (synchronous) library calls of
+    reads; ``write_threads``: those of writes (a pool of their own, so commits waiting for
+    their branch never hold the threads reads need).
     ``repo_ttl``: seconds a repository handle is reused (see
     :class:`~govc_db.http.context.RepoHandles`). ``close_store``: close the store when
     the server shuts down. ``fast_path``: answer remembered GETs on the event loop
@@ -176,11 +179,22 @@ def create_app(
     # The library is synchronous: each request runs in this pool (one hop). A plain
     # executor costs less per hop than anyio's worker threads.
     pool = ThreadPoolExecutor(threads, thread_name_prefix="govc_db-http")
+    writes = ThreadPoolExecutor(write_threads, thread_name_prefix="govc_db-http-write")
     handles = RepoHandles(store, repo_ttl)
     revisions = RevisionMemo(store.cache)
     derived = Derivations() if fast_path else None
     routes = [
-        _route(ep, store, auth, cache, metrics, pool, handles, revisions, derived)
+        _route(
+            ep,
+            store,
+            auth,
+            cache,
+            metrics,
+            writes if ep.method == "POST" else pool,
+            handles,
+            revisions,
+            derived,
+        )
         for ep in ENDPOINTS
     ]
 
@@ -190,6 +204,7 @@ def create_app(
             yield
         finally:
             pool.shutdown(wait=True)
+            writes.shutdown(wait=True)
             if close_store:
                 store.close()
 

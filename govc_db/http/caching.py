@@ -138,6 +138,13 @@ class Answer:
     body: bytes
     raw: bool = False  # a file answer (Accept-Ranges)
     encoded: dict[str, bytes] = field(default_factory=dict)
+    #: The header values, encoded once (sent on every request that reuses the answer).
+    etag_header: bytes = field(init=False, repr=False, compare=False)
+    content_type_header: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.etag_header = self.etag.encode()
+        self.content_type_header = self.content_type.encode()
 
 
 class RevisionMemo:
@@ -178,8 +185,20 @@ class RevisionMemo:
             revs.clear()
         revs[(repo, rev)] = (commit, token, self._timer() + self._ttl)
 
-    def get(self, repo: int, rev: str) -> str | None:
-        """The commit ``rev`` resolves to now, when nothing can have moved it since."""
+    @property
+    def watched(self) -> bool:
+        """Whether :meth:`refresh` asks the database (SQLite's ``data_version``)."""
+        return self._cache is not None and self._cache.watch is not None
+
+    def refresh(self) -> None:
+        """SQLite's ``data_version`` check (a commit of another process flushes)."""
+        if self._cache is not None:
+            self._cache.refresh()
+
+    def get(self, repo: int, rev: str, *, refresh: bool = True) -> str | None:
+        """The commit ``rev`` resolves to now, when nothing can have moved it since.
+
+        ``refresh=False``: the caller made :meth:`refresh` after the request arrived."""
         found = self._revs.get((repo, rev))
         if found is None:
             self.misses += 1
@@ -188,7 +207,8 @@ class RevisionMemo:
         if cache is None:
             self.misses += 1
             return None
-        cache.refresh()
+        if refresh:
+            cache.refresh()
         if (
             not cache.mutable_enabled()
             or not cache.valid_since(found[1], repo)
