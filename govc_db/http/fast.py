@@ -142,6 +142,7 @@ class FastPath:
         self._checked = False
         self._watched = revisions.watched
         self.resolves = 0
+        self.checks = 0  # SQLite data_version checks (one per event-loop pass at most)
         self.answered = 0
         self.passed = 0
 
@@ -288,6 +289,7 @@ class FastPath:
         if self._checked:
             return
         self.revisions.refresh()
+        self.checks += 1
         self._checked = True
         asyncio.get_running_loop().call_soon(self._uncheck)
 
@@ -391,13 +393,15 @@ class FastPath:
         return data
 
     def get_stats(self) -> dict[str, Any]:
-        """Requests answered here and passed on; revision memo hits and misses."""
+        """Requests answered here and passed on; revision memo hits and misses;
+        resolutions run in the pool; SQLite ``data_version`` checks made."""
         return {
             "answered": self.answered,
             "passed": self.passed,
             "revision_hits": self.revisions.hits,
             "revision_misses": self.revisions.misses,
             "resolves": self.resolves,
+            "data_version_checks": self.checks,
             "carried": 0 if self.derivations is None else self.derivations.carried,
         }
 
