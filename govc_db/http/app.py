@@ -188,6 +188,7 @@ def create_app(
     handles = RepoHandles(store, repo_ttl)
     revisions = RevisionMemo(store.cache)
     derived = Derivations() if fast_path else None
+    moves = store.subscribe(derived.moved) if derived is not None else None
     routes = [
         _route(
             ep,
@@ -210,6 +211,8 @@ def create_app(
         finally:
             pool.shutdown(wait=True)
             writes.shutdown(wait=True)
+            if moves is not None:
+                moves.close()
             if close_store:
                 store.close()
 

@@ -33,6 +33,7 @@ from cachetools import LRUCache
 if TYPE_CHECKING:
     from govc_db.api.repository import Repository
     from govc_db.db.cache import QueryCache
+    from govc_db.types import RefUpdated
 
 __all__ = [
     "ANSWER_OVERHEAD",
@@ -244,13 +245,42 @@ class Derivations:
 
     def __init__(self) -> None:
         self._parents: dict[tuple[int, str], tuple[str | None, frozenset[str]]] = {}
+        # (repository name, ref, new) -> the ref's old target, "" once it moved there
+        # from two different commits (then nothing is known).
+        self._moves: dict[tuple[str, str, str], str] = {}
+        self._lock = threading.Lock()
         self.carried = 0
 
-    def note(self, repo: int, commit: str, changed: frozenset[str]) -> None:
-        """``commit`` (of repository ``repo``) was made with the paths ``changed``."""
-        if len(self._parents) >= MAX_DERIVED:
-            self._parents.clear()
-        self._parents[(repo, commit)] = (None, changed)
+    def moved(self, event: RefUpdated) -> None:
+        """A ref move committed by this Store (an event of ``store.subscribe``). The move
+        that made a noted commit the head of its branch came from its parent: commits
+        written together (group commit) are then all known at once, not only the one
+        read next."""
+        if event.old is None or event.new is None:
+            return
+        key = (event.repository, event.ref, event.new)
+        with self._lock:
+            seen = self._moves.get(key)
+            if seen is None:
+                if len(self._moves) >= MAX_DERIVED:
+                    del self._moves[next(iter(self._moves))]  # the oldest
+                self._moves[key] = event.old
+            elif seen != event.old:
+                self._moves[key] = ""
+
+    def note(
+        self, repo: int, commit: str, changed: frozenset[str], moved: tuple[str, str] | None = None
+    ) -> None:
+        """``commit`` (of repository ``repo``) was made with the paths ``changed``;
+        ``moved``: (repository name, branch ref) it was committed on. Its parent is the
+        branch's old target in the one move to it seen (:meth:`moved`), if any."""
+        parent = None
+        with self._lock:
+            if moved is not None:
+                parent = self._moves.get((*moved, commit)) or None
+            if len(self._parents) >= MAX_DERIVED:
+                self._parents.clear()
+            self._parents[(repo, commit)] = (parent, changed)
 
     def learn(self, repo: int, commit: str, parents: list[str]) -> None:
         """The parents of ``commit``, read from the commit (a noted one gets its parent)."""
