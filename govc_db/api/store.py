@@ -337,7 +337,8 @@ class Store:
     ) -> Subscription:
         """Deliver :class:`RefUpdated` to ``callback`` after every committed ref move
         (of ``repository`` only, when given). Moves made through this Store are delivered
-        in the writing thread after the commit; on PostgreSQL, moves committed by other
+        in the writing thread after the commit (for commits written together in a group,
+        the thread that wrote the group); on PostgreSQL, moves committed by other
         Stores and processes arrive through LISTEN/NOTIFY in the listener thread. An
         exception in a callback is logged and does not affect the write.
         """
