@@ -293,6 +293,11 @@ class Settings:
     try (a commit that waited a second for its turn goes ahead without it). Other
     processes are still arbitrated by the compare-and-swap alone. False: the commits of
     the process race like those of different processes."""
+    commit_group: int = 16
+    """With ``commit_serialize``: the most commits queued for one branch that are written
+    in one transaction (group commit, :mod:`govc_db.db.branchlocks`) -- each still its
+    own commit, parent of the next, with its own result or error. 1: each commit in its
+    own transaction."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -325,6 +330,7 @@ class Settings:
         _check_range("retry_base_delay", self.retry_base_delay, 0.0)
         _check_range("retry_max_delay", self.retry_max_delay, 0.0)
         _check_range("commit_rebase_attempts", self.commit_rebase_attempts, 0, 1000)
+        _check_range("commit_group", self.commit_group, 1, 1000)
         if self.rate_limit is not None:
             _check_range("rate_limit", self.rate_limit, 0.001)
         _check_range("rate_burst", self.rate_burst, 1)

@@ -365,3 +365,27 @@ def test_a_commit_in_another_repository_keeps_remembered_revisions(svc: Svc) -> 
     _post_commit(svc, b"two\n")
     new = svc.get(RAW, **{"If-None-Match": first.headers["etag"]})
     assert new.status_code == 200 and new.content == b"two\n"
+
+
+def test_derivations_learn_parents_from_ref_moves() -> None:
+    """A commit noted by the service gets its parent from its own ref move (so commits
+    written together in one group all carry answers over); a commit a ref was moved to
+    from two different places gets none."""
+    from govc_db.http.caching import Answer, Derivations, ResponseCache
+    from govc_db.types import RefUpdated
+
+    a, b, c, x = ("a" * 40, "b" * 40, "c" * 40, "f" * 40)
+    derived = Derivations()
+    cache = ResponseCache()
+    answer = Answer('"e"', "text/plain", b"same\n", raw=True)
+    cache.put(("raw", 1, a, "keep.txt"), answer, 100)
+    for old, new in ((a, b), (b, c)):
+        derived.moved(RefUpdated("r", "refs/heads/main", old, new))
+    derived.note(1, b, frozenset({"b.txt"}), ("r", "refs/heads/main"))
+    derived.note(1, c, frozenset({"c.txt"}), ("r", "refs/heads/main"))
+    assert derived.find(cache, "raw", 1, c, "keep.txt") is answer
+    assert derived.find(cache, "raw", 1, c, "b.txt") is None  # b changed it
+    # Moved to c from elsewhere too: c's parent is no longer known.
+    derived.moved(RefUpdated("r", "refs/heads/main", x, c))
+    derived.note(1, c, frozenset({"c.txt"}), ("r", "refs/heads/main"))
+    assert derived.find(cache, "raw", 1, c, "keep.txt") is None

@@ -9,7 +9,7 @@ import io
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
@@ -18,6 +18,7 @@ from govc_db.api.paging import PAGE, PagedIndex, PagedObjects, Relay
 from govc_db.core import history, merge_ops
 from govc_db.core.commit import commit_changes, head_tree
 from govc_db.core.diff import diff_trees
+from govc_db.core.grouped import GroupUnit
 from govc_db.core.revisions import resolve_commit, resolve_object
 from govc_db.core.trees import find_entry, iter_files, list_tree
 from govc_db.core.verify import verify as verify_unit
@@ -257,15 +258,38 @@ class Repository:
             else:
                 key = (repo_id, serialize)
 
+                def run_group(
+                    group_body: Callable[[Any], list[Any]], tags: Sequence[Any]
+                ) -> list[Any]:
+                    # Several queued commits of this branch in one unit; a COMMIT whose
+                    # outcome was lost is resolved by where the last of them moved refs.
+                    def verify() -> bool:
+                        merged: dict[str, ObjectId | None] = {}
+                        for tag in tags:
+                            merged.update(tag)
+                        return backend.refs_match(repo_id, merged)
+
+                    return backend.run_unit(
+                        repo_id,
+                        lambda unit: group_body(GroupUnit(unit)),
+                        write=True,
+                        what=op_name,
+                        verify_commit=verify,
+                        speculative=speculative,
+                    )
+
                 def call() -> T:
                     # Commits of this process to one branch wait for each other rather
-                    # than race in the database; not inside store.transaction(), whose
-                    # COMMIT (and its row locks) this call does not control
-                    # (govc_db.db.branchlocks).
+                    # than race in the database, and those that queue are written in
+                    # groups; not inside store.transaction(), whose COMMIT (and its row
+                    # locks) this call does not control (govc_db.db.branchlocks). A
+                    # commit streaming large content (read once) is written alone.
                     if backend.txn.current() is not None:
                         return write_unit()
-                    with locks.hold(key):
-                        return write_unit()
+                    if not speculative:
+                        with locks.hold(key):
+                            return write_unit()
+                    return locks.run(key, write_unit, body, moves, run_group)
 
         result: T = self._store.run(Operation(op_name, self.name, call, write=write, args=args))
         return result

@@ -96,7 +96,10 @@ class Store:
         self.perf: PerformanceManager = store_manager(self)
         self.perf.register("storage", StorageStats(self.backend.codec, self.backend.packs))
         #: Commits of this Store to one branch, one at a time (``Settings.commit_serialize``).
-        self.branch_locks: BranchLocks | None = BranchLocks() if settings.commit_serialize else None
+        #: Commits queued for one branch are written in groups (``Settings.commit_group``).
+        self.branch_locks: BranchLocks | None = (
+            BranchLocks(group=settings.commit_group) if settings.commit_serialize else None
+        )
         if self.branch_locks is not None:
             self.perf.register("branch_locks", self.branch_locks.stats)
         self._subs: list[Subscription] = []
@@ -334,7 +337,8 @@ class Store:
     ) -> Subscription:
         """Deliver :class:`RefUpdated` to ``callback`` after every committed ref move
         (of ``repository`` only, when given). Moves made through this Store are delivered
-        in the writing thread after the commit; on PostgreSQL, moves committed by other
+        in the writing thread after the commit (for commits written together in a group,
+        the thread that wrote the group); on PostgreSQL, moves committed by other
         Stores and processes arrive through LISTEN/NOTIFY in the listener thread. An
         exception in a callback is logged and does not affect the write.
         """

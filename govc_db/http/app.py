@@ -151,7 +151,8 @@ def create_app(
     cache_bytes: int = 32 * 1024 * 1024,
     token_ttl: float = 30.0,
     compress_min_size: int = 1024,
-    threads: int = 32,
+    threads: int | None = None,
+    write_threads: int = 16,
     repo_ttl: float = 1.0,
     close_store: bool = False,
     fast_path: bool = True,
@@ -162,7 +163,12 @@ def create_app(
     ``allow_push``: git pushes accepted (with a write token) on the smart-HTTP routes.
     ``cache_bytes``: bound of the response cache of immutable answers. ``token_ttl``:
     seconds a verified token is remembered. ``compress_min_size``: smallest answer
-    compressed. ``threads``: worker threads running the (synchronous) library calls.
+    compressed. ``threads``: worker threads running the (synchronous) library calls of
+    reads (default: as many as the Store's connection pool opens at most, ``pool_size +
+    max_overflow``: more would only wait for a connection, or open and close overflow
+    connections, while taking turns for the GIL); ``write_threads``: those of writes (a
+    pool of their own, so commits waiting for their branch never hold the threads reads
+    need; commits queued together are written as one group, on one connection).
     ``repo_ttl``: seconds a repository handle is reused (see
     :class:`~govc_db.http.context.RepoHandles`). ``close_store``: close the store when
     the server shuts down. ``fast_path``: answer remembered GETs on the event loop
@@ -175,12 +181,26 @@ def create_app(
     metrics = _metrics_renderer(store)
     # The library is synchronous: each request runs in this pool (one hop). A plain
     # executor costs less per hop than anyio's worker threads.
+    if threads is None:
+        threads = store.settings.pool_size + store.settings.max_overflow
     pool = ThreadPoolExecutor(threads, thread_name_prefix="govc_db-http")
+    writes = ThreadPoolExecutor(write_threads, thread_name_prefix="govc_db-http-write")
     handles = RepoHandles(store, repo_ttl)
     revisions = RevisionMemo(store.cache)
     derived = Derivations() if fast_path else None
+    moves = store.subscribe(derived.moved) if derived is not None else None
     routes = [
-        _route(ep, store, auth, cache, metrics, pool, handles, revisions, derived)
+        _route(
+            ep,
+            store,
+            auth,
+            cache,
+            metrics,
+            writes if ep.method == "POST" else pool,
+            handles,
+            revisions,
+            derived,
+        )
         for ep in ENDPOINTS
     ]
 
@@ -190,6 +210,9 @@ def create_app(
             yield
         finally:
             pool.shutdown(wait=True)
+            writes.shutdown(wait=True)
+            if moves is not None:
+                moves.close()
             if close_store:
                 store.close()
 

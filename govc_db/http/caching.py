@@ -33,6 +33,7 @@ from cachetools import LRUCache
 if TYPE_CHECKING:
     from govc_db.api.repository import Repository
     from govc_db.db.cache import QueryCache
+    from govc_db.types import RefUpdated
 
 __all__ = [
     "ANSWER_OVERHEAD",
@@ -138,6 +139,13 @@ class Answer:
     body: bytes
     raw: bool = False  # a file answer (Accept-Ranges)
     encoded: dict[str, bytes] = field(default_factory=dict)
+    #: The header values, encoded once (sent on every request that reuses the answer).
+    etag_header: bytes = field(init=False, repr=False, compare=False)
+    content_type_header: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.etag_header = self.etag.encode()
+        self.content_type_header = self.content_type.encode()
 
 
 class RevisionMemo:
@@ -178,8 +186,20 @@ class RevisionMemo:
             revs.clear()
         revs[(repo, rev)] = (commit, token, self._timer() + self._ttl)
 
-    def get(self, repo: int, rev: str) -> str | None:
-        """The commit ``rev`` resolves to now, when nothing can have moved it since."""
+    @property
+    def watched(self) -> bool:
+        """Whether :meth:`refresh` asks the database (SQLite's ``data_version``)."""
+        return self._cache is not None and self._cache.watch is not None
+
+    def refresh(self) -> None:
+        """SQLite's ``data_version`` check (a commit of another process flushes)."""
+        if self._cache is not None:
+            self._cache.refresh()
+
+    def get(self, repo: int, rev: str, *, refresh: bool = True) -> str | None:
+        """The commit ``rev`` resolves to now, when nothing can have moved it since.
+
+        ``refresh=False``: the caller made :meth:`refresh` after the request arrived."""
         found = self._revs.get((repo, rev))
         if found is None:
             self.misses += 1
@@ -188,7 +208,8 @@ class RevisionMemo:
         if cache is None:
             self.misses += 1
             return None
-        cache.refresh()
+        if refresh:
+            cache.refresh()
         if (
             not cache.mutable_enabled()
             or not cache.valid_since(found[1], repo)
@@ -224,13 +245,42 @@ class Derivations:
 
     def __init__(self) -> None:
         self._parents: dict[tuple[int, str], tuple[str | None, frozenset[str]]] = {}
+        # (repository name, ref, new) -> the ref's old target, "" once it moved there
+        # from two different commits (then nothing is known).
+        self._moves: dict[tuple[str, str, str], str] = {}
+        self._lock = threading.Lock()
         self.carried = 0
 
-    def note(self, repo: int, commit: str, changed: frozenset[str]) -> None:
-        """``commit`` (of repository ``repo``) was made with the paths ``changed``."""
-        if len(self._parents) >= MAX_DERIVED:
-            self._parents.clear()
-        self._parents[(repo, commit)] = (None, changed)
+    def moved(self, event: RefUpdated) -> None:
+        """A ref move committed by this Store (an event of ``store.subscribe``). The move
+        that made a noted commit the head of its branch came from its parent: commits
+        written together (group commit) are then all known at once, not only the one
+        read next."""
+        if event.old is None or event.new is None:
+            return
+        key = (event.repository, event.ref, event.new)
+        with self._lock:
+            seen = self._moves.get(key)
+            if seen is None:
+                if len(self._moves) >= MAX_DERIVED:
+                    del self._moves[next(iter(self._moves))]  # the oldest
+                self._moves[key] = event.old
+            elif seen != event.old:
+                self._moves[key] = ""
+
+    def note(
+        self, repo: int, commit: str, changed: frozenset[str], moved: tuple[str, str] | None = None
+    ) -> None:
+        """``commit`` (of repository ``repo``) was made with the paths ``changed``;
+        ``moved``: (repository name, branch ref) it was committed on. Its parent is the
+        branch's old target in the one move to it seen (:meth:`moved`), if any."""
+        parent = None
+        with self._lock:
+            if moved is not None:
+                parent = self._moves.get((*moved, commit)) or None
+            if len(self._parents) >= MAX_DERIVED:
+                self._parents.clear()
+            self._parents[(repo, commit)] = (parent, changed)
 
     def learn(self, repo: int, commit: str, parents: list[str]) -> None:
         """The parents of ``commit``, read from the commit (a noted one gets its parent)."""

@@ -64,7 +64,6 @@ from govc_db.http.caching import (
     RevisionMemo,
     is_full_id,
     matches,
-    repo_id,
 )
 from govc_db.http.compression import _accepted, available_encodings, compressible
 from govc_db.http.context import RepoHandles
@@ -77,6 +76,21 @@ _PREFIX = "/api/v1/repos/"
 _KINDS = frozenset({"raw", "tree", "commits", "log"})
 _IMMUTABLE = IMMUTABLE.encode()
 _REVALIDATE = REVALIDATE.encode()
+
+
+class _Unknown(Exception):
+    """Internal: the revision memo does not know ``rev`` now (it must be resolved)."""
+
+    def __init__(self, rev: str) -> None:
+        super().__init__(rev)
+        self.rev = rev
+
+
+def _state(scope: Scope) -> dict[str, Any]:
+    state: dict[str, Any] | None = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
+    return state
 
 
 class _Target(NamedTuple):
@@ -124,7 +138,11 @@ class FastPath:
         self.encodings = available_encodings()
         self.pool = pool
         self._pending: dict[tuple[int, str], asyncio.Future[None]] = {}
+        # SQLite's data_version check made in this pass of the event loop (see _fresh).
+        self._checked = False
+        self._watched = revisions.watched
         self.resolves = 0
+        self.checks = 0  # SQLite data_version checks (one per event-loop pass at most)
         self.answered = 0
         self.passed = 0
 
@@ -150,7 +168,9 @@ class FastPath:
         headers = _headers(scope)
         if b"range" in headers:
             return False
-        name = unquote(segments[4])
+        name = segments[4]
+        if "%" in name:
+            name = unquote(name)
         repo = self.handles.peek(name)
         if repo is None:
             return False
@@ -160,23 +180,36 @@ class FastPath:
         )
         if identity is None or not self.auth.allowed(identity, name, False):
             return False
-        who = "anonymous" if identity.token_id is None else f"token:{identity.token_id}"
-        client = scope.get("client")
-        key = who if identity.token_id is not None else f"ip:{client[0] if client else '?'}"
+        if identity.token_id is None:
+            who = "anonymous"
+            client = scope.get("client")
+            key = f"ip:{client[0] if client else '?'}"
+        else:
+            who = key = f"token:{identity.token_id}"
+        target = _Target(repo, repo.id, key)
+        kind, rest = segments[5], segments[6:]
         try:
-            found = await self._lookup(
-                _Target(repo, repo_id(repo), key), segments[5], segments[6:], scope
-            )
+            try:
+                found = self._lookup(target, kind, rest, scope)
+            except _Unknown as unknown:
+                # Not known now (a write moved something since): resolved once in the
+                # pool, then looked up again (the slow path decides if it moved again).
+                if not await self._resolve(target, unknown.rev):
+                    return False
+                try:
+                    found = self._lookup(target, kind, rest, scope)
+                except _Unknown:
+                    return False
         except GovcError as exc:
             # The revision did not resolve (unknown, malformed, database down): the
             # answer the slow path would give, without asking the library again.
-            scope.setdefault("state", {})["govc_who"] = who
+            _state(scope)["govc_who"] = who
             await error_response(exc)(scope, _no_body, send)
             return True
         if found is None:
             return False
         answer, immutable = found
-        scope.setdefault("state", {})["govc_who"] = who
+        _state(scope)["govc_who"] = who
         self.answered += 1  # before sending: a client reading metrics next sees it
         if self.rate_limiter is not None:
             try:
@@ -184,16 +217,19 @@ class FastPath:
             except RateLimited as exc:
                 await error_response(exc)(scope, _no_body, send)
                 return True
-        await self._send(answer, immutable, headers, send)
+        start, body = self._messages(answer, immutable, headers)
+        await send(start)
+        await send(body)
         return True
 
-    async def _lookup(
+    def _lookup(
         self, target: _Target, kind: str, rest: list[str], scope: Scope
     ) -> tuple[Answer, bool] | None:
+        """The remembered answer, or None; ``_Unknown`` when a revision must be resolved."""
         rid = target.rid
-        parts = [unquote(s, errors="surrogateescape") for s in rest]
         if kind == "log":
-            return await self._lookup_log(target, scope)
+            return self._lookup_log(target, scope)
+        parts = [unquote(s, errors="surrogateescape") if "%" in s else s for s in rest]
         if not parts or not parts[0]:
             return None
         if kind == "raw":
@@ -204,9 +240,7 @@ class FastPath:
             rev, tail = parts[0], "/".join(parts[1:]).strip("/")
         else:  # commits/{rev}
             rev, tail = "/".join(parts), ""
-        commit, immutable = await self._resolve(target, rev)
-        if commit is None:
-            return None
+        commit, immutable = self._known(target, rev)
         key: tuple[Any, ...] = (kind, rid, commit, tail)
         answer: Answer | None = self.cache.get(key)
         if answer is None and kind != "commits" and self.derivations is not None:
@@ -215,7 +249,7 @@ class FastPath:
                 self.cache.put(key, answer, ANSWER_OVERHEAD + len(answer.body))
         return None if answer is None else (answer, immutable)
 
-    async def _lookup_log(self, target: _Target, scope: Scope) -> tuple[Answer, bool] | None:
+    def _lookup_log(self, target: _Target, scope: Scope) -> tuple[Answer, bool] | None:
         from govc_db.http.routes import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX, log_key, parse_cursor
 
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), True))
@@ -234,24 +268,52 @@ class FastPath:
                 return None
             immutable = True
         else:
-            found, immutable = await self._resolve(target, query.get("rev") or "HEAD")
-            if found is None:
-                return None
-            start, offset = found, 0
+            start, immutable = self._known(target, query.get("rev") or "HEAD")
+            offset = 0
         answer: Answer | None = self.cache.get(
             log_key(target.rid, start, query.get("path") or "", offset, limit)
         )
         return None if answer is None else (answer, immutable)
 
-    async def _resolve(self, target: _Target, rev: str) -> tuple[str | None, bool]:
+    def _fresh(self) -> None:
+        """SQLite's ``data_version`` check, once per pass of the event loop.
+
+        Every request handled in a pass arrived before the pass began: asyncio runs in
+        one pass only the callbacks ready when it started, and a request's handler is
+        scheduled by the callback that read it. So a check made during the pass, after
+        all of them arrived, is as fresh for each of them as a check of its own: the
+        answer reflects every commit that finished before the request came. The flag is
+        cleared by a callback scheduled now, which runs in the next pass, after the
+        handlers scheduled before it (requests that came before this check) and before
+        those scheduled after it."""
+        if self._checked:
+            return
+        self.revisions.refresh()
+        self.checks += 1
+        self._checked = True
+        asyncio.get_running_loop().call_soon(self._uncheck)
+
+    def _uncheck(self) -> None:
+        self._checked = False
+
+    def _known(self, target: _Target, rev: str) -> tuple[str, bool]:
+        """The commit ``rev`` names now and whether the answer is immutable (a full id);
+        ``_Unknown`` when the memo does not know it now."""
         if is_full_id(rev):
             return rev, True
-        found = self.revisions.get(target.rid, rev)
-        if found is not None or self.pool is None or self.revisions.begin() is None:
-            return found, False  # (nothing could be remembered: the slow path resolves)
-        # Not known now (a write moved something since): resolve it once in the pool,
-        # however many requests ask meanwhile; they all wait for that one and then
-        # answer from memory, instead of each going the slow way.
+        if self._watched:
+            self._fresh()
+        found = self.revisions.get(target.rid, rev, refresh=False)
+        if found is None:
+            raise _Unknown(rev)
+        return found, False
+
+    async def _resolve(self, target: _Target, rev: str) -> bool:
+        """Resolve ``rev`` in the pool, once however many requests ask meanwhile; False
+        when nothing can be remembered (the slow path resolves) or the resolution failed
+        for a reason that is not the request's (the slow path decides)."""
+        if self.pool is None or self.revisions.begin() is None:
+            return False
         key = (target.rid, rev)
         pending = self._pending.get(key)
         if pending is None:
@@ -263,12 +325,12 @@ class FastPath:
         try:
             await asyncio.shield(pending)
         except RateLimited:  # the first asker's bucket, not necessarily this one's
-            return None, False
+            return False
         except GovcError:
             raise
         except Exception:  # not a library error: the slow path decides
-            return None, False
-        return self.revisions.get(target.rid, rev), False
+            return False
+        return True
 
     def _forget(self, key: tuple[int, str], done: asyncio.Future[None]) -> None:
         if self._pending.get(key) is done:
@@ -280,36 +342,41 @@ class FastPath:
             commit = target.repo.resolve(rev)
             self.revisions.put(token, target.rid, rev, commit)
 
-    async def _send(
-        self, answer: Answer, immutable: bool, request: dict[bytes, bytes], send: Send
-    ) -> None:
-        etag = answer.etag
+    def _messages(
+        self, answer: Answer, immutable: bool, request: dict[bytes, bytes]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The two ASGI messages of the answer: 304 when ``If-None-Match`` matches."""
+        etag = answer.etag_header
         cache_control = _IMMUTABLE if immutable else _REVALIDATE
         inm = request.get(b"if-none-match")
-        if inm is not None and matches(inm.decode("latin-1"), etag):
-            out = [(b"etag", etag.encode()), (b"cache-control", cache_control)]
+        # (The commonest If-None-Match is the ETag itself: compared before parsing.)
+        if inm is not None and (inm == etag or matches(inm.decode("latin-1"), answer.etag)):
+            out = [(b"etag", etag), (b"cache-control", cache_control)]
             if answer.raw:
                 out.append((b"accept-ranges", b"bytes"))
-            await send({"type": "http.response.start", "status": 304, "headers": out})
-            await send({"type": "http.response.body", "body": b""})
-            return
+            return (
+                {"type": "http.response.start", "status": 304, "headers": out},
+                {"type": "http.response.body", "body": b""},
+            )
         body = answer.body
         encoding = self._encoding(answer, request.get(b"accept-encoding"))
-        out = [(b"content-type", answer.content_type.encode())]
+        out = [(b"content-type", answer.content_type_header)]
         if encoding is not None:
             body = answer.encoded.get(encoding) or self._encode(answer, encoding)
             out += [
-                (b"etag", b"W/" + etag.encode()),
+                (b"etag", b"W/" + etag),
                 (b"content-encoding", encoding.encode()),
                 (b"vary", b"Accept-Encoding"),
             ]
         else:
-            out.append((b"etag", etag.encode()))
+            out.append((b"etag", etag))
         out += [(b"cache-control", cache_control), (b"content-length", b"%d" % len(body))]
         if answer.raw:
             out.append((b"accept-ranges", b"bytes"))
-        await send({"type": "http.response.start", "status": 200, "headers": out})
-        await send({"type": "http.response.body", "body": body})
+        return (
+            {"type": "http.response.start", "status": 200, "headers": out},
+            {"type": "http.response.body", "body": body},
+        )
 
     def _encoding(self, answer: Answer, accept: bytes | None) -> str | None:
         if not accept or len(answer.body) < self.compress_min_size:
@@ -326,13 +393,15 @@ class FastPath:
         return data
 
     def get_stats(self) -> dict[str, Any]:
-        """Requests answered here and passed on; revision memo hits and misses."""
+        """Requests answered here and passed on; revision memo hits and misses;
+        resolutions run in the pool; SQLite ``data_version`` checks made."""
         return {
             "answered": self.answered,
             "passed": self.passed,
             "revision_hits": self.revisions.hits,
             "revision_misses": self.revisions.misses,
             "resolves": self.resolves,
+            "data_version_checks": self.checks,
             "carried": 0 if self.derivations is None else self.derivations.carried,
         }
 

@@ -282,9 +282,12 @@ def create_commit(ctx: Ctx) -> Response:
         expected_head=expected,
     )
     if ctx.derivations is not None:
-        # The parent is learnt when the commit is next read (commits/{rev}, log): reading
-        # it back here would cost every commit a read transaction.
-        ctx.derivations.note(repo_id(repo), oid, frozenset(changes))
+        # The parent is the branch's old target in this commit's ref move (an event of
+        # this Store), else learnt when the commit is next read (commits/{rev}, log):
+        # reading it back here would cost every commit a read transaction.
+        ctx.derivations.note(
+            repo_id(repo), oid, frozenset(changes), (repo.name, "refs/heads/" + branch)
+        )
     return json_response(dumps({"oid": oid}), 201)
 
 
