@@ -109,7 +109,13 @@ def default_stack(
         from govc_db.middleware.memory import MemoryMiddleware
 
         stack.append(
-            MiddlewareSpec(MemoryMiddleware, {"gc_threshold": settings.memory_gc_threshold})
+            MiddlewareSpec(
+                MemoryMiddleware,
+                {
+                    "gc_threshold": settings.memory_gc_threshold,
+                    "freeze_growth": settings.memory_freeze_growth,
+                },
+            )
         )
     return stack
 
