@@ -255,6 +255,7 @@ def _gc_notes(stats: dict[str, Any]) -> dict[str, Any]:
         "max_pause_cpu_ms_by_generation": stats.get("max_pause_cpu_ms_by_generation"),
         "pauses_over_10ms": stats.get("pauses_over_10ms"),
         "cpu_pauses_over_10ms": stats.get("cpu_pauses_over_10ms"),
+        **({"trace": stats["trace"]} if "trace" in stats else {}),
     }
 
 
@@ -304,6 +305,11 @@ def bench_gc(t: Target, store: Store, writers: list[dict[str, Any]]) -> list[Res
                         ),
                         "max_pause_cpu_ms": max(
                             float(s.get("max_pause_cpu_ms") or 0) for s in writers
+                        ),
+                        **(
+                            {"traces": [s["trace"] for s in writers if "trace" in s]}
+                            if any("trace" in s for s in writers)
+                            else {}
                         ),
                     },
                     "scope": "the worst writer process of workload 6, from its start: only "
