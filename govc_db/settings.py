@@ -246,8 +246,9 @@ class Settings:
     on."""
     memory_gc_threshold: int = 1_000
     """Generation-0 threshold of the collector while the memory optimizer runs (Python's
-    default is 700); 100-1,000,000. Higher means fewer but longer pauses: measured on a
-    commit loop, 10,000 made generation-1 collections 26 ms of CPU, 1,000 about 3 ms."""
+    default is 700); 100-1,000,000. Higher means fewer but longer pauses: on a commit
+    loop (SQLite, 1,000-file tree) the longest collection took 0.9 ms of CPU at 700,
+    0.8 ms at 1,000, 2.7 ms at 3,000 and 3.2 ms at 10,000."""
     memory_freeze_growth: float | None = 4.0
     """The memory optimizer freezes long-lived objects, and cyclic garbage among them is
     not reclaimed; when the frozen objects grow past this multiple of their number after

@@ -13,7 +13,7 @@ import pytest
 
 import govc_db
 from govc_db import Settings, Signature
-from govc_db.middleware.memory import YOUNG_COLLECTIONS
+from govc_db.middleware.memory import AUTOMATIC, YOUNG_COLLECTIONS
 
 SIG = Signature("Ada", "ada@example.com", 1700000000, 0)
 
@@ -44,12 +44,14 @@ def test_the_optimizer_freezes_tunes_and_reports(db_url: str, restore_gc: None) 
     with govc_db.open(
         db_url, settings=Settings(memory_optimizer=True, memory_gc_threshold=5000)
     ) as st:
-        assert gc.get_threshold() == (5000, YOUNG_COLLECTIONS, gc.get_threshold()[2])
+        automatic = (5000 * AUTOMATIC, YOUNG_COLLECTIONS, gc.get_threshold()[2])
+        assert gc.get_threshold() == automatic
         assert gc.get_threshold()[2] > 10**8  # no automatic full collection
         assert gc.get_freeze_count() > 0
         memory = st.metrics()["memory"]
         assert memory["optimizer"]["enabled"] is True
-        assert memory["optimizer"]["thresholds"][0] == 5000
+        assert memory["optimizer"]["young_collection_after"] == 5000
+        assert memory["optimizer"]["thresholds"][0] == 5000 * AUTOMATIC
         assert memory["optimizer"]["freeze_growth"] == Settings().memory_freeze_growth
         assert memory["optimizer"]["frozen_after_last_full_collection"] > 0
         assert memory["rss_bytes"] > 10 * 1024 * 1024
@@ -62,7 +64,7 @@ def test_the_optimizer_freezes_tunes_and_reports(db_url: str, restore_gc: None) 
             db_url, settings=Settings(memory_optimizer=True, memory_gc_threshold=700)
         ) as second:
             # The collector is process-wide: the first Store's tuning stands.
-            assert gc.get_threshold()[0] == 5000
+            assert gc.get_threshold()[0] == 5000 * AUTOMATIC
             assert second.metrics()["memory"]["optimizer"]["enabled"] is True
     assert gc.get_threshold() == before  # given back when the last one closed
 
@@ -74,8 +76,9 @@ def test_survivors_are_frozen_between_operations(db_url: str, restore_gc: None) 
         repo = st.create_repository("r")
         repo.commit("main", {"a": b"a"}, message="m\n", author=SIG)
         done = optimizer(st)
-        # Long-lived containers, enough for generation-1 collections to promote them.
-        kept: list[Any] = [[i] for i in range(100 * YOUNG_COLLECTIONS * 4)]
+        # Long-lived containers, enough for automatic collections to promote some to
+        # generation 2: a young collection and a freeze are due.
+        kept: list[Any] = [[i] for i in range(100 * AUTOMATIC * YOUNG_COLLECTIONS * 2)]
         assert gc.get_count()[2] > 0
         assert id(kept[0]) in young_ids()
         assert repo.read("main", "a") == b"a"  # an operation ends, none other in flight

@@ -12,15 +12,19 @@ middleware does, once per process and only while a Store with
   SQLAlchemy metadata, compiled statements) moves to the permanent generation, which no
   collection walks. No collection first: on a grown heap (a Store opened late in a
   process) that collection was itself the longest pause measured (48 ms).
-* **thresholds**: generation 0 is collected every ``Settings.memory_gc_threshold`` net
-  allocations of containers, generation 1 every :data:`YOUNG_COLLECTIONS` of those, and
-  automatic full collections never run.
-* **re-freezing between operations**: when an operation ends with none other in flight
-  and a generation-1 collection promoted survivors since the last time, the young
-  generations are collected (``gc.collect(1)``: at most what two thresholds let in) and
-  everything left is frozen. Long-lived objects (cache entries, the application's data)
-  are walked a few times while young and never again, so no pause grows with the heap.
-  This is also why it never runs a full collection there: a full collection *untracks* a
+* **young collections between operations**: when an operation ends with none other in
+  flight and ``Settings.memory_gc_threshold`` containers (net) were allocated since the
+  last collection -- or an automatic collection promoted survivors since the last time
+  -- the young generations are collected (``gc.collect(1)``) and everything left is
+  frozen. Long-lived objects (cache entries, the application's data) are walked once or
+  twice while young and never again, so no pause grows with the heap; and collections
+  run between operations, not inside them.
+* **automatic collections as a fallback**: generation 0 every :data:`AUTOMATIC` times
+  the threshold (an operation that allocates a lot, code outside operations, operations
+  always in flight on several threads), generation 1 every :data:`YOUNG_COLLECTIONS` of
+  those; automatic full collections never run.
+
+  It never runs a full collection between operations: a full collection *untracks* a
   dict whose keys and values are all atomic (a cache's dict keyed by ``(repo, id)`` with
   bytes values), the next insert tracks it again in generation 0, and every collection
   until the next full one walked the whole dict -- pauses that grew with the caches (up to
@@ -32,10 +36,13 @@ middleware does, once per process and only while a Store with
   died later. When the frozen objects exceed ``Settings.memory_freeze_growth`` times their
   number after the last full collection (start-up's freeze counts as one), the next idle
   moment runs a full collection over everything (``gc.unfreeze()``, ``gc.collect()``,
-  ``gc.freeze()``): a pause proportional to the whole heap, paid so that frozen garbage
-  never exceeds ``growth - 1`` times the live heap. With the default 2.0 a heap that
-  only grows pays it at every doubling (a logarithmic number of times); one that stays
-  the same size, never.
+  ``gc.freeze()``): a pause proportional to the whole heap (0.7-0.9 us of CPU per tracked
+  object measured: 70-90 ms for 100,000), paid so that frozen garbage never exceeds
+  ``growth - 1`` times the live heap. With the default 4.0 a heap that only grows pays
+  it at every quadrupling (a logarithmic number of times); one that stays the same size
+  (caches full, evicting), never. The caches count: a full 64 MiB query cache of parsed
+  trees holds a few hundred thousand tracked objects, several times a bare process's
+  heap (~70,000 objects once a Store is open).
 
 Large content never reaches the collector: chunk buffers are ``bytes``, released by
 reference counting. Buffer pools for chunk I/O are not built: a chunk is one ``bytes``
@@ -59,11 +66,13 @@ from typing import Any, Final
 
 from govc_db.middleware.base import Handler, Operation
 
-__all__ = ["YOUNG_COLLECTIONS", "MemoryMiddleware", "process_stats"]
+__all__ = ["AUTOMATIC", "YOUNG_COLLECTIONS", "MemoryMiddleware", "process_stats"]
 
-#: Generation-0 collections per generation-1 collection (Python's threshold 1 is 10).
-#: Each generation-1 collection walks what the generation-0 ones let through since the
-#: last; survivors are frozen at the next idle moment.
+#: The automatic generation-0 threshold is this many times ``memory_gc_threshold``: the
+#: young collection normally runs between operations, at the threshold; the automatic
+#: one bounds what an operation (or code outside any) lets pile up meanwhile.
+AUTOMATIC: Final = 4
+#: Generation-0 collections per automatic generation-1 collection (Python's is 10).
 YOUNG_COLLECTIONS: Final = 3
 #: Threshold 2 while the optimizer runs: automatic full collections never trigger.
 _NEVER: Final = 1_000_000_000
@@ -83,6 +92,8 @@ class _Process:
         self.mark = 0
         """``gc.get_count()[2]`` (generation-1 collections since the last full one) when
         the young generations were last frozen."""
+        self.young = 1_000
+        """Net container allocations after which a young collection is due."""
         self.growth: float | None = 4.0
         self.base = 0
         """Frozen objects after the last full collection (or the start-up freeze)."""
@@ -99,6 +110,7 @@ class _Process:
             "frozen_objects": gc.get_freeze_count(),
             "frozen_after_last_full_collection": self.base,
             "freeze_growth": self.growth,
+            "young_collection_after": self.young,
             "thresholds": list(gc.get_threshold()),
             "refreezes_between_operations": self.refreezes,
             "max_refreeze_pause_ms": self.max_refreeze * 1000,
@@ -127,7 +139,8 @@ def _acquire(threshold: int, growth: float | None) -> bool:
             return False
         s.saved = gc.get_threshold()
         gc.freeze()
-        gc.set_threshold(threshold, YOUNG_COLLECTIONS, _NEVER)
+        gc.set_threshold(threshold * AUTOMATIC, YOUNG_COLLECTIONS, _NEVER)
+        s.young = threshold
         s.base = gc.get_freeze_count()
         s.mark = gc.get_count()[2]
         s.growth = growth
@@ -148,8 +161,10 @@ def _release() -> None:
 
 
 def _due() -> bool:
-    """Whether survivors were promoted since the last freeze (cheap: no lock)."""
-    return gc.get_count()[2] != _STATE.mark
+    """Whether a young collection is due: enough allocations, or survivors promoted
+    since the last freeze (cheap: no lock)."""
+    count = gc.get_count()
+    return count[0] >= _STATE.young or count[2] != _STATE.mark
 
 
 def _between_operations(timer: Callable[[], float]) -> None:
