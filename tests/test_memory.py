@@ -63,9 +63,14 @@ def test_the_optimizer_freezes_tunes_and_reports(db_url: str, restore_gc: None) 
         with govc_db.open(
             db_url, settings=Settings(memory_optimizer=True, memory_gc_threshold=700)
         ) as second:
-            # The collector is process-wide: the first Store's tuning stands.
+            # The collector is process-wide: the first Store's tuning stands; the bound on
+            # frozen objects makes room for the second Store's cache too.
             assert gc.get_threshold()[0] == 5000 * AUTOMATIC
-            assert second.metrics()["memory"]["optimizer"]["enabled"] is True
+            both = optimizer(second)
+            assert both["enabled"] is True
+            assert both["frozen_limit"] == (
+                memory["optimizer"]["frozen_limit"] + Settings().cache_max_bytes // 100
+            )
     assert gc.get_threshold() == before  # given back when the last one closed
 
 
@@ -119,15 +124,22 @@ def frozen_cycles(n: int) -> list[weakref.ref[_Box]]:
 
 @pytest.mark.parametrize("growth", [1.1, None])
 def test_frozen_garbage_is_bounded(db_url: str, restore_gc: None, growth: float | None) -> None:
-    settings = Settings(memory_optimizer=True, memory_gc_threshold=100, memory_freeze_growth=growth)
+    settings = Settings(
+        memory_optimizer=True,
+        memory_gc_threshold=100,
+        memory_freeze_growth=growth,
+        cache_max_bytes=64 * 1024,  # its share of the bound: 655 objects
+    )
     with govc_db.open(db_url, settings=settings) as st:
         repo = st.create_repository("r")
         repo.commit("main", {"a": b"a"}, message="m\n", author=SIG)
         done = optimizer(st)
         base = done["frozen_after_last_full_collection"]
+        if growth is not None:
+            assert done["frozen_limit"] == int(growth * base) + 64 * 1024 // 100
         # Enough frozen garbage to pass the bound (a tenth of the frozen heap) twice over.
         dead = frozen_cycles(base // 5 + 1000)
-        assert gc.get_freeze_count() > 1.1 * base
+        assert gc.get_freeze_count() > 1.1 * base + 655
         kept = [[i] for i in range(100 * YOUNG_COLLECTIONS * 4)]  # a re-freeze is due
         repo.read("main", "a")
         after = optimizer(st)

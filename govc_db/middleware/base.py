@@ -114,6 +114,7 @@ def default_stack(
                 {
                     "gc_threshold": settings.memory_gc_threshold,
                     "freeze_growth": settings.memory_freeze_growth,
+                    "cache_bytes": settings.cache_max_bytes if settings.cache_enabled else 0,
                 },
             )
         )

@@ -34,15 +34,16 @@ middleware does, once per process and only while a Store with
   unaffected). The library's own operations leave no cyclic garbage (tested), so what
   freezing keeps is the application's: a cycle that outlived two young collections and
   died later. When the frozen objects exceed ``Settings.memory_freeze_growth`` times their
-  number after the last full collection (start-up's freeze counts as one), the next idle
-  moment runs a full collection over everything (``gc.unfreeze()``, ``gc.collect()``,
-  ``gc.freeze()``): a pause proportional to the whole heap (0.7-0.9 us of CPU per tracked
-  object measured: 70-90 ms for 100,000), paid so that frozen garbage never exceeds
-  ``growth - 1`` times the live heap. With the default 4.0 a heap that only grows pays
-  it at every quadrupling (a logarithmic number of times); one that stays the same size
-  (caches full, evicting), never. The caches count: a full 64 MiB query cache of parsed
-  trees holds a few hundred thousand tracked objects, several times a bare process's
-  heap (~70,000 objects once a Store is open).
+  number after the last full collection (start-up's freeze counts as one), plus what the
+  open Stores' query caches can hold (``cache_max_bytes`` / :data:`CACHE_BYTES_PER_OBJECT`:
+  bounded and live by construction, and a full 64 MiB cache of parsed trees is a few
+  hundred thousand tracked objects, several times a bare process's ~70,000), the next
+  idle moment runs a full collection over everything (``gc.unfreeze()``, ``gc.collect()``,
+  ``gc.freeze()``): a pause proportional to the whole heap (0.7-1 us of CPU per tracked
+  object measured: 70-90 ms for 100,000, 345 ms for 343,000), paid so that frozen garbage
+  never exceeds ``growth - 1`` times the heap plus the caches' share. With the default
+  4.0 a heap that only grows pays it at every quadrupling (a logarithmic number of
+  times); one that stays the same size, never.
 
 Large content never reaches the collector: chunk buffers are ``bytes``, released by
 reference counting. Buffer pools for chunk I/O are not built: a chunk is one ``bytes``
@@ -66,7 +67,13 @@ from typing import Any, Final
 
 from govc_db.middleware.base import Handler, Operation
 
-__all__ = ["AUTOMATIC", "YOUNG_COLLECTIONS", "MemoryMiddleware", "process_stats"]
+__all__ = [
+    "AUTOMATIC",
+    "CACHE_BYTES_PER_OBJECT",
+    "YOUNG_COLLECTIONS",
+    "MemoryMiddleware",
+    "process_stats",
+]
 
 #: The automatic generation-0 threshold is this many times ``memory_gc_threshold``: the
 #: young collection normally runs between operations, at the threshold; the automatic
@@ -74,6 +81,11 @@ __all__ = ["AUTOMATIC", "YOUNG_COLLECTIONS", "MemoryMiddleware", "process_stats"
 AUTOMATIC: Final = 4
 #: Generation-0 collections per automatic generation-1 collection (Python's is 10).
 YOUNG_COLLECTIONS: Final = 3
+#: Bytes the query cache charges, at least, per tracked object it holds: a cached tree
+#: is charged 120 bytes plus 150 per entry (:mod:`govc_db.db.cache`) for the Tree, its
+#: tuple, the LRU's value tuple and one TreeItem per entry; a commit-index row 200+ for
+#: two objects. A full cache of ``cache_max_bytes`` holds at most that many.
+CACHE_BYTES_PER_OBJECT: Final = 100
 #: Threshold 2 while the optimizer runs: automatic full collections never trigger.
 _NEVER: Final = 1_000_000_000
 
@@ -97,6 +109,9 @@ class _Process:
         self.growth: float | None = 4.0
         self.base = 0
         """Frozen objects after the last full collection (or the start-up freeze)."""
+        self.allowance = 0
+        """Tracked objects the open Stores' query caches may hold, all live: frozen
+        growth up to this much on top of the bound is theirs, not garbage."""
         self.refreezes = 0
         self.max_refreeze = 0.0
         self.total_refreeze = 0.0
@@ -105,11 +120,18 @@ class _Process:
         self.total_full = 0.0
         self.last_full_freed = 0
 
+    def limit(self) -> int | None:
+        """Frozen objects past which the next idle moment runs a full collection."""
+        if self.growth is None:
+            return None
+        return int(self.growth * max(self.base, 1)) + self.allowance
+
     def stats(self) -> dict[str, Any]:
         return {
             "frozen_objects": gc.get_freeze_count(),
             "frozen_after_last_full_collection": self.base,
             "freeze_growth": self.growth,
+            "frozen_limit": self.limit(),
             "young_collection_after": self.young,
             "thresholds": list(gc.get_threshold()),
             "refreezes_between_operations": self.refreezes,
@@ -130,11 +152,12 @@ def process_stats() -> dict[str, Any]:
     return _STATE.stats()
 
 
-def _acquire(threshold: int, growth: float | None) -> bool:
+def _acquire(threshold: int, growth: float | None, cache_objects: int) -> bool:
     """Tune the process for the first user; True if this call froze the start-up heap."""
     s = _STATE
     with s.lock:
         s.users += 1
+        s.allowance += cache_objects
         if s.users > 1:
             return False
         s.saved = gc.get_threshold()
@@ -147,12 +170,13 @@ def _acquire(threshold: int, growth: float | None) -> bool:
         return True
 
 
-def _release() -> None:
+def _release(cache_objects: int) -> None:
     s = _STATE
     with s.lock:
         if s.users == 0:
             return
         s.users -= 1
+        s.allowance -= cache_objects
         if s.users == 0 and s.saved is not None:
             # What is frozen stays frozen (gc.unfreeze() gives it back): an application
             # may have frozen objects of its own before, for its own reasons.
@@ -175,8 +199,8 @@ def _between_operations(timer: Callable[[], float]) -> None:
     try:
         if not _due() or s.users == 0:
             return
-        growth = s.growth
-        full = growth is not None and gc.get_freeze_count() > growth * max(s.base, 1)
+        limit = s.limit()
+        full = limit is not None and gc.get_freeze_count() > limit
         start = timer()
         if full:
             gc.unfreeze()
@@ -211,11 +235,13 @@ class MemoryMiddleware:
         *,
         gc_threshold: int = 1_000,
         freeze_growth: float | None = 4.0,
+        cache_bytes: int = 0,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._app = app
         self._timer = timer
-        self.froze_startup = _acquire(gc_threshold, freeze_growth)
+        self._cache_objects = cache_bytes // CACHE_BYTES_PER_OBJECT
+        self.froze_startup = _acquire(gc_threshold, freeze_growth, self._cache_objects)
         self._open = True
 
     def __call__(self, op: Operation) -> Any:
@@ -236,7 +262,7 @@ class MemoryMiddleware:
         """Give the process its collector thresholds back when the last user closes."""
         if self._open:
             self._open = False
-            _release()
+            _release(self._cache_objects)
 
     def get_stats(self) -> dict[str, Any]:
         """Frozen objects, re-freezes and full collections between operations, pauses."""
