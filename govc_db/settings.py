@@ -254,8 +254,9 @@ class Settings:
     not reclaimed; when the frozen objects grow past this multiple of their number after
     the last full collection (plus what the query caches can hold, ``cache_max_bytes`` /
     100), one full collection (a pause proportional to the whole heap) runs between
-    operations. Frozen garbage stays below ``growth - 1`` times the heap; 1.1-1,000. None: never (no pause grows with the heap, but an application
-    that makes cyclic garbage of long-lived objects leaks it)."""
+    operations. Frozen garbage stays below ``growth - 1`` times the heap; 1.1-1,000.
+    None: never (no pause grows with the heap, but an application that makes cyclic
+    garbage of long-lived objects leaks it)."""
 
     # --- faults ---
     retry_budget: float = 3.0

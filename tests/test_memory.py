@@ -83,7 +83,7 @@ def test_survivors_are_frozen_between_operations(db_url: str, restore_gc: None) 
         done = optimizer(st)
         # Long-lived containers, enough for automatic collections to promote some to
         # generation 2: a young collection and a freeze are due.
-        kept: list[Any] = [[i] for i in range(100 * AUTOMATIC * YOUNG_COLLECTIONS * 2)]
+        kept: list[Any] = [[i] for i in range(100 * AUTOMATIC * (YOUNG_COLLECTIONS + 2) * 2)]
         assert gc.get_count()[2] > 0
         assert id(kept[0]) in young_ids()
         assert repo.read("main", "a") == b"a"  # an operation ends, none other in flight

@@ -78,9 +78,12 @@ __all__ = [
 #: The automatic generation-0 threshold is this many times ``memory_gc_threshold``: the
 #: young collection normally runs between operations, at the threshold; the automatic
 #: one bounds what an operation (or code outside any) lets pile up meanwhile.
-AUTOMATIC: Final = 4
-#: Generation-0 collections per automatic generation-1 collection (Python's is 10).
-YOUNG_COLLECTIONS: Final = 3
+AUTOMATIC: Final = 2
+#: Generation-0 collections per automatic generation-1 collection (Python's is 10). An
+#: operation that keeps what it allocates (a long listing) has each generation-1
+#: collection walk ``AUTOMATIC * threshold * (YOUNG_COLLECTIONS + 1)`` objects: 6,000
+#: (about 5 ms of CPU here, 0.85 us an object); at 4x and 3, 16,000 took 9-14 ms.
+YOUNG_COLLECTIONS: Final = 2
 #: Bytes the query cache charges, at least, per tracked object it holds: a cached tree
 #: is charged 120 bytes plus 150 per entry (:mod:`govc_db.db.cache`) for the Tree, its
 #: tuple, the LRU's value tuple and one TreeItem per entry; a commit-index row 200+ for
