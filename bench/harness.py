@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.gctrace import process_trace
 from bench.peers import RawSql
 from bench.report import FAILED, NOT_SUPPORTED, Result, Stats
 from govc_db import Settings
@@ -202,10 +203,15 @@ def collect() -> None:
     """A full collection before a sample, kept out of the library's GC-pause figures."""
     monitor = gc_monitor()
     monitor.uninstall()
+    trace = process_trace()
+    if trace is not None:
+        trace.uninstall()
     try:
         gc.collect()
     finally:
         monitor.install()
+        if trace is not None:
+            trace.install()
 
 
 # -- measuring -----------------------------------------------------------------------------

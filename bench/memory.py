@@ -25,7 +25,12 @@ shared machine); writes one run each.
 
 The GC line reports ``store.metrics()["memory"]["gc"]["max_pause_ms"]`` of the bench
 process after the backend's workloads (the harness's own forced collections excluded,
-see :func:`bench.harness.collect`), and the largest the writer processes reported.
+see :func:`bench.harness.collect`), and the largest the writer processes reported. Both
+run with ``Settings.memory_optimizer`` on, as a service does (:func:`bench.suite.
+bench_settings`, :func:`bench.writers.writer_settings`). Wall-clock pauses include time
+the process spent descheduled (8 writers and the other sessions share 2 cores), so the
+notes give CPU time too; ``GOVC_BENCH_GC_TRACE=1`` says, per collection, whether the
+scheduler preempted it (:mod:`bench.gctrace`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._rss import READ_PASSES
+from bench.gctrace import process_trace
 from bench.harness import Sizes, Target, collect
 from bench.peers import git, git_env
 from bench.report import FAILED, NOT_SUPPORTED, Result, Stats
@@ -255,6 +261,7 @@ def _gc_notes(stats: dict[str, Any]) -> dict[str, Any]:
         "max_pause_cpu_ms_by_generation": stats.get("max_pause_cpu_ms_by_generation"),
         "pauses_over_10ms": stats.get("pauses_over_10ms"),
         "cpu_pauses_over_10ms": stats.get("cpu_pauses_over_10ms"),
+        **({"trace": stats["trace"]} if "trace" in stats else {}),
     }
 
 
@@ -265,16 +272,19 @@ def bench_gc(t: Target, store: Store, writers: list[dict[str, Any]]) -> list[Res
         "9 gc", "max GC pause, bench process (store.metrics())", t.backend, "ms", False, goal
     )
     line.target = True
-    stats = store.metrics().get("memory", {}).get("gc", {})
+    stats = dict(store.metrics().get("memory", {}).get("gc", {}))
+    trace = process_trace()
+    if trace is not None:
+        stats["trace"] = trace.report()
     if stats.get("max_pause_ms") is None:
         line.status, line.reason = NOT_SUPPORTED, "store.metrics() has no memory.gc.max_pause_ms"
     else:
         line.ours, line.theirs = Stats.of([float(stats["max_pause_ms"])]), Stats.of([GC_GOAL_MS])
         line.notes.update(
             _gc_notes(stats),
-            scope="the bench process since its start (both backends when run together); "
-            "the harness's forced full collection before every sample is excluded, and it "
-            "also makes automatic full collections rare here: see the writers' line",
+            scope="the bench process since its start (both backends when run together), "
+            "memory optimizer on; the harness's forced full collection before every "
+            "sample is excluded",
         )
     out = [line]
     pauses = [float(s["max_pause_ms"]) for s in writers if s.get("max_pause_ms") is not None]
@@ -304,6 +314,11 @@ def bench_gc(t: Target, store: Store, writers: list[dict[str, Any]]) -> list[Res
                         ),
                         "max_pause_cpu_ms": max(
                             float(s.get("max_pause_cpu_ms") or 0) for s in writers
+                        ),
+                        **(
+                            {"traces": [s["trace"] for s in writers if "trace" in s]}
+                            if any("trace" in s for s in writers)
+                            else {}
                         ),
                     },
                     "scope": "the worst writer process of workload 6, from its start: only "

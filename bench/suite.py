@@ -29,7 +29,7 @@ from bench.workloads import run_backend
 from govc_db import Settings
 from govc_db.store.codec import Codec
 
-__all__ = ["DEFAULT_PG_URL", "Run", "libpq", "pg_server_info", "run_suite"]
+__all__ = ["DEFAULT_PG_URL", "Run", "bench_settings", "libpq", "pg_server_info", "run_suite"]
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -124,6 +124,21 @@ def sqlite_target(settings: Settings, workdir: Path) -> Iterator[Target]:
     )
 
 
+def bench_settings(settings: Settings) -> Settings:
+    """The settings of every Store the bench process opens: ``settings`` with
+    ``memory_optimizer`` on, unless ``GOVC_BENCH_MEMORY_OPTIMIZER=0``.
+
+    The bench process is a long-running process holding large live data (the imported
+    histories, the caches), which is what the optimizer is for, and what a service does
+    (``govc-db serve`` turns it on); the library's default is off because it tunes the
+    whole process's collector. It tunes it for the peers that run in this process too
+    (dulwich, the raw drivers), alike. The JSON's ``settings_changed_from_defaults``
+    shows it.
+    """
+    wanted = os.environ.get("GOVC_BENCH_MEMORY_OPTIMIZER", "1") != "0"
+    return dataclasses.replace(settings, memory_optimizer=wanted)
+
+
 def _settings_diff(settings: Settings) -> dict[str, Any]:
     """Settings that differ from the defaults (GOVC_DB_* in the environment)."""
     default = Settings()
@@ -154,7 +169,7 @@ def run_suite(
 
     ``RuntimeError`` when PostgreSQL is asked for and cannot be reached.
     """
-    settings = Settings.from_env()
+    settings = bench_settings(Settings.from_env())
     pg_info = None
     if "postgres" in backends:
         try:

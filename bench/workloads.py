@@ -27,6 +27,7 @@ from typing import Any
 
 import govc_db
 from bench.bigedit import bench_edit
+from bench.gctrace import process_trace
 from bench.harness import (
     CHANGELOG,
     LOG_DIR,
@@ -295,6 +296,7 @@ def run_backend(
     The history is imported first, into an empty database, so its stored size is the
     history's alone; the workloads that write more come after the readers.
     """
+    process_trace()  # GOVC_BENCH_GC_TRACE: this process's collections too
     with govc_db.open(t.url, settings=t.settings) as store:
         store.upgrade()
         if NEEDS_HISTORY & set(which):

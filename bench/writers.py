@@ -42,6 +42,7 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench.gctrace import GcTrace, trace_enabled
 from bench.harness import T0, Contest, Sizes, Target, content, file_path, result, tree
 from bench.peers import (
     CAS_REF,
@@ -242,6 +243,9 @@ def _worker(index: int, config: Config, pipe: Connection) -> None:
     store = govc_db.open(config.ours_url, settings=writer_settings(config.settings))
     repo = store.repository(REPO)
     repo.branches()  # connected and warm before the first window
+    trace = GcTrace() if trace_enabled() else None
+    if trace is not None:
+        trace.install()
     raw = RawWriter(config.raw_dsn, codec, config.backend == "postgresql")
     pipe.send("ready")
     while True:
@@ -275,7 +279,10 @@ def _worker(index: int, config: Config, pipe: Connection) -> None:
                 break
             if time.monotonic() <= job.stop_at:
                 done += 1
-        pipe.send(Outcome(done, conflicts, error, store.metrics().get("memory", {}).get("gc", {})))
+        gc_stats = dict(store.metrics().get("memory", {}).get("gc", {}))
+        if trace is not None:
+            gc_stats["trace"] = trace.report()
+        pipe.send(Outcome(done, conflicts, error, gc_stats))
     raw.close()
     store.close()
 

@@ -109,7 +109,14 @@ def default_stack(
         from govc_db.middleware.memory import MemoryMiddleware
 
         stack.append(
-            MiddlewareSpec(MemoryMiddleware, {"gc_threshold": settings.memory_gc_threshold})
+            MiddlewareSpec(
+                MemoryMiddleware,
+                {
+                    "gc_threshold": settings.memory_gc_threshold,
+                    "freeze_growth": settings.memory_freeze_growth,
+                    "cache_bytes": settings.cache_max_bytes if settings.cache_enabled else 0,
+                },
+            )
         )
     return stack
 

@@ -1,35 +1,60 @@
 """The memory optimizer: garbage-collector management around operations.
 
-CPython's cyclic collector pauses every thread for as long as it takes to walk the
-objects of the generation it collects; a full collection walks every tracked object of
-the process, so its pause grows with the heap (caches, ORM metadata, the application's
-own data): 94 ms measured in the bench process, 700 ms in a PostgreSQL writer. What this
+CPython's cyclic collector stops the process for as long as it takes to walk the objects
+of the generation it collects -- each object, each reference it holds (a dict of 50,000
+entries is one object and 100,000 visits), and the garbage it frees. A full collection
+walks every tracked object of the process, so its pause grows with the heap: 50-60 ms
+measured in the bench process, 300 ms of wall clock in a loaded writer process. What this
 middleware does, once per process and only while a Store with
 ``Settings.memory_optimizer`` is open:
 
-* at start-up, ``gc.freeze()``: everything alive once the Store opened (modules,
+* **start-up**: ``gc.freeze()`` -- everything alive once the Store opened (modules,
   SQLAlchemy metadata, compiled statements) moves to the permanent generation, which no
-  collection walks again (without a full collection first: that collection was itself a
-  48 ms pause when a Store opened late in a grown process);
-* generation 0 collects every ``Settings.memory_gc_threshold`` allocations (Python: 700),
-  and automatic full collections are switched off (threshold 2 set out of reach);
-* full collections run *between* operations instead: when an operation ends with none
-  other in flight and at least ``FULL_AFTER`` generation-1 collections happened since the
-  last one. The survivors are frozen too, so the next full collection walks only what
-  was allocated since.
+  collection walks. No collection first: on a grown heap (a Store opened late in a
+  process) that collection was itself the longest pause measured (48 ms).
+* **young collections between operations**: when an operation ends with none other in
+  flight and ``Settings.memory_gc_threshold`` containers (net) were allocated since the
+  last collection -- or an automatic collection promoted survivors since the last time
+  -- the young generations are collected (``gc.collect(1)``) and everything left is
+  frozen. Long-lived objects (cache entries, the application's data) are walked once or
+  twice while young and never again, so no pause grows with the heap; and collections
+  run between operations, not inside them.
+* **automatic collections as a fallback**: generation 0 every :data:`AUTOMATIC` times
+  the threshold (an operation that allocates a lot, code outside operations, operations
+  always in flight on several threads), generation 1 every :data:`YOUNG_COLLECTIONS` of
+  those; automatic full collections never run.
 
-The cost of freezing: cyclic garbage among frozen objects is not reclaimed (objects freed
-by reference counting, which is nearly all of them -- cache entries, rows, chunks -- are
-unaffected). Large content never reaches the collector: chunk buffers are ``bytes``
-released by reference counting.
+  It never runs a full collection between operations: a full collection *untracks* a
+  dict whose keys and values are all atomic (a cache's dict keyed by ``(repo, id)`` with
+  bytes values), the next insert tracks it again in generation 0, and every collection
+  until the next full one walked the whole dict -- pauses that grew with the caches (up to
+  20 ms of CPU in a writer process). A frozen dict stays frozen.
+* **the bound**: cyclic garbage among frozen objects is not reclaimed (objects freed by
+  reference counting -- nearly all: rows, chunks, evicted cache entries -- are
+  unaffected). The library's own operations leave no cyclic garbage (tested), so what
+  freezing keeps is the application's: a cycle that outlived two young collections and
+  died later. When the frozen objects exceed ``Settings.memory_freeze_growth`` times their
+  number after the last full collection (start-up's freeze counts as one), plus what the
+  open Stores' query caches can hold (``cache_max_bytes`` / :data:`CACHE_BYTES_PER_OBJECT`:
+  bounded and live by construction, and a full 64 MiB cache of parsed trees is a few
+  hundred thousand tracked objects, several times a bare process's ~70,000), the next
+  idle moment runs a full collection over everything (``gc.unfreeze()``, ``gc.collect()``,
+  ``gc.freeze()``): a pause proportional to the whole heap (0.7-1 us of CPU per tracked
+  object measured: 70-90 ms for 100,000, 345 ms for 343,000), paid so that frozen garbage
+  never exceeds ``growth - 1`` times the heap plus the caches' share. With the default
+  4.0 a heap that only grows pays it at every quadrupling (a logarithmic number of
+  times); one that stays the same size, never.
 
-Buffer pools for chunk I/O are not built: a chunk is one ``bytes`` allocation freed as
-soon as it is written or read past, and the bench (``bench/memory.py``) showed RSS flat
-at a few chunks; a pool would only save allocator calls the profile does not show.
+Large content never reaches the collector: chunk buffers are ``bytes``, released by
+reference counting. Buffer pools for chunk I/O are not built: a chunk is one ``bytes``
+allocation freed as soon as it is written or read past, and the bench
+(``bench/memory.py``) showed RSS flat at a few chunks; a pool would only save allocator
+calls the profile does not show.
 
-Metrics (``store.metrics()["memory"]["optimizer"]``): frozen objects, collections run
-between operations and their longest pause, thresholds. Pauses by generation, RSS and
-bytes in flight are in the same ``memory`` section (:mod:`govc_db.perf.memory`).
+Metrics (``store.metrics()["memory"]["optimizer"]``, process-wide like the collector):
+frozen objects, re-freezes and full collections run between operations with their
+longest pauses, what the last full collection freed, thresholds. Pauses by generation,
+RSS and bytes in flight are in the same ``memory`` section (:mod:`govc_db.perf.memory`).
 """
 
 from __future__ import annotations
@@ -37,113 +62,215 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from govc_db.middleware.base import Handler, Operation
 
-__all__ = ["FULL_AFTER", "MemoryMiddleware"]
+__all__ = [
+    "AUTOMATIC",
+    "CACHE_BYTES_PER_OBJECT",
+    "YOUNG_COLLECTIONS",
+    "MemoryMiddleware",
+    "process_stats",
+]
 
-#: Generation-1 collections after which a full collection is due (Python's threshold 2
-#: is 10). Each full collection walks what survived since the last one froze its
-#: survivors, so running them often keeps each short: on a commit loop with generation-0
-#: threshold 1,000, 10 made them 15 ms of CPU, 3 about 5-9 ms.
-FULL_AFTER: Final = 3
+#: The automatic generation-0 threshold is this many times ``memory_gc_threshold``: the
+#: young collection normally runs between operations, at the threshold; the automatic
+#: one bounds what an operation (or code outside any) lets pile up meanwhile.
+AUTOMATIC: Final = 2
+#: Generation-0 collections per automatic generation-1 collection (Python's is 10). An
+#: operation that keeps what it allocates (a long listing) has each generation-1
+#: collection walk ``AUTOMATIC * threshold * (YOUNG_COLLECTIONS + 1)`` objects: 6,000
+#: (about 5 ms of CPU here, 0.85 us an object); at 4x and 3, 16,000 took 9-14 ms.
+YOUNG_COLLECTIONS: Final = 2
+#: Bytes the query cache charges, at least, per tracked object it holds: a cached tree
+#: is charged 120 bytes plus 150 per entry (:mod:`govc_db.db.cache`) for the Tree, its
+#: tuple, the LRU's value tuple and one TreeItem per entry; a commit-index row 200+ for
+#: two objects. A full cache of ``cache_max_bytes`` holds at most that many.
+CACHE_BYTES_PER_OBJECT: Final = 100
 #: Threshold 2 while the optimizer runs: automatic full collections never trigger.
 _NEVER: Final = 1_000_000_000
 
-_LOCK = threading.Lock()
-_USERS = 0
-_SAVED: tuple[int, int, int] | None = None
-_ACTIVE = 0  # operations in flight, process-wide (the collector is process-wide)
+
+class _Process:
+    """The collector's state for the whole process (it is process-wide)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved: tuple[int, int, int] | None = None
+        self.active = 0
+        """Operations in flight, process-wide."""
+        self.busy = threading.Lock()
+        """Held while a re-freeze or full collection runs (one at a time)."""
+        self.mark = 0
+        """``gc.get_count()[2]`` (generation-1 collections since the last full one) when
+        the young generations were last frozen."""
+        self.young = 1_000
+        """Net container allocations after which a young collection is due."""
+        self.growth: float | None = 4.0
+        self.base = 0
+        """Frozen objects after the last full collection (or the start-up freeze)."""
+        self.allowance = 0
+        """Tracked objects the open Stores' query caches may hold, all live: frozen
+        growth up to this much on top of the bound is theirs, not garbage."""
+        self.refreezes = 0
+        self.max_refreeze = 0.0
+        self.total_refreeze = 0.0
+        self.full = 0
+        self.max_full = 0.0
+        self.total_full = 0.0
+        self.last_full_freed = 0
+
+    def limit(self) -> int | None:
+        """Frozen objects past which the next idle moment runs a full collection."""
+        if self.growth is None:
+            return None
+        return int(self.growth * max(self.base, 1)) + self.allowance
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "frozen_objects": gc.get_freeze_count(),
+            "frozen_after_last_full_collection": self.base,
+            "freeze_growth": self.growth,
+            "frozen_limit": self.limit(),
+            "young_collection_after": self.young,
+            "thresholds": list(gc.get_threshold()),
+            "refreezes_between_operations": self.refreezes,
+            "max_refreeze_pause_ms": self.max_refreeze * 1000,
+            "total_refreeze_pause_ms": self.total_refreeze * 1000,
+            "full_collections_between_operations": self.full,
+            "max_full_pause_ms": self.max_full * 1000,
+            "total_full_pause_ms": self.total_full * 1000,
+            "last_full_collection_freed": self.last_full_freed,
+        }
 
 
-def _acquire(threshold: int) -> bool:
+_STATE = _Process()
+
+
+def process_stats() -> dict[str, Any]:
+    """The optimizer's process-wide figures (what ``get_stats()`` reports)."""
+    return _STATE.stats()
+
+
+def _acquire(threshold: int, growth: float | None, cache_objects: int) -> bool:
     """Tune the process for the first user; True if this call froze the start-up heap."""
-    global _USERS, _SAVED
-    with _LOCK:
-        _USERS += 1
-        if _USERS > 1:
+    s = _STATE
+    with s.lock:
+        s.users += 1
+        s.allowance += cache_objects
+        if s.users > 1:
             return False
-        _SAVED = gc.get_threshold()
-        # No collection first: on a grown heap (a second Store opened late in a process)
-        # it was itself the longest pause measured (48 ms); cyclic garbage alive at this
-        # moment is frozen with the rest, a one-time cost.
+        s.saved = gc.get_threshold()
         gc.freeze()
-        gc.set_threshold(threshold, FULL_AFTER, _NEVER)
+        gc.set_threshold(threshold * AUTOMATIC, YOUNG_COLLECTIONS, _NEVER)
+        s.young = threshold
+        s.base = gc.get_freeze_count()
+        s.mark = gc.get_count()[2]
+        s.growth = growth
         return True
 
 
-def _release() -> None:
-    global _USERS, _SAVED
-    with _LOCK:
-        if _USERS == 0:
+def _release(cache_objects: int) -> None:
+    s = _STATE
+    with s.lock:
+        if s.users == 0:
             return
-        _USERS -= 1
-        if _USERS == 0 and _SAVED is not None:
-            gc.set_threshold(*_SAVED)
-            _SAVED = None
+        s.users -= 1
+        s.allowance -= cache_objects
+        if s.users == 0 and s.saved is not None:
+            # What is frozen stays frozen (gc.unfreeze() gives it back): an application
+            # may have frozen objects of its own before, for its own reasons.
+            gc.set_threshold(*s.saved)
+            s.saved = None
+
+
+def _due() -> bool:
+    """Whether a young collection is due: enough allocations, or survivors promoted
+    since the last freeze (cheap: no lock)."""
+    count = gc.get_count()
+    return count[0] >= _STATE.young or count[2] != _STATE.mark
+
+
+def _between_operations(timer: Callable[[], float]) -> None:
+    """Re-freeze the young survivors, or run the bounded full collection when due."""
+    s = _STATE
+    if not s.busy.acquire(blocking=False):
+        return  # another thread is at it
+    try:
+        if not _due() or s.users == 0:
+            return
+        limit = s.limit()
+        full = limit is not None and gc.get_freeze_count() > limit
+        start = timer()
+        if full:
+            gc.unfreeze()
+            freed = gc.collect()
+            gc.freeze()
+        else:
+            gc.collect(1)
+            gc.freeze()
+        pause = timer() - start
+        with s.lock:
+            s.mark = gc.get_count()[2]
+            if full:
+                s.base = gc.get_freeze_count()
+                s.full += 1
+                s.total_full += pause
+                s.max_full = max(s.max_full, pause)
+                s.last_full_freed = freed
+            else:
+                s.refreezes += 1
+                s.total_refreeze += pause
+                s.max_refreeze = max(s.max_refreeze, pause)
+    finally:
+        s.busy.release()
 
 
 class MemoryMiddleware:
-    """Runs full collections between operations (see the module docstring)."""
+    """Re-freezes survivors between operations (see the module docstring)."""
 
     def __init__(
         self,
         app: Handler,
         *,
         gc_threshold: int = 1_000,
-        full_after: int = FULL_AFTER,
-        timer: Any = time.perf_counter,
+        freeze_growth: float | None = 4.0,
+        cache_bytes: int = 0,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._app = app
-        self._full_after = full_after
         self._timer = timer
-        self._lock = threading.Lock()
-        self.froze_startup = _acquire(gc_threshold)
+        self._cache_objects = cache_bytes // CACHE_BYTES_PER_OBJECT
+        self.froze_startup = _acquire(gc_threshold, freeze_growth, self._cache_objects)
         self._open = True
-        self.full_collections = 0
-        self.max_full_pause = 0.0
-        self.total_full_pause = 0.0
 
     def __call__(self, op: Operation) -> Any:
-        """Run ``op``; then, if nothing else is in flight and one is due, a full collection."""
-        global _ACTIVE
-        with _LOCK:
-            _ACTIVE += 1
+        """Run ``op``; then, if nothing else is in flight and one is due, a re-freeze."""
+        s = _STATE
+        with s.lock:
+            s.active += 1
         try:
             return self._app(op)
         finally:
-            with _LOCK:
-                _ACTIVE -= 1
-                idle = _ACTIVE == 0
-            if idle and gc.get_count()[2] >= self._full_after:
-                self._collect()
-
-    def _collect(self) -> None:
-        start = self._timer()
-        gc.collect()
-        gc.freeze()
-        pause = self._timer() - start
-        with self._lock:
-            self.full_collections += 1
-            self.total_full_pause += pause
-            self.max_full_pause = max(self.max_full_pause, pause)
+            with s.lock:
+                s.active -= 1
+                idle = s.active == 0
+            if idle and _due():
+                _between_operations(self._timer)
 
     def close(self) -> None:
         """Give the process its collector thresholds back when the last user closes."""
         if self._open:
             self._open = False
-            _release()
+            _release(self._cache_objects)
 
     def get_stats(self) -> dict[str, Any]:
-        """Frozen objects, full collections run between operations and their pauses."""
-        with self._lock:
-            return {
-                "enabled": True,
-                "frozen_objects": gc.get_freeze_count(),
-                "thresholds": list(gc.get_threshold()),
-                "full_collections_between_operations": self.full_collections,
-                "max_full_pause_ms": self.max_full_pause * 1000,
-                "total_full_pause_ms": self.total_full_pause * 1000,
-                "buffer_pool": {"enabled": False, "hits": 0, "misses": 0},
-            }
+        """Frozen objects, re-freezes and full collections between operations, pauses."""
+        return {
+            "enabled": True,
+            **_STATE.stats(),
+            "buffer_pool": {"enabled": False, "hits": 0, "misses": 0},
+        }

@@ -570,31 +570,37 @@ def resolve_rows(
             else:
                 known[oid] = (codec.decode(row[3], row[4], row[2]), 0)
 
-    def content_of(oid: bytes, hops: int) -> tuple[bytes, int]:
-        hit = known.get(oid)
-        if hit is not None:
-            return hit
-        # A chain query brings every row down to the root; a base decoded before (the
-        # cache) stops the decoding there.
-        cached = cache.get(repo_id, oid)
-        if cached is not None:
-            known[oid] = cached
-            return cached
-        row = deltas.get(oid)
-        if row is None:
-            raise GovcError(f"delta base {oid.hex()} is missing from the store")
-        if hops > 1000:
-            raise GovcError("stored delta chain is corrupt (too deep or a cycle)")
-        base, depth = content_of(bytes(row[4][:OID_LEN]), hops + 1)
-        value = (codec.decode(row[3], row[4], row[2], base), depth + 1)
-        known[oid] = value
-        if deferred is None:
-            cache.put(repo_id, oid, value[0], value[1])
-        else:
-            deferred.append((oid, value[0], value[1]))
+    def content_of(oid: bytes) -> tuple[bytes, int]:
+        # Down the chain to the first base already decoded, then decoded back up. A
+        # chain query brings every row down to the root; a base decoded before (the
+        # cache) stops the walk there. (A loop, not recursion: a recursive closure holds
+        # itself through its cell, a reference cycle only the cyclic collector frees.)
+        chain: list[bytes] = []
+        value = known.get(oid)
+        while value is None:
+            cached = cache.get(repo_id, oid)
+            if cached is not None:
+                known[oid] = value = cached
+                break
+            row = deltas.get(oid)
+            if row is None:
+                raise GovcError(f"delta base {oid.hex()} is missing from the store")
+            if len(chain) > 1000:
+                raise GovcError("stored delta chain is corrupt (too deep or a cycle)")
+            chain.append(oid)
+            oid = bytes(row[4][:OID_LEN])
+            value = known.get(oid)
+        for above in reversed(chain):
+            row = deltas[above]
+            value = (codec.decode(row[3], row[4], row[2], value[0]), value[1] + 1)
+            known[above] = value
+            if deferred is None:
+                cache.put(repo_id, above, value[0], value[1])
+            else:
+                deferred.append((above, value[0], value[1]))
         return value
 
     for oid in wanted:
-        content, depth = content_of(oid, 0)
+        content, depth = content_of(oid)
         out[oid] = (deltas[oid][1], content, depth)
     return out
