@@ -13,6 +13,7 @@ import pytest
 
 import govc_db
 from govc_db import Settings, Signature
+from govc_db.middleware import memory as memory_optimizer
 from govc_db.middleware.memory import AUTOMATIC, YOUNG_COLLECTIONS
 
 SIG = Signature("Ada", "ada@example.com", 1700000000, 0)
@@ -24,6 +25,9 @@ def restore_gc() -> Iterator[None]:
     yield
     gc.set_threshold(*thresholds)
     gc.unfreeze()  # the next tests' garbage must be collectable as usual
+    # ... and the next test's first Store freezes the start-up heap again, as in a new
+    # process (the optimizer freezes it once per process).
+    memory_optimizer._STATE.started = False
 
 
 def optimizer(store: govc_db.Store) -> dict[str, Any]:
@@ -111,12 +115,14 @@ class _Box:
         cycle.append(self)
 
 
-def frozen_cycles(n: int) -> list[weakref.ref[_Box]]:
-    """``n`` objects in reference cycles, frozen, then dropped: frozen garbage."""
+def frozen_cycles(n: int, repo: govc_db.Repository) -> list[weakref.ref[_Box]]:
+    """``n`` objects in reference cycles, alive when an operation ends (the optimizer's
+    re-freeze moves them to the permanent generation), then dropped: frozen garbage."""
     boxes = [_Box([]) for _ in range(n)]
     for b in boxes:
         b.self = b  # type: ignore[attr-defined]
-    gc.freeze()
+    repo.read("main", "a")  # n allocations: a young collection and a re-freeze are due
+    assert all(id(b) not in young_ids() for b in boxes[:10])
     refs = [weakref.ref(b) for b in boxes]
     del boxes
     return refs
@@ -138,7 +144,7 @@ def test_frozen_garbage_is_bounded(db_url: str, restore_gc: None, growth: float 
         if growth is not None:
             assert done["frozen_limit"] == int(growth * base) + 64 * 1024 // 100
         # Enough frozen garbage to pass the bound (a tenth of the frozen heap) twice over.
-        dead = frozen_cycles(base // 5 + 1000)
+        dead = frozen_cycles(base // 5 + 1000, repo)
         assert gc.get_freeze_count() > 1.1 * base + 655
         kept = [[i] for i in range(100 * YOUNG_COLLECTIONS * 4)]  # a re-freeze is due
         repo.read("main", "a")
@@ -218,3 +224,20 @@ def test_bytes_in_flight_while_a_large_file_is_read(db_url: str) -> None:
             assert held["bytes_in_flight"] - idle <= 2 * 4 * 2 * 256 * 1024
         assert st.metrics()["memory"]["bytes_in_flight"] == idle
         assert repo.read("main", "big") == data
+
+
+def test_a_store_per_request_does_not_freeze_the_last_ones_remains(
+    db_url: str, restore_gc: None
+) -> None:
+    # The start-up freeze happens once per process: a later Store opening (a process that
+    # opens one per request) must not freeze whatever the previous one left to collect.
+    settings = Settings(memory_optimizer=True)
+    with govc_db.open(db_url, settings=settings) as first:
+        assert first.metrics()["memory"]["optimizer"]["enabled"] is True
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    probe = weakref.ref(_Box(cycle))  # garbage left behind, in a cycle
+    del cycle
+    with govc_db.open(db_url, settings=settings):
+        gc.collect()
+        assert probe() is None  # still collectable: not frozen by the second open

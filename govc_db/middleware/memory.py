@@ -8,9 +8,10 @@ measured in the bench process, 300 ms of wall clock in a loaded writer process. 
 middleware does, once per process and only while a Store with
 ``Settings.memory_optimizer`` is open:
 
-* **start-up**: ``gc.freeze()`` -- everything alive once the Store opened (modules,
-  SQLAlchemy metadata, compiled statements) moves to the permanent generation, which no
-  collection walks. No collection first: on a grown heap (a Store opened late in a
+* **start-up**: ``gc.freeze()`` -- everything alive once the first such Store of the
+  process opened (modules, SQLAlchemy metadata, compiled statements) moves to the
+  permanent generation, which no collection walks. Once per process: a Store opened
+  later (one per request) does not freeze what the previous one left to collect. No collection first: on a grown heap (a Store opened late in a
   process) that collection was itself the longest pause measured (48 ms).
 * **young collections between operations**: when an operation ends with none other in
   flight and ``Settings.memory_gc_threshold`` containers (net) were allocated since the
@@ -112,6 +113,12 @@ class _Process:
         self.growth: float | None = 4.0
         self.base = 0
         """Frozen objects after the last full collection (or the start-up freeze)."""
+        self.frozen = 0
+        """Frozen objects, counted: ``base`` plus the survivors each re-freeze moved.
+        ``gc.get_freeze_count()`` walks the whole permanent generation (14 ms with a
+        Store's heap frozen), too slow to ask at every operation."""
+        self.started = False
+        """Whether the start-up freeze ran (once per process)."""
         self.allowance = 0
         """Tracked objects the open Stores' query caches may hold, all live: frozen
         growth up to this much on top of the bound is theirs, not garbage."""
@@ -164,12 +171,19 @@ def _acquire(threshold: int, growth: float | None, cache_objects: int) -> bool:
         if s.users > 1:
             return False
         s.saved = gc.get_threshold()
-        gc.freeze()
         gc.set_threshold(threshold * AUTOMATIC, YOUNG_COLLECTIONS, _NEVER)
         s.young = threshold
-        s.base = gc.get_freeze_count()
         s.mark = gc.get_count()[2]
         s.growth = growth
+        if s.started:
+            # Once per process: a process that opens a Store per request would otherwise
+            # freeze each closed Store's remains with the next one (frozen garbage), and
+            # pay a walk of the permanent generation per open. What lived on meanwhile is
+            # frozen by the next re-freeze.
+            return False
+        gc.freeze()
+        s.base = s.frozen = gc.get_freeze_count()
+        s.started = True
         return True
 
 
@@ -203,7 +217,7 @@ def _between_operations(timer: Callable[[], float]) -> None:
         if not _due() or s.users == 0:
             return
         limit = s.limit()
-        full = limit is not None and gc.get_freeze_count() > limit
+        full = limit is not None and s.frozen > limit
         start = timer()
         if full:
             gc.unfreeze()
@@ -211,17 +225,20 @@ def _between_operations(timer: Callable[[], float]) -> None:
             gc.freeze()
         else:
             gc.collect(1)
+            # The survivors are all in the old generation now: what the freeze moves.
+            moved = len(gc.get_objects(2))
             gc.freeze()
         pause = timer() - start
         with s.lock:
             s.mark = gc.get_count()[2]
             if full:
-                s.base = gc.get_freeze_count()
+                s.base = s.frozen = gc.get_freeze_count()
                 s.full += 1
                 s.total_full += pause
                 s.max_full = max(s.max_full, pause)
                 s.last_full_freed = freed
             else:
+                s.frozen += moved
                 s.refreezes += 1
                 s.total_refreeze += pause
                 s.max_refreeze = max(s.max_refreeze, pause)
