@@ -11,8 +11,9 @@ middleware does, once per process and only while a Store with
 * **start-up**: ``gc.freeze()`` -- everything alive once the first such Store of the
   process opened (modules, SQLAlchemy metadata, compiled statements) moves to the
   permanent generation, which no collection walks. Once per process: a Store opened
-  later (one per request) does not freeze what the previous one left to collect. No collection first: on a grown heap (a Store opened late in a
-  process) that collection was itself the longest pause measured (48 ms).
+  later (one per request) does not freeze what the previous one left to collect. No
+  collection first: on a grown heap (a Store opened late in a process) that collection
+  was itself the longest pause measured (48 ms).
 * **young collections between operations**: when an operation ends with none other in
   flight and ``Settings.memory_gc_threshold`` containers (net) were allocated since the
   last collection -- or an automatic collection promoted survivors since the last time
