@@ -19,7 +19,7 @@ import typer
 
 import govc_db
 from govc_db.cli_help import Command
-from govc_db.errors import GovcError, InvalidInput, NotFound, StoreUnavailable
+from govc_db.errors import GovcError, InvalidInput, NotFound, SchemaNotReady, StoreUnavailable
 from govc_db.objects import format_offset
 from govc_db.types import Change, CommitInfo
 
@@ -137,10 +137,10 @@ def _require_schema(store: Store) -> None:
             raise NotFound(problem)
     current = migrate.current_revision(store.engine)
     if current is None:
-        raise GovcError(f"database {store.url} is not initialized (run `govc-db init`)")
+        raise SchemaNotReady(f"database {store.url} is not initialized (run `govc-db init`)")
     head = migrate.head_revision()
     if current != head:
-        raise GovcError(
+        raise SchemaNotReady(
             f"database schema is at revision {current}, this version needs {head} "
             "(run `govc-db init` to upgrade)"
         )

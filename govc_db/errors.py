@@ -30,6 +30,7 @@ __all__ = [
     "RateLimited",
     "ReadOnlyDatabase",
     "RefConflict",
+    "SchemaNotReady",
     "StoreUnavailable",
     "Unauthenticated",
 ]
@@ -64,6 +65,11 @@ class MergeConflict(GovcError):
     ) -> None:
         super().__init__(message)
         self.conflicts: list[Conflict] = list(conflicts)
+
+
+class SchemaNotReady(GovcError):
+    """The database has no govc_db schema, or an older one than this version needs: a
+    call failed on a missing table. ``store.upgrade()`` (or ``govc-db init``) fixes it."""
 
 
 class StoreUnavailable(GovcError):

@@ -12,13 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 import govc_db
-from govc_db import Settings, Store
+from govc_db import Settings, Signature, Store
 from govc_db.db import migrate
 from govc_db.errors import (
     AlreadyExists,
     GovcError,
     InvalidInput,
     NotFound,
+    SchemaNotReady,
     StoreUnavailable,
 )
 
@@ -196,9 +197,29 @@ def test_upgrade_is_idempotent(empty_db_url: str) -> None:
 
 
 def test_unmigrated_database_is_a_govc_error(empty_db_url: str) -> None:
-    with govc_db.open(empty_db_url) as store, pytest.raises(GovcError) as info:
-        store.list_repositories()
-    assert "SELECT" not in str(info.value)
+    with govc_db.open(empty_db_url) as store:
+        fix = r"no govc_db schema: call store\.upgrade\(\)"
+        with pytest.raises(SchemaNotReady, match=fix) as info:
+            store.list_repositories()
+        assert "SELECT" not in str(info.value)
+        with pytest.raises(SchemaNotReady):
+            store.create_repository("early")
+        store.upgrade()  # what the message says fixes it
+        store.create_repository("late")
+        assert store.list_repositories() == ["late"]
+
+
+def test_old_schema_is_named_with_its_revision(empty_db_url: str) -> None:
+    """A database left at an older revision: the call that hits a newer table says so."""
+    with govc_db.open(empty_db_url) as store:
+        migrate.upgrade(store.engine, "0005")
+        repo = store.create_repository("r")
+        repo.commit("main", {"a": b"1"}, message="m", author=Signature("a", "a@x", 0, 0))
+        with pytest.raises(SchemaNotReady, match="schema is at revision 0005, this") as info:
+            repo.verify()  # reads govc_packs (revision 0006)
+        assert "govc_packs" not in str(info.value) and "SELECT" not in str(info.value)
+        store.upgrade()
+        assert repo.verify().ok
 
 
 # -- repositories -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ __all__ = [
     "PREPARED_CONFLICT_SQLSTATES",
     "RETRYABLE_SQLSTATES",
     "connect_failure",
+    "missing_table",
     "sqlstate",
     "translate",
     "translating",
@@ -45,6 +46,7 @@ _UNAVAILABLE_PREFIXES = ("08", "57P", "53")
 # SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL, SQLITE_NOTADB (primary result codes).
 _SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
 _SQLITE_READONLY = 8
+_SQLITE_ERROR = 1
 
 # libpq reports a failed connection attempt without a SQLSTATE (the server's startup
 # error, or the OS error, is only text), so these -- and only these -- decisions read the
@@ -154,6 +156,13 @@ def translate(error: BaseException, what: str = "database operation") -> GovcErr
     if isinstance(error, OSError):
         return StoreUnavailable(f"{what} failed: {type(error).__name__}")
     return GovcError(f"{what} failed: {type(error).__name__}")
+
+
+def missing_table(error: BaseException) -> bool:
+    """Whether ``error`` may be a statement on a table that does not exist: PostgreSQL's
+    undefined_table (42P01), or SQLite's generic SQL error (code 1, which "no such table"
+    shares with other mistakes: the caller checks the schema revision before saying so)."""
+    return sqlstate(error) == "42P01" or _sqlite_code(error) == _SQLITE_ERROR
 
 
 def _sqlite_code(error: BaseException) -> int | None:

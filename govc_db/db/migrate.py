@@ -38,6 +38,7 @@ __all__ = [
     "downgrade",
     "head_revision",
     "include_name",
+    "schema_problem",
     "upgrade",
 ]
 
@@ -132,6 +133,24 @@ def current_revision(engine: Engine) -> str | None:
             return context.get_current_revision()
     except (sa_exc.SQLAlchemyError, CommandError) as exc:
         raise _translate(exc, "reading the schema revision") from exc
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """Why the database of ``engine`` cannot serve this version, or None when its schema
+    is at head (or its revision cannot be read: the caller reports its own error then)."""
+    try:
+        current = current_revision(engine)
+        head = head_revision()
+    except GovcError:
+        return None
+    if current is None:
+        return "the database has no govc_db schema: call store.upgrade() (or run `govc-db init`)"
+    if current != head:
+        return (
+            f"the database schema is at revision {current}, this version needs {head}: "
+            "call store.upgrade() (or run `govc-db init`)"
+        )
+    return None
 
 
 def head_revision() -> str:

@@ -55,7 +55,7 @@ from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy import exc as sa_exc
 
 from govc_db.db.engine import WRITE_OPTION
-from govc_db.db.errors import sqlstate, translate
+from govc_db.db.errors import missing_table, sqlstate, translate
 from govc_db.db.prepared import disable_server_prepares
 from govc_db.db.retry import (
     MAX_RETRIES,
@@ -65,7 +65,7 @@ from govc_db.db.retry import (
     is_read_only_error,
     retry_reason,
 )
-from govc_db.errors import GovcError, InvalidInput, NotFound, StoreUnavailable
+from govc_db.errors import GovcError, InvalidInput, NotFound, SchemaNotReady, StoreUnavailable
 
 if TYPE_CHECKING:
     from govc_db.db.replicas import ReplicaRouter
@@ -535,6 +535,12 @@ class TransactionManager:
     def _translate(self, exc: BaseException, what: str, readonly: bool) -> GovcError:
         if readonly and is_read_only_error(exc):
             return GovcError(f"{what} failed: the transaction is read-only")
+        if missing_table(exc):
+            from govc_db.db.migrate import schema_problem  # Alembic: only on this path
+
+            problem = schema_problem(self.engine)
+            if problem is not None:
+                return SchemaNotReady(f"{what} failed: {problem}")
         return translate(exc, what)
 
     @contextmanager
