@@ -6,6 +6,7 @@ process loses a compare-and-swap it speculated on. Both backends."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -63,12 +64,15 @@ store.close()
 def _run_writers(url: str, tmp_path: Path, row_lock: bool) -> list[dict[str, object]]:
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    lock = "1" if row_lock else "0"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, url, f"p{n}", str(go), "1" if row_lock else "0",
-             str(THREADS), str(EACH)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [sys.executable, "-c", _WRITER, url, f"p{n}", str(go), lock, str(THREADS), str(EACH)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in range(PROCESSES)
     ]
     time.sleep(0.5)  # both processes opened their Store (the rest waits for ``go``)
@@ -103,13 +107,13 @@ def test_commits_of_two_processes_all_land(db_url: str, tmp_path: Path, row_lock
         assert [c.oid for c in history][-1] == root
         assert len(history) == total + 1
         assert {c.oid for c in history[:-1]} == set(oids)
-        for newer, older in zip(history, history[1:], strict=False):
+        for newer, older in itertools.pairwise(history):
             assert newer.parents == [older.oid]  # linear: each the parent of the next
         files = {f.path for f in repo.walk("main")}
         assert len(files) == total + 1  # every commit's file is in the tree
         moves = repo.reflog("main")
         assert len(moves) == total + 1
-        for newer_move, older_move in zip(moves, moves[1:], strict=False):
+        for newer_move, older_move in itertools.pairwise(moves):
             assert newer_move.old == older_move.new  # no move was lost or overwritten
     if row_lock:
         for r in results:

@@ -142,10 +142,22 @@ class Answer:
     #: The header values, encoded once (sent on every request that reuses the answer).
     etag_header: bytes = field(init=False, repr=False, compare=False)
     content_type_header: bytes = field(init=False, repr=False, compare=False)
+    #: The 304's ASGI start message, built once: (revalidated, immutable). Servers only
+    #: read a message, so every conditional GET matching this answer sends the same one.
+    not_modified: tuple[dict[str, Any], dict[str, Any]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        self.etag_header = self.etag.encode()
+        self.etag_header = etag = self.etag.encode()
         self.content_type_header = self.content_type.encode()
+        ranges = ((b"accept-ranges", b"bytes"),) if self.raw else ()
+
+        def start(cache_control: str) -> dict[str, Any]:
+            headers = ((b"etag", etag), (b"cache-control", cache_control.encode()), *ranges)
+            return {"type": "http.response.start", "status": 304, "headers": headers}
+
+        self.not_modified = (start(REVALIDATE), start(IMMUTABLE))
 
 
 class RevisionMemo:
