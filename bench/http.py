@@ -6,7 +6,8 @@
 Needs ``wrk`` (``apt-get install wrk``): a C load generator on epoll, one thread, 64
 keep-alive connections -- it takes a fraction of a core, so the server is not starved
 the way a Python load generator on the same 2 cores would starve it. The server is
-uvicorn (one process unless ``--workers``) in a child process, the same for both sides:
+uvicorn in a child process, the same for both sides, with ``--workers`` processes (by
+default one per CPU, what a deployment on the machine would run; ``--workers 1`` for one):
 
 1. **mixed**: 64 clients, 95 % reads spread over ``raw``, ``tree``, a ``log`` page and
    ``commits/{rev}``, 5 % commits (``POST .../commits``, one new file each): p50/p99
@@ -315,7 +316,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=None)
     p.add_argument("--backend", choices=("sqlite", "postgres"), default="postgres")
     p.add_argument("--pg-url", default=os.environ.get("GOVC_DB_BENCH_URL", DEFAULT_PG_URL))
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="server processes of each side (default: one per CPU, as a deployment on "
+        "this machine would run `govc-db serve --workers`)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="alternating ours/floor rounds")
     p.add_argument(
         "--only",
@@ -324,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
         help="measure only the mixed workload, or only the warm raw and 304 reads",
     )
     args = p.parse_args(argv)
+    if args.workers is None:
+        args.workers = os.cpu_count() or 1
     if shutil.which("wrk") is None:
         sys.exit("bench.http needs wrk: apt-get install wrk")
     seconds = args.seconds or (2.0 if args.quick else 10.0)
