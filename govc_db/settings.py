@@ -307,6 +307,13 @@ class Settings:
     in one transaction (group commit, :mod:`govc_db.db.branchlocks`) -- each still its
     own commit, parent of the next, with its own result or error. 1: each commit in its
     own transaction."""
+    commit_row_lock: bool = True
+    """With ``commit_serialize``: a commit (or a group) first locks its branch's row in
+    the database (``SELECT ... FOR UPDATE`` on PostgreSQL; a SQLite writer holds the
+    database lock already) and builds on the head read with it, so a commit of another
+    process (``serve --workers``) to that branch waits for it instead of losing the
+    compare-and-swap and doing its work again. One round trip a transaction on
+    PostgreSQL. False: processes are arbitrated by the compare-and-swap alone."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

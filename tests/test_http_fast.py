@@ -389,3 +389,25 @@ def test_derivations_learn_parents_from_ref_moves() -> None:
     derived.moved(RefUpdated("r", "refs/heads/main", x, c))
     derived.note(1, c, frozenset({"c.txt"}), ("r", "refs/heads/main"))
     assert derived.find(cache, "raw", 1, c, "keep.txt") is None
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "slow"])
+def test_a_304_carries_etag_and_cache_control_only(
+    make_svc: Callable[..., Svc], fast_path: bool
+) -> None:
+    """RFC 9110 (15.4.5): a 304 repeats ETag and Cache-Control (Date is the server's),
+    not other metadata; the 200 it stands for says Accept-Ranges. Both paths alike."""
+    svc = make_svc(fast_path=fast_path)
+    full = svc.get(RAW)
+    assert full.status_code == 200 and full.headers["accept-ranges"] == "bytes"
+    for _ in range(2):  # the second from what the first remembered
+        r = svc.get(RAW, **{"If-None-Match": full.headers["etag"]})
+        assert r.status_code == 304 and r.content == b""
+        assert r.headers["etag"] == full.headers["etag"]
+        assert r.headers["cache-control"] == "no-cache"
+        assert "accept-ranges" not in r.headers
+    pinned = f"/api/v1/repos/demo/raw/{svc.repo.resolve('main')}/f.txt"
+    r = svc.get(pinned, **{"If-None-Match": full.headers["etag"]})
+    assert r.status_code == 304
+    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert "accept-ranges" not in r.headers

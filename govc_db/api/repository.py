@@ -22,6 +22,7 @@ from govc_db.core.grouped import GroupUnit
 from govc_db.core.revisions import resolve_commit, resolve_object
 from govc_db.core.trees import find_entry, iter_files, list_tree
 from govc_db.core.verify import verify as verify_unit
+from govc_db.db.branchlocks import lock_branch
 from govc_db.db.cache import uncached, uncached_active
 from govc_db.db.cache_ports import ReadMemo, read_cached
 from govc_db.errors import AlreadyExists, InvalidInput, NotFound, RefConflict
@@ -242,10 +243,10 @@ class Repository:
                 finally:
                     _MOVES.reset(token)
 
-            def write_unit() -> T:
+            def write_unit(locked: bool = False) -> T:
                 return backend.run_unit(
                     repo_id,
-                    body,
+                    locked_body if locked else body,
                     write=True,
                     what=op_name,
                     verify_commit=lambda: backend.refs_match(repo_id, moves),
@@ -253,6 +254,16 @@ class Repository:
                 )
 
             locks = self._store.branch_locks
+            # Other processes' commits to the branch wait in the database (the branch's
+            # row locked first, govc_db.db.branchlocks) rather than race.
+            row_lock = self._store.settings.commit_row_lock
+            ref = "refs/heads/" + (serialize or "")
+
+            def locked_body(unit: Unit) -> T:
+                if row_lock:
+                    lock_branch(unit, ref)
+                return body(unit)
+
             if serialize is None or locks is None:
                 call = write_unit
             else:
@@ -269,9 +280,14 @@ class Repository:
                             merged.update(tag)
                         return backend.refs_match(repo_id, merged)
 
+                    def grouped(unit: Unit) -> list[Any]:
+                        if row_lock:
+                            lock_branch(unit, ref)
+                        return group_body(GroupUnit(unit))
+
                     return backend.run_unit(
                         repo_id,
-                        lambda unit: group_body(GroupUnit(unit)),
+                        grouped,
                         write=True,
                         what=op_name,
                         verify_commit=verify,
@@ -288,8 +304,8 @@ class Repository:
                         return write_unit()
                     if not speculative:
                         with locks.hold(key):
-                            return write_unit()
-                    return locks.run(key, write_unit, body, moves, run_group)
+                            return write_unit(True)
+                    return locks.run(key, lambda: write_unit(True), body, moves, run_group)
 
         result: T = self._store.run(Operation(op_name, self.name, call, write=write, args=args))
         return result

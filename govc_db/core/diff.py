@@ -42,7 +42,13 @@ def diff_trees(objects: ObjectStore, old: ObjectId | None, new: ObjectId | None)
             olds = {i.name: i for i in trees[a].items} if a is not None else {}
             news = {i.name: i for i in trees[b].items} if b is not None else {}
             for name in olds.keys() | news.keys():
-                _compare(prefix + name, olds.get(name), news.get(name), found, below)
+                o = olds.get(name)
+                n = news.get(name)
+                # The same entry on both sides (most of a large directory one commit
+                # changed): nothing to report, nothing to descend into.
+                if o is not None and n is not None and o.oid == n.oid and o.mode == n.mode:
+                    continue
+                _compare(prefix + name, o, n, found, below)
         frontier = below
     # Collected breadth-first; sorting by path bytes gives git's depth-first order, since
     # git compares a subtree as "name/" and a blob as "name" (so a file "a" replaced by a

@@ -24,8 +24,17 @@ that is nobody's in particular (the database is unavailable), each member gets t
 error; any other failure of the group makes each member run again alone. A commit that
 streams large content (read once, so never re-run) is written alone, holding the lock.
 
-Only the process is serialized: other processes are still arbitrated by the
-compare-and-swap, exactly as before. The lock is taken only outside any open transaction
+The lock is the process's. Across processes (``govc-db serve --workers N``), with
+``Settings.commit_row_lock``, each transaction -- a commit alone or a group -- first locks
+the branch's row in the database (:func:`lock_branch`: ``SELECT ... FOR UPDATE`` on
+PostgreSQL, one round trip; a SQLite writer holds the database's lock from ``BEGIN
+IMMEDIATE`` already) and builds on the head it read with the lock, instead of the head
+its process last left. A commit of another process therefore waits in the database
+until this transaction ends, then reads where it moved the branch: it neither loses the
+compare-and-swap nor computes its commit twice (which, with a speculative unit, also
+rolled back and sent the repository's next commits the plain way for a while). Without
+it, the processes' commits raced on the compare-and-swap, and each loss cost a rollback
+or a rebase. The process lock is taken only outside any open transaction
 (``store.transaction()``): a commit inside one would hold it until the outer COMMIT,
 which the lock's holder does not control, and a thread holding a branch's row lock in the
 database (an explicit transaction that moved the branch) could otherwise wait here for a
@@ -52,7 +61,14 @@ from govc_db.db.counters import Counters
 from govc_db.db.retry import retry_reason
 from govc_db.errors import GovcError, StoreUnavailable
 
-__all__ = ["GROUP_MAX", "WAIT_SECONDS", "BranchLockStats", "BranchLocks", "GroupRunner"]
+__all__ = [
+    "GROUP_MAX",
+    "WAIT_SECONDS",
+    "BranchLockStats",
+    "BranchLocks",
+    "GroupRunner",
+    "lock_branch",
+]
 
 log = logging.getLogger("govc_db.db")
 
@@ -67,6 +83,15 @@ GROUP_MAX = 16
 #: its result (one result per member, in order); ``tags`` are the members' own values
 #: (what each moved, for resolving a COMMIT whose outcome was lost).
 GroupRunner = Callable[[Callable[[Any], list[Any]], Sequence[Any]], list[Any]]
+
+
+def lock_branch(unit: Any, ref: str) -> None:
+    """Lock ``ref``'s row in ``unit``'s transaction (see the module docstring), if the
+    unit's refs can lock (``lock(name)``); the unit's reads of ``ref`` then answer the
+    target read with the lock."""
+    lock = getattr(unit.refs, "lock", None)
+    if lock is not None:
+        lock(ref)
 
 
 class BranchLockStats(Counters):
@@ -220,7 +245,7 @@ class BranchLocks:
                 # Gave up waiting (removed from the queue): race as without the lock.
                 return solo()
             if not me.done:  # the first in the queue, or made the leader
-                self._lead(key, entry, me, solo, leading)
+                self._lead(key, entry, me, leading)
             if me.retry:
                 with self.hold(key):
                     return solo()
@@ -246,7 +271,6 @@ class BranchLocks:
         key: Hashable,
         entry: _Entry,
         me: _Member,
-        solo: Callable[[], Any],
         leading: set[Hashable],
     ) -> None:
         """Write groups from the head of the queue until ``me`` is written, then hand the
@@ -261,7 +285,7 @@ class BranchLocks:
                     with self._mutex:
                         batch = entry.queue[: self.group]
                         del entry.queue[: self.group]
-                    self._write(batch, me, solo)
+                    self._write(entry, batch, me)
                     written = sum(1 for m in batch if not m.retry)
                     self.stats.count(
                         acquired=written if held else 0, gave_up=0 if held else written
@@ -279,22 +303,34 @@ class BranchLocks:
                 else:
                     entry.leading = False
 
-    def _write(self, batch: list[_Member], me: _Member, solo: Callable[[], Any]) -> None:
-        """Write ``batch``: every member ends with a result, an error or ``retry``."""
+    def _write(self, entry: _Entry, batch: list[_Member], me: _Member) -> None:
+        """Write ``batch``: every member ends with a result, an error or ``retry``.
+
+        The group's unit takes the commits queued meanwhile too (up to ``group``), once
+        it holds the branch in the database (:func:`lock_branch` comes first in the
+        unit): those that queued while it waited there for another process's commit are
+        written now rather than after the next wait. They join ``batch``."""
         pending = list(batch)
+        tags = [m.tag for m in pending]
+
+        def top_up() -> None:
+            with self._mutex:
+                room = self.group - len(pending)
+                if room <= 0 or not entry.queue:
+                    return
+                more = entry.queue[:room]
+                del entry.queue[:room]
+            pending.extend(more)
+            batch.extend(more)
+            tags.extend(m.tag for m in more)
+
         try:
             while pending:
-                if pending == [me]:
-                    try:
-                        me.result = solo()
-                    except Exception as exc:
-                        me.error = exc
-                    me.finish()
-                    return
                 try:
-                    results = pending[0].run_group(_body(pending), [m.tag for m in pending])
+                    results = pending[0].run_group(_body(pending, top_up), tags)
                 except _GroupFailed as failed:
                     bad = pending.pop(failed.index)
+                    del tags[failed.index]
                     bad.error = failed.error
                     bad.finish()
                     self.stats.count(member_errors=1)
@@ -325,12 +361,14 @@ class BranchLocks:
                     m.finish()
 
 
-def _body(members: list[_Member]) -> Callable[[Any], list[Any]]:
-    """The function of a group's unit: each member's work in turn; a library error of a
-    member's own is raised as :class:`_GroupFailed` naming it (a failure of the database,
-    retried or reported by the transaction manager, passes as it is)."""
+def _body(members: list[_Member], top_up: Callable[[], None]) -> Callable[[Any], list[Any]]:
+    """The function of a group's unit: the commits queued meanwhile join ``members``
+    (``top_up``), then each member's work runs in turn; a library error of a member's own
+    is raised as :class:`_GroupFailed` naming it (a failure of the database, retried or
+    reported by the transaction manager, passes as it is)."""
 
     def body(unit: Any) -> list[Any]:
+        top_up()
         out: list[Any] = []
         for i, m in enumerate(members):
             try:

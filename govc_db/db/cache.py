@@ -690,6 +690,8 @@ class DataVersionWatch:
         self._cache = cache
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        # One cursor kept for the PRAGMA: about a third of a new cursor's cost per check.
+        self._cursor: sqlite3.Cursor | None = None
         self._pid = 0
         self._seen: int | None = None
 
@@ -698,13 +700,16 @@ class DataVersionWatch:
         is the first one); on any error, flush too (nothing is known)."""
         with self._lock:
             try:
-                if self._conn is None or self._pid != os.getpid():
+                cur = self._cursor
+                if cur is None or self._pid != os.getpid():
                     self._conn = sqlite3.connect(
                         self._path, isolation_level=None, check_same_thread=False
                     )
+                    self._cursor = cur = self._conn.cursor()
                     self._pid = os.getpid()
                     self._seen = None
-                version = _data_version(self._conn)
+                cur.execute("PRAGMA data_version")
+                version = int(cur.fetchone()[0])
             except sqlite3.Error:
                 self._close()
                 version = None
@@ -715,6 +720,7 @@ class DataVersionWatch:
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
+        self._cursor = None
         if conn is not None and self._pid == os.getpid():
             with contextlib.suppress(sqlite3.Error):
                 conn.close()

@@ -123,6 +123,9 @@ class TokenAuth:
         # digest -> (identity, expiry). A plain dict (reads and writes are atomic) rather
         # than a locked TTLCache: it is read on every request; emptied when full.
         self._verified: dict[bytes, tuple[Identity, float]] = {}
+        # The raw Authorization header of a verified token -> its entry above (the same
+        # identity and expiry), so a request repeating it is known without a digest.
+        self._headers: dict[bytes, tuple[Identity, float]] = {}
 
     def _remembered(self, digest: bytes) -> Identity | None:
         hit = self._verified.get(digest)
@@ -144,6 +147,30 @@ class TokenAuth:
             return None
         # Only verified tokens' digests are remembered: a hit is a valid token.
         return self._remembered(_digest(token))
+
+    def known_header(self, raw: bytes | None) -> Identity | None:
+        """:meth:`known` of a raw ``Authorization`` header (the fast path's): a header
+        already seen with a token verified within ``ttl`` is looked up as it is, without
+        decoding or digesting it again (same identity, same expiry)."""
+        if raw is None:
+            return ANONYMOUS
+        now = self._timer()
+        hit = self._headers.get(raw)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        scheme, _, token = raw.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = token.strip()
+        if not token.isascii():
+            return None
+        entry = self._verified.get(_digest(token))
+        if entry is None or entry[1] <= now:
+            return None
+        if len(self._headers) >= MAX_VERIFIED:
+            self._headers.clear()
+        self._headers[raw] = entry
+        return entry[0]
 
     def identify(self, authorization: str | None) -> Identity:
         """The identity of an ``Authorization`` header (None: anonymous); 401 if invalid."""

@@ -142,10 +142,23 @@ class Answer:
     #: The header values, encoded once (sent on every request that reuses the answer).
     etag_header: bytes = field(init=False, repr=False, compare=False)
     content_type_header: bytes = field(init=False, repr=False, compare=False)
+    #: The 304's ASGI start message, built once: (revalidated, immutable). Servers only
+    #: read a message, so every conditional GET matching this answer sends the same one.
+    #: ETag and Cache-Control only: RFC 9110 (15.4.5) asks a 304 for those (and Date,
+    #: the server's) and not to repeat other metadata, such as Accept-Ranges.
+    not_modified: tuple[dict[str, Any], dict[str, Any]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        self.etag_header = self.etag.encode()
+        self.etag_header = etag = self.etag.encode()
         self.content_type_header = self.content_type.encode()
+
+        def start(cache_control: str) -> dict[str, Any]:
+            headers = ((b"etag", etag), (b"cache-control", cache_control.encode()))
+            return {"type": "http.response.start", "status": 304, "headers": headers}
+
+        self.not_modified = (start(REVALIDATE), start(IMMUTABLE))
 
 
 class RevisionMemo:

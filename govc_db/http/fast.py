@@ -76,6 +76,8 @@ _PREFIX = "/api/v1/repos/"
 _KINDS = frozenset({"raw", "tree", "commits", "log"})
 _IMMUTABLE = IMMUTABLE.encode()
 _REVALIDATE = REVALIDATE.encode()
+#: The body message of every 304 (servers only read the messages they are sent).
+_EMPTY_BODY: dict[str, Any] = {"type": "http.response.body", "body": b""}
 
 
 class _Unknown(Exception):
@@ -174,10 +176,7 @@ class FastPath:
         repo = self.handles.peek(name)
         if repo is None:
             return False
-        authorization = headers.get(b"authorization")
-        identity = self.auth.known(
-            None if authorization is None else authorization.decode("latin-1")
-        )
+        identity = self.auth.known_header(headers.get(b"authorization"))
         if identity is None or not self.auth.allowed(identity, name, False):
             return False
         if identity.token_id is None:
@@ -351,13 +350,7 @@ class FastPath:
         inm = request.get(b"if-none-match")
         # (The commonest If-None-Match is the ETag itself: compared before parsing.)
         if inm is not None and (inm == etag or matches(inm.decode("latin-1"), answer.etag)):
-            out = [(b"etag", etag), (b"cache-control", cache_control)]
-            if answer.raw:
-                out.append((b"accept-ranges", b"bytes"))
-            return (
-                {"type": "http.response.start", "status": 304, "headers": out},
-                {"type": "http.response.body", "body": b""},
-            )
+            return answer.not_modified[immutable], _EMPTY_BODY
         body = answer.body
         encoding = self._encoding(answer, request.get(b"accept-encoding"))
         out = [(b"content-type", answer.content_type_header)]

@@ -85,13 +85,11 @@ def raw(ctx: Ctx) -> Response:
     commit, immutable = ctx.resolve(repo, rev)
     blob, _mode = _blob_meta(ctx, repo, commit, path)
     etag = f'"{blob}"'
-    headers = {
-        "ETag": etag,
-        "Cache-Control": IMMUTABLE if immutable else REVALIDATE,
-        "Accept-Ranges": "bytes",
-    }
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE if immutable else REVALIDATE}
     if matches(ctx.request.headers.get("if-none-match"), etag):
+        # ETag and Cache-Control only (RFC 9110, 15.4.5), as the fast path's 304.
         return Response(status_code=304, headers=headers)
+    headers["Accept-Ranges"] = "bytes"
     media = mimetypes.guess_type(path)[0] or "application/octet-stream"
     range_header = ctx.request.headers.get("range")
     data: bytes | None = ctx.cache.get(("data", repo.name, blob))

@@ -776,6 +776,32 @@ class SqlRefs:
         row = self._u.execute(S_REF_GET, {"name": name}).first()
         return None if row is None else ObjectId(bytes(row[0]))
 
+    def lock(self, name: str) -> ObjectId | None:
+        """The ref's target, its row locked until the unit's transaction ends
+        (``SELECT ... FOR UPDATE`` on PostgreSQL; a SQLite write transaction holds the
+        database's write lock already): a writer of another process that locks it too
+        waits here for this transaction, then reads where it moved the ref."""
+        u = self._u
+        u.drain()
+        b = u._backend
+        stmt = b.raw_statements().ref_lock
+        params = {"repo_id": u.repo_id, "name": name}
+        conn = u.conn
+        driver: Any = conn.connection.driver_connection
+        try:
+            if b.dialect == "postgresql":
+                # In pipeline mode, so that the transaction's BEGIN (when this is its
+                # first statement) goes out with it: one round trip, not two.
+                with driver.pipeline():
+                    cur = driver.cursor()
+                    cur.execute(stmt.sql, params)
+            else:  # as the write pipeline runs its statements: on sqlite3 directly
+                cur = driver.execute(stmt.sql, stmt.args(params))
+            found = cur.fetchone()
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise wrap_driver_error(conn, exc, "ref lock") from exc
+        return None if found is None else ObjectId(bytes(found[0]))
+
     def get_many(self, names: Sequence[str]) -> dict[str, ObjectId]:
         """Targets of those of ``names`` that exist, in one statement."""
         if not names:
@@ -1137,13 +1163,16 @@ class OptimisticRefs:
     """The RefStore of a speculative unit: a ref's target is *assumed* from what this
     Store last committed to it, or from the query cache, without a query; the
     compare-and-swap that moves it checks the assumption when the unit's writes are sent.
-    Everything else is the wrapped :class:`SqlRefs`.
+    A ref the unit locked (:meth:`lock`) is not assumed: the target read with the lock is
+    the database's until the unit ends. Everything else is the wrapped :class:`SqlRefs`.
     """
 
     def __init__(self, inner: SqlRefs, backend: SqlBackend, repo_id: int) -> None:
         self._inner = inner
         self._backend = backend
         self._repo_id = repo_id
+        #: Refs this unit locked, with their targets (and the unit's own moves of them).
+        self._locked: dict[str, ObjectId | None] = {}
 
     def __getattr__(self, name: str) -> Any:
         inner = self.__dict__.get("_inner")
@@ -1151,16 +1180,30 @@ class OptimisticRefs:
             raise AttributeError(name)
         return getattr(inner, name)
 
+    def lock(self, name: str) -> ObjectId | None:
+        """Lock the ref's row (:meth:`SqlRefs.lock`): its target is known from now on."""
+        target = self._locked[name] = self._inner.lock(name)
+        return target
+
     def get(self, name: str) -> ObjectId | None:
-        """The assumed target of ``name`` (the database's when nothing is assumed)."""
+        """The locked or assumed target of ``name`` (the database's when nothing is)."""
+        locked = self._locked
+        if name in locked:
+            return locked[name]
         assumed = self._backend.assumed_head(self._repo_id, name)
         return self._inner.get(name) if assumed is None else assumed
 
     def get_many(self, names: Sequence[str]) -> dict[str, ObjectId]:
-        """Assumed targets where there are, the database's for the rest."""
+        """Locked or assumed targets where there are, the database's for the rest."""
         found: dict[str, ObjectId] = {}
         rest: list[str] = []
+        locked = self._locked
         for name in names:
+            if name in locked:
+                target = locked[name]
+                if target is not None:
+                    found[name] = target
+                continue
             assumed = self._backend.assumed_head(self._repo_id, name)
             if assumed is None:
                 rest.append(name)
@@ -1176,20 +1219,32 @@ class OptimisticRefs:
 
     def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId, message: str) -> bool:
         """Queue the compare-and-swap (checked when the unit's writes are sent)."""
-        return self._inner.set_if_equals(name, old, new, message)
+        ok = self._inner.set_if_equals(name, old, new, message)
+        if ok and name in self._locked:
+            self._locked[name] = new
+        return ok
 
     def add_if_new(self, name: str, new: ObjectId, message: str) -> bool:
         """Queue the creation (checked when the unit's writes are sent)."""
-        return self._inner.add_if_new(name, new, message)
+        ok = self._inner.add_if_new(name, new, message)
+        if ok and name in self._locked:
+            self._locked[name] = new
+        return ok
 
     def remove_if_equals(self, name: str, old: ObjectId | None, message: str) -> bool:
         """Delete through the database (after sending what is queued)."""
-        return self._inner.remove_if_equals(name, old, message)
+        ok = self._inner.remove_if_equals(name, old, message)
+        if ok and name in self._locked:
+            self._locked[name] = None
+        return ok
 
     def reflog(self, name: str) -> list[RefLogEntry]:
         """The reflog (from the database)."""
         return self._inner.reflog(name)
 
+
+#: A ref's target, its row locked (:meth:`SqlRefs.lock`; SQLite renders no FOR UPDATE).
+S_REF_LOCK = S_REF_GET.with_for_update()
 
 _COMMIT_KEYS = (
     "repo_id", "oid", "tree", "generation", "author_time", "committer_time", "parent_count",
@@ -1203,6 +1258,7 @@ class RawStatements:
         d = backend.engine.dialect
         self.objects = RawStatement(backend.batch.insert_sql, None)
         self.ref_cas = compile_raw(S_REF_CAS, d, ())
+        self.ref_lock = compile_raw(S_REF_LOCK, d, ())
         self.ref_insert = compile_raw(backend.ref_insert, d, ("repo_id", "name", "target"))
         self.reflog = compile_raw(
             backend.log_insert, d, ("repo_id", "ref", "old", "new", "time", "message")
