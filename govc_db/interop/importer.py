@@ -24,6 +24,7 @@ not descend from is refused before anything is stored, unless ``force``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import queue
 import subprocess
@@ -204,7 +205,7 @@ def import_git(
         return ImportReport(name, 0, 0, {}, 0, time.perf_counter() - started)
     exclude = _known_to_source(path, ours.values())
     revs = [n.hex() for _, n in moves.values()] + ["^" + o.hex() for o in sorted(exclude)]
-    with _PathDiffs(path, revs) as diffs:
+    with _collector_paused(), _PathDiffs(path, revs) as diffs:
         objects, indexed, slices = _store_objects(
             repo, _source_objects(path, revs), progress, diffs
         )
@@ -217,6 +218,22 @@ def import_git(
         slices + 1,
         time.perf_counter() - started,
     )
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic collector paused while the objects and the index are stored (as
+    ``storage.gc`` does while it packs): the import allocates tens of thousands of tuples
+    that live until its end, and each of the hundreds of collections they would trigger
+    walks them again (about a seventh of the import's CPU time on the bench history). The
+    import makes next to no cyclic garbage; what it holds is bounded by the slices."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 class _PathDiffs:
