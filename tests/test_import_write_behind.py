@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,7 +65,7 @@ def test_put_bulk_waits_for_what_it_wrote_behind(db_url: str, backend: str) -> N
             ids = u.objects.put_bulk(rows)
             # Returned: every flush has landed in the unit's own transaction (what is
             # left is buffered for the commit), and the unit reads everything.
-            flushed = 2 * BULK_BEHIND_ROWS if backend == "postgres" else n // BULK_ROWS
+            flushed = 2 * BULK_BEHIND_ROWS if backend == "postgres" else n // BULK_ROWS * BULK_ROWS
             assert visible_in_unit(u) == flushed
             got = u.objects.get_many(ids)
             assert {oid: (o.type, o.data) for oid, o in got.items()} == {
@@ -112,3 +113,74 @@ def test_a_failing_bulk_write_stores_nothing(db_url: str) -> None:
         with store.backend.unit(rid, write=True, what="test") as u:
             u.objects.put_bulk(rows[:-1])
         assert stored_count(store, rid) == len(rows) - 1
+
+
+# -- the commit index written beside the object slices ------------------------------------
+
+
+def _index_of(store: Store, name: str) -> dict[str, tuple[Any, ...]]:
+    from govc_db.objects import ObjectId
+
+    repo = store.repository(name)
+    with store.backend.unit(repo._id) as unit:
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT oid FROM govc_commits WHERE repo_id = :r"), {"r": repo._id}
+            ).fetchall()
+        oids = [ObjectId(bytes(r[0])) for r in rows]
+        entries = unit.index.get_many(oids)
+        paths = unit.index.changed_paths_many(oids)
+    return {
+        o.hex(): (
+            e.tree,
+            e.parents,
+            e.generation,
+            e.author_time,
+            e.committer_time,
+            {k: sorted(v) for k, v in paths.get(o, {}).items()},
+        )
+        for o, e in entries.items()
+    }
+
+
+def test_index_written_beside_small_slices_is_the_same(
+    db_url: str, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from interop_git import commit_file, git, make_history
+
+    import govc_db.interop.importer as importer
+
+    started: list[Any] = []
+
+    class Spy(importer._EarlyIndex):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    monkeypatch.setattr(importer, "_EarlyIndex", Spy)
+    src = make_history(tmp_path)
+    for i in range(12):  # past the merges: more commits than a slice holds
+        commit_file(src, f"more/f{i % 3}.txt", f"{i}\n", f"more {i}")
+    with opened(db_url, import_slice_objects=4) as small:
+        report = small.import_git("p", src)
+        small_index = _index_of(small, "p")
+        repo = small.repository("p")
+        expected = git(src, "rev-list", "--all").split()
+        assert report.commits_indexed == len(expected) == len(small_index)
+        assert [c.oid for c in repo.log("main")] == git(src, "rev-list", "main").split()
+        for path in ("more/f1.txt", "src/b.py", "README.md"):
+            assert [c.oid for c in repo.log("main", path=path)] == git(
+                src, "rev-list", "main", "--", path
+            ).split(), path
+        if backend == "postgres":  # beside the slices, all but the merges
+            assert len(started) == 1
+            merges = git(src, "rev-list", "--all", "--merges").split()
+            assert {o.hex() for o in started[0].indexed} == set(expected) - set(merges)
+        else:
+            assert not started
+        # Again with one more commit: only it is indexed.
+        commit_file(src, "more/f0.txt", "last\n", "last")
+        assert small.import_git("p", src).commits_indexed == 1
+    with opened(db_url, import_slice_objects=100_000) as whole:
+        whole.import_git("q", src)
+        assert _index_of(whole, "q") == _index_of(whole, "p")

@@ -112,7 +112,7 @@ BULK_ROWS = 10_000
 #: As :data:`BULK_ROWS` where a flush is written behind (a COPY on PostgreSQL, see
 #: ``ObjectBatch.flush_behind``): smaller, so that less of a slice is left to wait for
 #: once its last row is encoded.
-BULK_BEHIND_ROWS = 2_500
+BULK_BEHIND_ROWS = 5_000
 
 #: The rows of :meth:`SqlObjects.get_bulk`, in the column order of ``resolve_rows``.
 _BULK_COLUMNS = "oid, type, size, encoding, data FROM govc_objects WHERE repo_id = "
