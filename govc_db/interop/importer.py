@@ -14,11 +14,21 @@ splice of its successor, without compressing it. (A second thread writing while 
 read was tried and dropped: the GIL passing between per-row SQLite calls and the reading
 loop made the bench's import slower, 10.1 s against 5.4 s in one run under load 7; a
 thread that only reads git's output in MiB chunks, so that git runs ahead while a slice
-is stored, is kept.) The commit index of the new commits is written in the same slices
-(the changed paths of non-merge commits from ``git diff-tree``, run beside the object
-copy); the refs move last, all in one transaction, by compare-and-swap against the values
-read before anything was stored. A ref that moved in govc_db to a commit the source does
-not descend from is refused before anything is stored, unless ``force``.
+is stored, is kept.) The commit index of the new commits is written in slices of its own
+after the objects (the changed paths of non-merge commits from ``git diff-tree``, run
+beside the object copy); the refs move last, all in one transaction, by compare-and-swap
+against the values read before anything was stored. A ref that moved in govc_db to a
+commit the source does not descend from is refused before anything is stored, unless
+``force``.
+
+On PostgreSQL the database's own work runs beside the client's: object batches are
+COPYed behind while the next ones are encoded (``ObjectBatch.flush_behind``), and once
+every commit is stored (git lists them before any tree or blob) the index rows of those
+git's diff covers are written on a thread of their own, in their own transactions, while
+the remaining object slices are stored (:class:`_EarlyIndex`); only the merges are left
+for the index slices at the end. Not on SQLite: one writer at a time, and its driver
+hands the GIL over for every row it steps. On both, Python's cyclic collector is paused
+during the import (:func:`_collector_paused`).
 """
 
 from __future__ import annotations
@@ -652,6 +662,7 @@ class _EarlyIndex:
         """The commits indexed (committed) by the thread."""
         self.slices = 0
         self._error: BaseException | None = None
+        self._stop = threading.Event()
         ctx = contextvars.copy_context()
         self._thread = threading.Thread(
             target=ctx.run,
@@ -682,6 +693,8 @@ class _EarlyIndex:
             known = diffs.result()
             ids = [o for o in the_plan.order if o in known and len(commits[o].parents) <= 1]
             for i in range(0, len(ids), slice_size):
+                if self._stop.is_set():
+                    return
                 part = ids[i : i + slice_size]
 
                 def index(u: Unit, part: list[ObjectId] = part) -> None:
@@ -695,7 +708,10 @@ class _EarlyIndex:
             self._error = exc
 
     def join(self, *, raise_error: bool = True) -> None:
-        """Wait for the thread; raise what it raised (``raise_error``)."""
+        """Wait for the thread; raise what it raised (``raise_error``). Without
+        ``raise_error`` (the import failed), no further slice is started."""
+        if not raise_error:
+            self._stop.set()
         self._thread.join()
         error, self._error = self._error, None
         if error is not None and raise_error:
