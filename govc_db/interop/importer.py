@@ -643,8 +643,8 @@ def _store_objects(
 
 
 class _EarlyIndex:
-    """The commit index of the commits git changed-path lists cover (all but merges and
-    root commits), written on a thread of its own, in slices of its own, while the
+    """The commit index of the commits git's changed-path lists cover (all but the
+    merges), written on a thread of its own, in slices of its own, while the
     importer stores the remaining object slices: on PostgreSQL the server inserts those
     rows while the client encodes objects. Started once every commit is stored (their
     rows never name a commit that is not); the importer then indexes the rest as before
