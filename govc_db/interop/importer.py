@@ -14,16 +14,28 @@ splice of its successor, without compressing it. (A second thread writing while 
 read was tried and dropped: the GIL passing between per-row SQLite calls and the reading
 loop made the bench's import slower, 10.1 s against 5.4 s in one run under load 7; a
 thread that only reads git's output in MiB chunks, so that git runs ahead while a slice
-is stored, is kept.) The commit index of the new commits is written in the same slices
-(the changed paths of non-merge commits from ``git diff-tree``, run beside the object
-copy); the refs move last, all in one transaction, by compare-and-swap against the values
-read before anything was stored. A ref that moved in govc_db to a commit the source does
-not descend from is refused before anything is stored, unless ``force``.
+is stored, is kept.) The commit index of the new commits is written in slices of its own
+after the objects (the changed paths of non-merge commits from ``git diff-tree``, run
+beside the object copy); the refs move last, all in one transaction, by compare-and-swap
+against the values read before anything was stored. A ref that moved in govc_db to a
+commit the source does not descend from is refused before anything is stored, unless
+``force``.
+
+On PostgreSQL the database's own work runs beside the client's: object batches are
+COPYed behind while the next ones are encoded (``ObjectBatch.flush_behind``), and once
+every commit is stored (git lists them before any tree or blob) the index rows of those
+git's diff covers are written on a thread of their own, in their own transactions, while
+the remaining object slices are stored (:class:`_EarlyIndex`); only the merges are left
+for the index slices at the end. Not on SQLite: one writer at a time, and its driver
+hands the GIL over for every row it steps. On both, Python's cyclic collector is paused
+during the import (:func:`_collector_paused`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import gc
 import os
 import queue
 import subprocess
@@ -204,7 +216,7 @@ def import_git(
         return ImportReport(name, 0, 0, {}, 0, time.perf_counter() - started)
     exclude = _known_to_source(path, ours.values())
     revs = [n.hex() for _, n in moves.values()] + ["^" + o.hex() for o in sorted(exclude)]
-    with _PathDiffs(path, revs) as diffs:
+    with _collector_paused(), _PathDiffs(path, revs) as diffs:
         objects, indexed, slices = _store_objects(
             repo, _source_objects(path, revs), progress, diffs
         )
@@ -219,6 +231,22 @@ def import_git(
     )
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic collector paused while the objects and the index are stored (as
+    ``storage.gc`` does while it packs): the import allocates tens of thousands of tuples
+    that live until its end, and each of the hundreds of collections they would trigger
+    walks them again (about a seventh of the import's CPU time on the bench history). The
+    import makes next to no cyclic garbage; what it holds is bounded by the slices."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 class _PathDiffs:
     """The paths each imported non-merge commit changes against its parent (all of them
     for a root commit), computed by ``git diff-tree`` (in C) while the objects are being
@@ -229,6 +257,7 @@ class _PathDiffs:
     def __init__(self, source: Path, revs: list[str]) -> None:
         self._out = tempfile.TemporaryFile(prefix="govc-import-")  # noqa: SIM115 (closed by __exit__)
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._result: dict[ObjectId, list[str]] | None = None
         env = {**os.environ, "LC_ALL": "C"}
         try:
             lister = subprocess.Popen(
@@ -279,7 +308,13 @@ class _PathDiffs:
         self._out.close()
 
     def result(self) -> dict[ObjectId, list[str]]:
-        """``commit -> changed paths`` (empty if git failed: the indexer diffs itself)."""
+        """``commit -> changed paths`` (empty if git failed: the indexer diffs itself);
+        read once, then remembered."""
+        if self._result is None:
+            self._result = self._read()
+        return self._result
+
+    def _read(self) -> dict[ObjectId, list[str]]:
         ok = bool(self._procs)
         for proc in self._procs:
             ok = proc.wait() == 0 and ok
@@ -528,6 +563,12 @@ def _store_objects(
     hints = _Hints()
     total = 0
     slices = 0
+    # git lists every commit before any tree or blob: once a slice holding something
+    # else is stored, so are all the commits, and on PostgreSQL their index is written
+    # beside the remaining slices (see _EarlyIndex).
+    early: _EarlyIndex | None = None
+    past_commits = False
+    concurrent = repo._store.dialect == "postgresql"
 
     def flush() -> None:
         nonlocal slices, batch, bases
@@ -536,22 +577,40 @@ def _store_objects(
         repo._run("import_objects", lambda u: u.objects.put_bulk(rows, bases=hinted), write=True)
         slices += 1
 
-    for oid, type_name, raw, path in source:
-        if type_name == b"tree":
-            trees[oid] = raw
-        elif type_name == b"commit":
-            commits[oid] = index_commit(raw)
-        batch.append((type_name, raw))
-        bases.append(hints.hint(oid, type_name, raw, path))
-        total += 1
-        if len(batch) >= slice_size:
+    try:
+        for oid, type_name, raw, path in source:
+            if type_name == b"tree":
+                trees[oid] = raw
+                past_commits = True
+            elif type_name == b"commit":
+                commits[oid] = index_commit(raw)
+            else:
+                past_commits = True
+            batch.append((type_name, raw))
+            bases.append(hints.hint(oid, type_name, raw, path))
+            total += 1
+            if len(batch) >= slice_size:
+                flush()
+                if early is None and concurrent and past_commits and commits:
+                    early = _EarlyIndex(repo, dict(commits), diffs, slice_size)
+                if progress is not None:
+                    progress("objects", total, 0)
+        if batch:
             flush()
-            if progress is not None:
-                progress("objects", total, 0)
-    if batch:
-        flush()
+    except BaseException:
+        if early is not None:
+            early.join(raise_error=False)
+        raise
     if progress is not None:
         progress("objects", total, total)
+    early_done = 0
+    if early is not None:
+        early.join()
+        early_done = len(early.indexed)
+        slices += early.slices
+        # Planned again without them: their rows are not read back (their generations
+        # are, where a commit left names one as a parent).
+        commits = {o: c for o, c in commits.items() if o not in early.indexed}
     trees_source: TreeSource | None = None
     box: list[IndexPlan] = []
 
@@ -562,7 +621,9 @@ def _store_objects(
     the_plan = box[0]
     known = diffs.result()
     order = the_plan.order
-    done = 0
+    done = early_done
+    if progress is not None and early_done:
+        progress("index", done, done + len(order))
     for i in range(0, len(order), slice_size):
         part = order[i : i + slice_size]
 
@@ -577,8 +638,84 @@ def _store_objects(
         slices += 1
         done += len(part)
         if progress is not None:
-            progress("index", done, len(order))
-    return total, len(order), slices
+            progress("index", done, early_done + len(order))
+    return total, early_done + len(order), slices
+
+
+class _EarlyIndex:
+    """The commit index of the commits git's changed-path lists cover (all but the
+    merges), written on a thread of its own, in slices of its own, while the
+    importer stores the remaining object slices: on PostgreSQL the server inserts those
+    rows while the client encodes objects. Started once every commit is stored (their
+    rows never name a commit that is not); the importer then indexes the rest as before
+    (its plan skips what is indexed). Given up quietly if the commits cannot be planned
+    yet (a parent missing): the importer's own plan then says why, or indexes them all."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        commits: dict[ObjectId, IndexCommit],
+        diffs: _PathDiffs,
+        slice_size: int,
+    ) -> None:
+        self.indexed: set[ObjectId] = set()
+        """The commits indexed (committed) by the thread."""
+        self.slices = 0
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        ctx = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=ctx.run,
+            args=(self._run, repo, commits, diffs, slice_size),
+            name="govc-import-index",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(
+        self,
+        repo: Repository,
+        commits: dict[ObjectId, IndexCommit],
+        diffs: _PathDiffs,
+        slice_size: int,
+    ) -> None:
+        try:
+            box: list[IndexPlan] = []
+
+            def plan(u: Unit) -> None:
+                box[:] = [plan_index(u, commits)]
+
+            try:
+                repo._run("import_plan", plan)
+            except InvalidInput:
+                return
+            the_plan = box[0]
+            known = diffs.result()
+            ids = [o for o in the_plan.order if o in known and len(commits[o].parents) <= 1]
+            for i in range(0, len(ids), slice_size):
+                if self._stop.is_set():
+                    return
+                part = ids[i : i + slice_size]
+
+                def index(u: Unit, part: list[ObjectId] = part) -> None:
+                    # Every commit here has its changed paths: no tree is read.
+                    write_index(u, the_plan, part, TreeSource({}, u.objects), known)
+
+                repo._run("import_index", index, write=True)
+                self.slices += 1
+                self.indexed.update(part)
+        except BaseException as exc:  # handed to the importer by join()
+            self._error = exc
+
+    def join(self, *, raise_error: bool = True) -> None:
+        """Wait for the thread; raise what it raised (``raise_error``). Without
+        ``raise_error`` (the import failed), no further slice is started."""
+        if not raise_error:
+            self._stop.set()
+        self._thread.join()
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
 
 
 def _move_refs(

@@ -109,6 +109,10 @@ REMEMBER_MAX = 1024 * 1024
 #: s of CPU with 1,000-row executemany batches, 1.25 s with 10,000 (rows sorted by id
 #: land closer together in the table's B-tree).
 BULK_ROWS = 10_000
+#: As :data:`BULK_ROWS` where a flush is written behind (a COPY on PostgreSQL, see
+#: ``ObjectBatch.flush_behind``): smaller, so that less of a slice is left to wait for
+#: once its last row is encoded.
+BULK_BEHIND_ROWS = 5_000
 
 #: The rows of :meth:`SqlObjects.get_bulk`, in the column order of ``resolve_rows``.
 _BULK_COLUMNS = "oid, type, size, encoding, data FROM govc_objects WHERE repo_id = "
@@ -600,7 +604,25 @@ class SqlObjects:
         deep) is stored as a splice delta when only a small middle differs
         (:meth:`Codec.encode_splice`; no compressor runs); otherwise whole.
         ``ids``: the objects' ids, computed already by the caller (a pack reader hashes
-        every object it decodes), so they are not hashed again."""
+        every object it decodes), so they are not hashed again.
+
+        On PostgreSQL a full batch is written behind (``ObjectBatch.flush_behind``) while
+        the next rows are encoded; this waits for it before it returns."""
+        try:
+            out = self._put_bulk(objects, bases, ids)
+        except BaseException:
+            self._batch.wait(raise_error=False)  # the unit fails with the first error
+            raise
+        self._batch.wait()
+        return out
+
+    def _put_bulk(
+        self,
+        objects: Iterable[tuple[bytes, bytes]],
+        bases: Sequence[tuple[ObjectId, bytes] | None] | None,
+        ids: Sequence[ObjectId] | None,
+    ) -> list[ObjectId]:
+        """:meth:`put_bulk` but for the wait."""
         out: list[ObjectId] = []
         batch = self._batch
         buffered = self._ex.enabled
@@ -618,6 +640,7 @@ class SqlObjects:
         deltas = depth_sum = depth_max = 0
         # type number -> [objects, raw bytes, stored bytes]
         tally: dict[int, list[int]] = {}
+        limit = BULK_BEHIND_ROWS if self._ex.writes_behind(BULK_BEHIND_ROWS) else BULK_ROWS
         for i, (type_name, data) in enumerate(objects):
             number = numbers.get(type_name)
             if number is None:
@@ -664,9 +687,10 @@ class SqlObjects:
                 continue
             full = batch.add(row, data)
             # By bytes as put_many; by count only every BULK_ROWS rows (fewer, larger
-            # COPYs and executemanys; memory stays bounded by the bytes).
-            if full is not None and (full != "count" or len(batch) >= BULK_ROWS):
-                batch.flush(full)
+            # COPYs and executemanys; memory stays bounded by the bytes). On PostgreSQL
+            # the COPY runs behind, while the next rows are encoded.
+            if full is not None and (full != "count" or len(batch) >= limit):
+                batch.flush_behind(full)
         if direct:
             batch.write_now(direct.values())
         counts: dict[str, int] = {"duplicates": duplicates}
