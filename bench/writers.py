@@ -50,7 +50,6 @@ from bench.peers import (
     INS_LOG,
     INS_LOG_SQLITE,
     INS_OBJ,
-    INS_PARENT,
     INS_PATH,
     TreeModel,
     signature,
@@ -204,8 +203,7 @@ class RawWriter:
             summary = "commit: " + msg.split(b"\n", 1)[0].decode()
             writes: list[tuple[str, list[tuple[Any, ...]]]] = [
                 (INS_OBJ, rows),
-                (INS_COMMIT, [(r, new, child[1], generation + 1, when, when, 1)]),
-                (INS_PARENT, [(r, new, 0, head)]),
+                (INS_COMMIT, [(r, new, child[1], generation + 1, when, when, head)]),
                 (INS_PATH, [(r, new, 0, path.encode())]),
                 (CAS_REF, [(new, r, ref, head)]),
                 (

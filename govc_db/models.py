@@ -33,13 +33,13 @@ __all__ = [
     "ApiToken",
     "Base",
     "CommitIndex",
-    "CommitParent",
     "ChunkRow",
     "CommitPath",
     "ObjectRow",
     "PackRow",
     "Ref",
     "RefLog",
+    "RefLogBlock",
     "Repository",
 ]
 
@@ -168,10 +168,32 @@ class RefLog(Base):
     message: Mapped[str] = mapped_column(Text, default="")
 
 
+class RefLogBlock(Base):
+    """Many moves of one ref in one row (written by ``gc()``, :mod:`govc_db.store.reflog`).
+
+    ``id`` is the block's last move's ``govc_reflog`` id: a ref's blocks and rows in
+    ``id`` order are its moves in order. ``packed``: the moves, compressed together.
+    """
+
+    __tablename__ = "govc_reflog_blocks"
+    __table_args__ = (
+        PrimaryKeyConstraint("repo_id", "ref", "id", name="pk_govc_reflog_blocks"),
+        {"sqlite_with_rowid": False},
+    )
+
+    repo_id: Mapped[int] = mapped_column(ForeignKey("govc_repositories.id", ondelete="CASCADE"))
+    ref: Mapped[str] = mapped_column(String(1024))
+    id: Mapped[int] = mapped_column(BigInteger, autoincrement=False)
+    packed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class CommitIndex(Base):
     """One row per commit: what log, ancestry and merge-base queries read instead of objects.
 
     ``generation`` is 1 for a root commit, else 1 + the maximum of its parents'.
+    ``parents`` holds the parents' 20-byte ids concatenated in parent order (empty for a
+    root commit): one row per commit, where a table of parents cost a second row and a
+    second key per commit (migration 0007).
     """
 
     __tablename__ = "govc_commits"
@@ -188,25 +210,7 @@ class CommitIndex(Base):
     generation: Mapped[int] = mapped_column(Integer)
     author_time: Mapped[int] = mapped_column(BigInteger)
     committer_time: Mapped[int] = mapped_column(BigInteger)
-    parent_count: Mapped[int] = mapped_column(SmallInteger)
-
-
-class CommitParent(Base):
-    """The ordered parents of a commit (``position`` 0 is the first parent).
-
-    Read by commit (its primary key) only: no index by parent (migration 0005 dropped
-    it; no query looked commits up by parent).
-    """
-
-    __tablename__ = "govc_commit_parents"
-    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
-
-    repo_id: Mapped[int] = mapped_column(
-        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
-    )
-    oid: Mapped[bytes] = mapped_column(OID, primary_key=True)
-    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    parent: Mapped[bytes] = mapped_column(OID)
+    parents: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class CommitPath(Base):
@@ -261,6 +265,13 @@ event.listen(
         "ALTER TABLE govc_packs ALTER COLUMN ids SET STORAGE EXTERNAL, "
         "ALTER COLUMN data SET STORAGE EXTERNAL"
     ).execute_if(  # type: ignore[no-untyped-call]
+        dialect="postgresql"
+    ),
+)
+event.listen(
+    RefLogBlock.__table__,
+    "after_create",
+    DDL("ALTER TABLE govc_reflog_blocks ALTER COLUMN packed SET STORAGE EXTERNAL").execute_if(  # type: ignore[no-untyped-call]
         dialect="postgresql"
     ),
 )

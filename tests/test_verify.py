@@ -17,7 +17,7 @@ from _export import export_repository, git
 from govc_db import File, Repository, Signature, Store
 from govc_db.core.indexing import index_commit
 from govc_db.core.trees import build_tree
-from govc_db.models import CommitIndex, CommitParent, CommitPath, ObjectRow, Ref
+from govc_db.models import CommitIndex, CommitPath, ObjectRow, Ref
 from govc_db.models import Repository as RepositoryRow
 from govc_db.objects import (
     MODE_FILE,
@@ -35,7 +35,6 @@ from govc_db.objects import (
 T_OBJ: sa.Table = ObjectRow.__table__  # type: ignore[assignment]
 T_REF: sa.Table = Ref.__table__  # type: ignore[assignment]
 T_COMMIT: sa.Table = CommitIndex.__table__  # type: ignore[assignment]
-T_PARENT: sa.Table = CommitParent.__table__  # type: ignore[assignment]
 T_PATH: sa.Table = CommitPath.__table__  # type: ignore[assignment]
 T_REPO: sa.Table = RepositoryRow.__table__  # type: ignore[assignment]
 
@@ -253,9 +252,9 @@ def test_every_corruption_is_reported_at_once(store: Store, repo: Repository) ->
             .values(target=ghost_commit)
         )
         conn.execute(
-            sa.update(T_PARENT)
-            .where(T_PARENT.c.repo_id == rid, T_PARENT.c.oid == c2, T_PARENT.c.position == 0)
-            .values(parent=c3)
+            sa.update(T_COMMIT)
+            .where(T_COMMIT.c.repo_id == rid, T_COMMIT.c.oid == c2)
+            .values(parents=c3)
         )
         conn.execute(
             sa.update(T_COMMIT)
@@ -279,7 +278,7 @@ def test_every_corruption_is_reported_at_once(store: Store, repo: Repository) ->
                 generation=1,
                 author_time=0,
                 committer_time=0,
-                parent_count=0,
+                parents=b"",
             )
         )
 

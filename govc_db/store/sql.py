@@ -43,6 +43,7 @@ from govc_db.store.cached_read import CacheMiss, ReadStats
 from govc_db.store.codec import DELTA_ENCODINGS, OID_LEN, Codec, resolve_rows
 from govc_db.store.packs import PackStore
 from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
+from govc_db.store.reflog import moves_of_row
 from govc_db.store.statements import (
     DEPENDENT_TABLES,
     PREFIX_RE,
@@ -65,7 +66,6 @@ from govc_db.store.statements import (
     S_OBJ_HAS_ONE,
     S_OBJ_HAS_PG,
     S_OBJ_PREFIX,
-    S_PAR_ALL,
     S_PATH_ALL,
     S_PATH_OF,
     S_PATH_TOUCH,
@@ -83,13 +83,13 @@ from govc_db.store.statements import (
     S_REPO_NAME,
     T_COMMIT,
     T_OBJ,
-    T_PARENT,
     T_PATH,
     T_REF,
     T_REPO,
     chunks,
     group_index_rows,
     insert_ignore,
+    join_parents,
     type_name_of,
 )
 
@@ -877,13 +877,14 @@ class SqlRefs:
         self._u.drain()
         return [
             RefLogEntry(
-                r.ref,
-                None if r.old is None else ObjectId(bytes(r.old)),
-                None if r.new is None else ObjectId(bytes(r.new)),
-                r.time / 1_000_000,
-                r.message,
+                name,
+                None if m["old"] is None else ObjectId(bytes(m["old"])),
+                None if m["new"] is None else ObjectId(bytes(m["new"])),
+                m["time"] / 1_000_000,
+                m["message"],
             )
             for r in self._u.execute(S_LOG_GET, {"ref": name})
+            for m in moves_of_row(r)
         ]
 
 
@@ -911,13 +912,13 @@ def _unnest_insert(table: Any, columns: list[str], conn: Connection) -> str:
 #: builds them), by table name.
 _INDEX_ORDER: dict[str, Callable[[dict[str, Any]], Any]] = {
     "govc_commits": lambda r: r["oid"],
-    "govc_commit_parents": lambda r: (r["oid"], r["position"]),
     "govc_commit_paths": lambda r: (r["path"], r["oid"], r["position"]),
 }
 
 
 class SqlIndex:
-    """CommitIndexStore over ``govc_commits``, ``govc_commit_parents``, ``govc_commit_paths``."""
+    """CommitIndexStore over ``govc_commits`` (parents in the commit's row) and
+    ``govc_commit_paths``."""
 
     def __init__(self, unit: SqlUnit) -> None:
         self._u = unit
@@ -937,12 +938,8 @@ class SqlIndex:
             "generation": entry.generation,
             "author_time": entry.author_time,
             "committer_time": entry.committer_time,
-            "parent_count": len(entry.parents),
+            "parents": join_parents(entry.parents),
         }
-        parent_rows = [
-            {"repo_id": r, "oid": entry.oid, "position": i, "parent": p}
-            for i, p in enumerate(entry.parents)
-        ]
         rows = [
             {
                 "repo_id": r,
@@ -957,14 +954,10 @@ class SqlIndex:
         if pipe is not None:
             raw = b.raw_statements()
             pipe.add(raw.commit, commit_row)
-            if parent_rows:
-                pipe.add(raw.parents, parent_rows, many=True)
             if rows:
                 pipe.add(raw.paths, rows, many=True)
             return
         self._u.conn.execute(b.commit_insert, commit_row)
-        if parent_rows:
-            self._u.conn.execute(b.parent_insert, parent_rows)
         for chunk in chunks(rows, 1000):
             self._u.conn.execute(b.path_insert, list(chunk))
 
@@ -983,7 +976,6 @@ class SqlIndex:
         b = self._u._backend
         r = self._u.repo_id
         commit_rows: list[dict[str, Any]] = []
-        parent_rows: list[dict[str, Any]] = []
         path_rows: list[dict[str, Any]] = []
         for entry, changed in entries:
             oid = entry.oid
@@ -995,12 +987,8 @@ class SqlIndex:
                     "generation": entry.generation,
                     "author_time": entry.author_time,
                     "committer_time": entry.committer_time,
-                    "parent_count": len(entry.parents),
+                    "parents": join_parents(entry.parents),
                 }
-            )
-            parent_rows.extend(
-                {"repo_id": r, "oid": oid, "position": i, "parent": p}
-                for i, p in enumerate(entry.parents)
             )
             path_rows.extend(
                 {
@@ -1017,7 +1005,6 @@ class SqlIndex:
         raw = b.raw_statements()
         for stmt, compiled, rows in (
             (b.commit_insert, raw.commit, commit_rows),
-            (b.parent_insert, raw.parents, parent_rows),
             (b.path_insert, raw.paths, path_rows),
         ):
             if not rows:
@@ -1039,25 +1026,6 @@ class SqlIndex:
             args = compiled.args
             for i in range(0, len(rows), 5000):
                 conn.exec_driver_sql(compiled.sql, [args(row) for row in rows[i : i + 5000]])
-
-    def _assemble(
-        self, commit_rows: Iterable[Any], parent_rows: Iterable[Any]
-    ) -> dict[ObjectId, IndexEntry]:
-        parents: dict[bytes, list[ObjectId]] = {}
-        for row in parent_rows:
-            parents.setdefault(bytes(row.oid), []).append(ObjectId(bytes(row.parent)))
-        out: dict[ObjectId, IndexEntry] = {}
-        for row in commit_rows:
-            oid = ObjectId(bytes(row.oid))
-            out[oid] = IndexEntry(
-                oid,
-                ObjectId(bytes(row.tree)),
-                tuple(parents.get(oid, ())),
-                row.generation,
-                row.author_time,
-                row.committer_time,
-            )
-        return out
 
     def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, IndexEntry]:
         """Index rows of ``oids`` that exist, with their parents: one statement per chunk."""
@@ -1103,7 +1071,7 @@ class SqlIndex:
     def iter_all(self) -> Iterable[IndexEntry]:
         """Every index row of this repository."""
         self._u.drain()
-        return list(self._assemble(self._u.execute(S_IDX_ALL), self._u.execute(S_PAR_ALL)).values())
+        return list(group_index_rows(self._u.execute(S_IDX_ALL)).values())
 
     def changed_paths(self, oid: ObjectId) -> dict[int, set[str]]:
         """Recorded changed paths of one commit by parent position (a scan of the
@@ -1192,7 +1160,7 @@ class OptimisticRefs:
 
 
 _COMMIT_KEYS = (
-    "repo_id", "oid", "tree", "generation", "author_time", "committer_time", "parent_count",
+    "repo_id", "oid", "tree", "generation", "author_time", "committer_time", "parents",
 )  # fmt: skip
 
 
@@ -1209,9 +1177,6 @@ class RawStatements:
         )
         self.notify = compile_raw(NOTIFY_STATEMENT, d, ())
         self.commit = compile_raw(backend.commit_insert, d, _COMMIT_KEYS)
-        self.parents = compile_raw(
-            backend.parent_insert, d, ("repo_id", "oid", "position", "parent")
-        )
         self.paths = compile_raw(backend.path_insert, d, ("repo_id", "oid", "position", "path"))
         # Object reads outside a transaction (SqlBackend.fetch_objects).
         self.object_one = compile_raw(S_OBJ_GET_ONE, d, ())
@@ -1274,7 +1239,6 @@ class SqlBackend:
             preserve_rowcount=True
         )
         self.commit_insert = insert_ignore(self.dialect, T_COMMIT)
-        self.parent_insert = insert_ignore(self.dialect, T_PARENT)
         self.path_insert = insert_ignore(self.dialect, T_PATH)
         self.ref_list = S_REF_LIST_PG if self.dialect == "postgresql" else S_REF_LIST
         self.log_insert = S_LOG_ADD_PG if self.dialect == "postgresql" else S_LOG_ADD
