@@ -34,7 +34,6 @@ __all__ = [
     "Base",
     "CommitIndex",
     "ChunkRow",
-    "CommitPath",
     "ObjectRow",
     "PackRow",
     "Ref",
@@ -192,8 +191,14 @@ class CommitIndex(Base):
 
     ``generation`` is 1 for a root commit, else 1 + the maximum of its parents'.
     ``parents`` holds the parents' 20-byte ids concatenated in parent order (empty for a
-    root commit): one row per commit, where a table of parents cost a second row and a
-    second key per commit (migration 0007).
+    root commit). ``changed`` holds the file paths the commit changed against each parent
+    (every path of a root commit), as UTF-8 bytes: per parent position, ``NUL path`` for
+    each path and one ``NUL`` to end the position (:func:`govc_db.store.statements.
+    encode_changed`). A merge records its changes against each parent, which is what
+    git's history simplification needs for a path-limited log; that log finds its
+    commits by a scan of the repository's rows for ``NUL path NUL`` or ``NUL path/``.
+    One row per commit, where tables of parents and of changed paths cost a row and a
+    key entry per parent and per path (migration 0007).
     """
 
     __tablename__ = "govc_commits"
@@ -211,28 +216,7 @@ class CommitIndex(Base):
     author_time: Mapped[int] = mapped_column(BigInteger)
     committer_time: Mapped[int] = mapped_column(BigInteger)
     parents: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-class CommitPath(Base):
-    """A file path a commit changed relative to one parent (``position``; 0 for a root commit).
-
-    A merge records its changes against each parent, which is what git's history
-    simplification needs for a path-limited log. Keyed by path first (a path-limited
-    log is a range of the primary key, its only index); the paths of one commit are
-    read by ``verify`` only, with one scan of the repository's rows.
-    """
-
-    __tablename__ = "govc_commit_paths"
-    __table_args__ = (
-        PrimaryKeyConstraint("repo_id", "path", "oid", "position", name="pk_govc_commit_paths"),
-        {"sqlite_with_rowid": False},
-    )
-
-    repo_id: Mapped[int] = mapped_column(ForeignKey("govc_repositories.id", ondelete="CASCADE"))
-    oid: Mapped[bytes] = mapped_column(OID)
-    position: Mapped[int] = mapped_column(SmallInteger)
-    path: Mapped[bytes] = mapped_column(LargeBinary)
-    """UTF-8 bytes, so range scans compare bytewise on every dialect and collation."""
+    changed: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ChunkRow(Base):

@@ -427,7 +427,7 @@ def _pack(
 #: Tables whose indexes gc() rebuilds on PostgreSQL: their keys are object ids, which
 #: arrive in random order, so page splits leave their b-trees about 70 % full (measured
 #: on the bench history: 20.7 MiB before, 19.0 MiB after rebuilding them).
-REINDEXED: Final = ("govc_objects", "govc_commits", "govc_commit_paths")
+REINDEXED: Final = ("govc_objects", "govc_commits")
 #: On SQLite a whole-file ``VACUUM`` (which rebuilds every b-tree densely, about 10 % of
 #: a history's file) runs only up to this file size: it holds the write lock while it
 #: copies the file (0.1 s for the 11 MiB bench history). Larger files get

@@ -69,6 +69,7 @@ from govc_db.store.statements import (
     S_PATH_ALL,
     S_PATH_OF,
     S_PATH_TOUCH,
+    S_PATH_TOUCH_PG,
     S_REF_ALL,
     S_REF_CAS,
     S_REF_DEL_IF,
@@ -83,13 +84,14 @@ from govc_db.store.statements import (
     S_REPO_NAME,
     T_COMMIT,
     T_OBJ,
-    T_PATH,
     T_REF,
     T_REPO,
-    chunks,
+    decode_changed,
+    encode_changed,
     group_index_rows,
     insert_ignore,
     join_parents,
+    touches,
     type_name_of,
 )
 
@@ -912,13 +914,12 @@ def _unnest_insert(table: Any, columns: list[str], conn: Connection) -> str:
 #: builds them), by table name.
 _INDEX_ORDER: dict[str, Callable[[dict[str, Any]], Any]] = {
     "govc_commits": lambda r: r["oid"],
-    "govc_commit_paths": lambda r: (r["path"], r["oid"], r["position"]),
 }
 
 
 class SqlIndex:
-    """CommitIndexStore over ``govc_commits`` (parents in the commit's row) and
-    ``govc_commit_paths``."""
+    """CommitIndexStore over ``govc_commits`` (a commit's parents and changed paths in
+    its row)."""
 
     def __init__(self, unit: SqlUnit) -> None:
         self._u = unit
@@ -939,27 +940,14 @@ class SqlIndex:
             "author_time": entry.author_time,
             "committer_time": entry.committer_time,
             "parents": join_parents(entry.parents),
+            "changed": encode_changed(changed),
         }
-        rows = [
-            {
-                "repo_id": r,
-                "oid": entry.oid,
-                "position": pos,
-                "path": path.encode("utf-8", "surrogateescape"),
-            }
-            for pos, paths in changed.items()
-            for path in paths
-        ]
         pipe = self._u.pipe
         if pipe is not None:
             raw = b.raw_statements()
             pipe.add(raw.commit, commit_row)
-            if rows:
-                pipe.add(raw.paths, rows, many=True)
             return
         self._u.conn.execute(b.commit_insert, commit_row)
-        for chunk in chunks(rows, 1000):
-            self._u.conn.execute(b.path_insert, list(chunk))
 
     def add_many(self, entries: Sequence[tuple[IndexEntry, Mapping[int, Iterable[str]]]]) -> None:
         """Record many commits (idempotent), one statement per table and slice: on SQLite
@@ -976,7 +964,6 @@ class SqlIndex:
         b = self._u._backend
         r = self._u.repo_id
         commit_rows: list[dict[str, Any]] = []
-        path_rows: list[dict[str, Any]] = []
         for entry, changed in entries:
             oid = entry.oid
             commit_rows.append(
@@ -988,25 +975,13 @@ class SqlIndex:
                     "author_time": entry.author_time,
                     "committer_time": entry.committer_time,
                     "parents": join_parents(entry.parents),
+                    "changed": encode_changed(changed),
                 }
-            )
-            path_rows.extend(
-                {
-                    "repo_id": r,
-                    "oid": oid,
-                    "position": pos,
-                    "path": path.encode("utf-8", "surrogateescape"),
-                }
-                for pos, paths in changed.items()
-                for path in paths
             )
         conn = self._u.conn
         pg = b.dialect == "postgresql"
         raw = b.raw_statements()
-        for stmt, compiled, rows in (
-            (b.commit_insert, raw.commit, commit_rows),
-            (b.path_insert, raw.paths, path_rows),
-        ):
+        for stmt, compiled, rows in ((b.commit_insert, raw.commit, commit_rows),):
             if not rows:
                 continue
             # In primary-key order: consecutive rows land in the same pages of the
@@ -1062,11 +1037,21 @@ class SqlIndex:
         return group_index_rows(self._u.execute(S_IDX_WINDOW, params))
 
     def touching(self, path: str) -> set[tuple[ObjectId, int]]:
-        """(commit, position) pairs whose changes touch ``path`` or anything below it."""
+        """(commit, position) pairs whose changes touch ``path`` or anything below it:
+        the commits whose ``changed`` holds it (one scan of the repository's rows),
+        decoded to learn the positions."""
         self._u.drain()
         p = path.encode("utf-8", "surrogateescape")
-        rows = self._u.execute(S_PATH_TOUCH, {"path": p, "lo": p + b"/", "hi": p + b"0"})
-        return {(ObjectId(bytes(r[0])), int(r[1])) for r in rows}
+        pg = self._u._backend.dialect == "postgresql"
+        rows = self._u.execute(
+            S_PATH_TOUCH_PG if pg else S_PATH_TOUCH,
+            {"exact": b"\0" + p + b"\0", "below": b"\0" + p + b"/"},
+        )
+        return {
+            (ObjectId(bytes(oid)), position)
+            for oid, changed in rows
+            for position in touches(changed, path)
+        }
 
     def iter_all(self) -> Iterable[IndexEntry]:
         """Every index row of this repository."""
@@ -1074,14 +1059,10 @@ class SqlIndex:
         return list(group_index_rows(self._u.execute(S_IDX_ALL)).values())
 
     def changed_paths(self, oid: ObjectId) -> dict[int, set[str]]:
-        """Recorded changed paths of one commit by parent position (a scan of the
-        repository's rows: the table is keyed by path; verify uses
-        :meth:`changed_paths_many`)."""
+        """Recorded changed paths of one commit by parent position."""
         self._u.drain()
-        out: dict[int, set[str]] = {}
-        for r in self._u.execute(S_PATH_OF, {"oid": oid}):
-            out.setdefault(int(r[0]), set()).add(bytes(r[1]).decode("utf-8", "surrogateescape"))
-        return out
+        blob = self._u.execute(S_PATH_OF, {"oid": oid}).scalar()
+        return {} if blob is None else decode_changed(blob)
 
     def changed_paths_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, dict[int, set[str]]]:
         """:meth:`changed_paths` of many commits (an optional capability that ``verify``
@@ -1092,11 +1073,10 @@ class SqlIndex:
         self._u.drain()
         every = self._all_paths
         if every is None:
-            every = {}
-            for r in self._u.execute(S_PATH_ALL):
-                by_pos = every.setdefault(ObjectId(bytes(r[0])), {})
-                path = bytes(r[2]).decode("utf-8", "surrogateescape")
-                by_pos.setdefault(int(r[1]), set()).add(path)
+            every = {
+                ObjectId(bytes(oid)): decode_changed(changed)
+                for oid, changed in self._u.execute(S_PATH_ALL)
+            }
             self._all_paths = every
         return {oid: every[oid] for oid in dict.fromkeys(oids) if oid in every}
 
@@ -1161,6 +1141,7 @@ class OptimisticRefs:
 
 _COMMIT_KEYS = (
     "repo_id", "oid", "tree", "generation", "author_time", "committer_time", "parents",
+    "changed",
 )  # fmt: skip
 
 
@@ -1177,7 +1158,6 @@ class RawStatements:
         )
         self.notify = compile_raw(NOTIFY_STATEMENT, d, ())
         self.commit = compile_raw(backend.commit_insert, d, _COMMIT_KEYS)
-        self.paths = compile_raw(backend.path_insert, d, ("repo_id", "oid", "position", "path"))
         # Object reads outside a transaction (SqlBackend.fetch_objects).
         self.object_one = compile_raw(S_OBJ_GET_ONE, d, ())
         self.object_any: RawStatement | None = (
@@ -1239,7 +1219,6 @@ class SqlBackend:
             preserve_rowcount=True
         )
         self.commit_insert = insert_ignore(self.dialect, T_COMMIT)
-        self.path_insert = insert_ignore(self.dialect, T_PATH)
         self.ref_list = S_REF_LIST_PG if self.dialect == "postgresql" else S_REF_LIST
         self.log_insert = S_LOG_ADD_PG if self.dialect == "postgresql" else S_LOG_ADD
         #: Speculative units with a write pipeline (``Settings.write_pipeline``).

@@ -7,7 +7,7 @@ their rows; :mod:`govc_db.store.sql` executes them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +25,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     true,
     union_all,
     update,
@@ -34,7 +35,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.sql.elements import BindParameter
 
 from govc_db.errors import GovcError
-from govc_db.models import Base, CommitIndex, CommitPath, ObjectRow, Ref, RefLog, RefLogBlock
+from govc_db.models import Base, CommitIndex, ObjectRow, Ref, RefLog, RefLogBlock
 from govc_db.models import Repository as RepositoryRow
 from govc_db.objects import TYPE_NAMES, ObjectId
 from govc_db.store.codec import DELTA_ENCODINGS
@@ -46,7 +47,6 @@ T_REF: Table = Ref.__table__  # type: ignore[assignment]
 T_LOG: Table = RefLog.__table__  # type: ignore[assignment]
 T_BLOCK: Table = RefLogBlock.__table__  # type: ignore[assignment]
 T_COMMIT: Table = CommitIndex.__table__  # type: ignore[assignment]
-T_PATH: Table = CommitPath.__table__  # type: ignore[assignment]
 
 #: Ids per IN (...) list; well under SQLite's and PostgreSQL's parameter limits.
 CHUNK = 500
@@ -172,16 +172,61 @@ _COMMIT_COLS = (
     T_COMMIT.c.parents,
 )
 S_IDX_ALL = select(*_COMMIT_COLS).where(T_COMMIT.c.repo_id == _R)
-S_PATH_TOUCH = select(T_PATH.c.oid, T_PATH.c.position).where(
-    T_PATH.c.repo_id == _R,
+# Commits whose changed paths may touch a path (the caller decodes ``changed`` to be
+# sure and to learn the parent positions): ``NUL path NUL`` or ``NUL path/`` in the
+# column, by a scan of the repository's rows (no index: git's commit-graph has none
+# either, and the path-limited log reads the repository's rows anyway).
+S_PATH_TOUCH = select(T_COMMIT.c.oid, T_COMMIT.c.changed).where(
+    T_COMMIT.c.repo_id == _R,
     or_(
-        T_PATH.c.path == bindparam("path"),
-        and_(T_PATH.c.path >= bindparam("lo"), T_PATH.c.path < bindparam("hi")),
+        func.instr(T_COMMIT.c.changed, bindparam("exact", type_=LargeBinary)) > 0,
+        func.instr(T_COMMIT.c.changed, bindparam("below", type_=LargeBinary)) > 0,
     ),
 )
-S_PATH_OF = select(T_PATH.c.position, T_PATH.c.path).where(
-    T_PATH.c.repo_id == _R, T_PATH.c.oid == bindparam("oid")
+S_PATH_TOUCH_PG = select(T_COMMIT.c.oid, T_COMMIT.c.changed).where(
+    T_COMMIT.c.repo_id == _R,
+    text(
+        "(position(CAST(:exact AS bytea) IN govc_commits.changed) > 0 "
+        "OR position(CAST(:below AS bytea) IN govc_commits.changed) > 0)"
+    ),
 )
+S_PATH_OF = select(T_COMMIT.c.changed).where(
+    T_COMMIT.c.repo_id == _R, T_COMMIT.c.oid == bindparam("oid")
+)
+
+
+def encode_changed(changed: Mapping[int, Iterable[str]]) -> bytes:
+    """The ``changed`` column of a commit's changed paths by parent position: for each
+    position from 0 to the largest, ``NUL path`` per path, then ``NUL``."""
+    out = bytearray()
+    for position in range(max(changed, default=0) + 1):
+        for path in changed.get(position, ()):
+            out += b"\0" + path.encode("utf-8", "surrogateescape")
+        out += b"\0"
+    return bytes(out)
+
+
+def decode_changed(blob: bytes) -> dict[int, set[str]]:
+    """Changed paths by parent position (positions without any left out)."""
+    out: dict[int, set[str]] = {}
+    position = 0
+    for token in bytes(blob).split(b"\0")[1:]:
+        if token:
+            out.setdefault(position, set()).add(token.decode("utf-8", "surrogateescape"))
+        else:
+            position += 1
+    return out
+
+
+def touches(blob: bytes, path: str) -> list[int]:
+    """The parent positions whose changed paths include ``path`` or lie below it."""
+    below = path + "/"
+    return [
+        position
+        for position, paths in decode_changed(blob).items()
+        if path in paths or any(p.startswith(below) for p in paths)
+    ]
+
 
 # Bulk reads by id (govc_db.db.batch): PostgreSQL binds one bytea[] (``= ANY``), so the
 # statement text is the same for any number of ids and psycopg prepares it; SQLite expands
@@ -389,6 +434,5 @@ S_REPO_COUNT = select(func.count()).select_from(T_REPO)
 # table added later (packs, staging) is deleted with its repository without a code change.
 DEPENDENT_TABLES = tuple(t for t in reversed(Base.metadata.sorted_tables) if "repo_id" in t.c)
 
-# Every changed path of a repository (verify: the table is keyed by path, so the paths
-# of many commits are one scan).
-S_PATH_ALL = select(T_PATH.c.oid, T_PATH.c.position, T_PATH.c.path).where(T_PATH.c.repo_id == _R)
+# Every commit's changed paths (verify: one scan).
+S_PATH_ALL = select(T_COMMIT.c.oid, T_COMMIT.c.changed).where(T_COMMIT.c.repo_id == _R)
