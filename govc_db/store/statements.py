@@ -316,8 +316,9 @@ def _ancestry_statement() -> Any:
     inside them, which is quadratic (2,000 commits: 11 s instead of 30 ms); this way
     every step is a primary-key lookup from the CTE row.
     """
-    zero, one = literal_column("0"), literal_column("1")
-    twenty = literal_column("20")
+    zero: Any = literal_column("0")
+    one: Any = literal_column("1")
+    twenty: Any = literal_column("20")
     start = (
         select(
             T_COMMIT.c.repo_id.label("repo_id"),
