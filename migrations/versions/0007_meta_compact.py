@@ -103,38 +103,92 @@ def _batches(rows: Iterator[Any]) -> Iterator[list[Any]]:
         yield batch
 
 
-def _changed_into_commits() -> None:
-    """Each commit's ``govc_commit_paths`` rows as its ``changed`` (a root commit's
-    position 0 even when it holds no path, a merge's every position up to its last
-    parent's)."""
+def _copy_commits() -> None:
+    """Copy ``govc_commits_old`` into the new ``govc_commits`` in key order, each row with
+    its ``govc_commit_parents`` rows as ``parents`` and its ``govc_commit_paths`` rows as
+    ``changed`` (a root commit's position 0 even when it holds no path, a merge's every
+    position up to its last parent's). The three tables are read as streams in
+    ``(repo_id, oid)`` order and merged, so memory stays bounded by :data:`BATCH` rows."""
     conn = op.get_bind()
-    update = sa.text("UPDATE govc_commits SET changed = :c WHERE repo_id = :r AND oid = :o")
-    positions = conn.exec_driver_sql(
-        "SELECT repo_id, oid, length(parents) / 20 FROM govc_commits"
-    ).fetchall()
-    count = {(r, bytes(o)): n for r, o, n in positions}
-    rows = conn.exec_driver_sql(
-        "SELECT repo_id, oid, position, path FROM govc_commit_paths "
-        "ORDER BY repo_id, oid, position"
+    # Per statement: Connection.execution_options() would change the connection for the
+    # rest of the migration (a server-side cursor cannot run DDL).
+    streamed = {"stream_results": True, "yield_per": BATCH}
+    commits = conn.exec_driver_sql(
+        "SELECT repo_id, oid, tree, generation, author_time, committer_time "
+        "FROM govc_commits_old ORDER BY repo_id, oid",
+        execution_options=streamed,
     )
-    by_commit: dict[tuple[int, bytes], dict[int, list[bytes]]] = {}
-    for repo_id, oid, position, path in rows:
-        key = (repo_id, bytes(oid))
-        by_commit.setdefault(key, {}).setdefault(int(position), []).append(bytes(path))
+    parents = conn.exec_driver_sql(
+        "SELECT repo_id, oid, parent FROM govc_commit_parents ORDER BY repo_id, oid, position",
+        execution_options=streamed,
+    )
+    paths = conn.exec_driver_sql(
+        "SELECT repo_id, oid, position, path FROM govc_commit_paths "
+        "ORDER BY repo_id, oid, position",
+        execution_options=streamed,
+    )
+    new = sa.table(
+        "govc_commits",
+        *(
+            sa.column(c)
+            for c in (
+                "repo_id",
+                "oid",
+                "tree",
+                "generation",
+                "author_time",
+                "committer_time",
+                "parents",
+                "changed",
+            )
+        ),
+    )
+    next_parent = _Cursor(parents)
+    next_path = _Cursor(paths)
 
-    def blobs() -> Iterator[dict[str, Any]]:
-        for key, n in count.items():
-            paths = by_commit.get(key, {})
-            last = max(max(paths, default=0), n - 1, 0)
-            out = bytearray()
+    def rows() -> Iterator[dict[str, Any]]:
+        for repo_id, oid, tree, generation, author_time, committer_time in commits:
+            key = (int(repo_id), bytes(oid))
+            ids = b"".join(bytes(r[2]) for r in next_parent.take(key))
+            by_position: dict[int, list[bytes]] = {}
+            for r in next_path.take(key):
+                by_position.setdefault(int(r[2]), []).append(bytes(r[3]))
+            last = max(max(by_position, default=0), len(ids) // 20 - 1, 0)
+            changed = bytearray()
             for position in range(last + 1):
-                for path in sorted(paths.get(position, ())):
-                    out += b"\0" + path
-                out += b"\0"
-            yield {"c": bytes(out), "r": key[0], "o": key[1]}
+                for path in by_position.get(position, ()):
+                    changed += b"\0" + path
+                changed += b"\0"
+            yield {
+                "repo_id": key[0],
+                "oid": key[1],
+                "tree": bytes(tree),
+                "generation": generation,
+                "author_time": author_time,
+                "committer_time": committer_time,
+                "parents": ids,
+                "changed": bytes(changed),
+            }
 
-    for batch in _batches(blobs()):
-        conn.execute(update, batch)
+    for batch in _batches(rows()):
+        conn.execute(sa.insert(new), batch)
+
+
+class _Cursor:
+    """Rows of a stream ordered by ``(repo_id, oid)``, taken a commit at a time."""
+
+    def __init__(self, result: Any) -> None:
+        self._rows = iter(result)
+        self._head: Any = next(self._rows, None)
+
+    def take(self, key: tuple[int, bytes]) -> Iterator[Any]:
+        """The rows of commit ``key`` (rows of commits before it, which have no commit
+        row, are skipped)."""
+        while self._head is not None and (int(self._head[0]), bytes(self._head[1])) < key:
+            self._head = next(self._rows, None)
+        while self._head is not None and (int(self._head[0]), bytes(self._head[1])) == key:
+            yield self._head
+            self._head = next(self._rows, None)
 
 
 def upgrade() -> None:
@@ -142,39 +196,7 @@ def upgrade() -> None:
     conn = op.get_bind()
     _set_aside_commits()
     _commits_table("govc_commits", with_parents=True)
-    if conn.dialect.name == "postgresql":
-        op.execute(
-            "INSERT INTO govc_commits (repo_id, oid, tree, generation, author_time, "
-            "committer_time, parents, changed) SELECT c.repo_id, c.oid, c.tree, c.generation, "
-            "c.author_time, c.committer_time, coalesce((SELECT string_agg(p.parent, "
-            "''::bytea ORDER BY p.position) FROM govc_commit_parents p "
-            "WHERE p.repo_id = c.repo_id AND p.oid = c.oid), ''::bytea), ''::bytea "
-            "FROM govc_commits_old c ORDER BY c.repo_id, c.oid"
-        )
-    else:
-        op.execute(
-            "INSERT INTO govc_commits (repo_id, oid, tree, generation, author_time, "
-            "committer_time, parents, changed) SELECT repo_id, oid, tree, generation, "
-            "author_time, committer_time, x'', x'' FROM govc_commits_old ORDER BY repo_id, oid"
-        )
-        rows = conn.exec_driver_sql(
-            "SELECT repo_id, oid, parent FROM govc_commit_parents "
-            "ORDER BY repo_id, oid, position"
-        )
-        merged: list[tuple[bytes, int, bytes]] = []
-        key: tuple[int, bytes] | None = None
-        for repo_id, oid, parent in rows.fetchall():
-            if key == (repo_id, oid):
-                last = merged[-1]
-                merged[-1] = (last[0] + bytes(parent), last[1], last[2])
-            else:
-                key = (repo_id, bytes(oid))
-                merged.append((bytes(parent), repo_id, bytes(oid)))
-        for batch in _batches(iter(merged)):
-            conn.exec_driver_sql(
-                "UPDATE govc_commits SET parents = ? WHERE repo_id = ? AND oid = ?", batch
-            )
-    _changed_into_commits()
+    _copy_commits()
     _finish_commits()
     op.drop_table("govc_commit_parents")
     op.drop_table("govc_commit_paths")
