@@ -37,6 +37,7 @@ from govc_db.objects import (
     tree_sort_key,
 )
 from govc_db.store.codec import Codec
+from govc_db.store.statements import encode_changed
 
 __all__ = [
     "AUTHOR_EMAIL",
@@ -285,10 +286,8 @@ SEL_REPO = "SELECT id FROM govc_repositories WHERE name = %s"
 INS_OBJ = _ins("govc_objects", "repo_id, oid, type, size, encoding, data")
 INS_COMMIT = _ins(
     "govc_commits",
-    "repo_id, oid, tree, generation, author_time, committer_time, parent_count",
+    "repo_id, oid, tree, generation, author_time, committer_time, parents, changed",
 )
-INS_PARENT = _ins("govc_commit_parents", "repo_id, oid, position, parent")
-INS_PATH = _ins("govc_commit_paths", "repo_id, oid, position, path")
 INS_REF = _ins("govc_refs", "repo_id, name, target")
 CAS_REF = "UPDATE govc_refs SET target = %s WHERE repo_id = %s AND name = %s AND target = %s"
 # The reflog is keyed (repo_id, ref, id) (migration 0005): the id comes from the sequence
@@ -312,8 +311,6 @@ class Batch:
 
     objects: list[tuple[Any, ...]]
     commit: tuple[Any, ...]
-    parents: list[tuple[Any, ...]]
-    paths: list[tuple[Any, ...]]
     old: ObjectId | None
     new: ObjectId
     reflog: tuple[Any, ...]
@@ -355,9 +352,16 @@ class RawSql:
         text = summary(message) if parents else "commit (initial): " + summary(message)[8:]
         return Batch(
             objects=objects,
-            commit=(r, new, root, self.generation + 1, when, when, len(parents)),
-            parents=[(r, new, i, p) for i, p in enumerate(parents)],
-            paths=[(r, new, 0, p.encode()) for p in paths],
+            commit=(
+                r,
+                new,
+                root,
+                self.generation + 1,
+                when,
+                when,
+                b"".join(parents),
+                encode_changed({0: paths}),
+            ),
             old=self.head,
             new=new,
             reflog=(r, REF, self.head, new, int(time.time() * 1_000_000), text),
@@ -410,9 +414,6 @@ class RawPostgres(RawSql):
             cur = self.conn.cursor()
             cur.executemany(INS_OBJ, batch.objects)
             cur.execute(INS_COMMIT, batch.commit)
-            if batch.parents:
-                cur.executemany(INS_PARENT, batch.parents)
-            cur.executemany(INS_PATH, batch.paths)
             ref = self.conn.cursor()
             if batch.old is None:
                 ref.execute(INS_REF, (self.repo_id, REF, batch.new))
@@ -450,9 +451,6 @@ class RawSqlite(RawSql):
         try:
             c.executemany(_q(INS_OBJ), batch.objects)
             c.execute(_q(INS_COMMIT), batch.commit)
-            if batch.parents:
-                c.executemany(_q(INS_PARENT), batch.parents)
-            c.executemany(_q(INS_PATH), batch.paths)
             if batch.old is None:
                 moved = c.execute(_q(INS_REF), (self.repo_id, REF, batch.new))
             else:

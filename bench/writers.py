@@ -50,8 +50,6 @@ from bench.peers import (
     INS_LOG,
     INS_LOG_SQLITE,
     INS_OBJ,
-    INS_PARENT,
-    INS_PATH,
     TreeModel,
     signature,
 )
@@ -59,6 +57,7 @@ from bench.report import FAILED, NOT_SUPPORTED, Result
 from govc_db import Settings, Store
 from govc_db.objects import MODE_DIR, MODE_FILE, TYPE_NUMBERS, Commit, ObjectId, hash_object
 from govc_db.store.codec import Codec
+from govc_db.store.statements import encode_changed
 
 __all__ = ["bench_writers"]
 
@@ -204,9 +203,21 @@ class RawWriter:
             summary = "commit: " + msg.split(b"\n", 1)[0].decode()
             writes: list[tuple[str, list[tuple[Any, ...]]]] = [
                 (INS_OBJ, rows),
-                (INS_COMMIT, [(r, new, child[1], generation + 1, when, when, 1)]),
-                (INS_PARENT, [(r, new, 0, head)]),
-                (INS_PATH, [(r, new, 0, path.encode())]),
+                (
+                    INS_COMMIT,
+                    [
+                        (
+                            r,
+                            new,
+                            child[1],
+                            generation + 1,
+                            when,
+                            when,
+                            head,
+                            encode_changed({0: [path]}),
+                        )
+                    ],
+                ),
                 (CAS_REF, [(new, r, ref, head)]),
                 (
                     INS_LOG if self.pg else INS_LOG_SQLITE,

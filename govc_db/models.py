@@ -33,13 +33,12 @@ __all__ = [
     "ApiToken",
     "Base",
     "CommitIndex",
-    "CommitParent",
     "ChunkRow",
-    "CommitPath",
     "ObjectRow",
     "PackRow",
     "Ref",
     "RefLog",
+    "RefLogBlock",
     "Repository",
 ]
 
@@ -168,10 +167,38 @@ class RefLog(Base):
     message: Mapped[str] = mapped_column(Text, default="")
 
 
+class RefLogBlock(Base):
+    """Many moves of one ref in one row (written by ``gc()``, :mod:`govc_db.store.reflog`).
+
+    ``id`` is the block's last move's ``govc_reflog`` id: a ref's blocks and rows in
+    ``id`` order are its moves in order. ``packed``: the moves, compressed together.
+    """
+
+    __tablename__ = "govc_reflog_blocks"
+    __table_args__ = (
+        PrimaryKeyConstraint("repo_id", "ref", "id", name="pk_govc_reflog_blocks"),
+        {"sqlite_with_rowid": False},
+    )
+
+    repo_id: Mapped[int] = mapped_column(ForeignKey("govc_repositories.id", ondelete="CASCADE"))
+    ref: Mapped[str] = mapped_column(String(1024))
+    id: Mapped[int] = mapped_column(BigInteger, autoincrement=False)
+    packed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class CommitIndex(Base):
     """One row per commit: what log, ancestry and merge-base queries read instead of objects.
 
     ``generation`` is 1 for a root commit, else 1 + the maximum of its parents'.
+    ``parents`` holds the parents' 20-byte ids concatenated in parent order (empty for a
+    root commit). ``changed`` holds the file paths the commit changed against each parent
+    (every path of a root commit), as UTF-8 bytes: per parent position, ``NUL path`` for
+    each path and one ``NUL`` to end the position (:func:`govc_db.store.statements.
+    encode_changed`). A merge records its changes against each parent, which is what
+    git's history simplification needs for a path-limited log; that log finds its
+    commits by a scan of the repository's rows for ``NUL path NUL`` or ``NUL path/``.
+    One row per commit, where tables of parents and of changed paths cost a row and a
+    key entry per parent and per path (migration 0007).
     """
 
     __tablename__ = "govc_commits"
@@ -188,47 +215,8 @@ class CommitIndex(Base):
     generation: Mapped[int] = mapped_column(Integer)
     author_time: Mapped[int] = mapped_column(BigInteger)
     committer_time: Mapped[int] = mapped_column(BigInteger)
-    parent_count: Mapped[int] = mapped_column(SmallInteger)
-
-
-class CommitParent(Base):
-    """The ordered parents of a commit (``position`` 0 is the first parent).
-
-    Read by commit (its primary key) only: no index by parent (migration 0005 dropped
-    it; no query looked commits up by parent).
-    """
-
-    __tablename__ = "govc_commit_parents"
-    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
-
-    repo_id: Mapped[int] = mapped_column(
-        ForeignKey("govc_repositories.id", ondelete="CASCADE"), primary_key=True
-    )
-    oid: Mapped[bytes] = mapped_column(OID, primary_key=True)
-    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    parent: Mapped[bytes] = mapped_column(OID)
-
-
-class CommitPath(Base):
-    """A file path a commit changed relative to one parent (``position``; 0 for a root commit).
-
-    A merge records its changes against each parent, which is what git's history
-    simplification needs for a path-limited log. Keyed by path first (a path-limited
-    log is a range of the primary key, its only index); the paths of one commit are
-    read by ``verify`` only, with one scan of the repository's rows.
-    """
-
-    __tablename__ = "govc_commit_paths"
-    __table_args__ = (
-        PrimaryKeyConstraint("repo_id", "path", "oid", "position", name="pk_govc_commit_paths"),
-        {"sqlite_with_rowid": False},
-    )
-
-    repo_id: Mapped[int] = mapped_column(ForeignKey("govc_repositories.id", ondelete="CASCADE"))
-    oid: Mapped[bytes] = mapped_column(OID)
-    position: Mapped[int] = mapped_column(SmallInteger)
-    path: Mapped[bytes] = mapped_column(LargeBinary)
-    """UTF-8 bytes, so range scans compare bytewise on every dialect and collation."""
+    parents: Mapped[bytes] = mapped_column(LargeBinary)
+    changed: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ChunkRow(Base):
@@ -261,6 +249,13 @@ event.listen(
         "ALTER TABLE govc_packs ALTER COLUMN ids SET STORAGE EXTERNAL, "
         "ALTER COLUMN data SET STORAGE EXTERNAL"
     ).execute_if(  # type: ignore[no-untyped-call]
+        dialect="postgresql"
+    ),
+)
+event.listen(
+    RefLogBlock.__table__,
+    "after_create",
+    DDL("ALTER TABLE govc_reflog_blocks ALTER COLUMN packed SET STORAGE EXTERNAL").execute_if(  # type: ignore[no-untyped-call]
         dialect="postgresql"
     ),
 )

@@ -174,14 +174,17 @@ def test_settings_validation() -> None:
 
 
 def test_rows_written_before_the_migration_still_read(empty_db_url: str) -> None:
+    """Rows in 0001's schema (written at head, then carried down by every downgrade:
+    the code of today writes only the newest schema) read after ``upgrade``."""
     engine = sa.create_engine(empty_db_url)
     try:
-        migrate.upgrade(engine, "0001")
+        migrate.upgrade(engine)
         with govc_db.open(empty_db_url, Settings(storage_optimizer=False)) as old:
             repo = old.create_repository("old")
             ids = history(repo, 8)
             expected = snapshot(repo, ids)
             moves = repo.reflog("main")
+        migrate.downgrade(engine, "0001")
         migrate.upgrade(engine)
         assert migrate.current_revision(engine) == migrate.head_revision()
         if engine.dialect.name == "sqlite":
@@ -302,3 +305,101 @@ def test_packed_objects_carried_through_downgrade_and_upgrade_of_0006(
         repo = s.repository("p")
         assert snapshot(repo, ids) == expected
         assert repo.verify().ok
+
+
+def _meta_state(repo: govc_db.Repository, tips: list[str]) -> dict[str, object]:
+    """What the commit index and reflog answer: logs (whole, limited, by path), merge
+    bases, ancestry and every ref's moves."""
+    a, b = tips
+    return {
+        "log": [(c.oid, c.parents) for c in repo.log("main")],
+        "log3": [c.oid for c in repo.log("side", limit=3)],
+        "by_path": {p: [c.oid for c in repo.log("main", path=p)] for p in ("d", "d/x.txt")},
+        "base": repo.merge_base(a, b),
+        "ancestor": (repo.is_ancestor(b, a), repo.is_ancestor(a, b)),
+        "reflog": {ref: repo.reflog(ref) for ref in ("main", "side")},
+    }
+
+
+def test_commit_index_and_reflog_blocks_carried_through_downgrade_and_upgrade_of_0007(
+    empty_db_url: str,
+) -> None:
+    """0007 keeps a commit's parents in its row and gc() puts reflog moves in blocks:
+    its downgrade writes ``govc_commit_parents`` rows (merges: two, in order) and every
+    block's moves as rows back; the upgrade reads them into the new shape again, and
+    log, path-limited log, merge base and reflog answer the same throughout."""
+    with govc_db.open(empty_db_url) as s:
+        s.upgrade()
+        repo = s.create_repository("m")
+        history(repo, 20)
+        repo.create_branch("side")
+        side = repo.commit("side", {"d/x.txt": text("x", 1)}, message="x\n", author=SIG)
+        repo.commit("main", {"d/y.txt": text("y", 1)}, message="y\n", author=SIG)
+        merged = repo.merge("main", "side", author=SIG, message="merge\n")
+        for k in range(2, 5):
+            repo.commit("side", {"d/x.txt": text("x", k)}, message=f"x{k}\n", author=SIG)
+        tips = [repo.resolve("main"), repo.resolve("side")]
+        before = _meta_state(repo, tips)
+        assert repo.get_commit(merged).parents[1] == side
+        repo.gc()
+        with s.engine.connect() as conn:
+            blocks = conn.exec_driver_sql("SELECT count(*) FROM govc_reflog_blocks").scalar()
+        assert blocks == 1  # main's 23 moves; side's 4 stay rows
+        assert _meta_state(repo, tips) == before
+        last = repo.commit("main", {"d/z.txt": text("z", 1)}, message="z\n", author=SIG)
+        moves = repo.reflog("main")
+        reflogs: dict[str, list[object]] = before["reflog"]  # type: ignore[assignment]
+        assert moves[0].new == last and moves[1:] == reflogs["main"]
+        tips[0] = last
+        before = _meta_state(repo, tips)
+    engine = sa.create_engine(empty_db_url)
+    try:
+        migrate.downgrade(engine, "0006")
+        with engine.connect() as conn:
+            parents = conn.exec_driver_sql(
+                "SELECT position, parent FROM govc_commit_parents WHERE oid = ? ORDER BY position"
+                if engine.dialect.name == "sqlite"
+                else "SELECT position, parent FROM govc_commit_parents WHERE oid = %s "
+                "ORDER BY position",
+                (bytes.fromhex(merged),),
+            ).all()
+            assert [(p, bytes(o).hex()) for p, o in parents] == [
+                (i, oid) for i, oid in enumerate(repo_parents(before, merged))
+            ]
+            counts = conn.exec_driver_sql(
+                "SELECT ref, count(*) FROM govc_reflog GROUP BY ref ORDER BY ref"
+            ).all()
+            assert [tuple(r) for r in counts] == [("refs/heads/main", 24), ("refs/heads/side", 5)]
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    with govc_db.open(empty_db_url) as s:
+        repo = s.repository("m")
+        assert _meta_state(repo, tips) == before
+        assert repo.verify().ok
+        newest = repo.commit("side", {"d/x.txt": text("x", 9)}, message="x9\n", author=SIG)
+        assert [m.new for m in repo.reflog("side")[:2]] == [newest, tips[1]]
+
+
+def repo_parents(state: dict[str, object], oid: str) -> list[str]:
+    """The parents of ``oid`` as the whole log of ``state`` lists them."""
+    log: list[tuple[str, list[str]]] = state["log"]  # type: ignore[assignment]
+    return next(list(parents) for c, parents in log if c == oid)
+
+
+def test_reflog_block_round_trips_every_kind_of_move() -> None:
+    from govc_db.store.reflog import decode_block, encode_block
+
+    a, b, c = (bytes([i]) * 20 for i in (1, 2, 3))
+    moves: list[tuple[bytes | None, bytes | None, int, str]] = [
+        (None, a, 1_700_000_000_000_000, "branch: Created from HEAD"),
+        (a, b, 1_700_000_000_000_123, "commit: ü\udcff"),  # old = previous new
+        (c, a, 1_699_999_999_000_000, "reset: moving"),  # old given; time goes back
+        (a, None, 1_700_000_001_000_000, ""),  # deleted
+        (None, c, 0, "created again"),
+    ]
+    assert decode_block(encode_block(moves)) == moves
+    with pytest.raises(GovcError):
+        decode_block(b"\x09" + encode_block(moves)[1:])
+    with pytest.raises(GovcError):
+        decode_block(encode_block(moves)[:-3])

@@ -31,6 +31,7 @@ from govc_db.storage.gc import run_gc
 from govc_db.storage.stream import StreamSource
 from govc_db.store.codec import ENC_RAW, ENC_ZLIB, ENC_ZSTD
 from govc_db.store.ports import IndexEntry, RawObject, Unit
+from govc_db.store.reflog import MIN_MOVES
 from govc_db.store.sql import SqlBackend
 
 SIG = Signature("A U Thor", "author@example.com", 1_700_000_000, 120)
@@ -653,6 +654,11 @@ class TestStoreContract:
             u.refs.add_if_new("refs/heads/main", a, "create")
             u.refs.set_if_equals("refs/heads/main", a, b, "move")
             u.refs.add_if_new("refs/tags/t", a, "tag")
+            # Enough moves of one ref for gc() to put them in a block (govc_reflog_blocks).
+            u.refs.add_if_new("refs/heads/busy", a, "create")
+            for i in range(MIN_MOVES):
+                old, new = (a, b) if i % 2 == 0 else (b, a)
+                u.refs.set_if_equals("refs/heads/busy", old, new, f"move {i}")
             for entry, changed in self._dag():
                 u.index.add(entry, changed)
             # A large blob stored in chunks (govc_chunks rows).
@@ -684,7 +690,8 @@ class TestStoreContract:
             store.repository("contract")
         # The surviving repository still works.
         with self.unit(store, other, write=False) as u:
-            assert set(u.refs.list_refs()) == {"refs/heads/main", "refs/tags/t"}
+            assert set(u.refs.list_refs()) == {"refs/heads/main", "refs/heads/busy", "refs/tags/t"}
+            assert len(u.refs.reflog("refs/heads/busy")) == MIN_MOVES + 1
             assert len(list(u.index.iter_all())) == len(self._dag())
 
     def test_create_repository_already_exists(self, store: Store, repo: Repository) -> None:

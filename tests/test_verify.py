@@ -17,7 +17,7 @@ from _export import export_repository, git
 from govc_db import File, Repository, Signature, Store
 from govc_db.core.indexing import index_commit
 from govc_db.core.trees import build_tree
-from govc_db.models import CommitIndex, CommitParent, CommitPath, ObjectRow, Ref
+from govc_db.models import CommitIndex, ObjectRow, Ref
 from govc_db.models import Repository as RepositoryRow
 from govc_db.objects import (
     MODE_FILE,
@@ -31,12 +31,11 @@ from govc_db.objects import (
     hex_to_oid,
     parse_object,
 )
+from govc_db.store.statements import decode_changed, encode_changed
 
 T_OBJ: sa.Table = ObjectRow.__table__  # type: ignore[assignment]
 T_REF: sa.Table = Ref.__table__  # type: ignore[assignment]
 T_COMMIT: sa.Table = CommitIndex.__table__  # type: ignore[assignment]
-T_PARENT: sa.Table = CommitParent.__table__  # type: ignore[assignment]
-T_PATH: sa.Table = CommitPath.__table__  # type: ignore[assignment]
 T_REPO: sa.Table = RepositoryRow.__table__  # type: ignore[assignment]
 
 
@@ -253,24 +252,22 @@ def test_every_corruption_is_reported_at_once(store: Store, repo: Repository) ->
             .values(target=ghost_commit)
         )
         conn.execute(
-            sa.update(T_PARENT)
-            .where(T_PARENT.c.repo_id == rid, T_PARENT.c.oid == c2, T_PARENT.c.position == 0)
-            .values(parent=c3)
+            sa.update(T_COMMIT)
+            .where(T_COMMIT.c.repo_id == rid, T_COMMIT.c.oid == c2)
+            .values(parents=c3)
         )
         conn.execute(
             sa.update(T_COMMIT)
             .where(T_COMMIT.c.repo_id == rid, T_COMMIT.c.oid == c4)
             .values(generation=42)
         )
-        deleted_paths = conn.execute(
-            sa.delete(T_PATH).where(
-                T_PATH.c.repo_id == rid,
-                T_PATH.c.oid == c2,
-                T_PATH.c.position == 0,
-                T_PATH.c.path == b"a.txt",
-            )
+        where_c2 = sa.and_(T_COMMIT.c.repo_id == rid, T_COMMIT.c.oid == c2)
+        recorded = decode_changed(
+            conn.execute(sa.select(T_COMMIT.c.changed).where(where_c2)).scalar_one()
         )
-        assert deleted_paths.rowcount == 1
+        assert "a.txt" in recorded[0]
+        recorded[0].discard("a.txt")
+        conn.execute(sa.update(T_COMMIT).where(where_c2).values(changed=encode_changed(recorded)))
         conn.execute(
             sa.insert(T_COMMIT).values(
                 repo_id=rid,
@@ -279,7 +276,8 @@ def test_every_corruption_is_reported_at_once(store: Store, repo: Repository) ->
                 generation=1,
                 author_time=0,
                 committer_time=0,
-                parent_count=0,
+                parents=b"",
+                changed=b"\0",
             )
         )
 

@@ -59,6 +59,7 @@ from govc_db.store.packs import (
     decompress,
     encode_pack,
 )
+from govc_db.store.reflog import compact_reflog
 from govc_db.store.sql import SqlBackend
 from govc_db.store.statements import T_OBJ
 
@@ -233,6 +234,7 @@ def run_gc(
             if not got:
                 raise GcBusy("gc() of this repository is already running")
         _pack_repository(backend, repo_id, report, progress, should_stop, batch, pack_target)
+        compact_reflog(backend, repo_id)  # the ref moves, many to a row (store/reflog.py)
         if vacuum:
             report.vacuum = _vacuum(backend)
         with backend.unit(repo_id, what="gc") as u:
@@ -425,7 +427,7 @@ def _pack(
 #: Tables whose indexes gc() rebuilds on PostgreSQL: their keys are object ids, which
 #: arrive in random order, so page splits leave their b-trees about 70 % full (measured
 #: on the bench history: 20.7 MiB before, 19.0 MiB after rebuilding them).
-REINDEXED: Final = ("govc_objects", "govc_commits", "govc_commit_parents", "govc_commit_paths")
+REINDEXED: Final = ("govc_objects", "govc_commits")
 #: On SQLite a whole-file ``VACUUM`` (which rebuilds every b-tree densely, about 10 % of
 #: a history's file) runs only up to this file size: it holds the write lock while it
 #: copies the file (0.1 s for the 11 MiB bench history). Larger files get

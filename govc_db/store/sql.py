@@ -43,6 +43,7 @@ from govc_db.store.cached_read import CacheMiss, ReadStats
 from govc_db.store.codec import DELTA_ENCODINGS, OID_LEN, Codec, resolve_rows
 from govc_db.store.packs import PackStore
 from govc_db.store.ports import IndexEntry, RawObject, RefLogEntry
+from govc_db.store.reflog import moves_of_row
 from govc_db.store.statements import (
     DEPENDENT_TABLES,
     PREFIX_RE,
@@ -65,10 +66,10 @@ from govc_db.store.statements import (
     S_OBJ_HAS_ONE,
     S_OBJ_HAS_PG,
     S_OBJ_PREFIX,
-    S_PAR_ALL,
     S_PATH_ALL,
     S_PATH_OF,
     S_PATH_TOUCH,
+    S_PATH_TOUCH_PG,
     S_REF_ALL,
     S_REF_CAS,
     S_REF_DEL_IF,
@@ -83,13 +84,14 @@ from govc_db.store.statements import (
     S_REPO_NAME,
     T_COMMIT,
     T_OBJ,
-    T_PARENT,
-    T_PATH,
     T_REF,
     T_REPO,
-    chunks,
+    decode_changed,
+    encode_changed,
     group_index_rows,
     insert_ignore,
+    join_parents,
+    touches,
     type_name_of,
 )
 
@@ -927,13 +929,14 @@ class SqlRefs:
         self._u.drain()
         return [
             RefLogEntry(
-                r.ref,
-                None if r.old is None else ObjectId(bytes(r.old)),
-                None if r.new is None else ObjectId(bytes(r.new)),
-                r.time / 1_000_000,
-                r.message,
+                name,
+                None if m["old"] is None else ObjectId(bytes(m["old"])),
+                None if m["new"] is None else ObjectId(bytes(m["new"])),
+                m["time"] / 1_000_000,
+                m["message"],
             )
             for r in self._u.execute(S_LOG_GET, {"ref": name})
+            for m in moves_of_row(r)
         ]
 
 
@@ -961,13 +964,12 @@ def _unnest_insert(table: Any, columns: list[str], conn: Connection) -> str:
 #: builds them), by table name.
 _INDEX_ORDER: dict[str, Callable[[dict[str, Any]], Any]] = {
     "govc_commits": lambda r: r["oid"],
-    "govc_commit_parents": lambda r: (r["oid"], r["position"]),
-    "govc_commit_paths": lambda r: (r["path"], r["oid"], r["position"]),
 }
 
 
 class SqlIndex:
-    """CommitIndexStore over ``govc_commits``, ``govc_commit_parents``, ``govc_commit_paths``."""
+    """CommitIndexStore over ``govc_commits`` (a commit's parents and changed paths in
+    its row)."""
 
     def __init__(self, unit: SqlUnit) -> None:
         self._u = unit
@@ -987,36 +989,15 @@ class SqlIndex:
             "generation": entry.generation,
             "author_time": entry.author_time,
             "committer_time": entry.committer_time,
-            "parent_count": len(entry.parents),
+            "parents": join_parents(entry.parents),
+            "changed": encode_changed(changed),
         }
-        parent_rows = [
-            {"repo_id": r, "oid": entry.oid, "position": i, "parent": p}
-            for i, p in enumerate(entry.parents)
-        ]
-        rows = [
-            {
-                "repo_id": r,
-                "oid": entry.oid,
-                "position": pos,
-                "path": path.encode("utf-8", "surrogateescape"),
-            }
-            for pos, paths in changed.items()
-            for path in paths
-        ]
         pipe = self._u.pipe
         if pipe is not None:
             raw = b.raw_statements()
             pipe.add(raw.commit, commit_row)
-            if parent_rows:
-                pipe.add(raw.parents, parent_rows, many=True)
-            if rows:
-                pipe.add(raw.paths, rows, many=True)
             return
         self._u.conn.execute(b.commit_insert, commit_row)
-        if parent_rows:
-            self._u.conn.execute(b.parent_insert, parent_rows)
-        for chunk in chunks(rows, 1000):
-            self._u.conn.execute(b.path_insert, list(chunk))
 
     def add_many(self, entries: Sequence[tuple[IndexEntry, Mapping[int, Iterable[str]]]]) -> None:
         """Record many commits (idempotent), one statement per table and slice: on SQLite
@@ -1033,8 +1014,6 @@ class SqlIndex:
         b = self._u._backend
         r = self._u.repo_id
         commit_rows: list[dict[str, Any]] = []
-        parent_rows: list[dict[str, Any]] = []
-        path_rows: list[dict[str, Any]] = []
         for entry, changed in entries:
             oid = entry.oid
             commit_rows.append(
@@ -1045,31 +1024,14 @@ class SqlIndex:
                     "generation": entry.generation,
                     "author_time": entry.author_time,
                     "committer_time": entry.committer_time,
-                    "parent_count": len(entry.parents),
+                    "parents": join_parents(entry.parents),
+                    "changed": encode_changed(changed),
                 }
-            )
-            parent_rows.extend(
-                {"repo_id": r, "oid": oid, "position": i, "parent": p}
-                for i, p in enumerate(entry.parents)
-            )
-            path_rows.extend(
-                {
-                    "repo_id": r,
-                    "oid": oid,
-                    "position": pos,
-                    "path": path.encode("utf-8", "surrogateescape"),
-                }
-                for pos, paths in changed.items()
-                for path in paths
             )
         conn = self._u.conn
         pg = b.dialect == "postgresql"
         raw = b.raw_statements()
-        for stmt, compiled, rows in (
-            (b.commit_insert, raw.commit, commit_rows),
-            (b.parent_insert, raw.parents, parent_rows),
-            (b.path_insert, raw.paths, path_rows),
-        ):
+        for stmt, compiled, rows in ((b.commit_insert, raw.commit, commit_rows),):
             if not rows:
                 continue
             # In primary-key order: consecutive rows land in the same pages of the
@@ -1089,25 +1051,6 @@ class SqlIndex:
             args = compiled.args
             for i in range(0, len(rows), 5000):
                 conn.exec_driver_sql(compiled.sql, [args(row) for row in rows[i : i + 5000]])
-
-    def _assemble(
-        self, commit_rows: Iterable[Any], parent_rows: Iterable[Any]
-    ) -> dict[ObjectId, IndexEntry]:
-        parents: dict[bytes, list[ObjectId]] = {}
-        for row in parent_rows:
-            parents.setdefault(bytes(row.oid), []).append(ObjectId(bytes(row.parent)))
-        out: dict[ObjectId, IndexEntry] = {}
-        for row in commit_rows:
-            oid = ObjectId(bytes(row.oid))
-            out[oid] = IndexEntry(
-                oid,
-                ObjectId(bytes(row.tree)),
-                tuple(parents.get(oid, ())),
-                row.generation,
-                row.author_time,
-                row.committer_time,
-            )
-        return out
 
     def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, IndexEntry]:
         """Index rows of ``oids`` that exist, with their parents: one statement per chunk."""
@@ -1144,26 +1087,32 @@ class SqlIndex:
         return group_index_rows(self._u.execute(S_IDX_WINDOW, params))
 
     def touching(self, path: str) -> set[tuple[ObjectId, int]]:
-        """(commit, position) pairs whose changes touch ``path`` or anything below it."""
+        """(commit, position) pairs whose changes touch ``path`` or anything below it:
+        the commits whose ``changed`` holds it (one scan of the repository's rows),
+        decoded to learn the positions."""
         self._u.drain()
         p = path.encode("utf-8", "surrogateescape")
-        rows = self._u.execute(S_PATH_TOUCH, {"path": p, "lo": p + b"/", "hi": p + b"0"})
-        return {(ObjectId(bytes(r[0])), int(r[1])) for r in rows}
+        pg = self._u._backend.dialect == "postgresql"
+        rows = self._u.execute(
+            S_PATH_TOUCH_PG if pg else S_PATH_TOUCH,
+            {"exact": b"\0" + p + b"\0", "below": b"\0" + p + b"/"},
+        )
+        return {
+            (ObjectId(bytes(oid)), position)
+            for oid, changed in rows
+            for position in touches(changed, path)
+        }
 
     def iter_all(self) -> Iterable[IndexEntry]:
         """Every index row of this repository."""
         self._u.drain()
-        return list(self._assemble(self._u.execute(S_IDX_ALL), self._u.execute(S_PAR_ALL)).values())
+        return list(group_index_rows(self._u.execute(S_IDX_ALL)).values())
 
     def changed_paths(self, oid: ObjectId) -> dict[int, set[str]]:
-        """Recorded changed paths of one commit by parent position (a scan of the
-        repository's rows: the table is keyed by path; verify uses
-        :meth:`changed_paths_many`)."""
+        """Recorded changed paths of one commit by parent position."""
         self._u.drain()
-        out: dict[int, set[str]] = {}
-        for r in self._u.execute(S_PATH_OF, {"oid": oid}):
-            out.setdefault(int(r[0]), set()).add(bytes(r[1]).decode("utf-8", "surrogateescape"))
-        return out
+        blob = self._u.execute(S_PATH_OF, {"oid": oid}).scalar()
+        return {} if blob is None else decode_changed(blob)
 
     def changed_paths_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, dict[int, set[str]]]:
         """:meth:`changed_paths` of many commits (an optional capability that ``verify``
@@ -1174,11 +1123,10 @@ class SqlIndex:
         self._u.drain()
         every = self._all_paths
         if every is None:
-            every = {}
-            for r in self._u.execute(S_PATH_ALL):
-                by_pos = every.setdefault(ObjectId(bytes(r[0])), {})
-                path = bytes(r[2]).decode("utf-8", "surrogateescape")
-                by_pos.setdefault(int(r[1]), set()).add(path)
+            every = {
+                ObjectId(bytes(oid)): decode_changed(changed)
+                for oid, changed in self._u.execute(S_PATH_ALL)
+            }
             self._all_paths = every
         return {oid: every[oid] for oid in dict.fromkeys(oids) if oid in every}
 
@@ -1271,7 +1219,8 @@ class OptimisticRefs:
 S_REF_LOCK = S_REF_GET.with_for_update()
 
 _COMMIT_KEYS = (
-    "repo_id", "oid", "tree", "generation", "author_time", "committer_time", "parent_count",
+    "repo_id", "oid", "tree", "generation", "author_time", "committer_time", "parents",
+    "changed",
 )  # fmt: skip
 
 
@@ -1289,10 +1238,6 @@ class RawStatements:
         )
         self.notify = compile_raw(NOTIFY_STATEMENT, d, ())
         self.commit = compile_raw(backend.commit_insert, d, _COMMIT_KEYS)
-        self.parents = compile_raw(
-            backend.parent_insert, d, ("repo_id", "oid", "position", "parent")
-        )
-        self.paths = compile_raw(backend.path_insert, d, ("repo_id", "oid", "position", "path"))
         # Object reads outside a transaction (SqlBackend.fetch_objects).
         self.object_one = compile_raw(S_OBJ_GET_ONE, d, ())
         self.object_any: RawStatement | None = (
@@ -1354,8 +1299,6 @@ class SqlBackend:
             preserve_rowcount=True
         )
         self.commit_insert = insert_ignore(self.dialect, T_COMMIT)
-        self.parent_insert = insert_ignore(self.dialect, T_PARENT)
-        self.path_insert = insert_ignore(self.dialect, T_PATH)
         self.ref_list = S_REF_LIST_PG if self.dialect == "postgresql" else S_REF_LIST
         self.log_insert = S_LOG_ADD_PG if self.dialect == "postgresql" else S_LOG_ADD
         #: Speculative units with a write pipeline (``Settings.write_pipeline``).

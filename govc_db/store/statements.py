@@ -7,7 +7,7 @@ their rows; :mod:`govc_db.store.sql` executes them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -17,11 +17,17 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
+    cast,
     delete,
     func,
     literal_column,
+    null,
     or_,
     select,
+    text,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -29,7 +35,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.sql.elements import BindParameter
 
 from govc_db.errors import GovcError
-from govc_db.models import Base, CommitIndex, CommitParent, CommitPath, ObjectRow, Ref, RefLog
+from govc_db.models import Base, CommitIndex, ObjectRow, Ref, RefLog, RefLogBlock
 from govc_db.models import Repository as RepositoryRow
 from govc_db.objects import TYPE_NAMES, ObjectId
 from govc_db.store.codec import DELTA_ENCODINGS
@@ -39,9 +45,8 @@ T_REPO: Table = RepositoryRow.__table__  # type: ignore[assignment]
 T_OBJ: Table = ObjectRow.__table__  # type: ignore[assignment]
 T_REF: Table = Ref.__table__  # type: ignore[assignment]
 T_LOG: Table = RefLog.__table__  # type: ignore[assignment]
+T_BLOCK: Table = RefLogBlock.__table__  # type: ignore[assignment]
 T_COMMIT: Table = CommitIndex.__table__  # type: ignore[assignment]
-T_PARENT: Table = CommitParent.__table__  # type: ignore[assignment]
-T_PATH: Table = CommitPath.__table__  # type: ignore[assignment]
 
 #: Ids per IN (...) list; well under SQLite's and PostgreSQL's parameter limits.
 CHUNK = 500
@@ -106,13 +111,22 @@ S_REF_DEL_ANY = delete(T_REF).where(T_REF.c.repo_id == _R, T_REF.c.name == bindp
 
 def _log_add(dialect: str) -> Any:
     """The reflog INSERT: ids from the sequence on PostgreSQL, the ref's next number on
-    SQLite (the end of its range of the primary key; SQLite's writers are serialized, so
-    no two transactions race for it)."""
+    SQLite (the end of its range of the primary key, or of its blocks' when ``gc()`` moved
+    every row into blocks; SQLite's writers are serialized, so no two transactions race
+    for it)."""
     if dialect == "postgresql":
         ident: Any = func.nextval(literal_column("'govc_reflog_id_seq'"))
     else:
+        blocks = (
+            select(func.max(T_BLOCK.c.id))
+            .where(T_BLOCK.c.repo_id == _R, T_BLOCK.c.ref == bindparam("ref"))
+            .scalar_subquery()
+        )
         ident = (
-            select(func.coalesce(func.max(T_LOG.c.id), literal_column("0")) + literal_column("1"))
+            select(
+                func.coalesce(func.max(T_LOG.c.id), blocks, literal_column("0"))
+                + literal_column("1")
+            )
             .where(T_LOG.c.repo_id == _R, T_LOG.c.ref == bindparam("ref"))
             .scalar_subquery()
         )
@@ -129,11 +143,25 @@ def _log_add(dialect: str) -> Any:
 
 S_LOG_ADD_PG = _log_add("postgresql")
 S_LOG_ADD = _log_add("sqlite")
-S_LOG_GET = (
-    select(T_LOG.c.ref, T_LOG.c.old, T_LOG.c.new, T_LOG.c.time, T_LOG.c.message)
-    .where(T_LOG.c.repo_id == _R, T_LOG.c.ref == bindparam("ref"))
-    .order_by(T_LOG.c.id)
-)
+# A ref's moves: its rows and its blocks (govc_db.store.reflog), in id order.
+S_LOG_GET = union_all(
+    select(
+        T_LOG.c.id,
+        T_LOG.c.old,
+        T_LOG.c.new,
+        T_LOG.c.time,
+        T_LOG.c.message,
+        cast(null(), LargeBinary).label("packed"),
+    ).where(T_LOG.c.repo_id == _R, T_LOG.c.ref == bindparam("ref")),
+    select(
+        T_BLOCK.c.id,
+        cast(null(), LargeBinary),
+        cast(null(), LargeBinary),
+        literal_column("0"),
+        literal_column("''"),
+        T_BLOCK.c.packed,
+    ).where(T_BLOCK.c.repo_id == _R, T_BLOCK.c.ref == bindparam("ref")),
+).order_by(literal_column("id"))
 
 _COMMIT_COLS = (
     T_COMMIT.c.oid,
@@ -141,23 +169,64 @@ _COMMIT_COLS = (
     T_COMMIT.c.generation,
     T_COMMIT.c.author_time,
     T_COMMIT.c.committer_time,
+    T_COMMIT.c.parents,
 )
 S_IDX_ALL = select(*_COMMIT_COLS).where(T_COMMIT.c.repo_id == _R)
-S_PAR_ALL = (
-    select(T_PARENT.c.oid, T_PARENT.c.position, T_PARENT.c.parent)
-    .where(T_PARENT.c.repo_id == _R)
-    .order_by(T_PARENT.c.oid, T_PARENT.c.position)
-)
-S_PATH_TOUCH = select(T_PATH.c.oid, T_PATH.c.position).where(
-    T_PATH.c.repo_id == _R,
+# Commits whose changed paths may touch a path (the caller decodes ``changed`` to be
+# sure and to learn the parent positions): ``NUL path NUL`` or ``NUL path/`` in the
+# column, by a scan of the repository's rows (no index: git's commit-graph has none
+# either, and the path-limited log reads the repository's rows anyway).
+S_PATH_TOUCH = select(T_COMMIT.c.oid, T_COMMIT.c.changed).where(
+    T_COMMIT.c.repo_id == _R,
     or_(
-        T_PATH.c.path == bindparam("path"),
-        and_(T_PATH.c.path >= bindparam("lo"), T_PATH.c.path < bindparam("hi")),
+        func.instr(T_COMMIT.c.changed, bindparam("exact", type_=LargeBinary)) > 0,
+        func.instr(T_COMMIT.c.changed, bindparam("below", type_=LargeBinary)) > 0,
     ),
 )
-S_PATH_OF = select(T_PATH.c.position, T_PATH.c.path).where(
-    T_PATH.c.repo_id == _R, T_PATH.c.oid == bindparam("oid")
+S_PATH_TOUCH_PG = select(T_COMMIT.c.oid, T_COMMIT.c.changed).where(
+    T_COMMIT.c.repo_id == _R,
+    text(
+        "(position(CAST(:exact AS bytea) IN govc_commits.changed) > 0 "
+        "OR position(CAST(:below AS bytea) IN govc_commits.changed) > 0)"
+    ),
 )
+S_PATH_OF = select(T_COMMIT.c.changed).where(
+    T_COMMIT.c.repo_id == _R, T_COMMIT.c.oid == bindparam("oid")
+)
+
+
+def encode_changed(changed: Mapping[int, Iterable[str]]) -> bytes:
+    """The ``changed`` column of a commit's changed paths by parent position: for each
+    position from 0 to the largest, ``NUL path`` per path, then ``NUL``."""
+    out = bytearray()
+    for position in range(max(changed, default=0) + 1):
+        for path in changed.get(position, ()):
+            out += b"\0" + path.encode("utf-8", "surrogateescape")
+        out += b"\0"
+    return bytes(out)
+
+
+def decode_changed(blob: bytes) -> dict[int, set[str]]:
+    """Changed paths by parent position (positions without any left out)."""
+    out: dict[int, set[str]] = {}
+    position = 0
+    for token in bytes(blob).split(b"\0")[1:]:
+        if token:
+            out.setdefault(position, set()).add(token.decode("utf-8", "surrogateescape"))
+        else:
+            position += 1
+    return out
+
+
+def touches(blob: bytes, path: str) -> list[int]:
+    """The parent positions whose changed paths include ``path`` or lie below it."""
+    below = path + "/"
+    return [
+        position
+        for position, paths in decode_changed(blob).items()
+        if path in paths or any(p.startswith(below) for p in paths)
+    ]
+
 
 # Bulk reads by id (govc_db.db.batch): PostgreSQL binds one bytea[] (``= ANY``), so the
 # statement text is the same for any number of ids and psycopg prepares it; SQLite expands
@@ -219,69 +288,74 @@ S_CHAIN = _chain_statement(lambda o: o.c.oid.in_(bindparam("oids", expanding=Tru
 S_CHAIN_PG = _chain_statement(lambda o: o.c.oid == _OIDS_ANY)
 
 
-def _index_with_parents(pg: bool) -> Any:
-    p = T_PARENT.alias("p")
+def _index_get(pg: bool) -> Any:
     match = (
         T_COMMIT.c.oid == _OIDS_ANY if pg else T_COMMIT.c.oid.in_(bindparam("oids", expanding=True))
     )
-    return (
-        select(*_COMMIT_COLS, p.c.position, p.c.parent)
-        .select_from(T_COMMIT)
-        .outerjoin(p, and_(p.c.repo_id == T_COMMIT.c.repo_id, p.c.oid == T_COMMIT.c.oid))
-        .where(T_COMMIT.c.repo_id == _R, match)
-        .order_by(T_COMMIT.c.oid, p.c.position)
-    )
+    return select(*_COMMIT_COLS).where(T_COMMIT.c.repo_id == _R, match)
 
 
-S_IDX_PAR_GET = _index_with_parents(pg=False)
-S_IDX_PAR_GET_PG = _index_with_parents(pg=True)
-
-
-def _index_rows(c: Any, source: Any) -> Any:
-    """Commit rows of alias ``c`` (joined in ``source``) with their parents, one row per
-    parent, ordered for :func:`group_index_rows`."""
-    par = T_PARENT.alias("par")
-    return (
-        select(
-            c.c.oid,
-            c.c.tree,
-            c.c.generation,
-            c.c.author_time,
-            c.c.committer_time,
-            par.c.position,
-            par.c.parent,
-        )
-        .select_from(source)
-        .outerjoin(par, and_(par.c.repo_id == c.c.repo_id, par.c.oid == c.c.oid))
-        .order_by(c.c.oid, par.c.position)
-    )
+S_IDX_PAR_GET = _index_get(pg=False)
+S_IDX_PAR_GET_PG = _index_get(pg=True)
 
 
 def _ancestry_statement() -> Any:
     """``oids`` plus all ancestors with generation >= :min_gen, deduplicated by UNION.
 
-    The join conditions go through ``anc.repo_id`` rather than the constant, and the
-    generation test is ``generation + 0`` (not indexable): without planner statistics
-    SQLite otherwise drives the joins from the repository's index ranges and scans the
-    CTE inside them, which is quadratic (2,000 commits: 11 s instead of 30 ms); this
-    way every step is a primary-key lookup from the CTE row.
+    A commit's parents are one column (their ids concatenated), so the recursion walks
+    them one at a time: a row ``(oid, pending)`` says that ``oid`` is in the set and
+    that the parents in ``pending`` are still to visit. Each step looks up the first
+    pending parent (a primary-key lookup) and yields, through a join with the two
+    values of ``k``, that parent with all its parents pending (k = 0, if its generation
+    is in range) and the same commit with the rest pending (k = 1, merges only). A
+    root's pending is empty and matches nothing. Rows with ``whole`` = 1 are the set.
+
+    The join goes through ``anc.repo_id`` rather than the constant, and the generation
+    test is ``generation + 0`` (not indexable): without planner statistics SQLite
+    otherwise drives the join from the repository's index ranges and scans the CTE
+    inside them, which is quadratic (2,000 commits: 11 s instead of 30 ms); this way
+    every step is a primary-key lookup from the CTE row.
     """
+    zero: Any = literal_column("0")
+    one: Any = literal_column("1")
+    twenty: Any = literal_column("20")
     start = (
-        select(T_COMMIT.c.repo_id.label("repo_id"), T_COMMIT.c.oid.label("oid"))
+        select(
+            T_COMMIT.c.repo_id.label("repo_id"),
+            T_COMMIT.c.oid.label("oid"),
+            T_COMMIT.c.parents.label("pending"),
+            one.label("whole"),
+        )
         .where(T_COMMIT.c.repo_id == _R, T_COMMIT.c.oid.in_(bindparam("oids", expanding=True)))
         .cte("anc", recursive=True)
     )
-    p = T_PARENT.alias("p")
     pc = T_COMMIT.alias("pc")
+    k = select(zero.label("k")).union_all(select(one)).subquery("k")
+    first = func.substr(start.c.pending, one, twenty)
+    rest = func.substr(start.c.pending, literal_column("21"))
     step = (
-        select(p.c.repo_id, p.c.parent)
-        .select_from(start.join(p, and_(p.c.repo_id == start.c.repo_id, p.c.oid == start.c.oid)))
-        .join(pc, and_(pc.c.repo_id == p.c.repo_id, pc.c.oid == p.c.parent))
-        .where(pc.c.generation + 0 >= bindparam("min_gen"))
+        select(
+            start.c.repo_id,
+            case((k.c.k == zero, pc.c.oid), else_=start.c.oid),
+            case((k.c.k == zero, pc.c.parents), else_=rest),
+            case((k.c.k == zero, one), else_=zero),
+        )
+        .select_from(start.join(pc, and_(pc.c.repo_id == start.c.repo_id, pc.c.oid == first)))
+        .join(k, true())
+        .where(
+            or_(
+                and_(k.c.k == zero, pc.c.generation + 0 >= bindparam("min_gen")),
+                and_(k.c.k == one, func.length(start.c.pending) > twenty),
+            )
+        )
     )
     anc = start.union(step)
     c = T_COMMIT.alias("c")
-    return _index_rows(c, anc.join(c, and_(c.c.repo_id == anc.c.repo_id, c.c.oid == anc.c.oid)))
+    return (
+        select(*(c.c[col.name] for col in _COMMIT_COLS))
+        .select_from(anc.join(c, and_(c.c.repo_id == anc.c.repo_id, c.c.oid == anc.c.oid)))
+        .where(anc.c.whole == one)
+    )
 
 
 S_ANCESTRY = _ancestry_statement()
@@ -289,7 +363,7 @@ S_ANCESTRY = _ancestry_statement()
 
 def _window_statement() -> Any:
     c = T_COMMIT.alias("c")
-    return _index_rows(c, c).where(
+    return select(*(c.c[col.name] for col in _COMMIT_COLS)).where(
         c.c.repo_id == _R,
         c.c.generation >= bindparam("lo"),
         c.c.generation <= bindparam("hi"),
@@ -299,32 +373,32 @@ def _window_statement() -> Any:
 S_IDX_WINDOW = _window_statement()
 
 
+def split_parents(parents: bytes) -> tuple[ObjectId, ...]:
+    """The parent ids of a ``parents`` column value (20-byte ids concatenated)."""
+    raw = bytes(parents)
+    if len(raw) == 20:
+        return (ObjectId(raw),)
+    return tuple(ObjectId(raw[i : i + 20]) for i in range(0, len(raw), 20))
+
+
+def join_parents(parents: Sequence[bytes]) -> bytes:
+    """The ``parents`` column value of a commit's parent ids (in parent order)."""
+    return b"".join(parents)
+
+
 def group_index_rows(rows: Iterable[Any]) -> dict[ObjectId, IndexEntry]:
-    """Fold rows of (commit columns, position, parent), ordered by oid, into entries."""
+    """Entries of commit-index rows (oid, tree, generation, times, parents)."""
     out: dict[ObjectId, IndexEntry] = {}
-    first: Any = None
-    parents: list[ObjectId] = []
-
-    def flush() -> None:
-        oid = ObjectId(bytes(first.oid))
-        out[oid] = IndexEntry(
-            oid,
-            ObjectId(bytes(first.tree)),
-            tuple(parents),
-            first.generation,
-            first.author_time,
-            first.committer_time,
+    for oid, tree, generation, author_time, committer_time, parents in rows:
+        key = ObjectId(bytes(oid))
+        out[key] = IndexEntry(
+            key,
+            ObjectId(bytes(tree)),
+            split_parents(parents),
+            generation,
+            author_time,
+            committer_time,
         )
-
-    for row in rows:
-        if first is None or bytes(row.oid) != bytes(first.oid):
-            if first is not None:
-                flush()
-            first, parents = row, []
-        if row.parent is not None:
-            parents.append(ObjectId(bytes(row.parent)))
-    if first is not None:
-        flush()
     return out
 
 
@@ -361,6 +435,5 @@ S_REPO_COUNT = select(func.count()).select_from(T_REPO)
 # table added later (packs, staging) is deleted with its repository without a code change.
 DEPENDENT_TABLES = tuple(t for t in reversed(Base.metadata.sorted_tables) if "repo_id" in t.c)
 
-# Every changed path of a repository (verify: the table is keyed by path, so the paths
-# of many commits are one scan).
-S_PATH_ALL = select(T_PATH.c.oid, T_PATH.c.position, T_PATH.c.path).where(T_PATH.c.repo_id == _R)
+# Every commit's changed paths (verify: one scan).
+S_PATH_ALL = select(T_COMMIT.c.oid, T_COMMIT.c.changed).where(T_COMMIT.c.repo_id == _R)
