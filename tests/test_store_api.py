@@ -210,16 +210,27 @@ def test_unmigrated_database_is_a_govc_error(empty_db_url: str) -> None:
 
 
 def test_old_schema_is_named_with_its_revision(empty_db_url: str) -> None:
-    """A database left at an older revision: the call that hits a newer table says so."""
-    with govc_db.open(empty_db_url) as store:
-        migrate.upgrade(store.engine, "0005")
-        repo = store.create_repository("r")
-        repo.commit("main", {"a": b"1"}, message="m", author=Signature("a", "a@x", 0, 0))
-        with pytest.raises(SchemaNotReady, match="schema is at revision 0005, this") as info:
-            repo.verify()  # reads govc_packs (revision 0006)
-        assert "govc_packs" not in str(info.value) and "SELECT" not in str(info.value)
-        store.upgrade()
+    """A database left at the first revision: the first call that meets a table or column
+    added since says so, naming both revisions; after the upgrade the same calls work."""
+    ada = Signature("a", "a@x", 0, 0)
+
+    def use(store: Store) -> None:
+        repo = store.create_repository("r") if "r" not in store.list_repositories() else None
+        repo = repo or store.repository("r")
+        repo.commit("main", {"a": b"1"}, message="m", author=ada)
         assert repo.verify().ok
+        store.gc()
+
+    with govc_db.open(empty_db_url) as store:
+        migrate.upgrade(store.engine, "0001")
+        head = migrate.head_revision()
+        with pytest.raises(
+            SchemaNotReady, match=f"schema is at revision 0001, this version needs {head}"
+        ) as info:
+            use(store)
+        assert "SELECT" not in str(info.value) and "govc_" not in str(info.value)
+        store.upgrade()
+        use(store)
 
 
 # -- repositories -------------------------------------------------------------------------

@@ -26,7 +26,7 @@ __all__ = [
     "PREPARED_CONFLICT_SQLSTATES",
     "RETRYABLE_SQLSTATES",
     "connect_failure",
-    "missing_table",
+    "schema_mismatch",
     "sqlstate",
     "translate",
     "translating",
@@ -158,11 +158,12 @@ def translate(error: BaseException, what: str = "database operation") -> GovcErr
     return GovcError(f"{what} failed: {type(error).__name__}")
 
 
-def missing_table(error: BaseException) -> bool:
-    """Whether ``error`` may be a statement on a table that does not exist: PostgreSQL's
-    undefined_table (42P01), or SQLite's generic SQL error (code 1, which "no such table"
-    shares with other mistakes: the caller checks the schema revision before saying so)."""
-    return sqlstate(error) == "42P01" or _sqlite_code(error) == _SQLITE_ERROR
+def schema_mismatch(error: BaseException) -> bool:
+    """Whether ``error`` may come from a statement on a table or column that does not
+    exist: PostgreSQL's undefined_table (42P01) or undefined_column (42703), or SQLite's
+    generic SQL error (code 1, which "no such table" shares with other mistakes: the
+    caller checks the schema revision before saying so)."""
+    return sqlstate(error) in ("42P01", "42703") or _sqlite_code(error) == _SQLITE_ERROR
 
 
 def _sqlite_code(error: BaseException) -> int | None:

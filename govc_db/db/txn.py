@@ -55,7 +55,7 @@ from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy import exc as sa_exc
 
 from govc_db.db.engine import WRITE_OPTION
-from govc_db.db.errors import missing_table, sqlstate, translate
+from govc_db.db.errors import schema_mismatch, sqlstate, translate
 from govc_db.db.prepared import disable_server_prepares
 from govc_db.db.retry import (
     MAX_RETRIES,
@@ -535,7 +535,7 @@ class TransactionManager:
     def _translate(self, exc: BaseException, what: str, readonly: bool) -> GovcError:
         if readonly and is_read_only_error(exc):
             return GovcError(f"{what} failed: the transaction is read-only")
-        if missing_table(exc):
+        if schema_mismatch(exc):
             from govc_db.db.migrate import schema_problem  # Alembic: only on this path
 
             problem = schema_problem(self.engine)
