@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         RawObject,
         RefLogEntry,
         RefStore,
+        Splice,
     )
 
 __all__ = [
@@ -165,6 +166,16 @@ class CachedObjects(_Wrapper):
         out = self._cache.get_objects(self._repo_id, wanted)
         if len(out) < len(wanted):
             out.update(self._inner.get_bulk([o for o in wanted if o not in out]))
+        return out
+
+    def get_bulk_spliced(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject | Splice]:
+        """As :meth:`get_bulk`; objects stored as splices come as :class:`Splice`."""
+        wanted = list(dict.fromkeys(oids))
+        out: dict[ObjectId, RawObject | Splice] = dict(
+            self._cache.get_objects(self._repo_id, wanted)
+        )
+        if len(out) < len(wanted):
+            out.update(self._inner.get_bulk_spliced([o for o in wanted if o not in out]))
         return out
 
     def put_bulk(

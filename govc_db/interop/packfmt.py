@@ -45,6 +45,7 @@ __all__ = [
     "iter_pack_deltas",
     "make_delta",
     "ofs_offset",
+    "splice_delta",
 ]
 
 OFS_DELTA: Final = 6
@@ -194,21 +195,7 @@ def delta_within(base: bytes, target: bytes, limit: int) -> bytes | None:
     rust = mid * 2 > lt and lt >= _RUST_MIN and _create_delta is not None
     if 0 <= limit < mid and not rust:
         return None  # the inserted middle alone is over the limit
-    out = bytearray(_varint(lb))
-    out += _varint(lt)
-    if p:
-        _copy(out, 0, p)
-    if mid:
-        if mid <= 127:
-            out.append(mid)
-            out += target[p : p + mid]
-        else:
-            for i in range(p, lt - s, 127):
-                piece = target[i : min(i + 127, lt - s)]
-                out.append(len(piece))
-                out += piece
-    if s:
-        _copy(out, lb - s, s)
+    out = _spliced(lb, lt, p, s, target[p : lt - s])
     if rust:
         assert _create_delta is not None
         other: bytes = _create_delta(base, target)
@@ -217,6 +204,33 @@ def delta_within(base: bytes, target: bytes, limit: int) -> bytes | None:
     if 0 <= limit < len(out):
         return None
     return bytes(out)
+
+
+def splice_delta(base_size: int, size: int, prefix: int, suffix: int, middle: bytes) -> bytes:
+    """The git delta of an object that is ``base[:prefix] + middle + base[-suffix:]``
+    (a store's splice, :class:`govc_db.store.ports.Splice`): copy, insert, copy, built
+    without the base's content (only its size)."""
+    return bytes(_spliced(base_size, size, prefix, suffix, middle))
+
+
+def _spliced(lb: int, lt: int, p: int, s: int, middle: bytes) -> bytearray:
+    out = bytearray(_varint(lb))
+    out += _varint(lt)
+    if p:
+        _copy(out, 0, p)
+    mid = len(middle)
+    if mid:
+        if mid <= 127:
+            out.append(mid)
+            out += middle
+        else:
+            for i in range(0, mid, 127):
+                piece = middle[i : i + 127]
+                out.append(len(piece))
+                out += piece
+    if s:
+        _copy(out, lb - s, s)
+    return out
 
 
 def _apply() -> Callable[[bytes, bytes], list[bytes] | bytes]:
