@@ -38,6 +38,8 @@ __all__ = [
     "OFS_DELTA",
     "PackObject",
     "REF_DELTA",
+    "STORED_HEADERS",
+    "STORE_BELOW",
     "deflate",
     "delta_within",
     "entry_header",
@@ -61,7 +63,9 @@ _RUST_MIN: Final = 1024
 
 
 #: zlib header and stored-block header of a payload of each length below STORE_BELOW.
-_STORED: Final = [b"\x78\x01\x01" + struct.pack("<HH", n, n ^ 0xFFFF) for n in range(STORE_BELOW)]
+STORED_HEADERS: Final = [
+    b"\x78\x01\x01" + struct.pack("<HH", n, n ^ 0xFFFF) for n in range(STORE_BELOW)
+]
 
 
 def deflate(data: bytes, level: int = 1) -> bytes:
@@ -70,7 +74,7 @@ def deflate(data: bytes, level: int = 1) -> bytes:
     one stored block, built without zlib: deflating that little gains nothing."""
     n = len(data)
     if n < STORE_BELOW:
-        return _STORED[n] + data + zlib.adler32(data).to_bytes(4, "big")
+        return STORED_HEADERS[n] + data + zlib.adler32(data).to_bytes(4, "big")
     wbits = min(15, max(9, (n + 262).bit_length()))
     c = zlib.compressobj(level, zlib.DEFLATED, wbits, 1 if n < 16384 else 8)
     return c.compress(data) + c.flush()
@@ -217,7 +221,10 @@ def _spliced(lb: int, lt: int, p: int, s: int, middle: bytes) -> bytearray:
     out = bytearray(_varint(lb))
     out += _varint(lt)
     if p:
-        _copy(out, 0, p)
+        if p < _COPY_MAX:
+            out += _copy_op(0, p)
+        else:
+            _copy(out, 0, p)
     mid = len(middle)
     if mid:
         if mid <= 127:
@@ -229,7 +236,10 @@ def _spliced(lb: int, lt: int, p: int, s: int, middle: bytes) -> bytearray:
                 out.append(len(piece))
                 out += piece
     if s:
-        _copy(out, lb - s, s)
+        if s < _COPY_MAX:
+            out += _copy_op(lb - s, s)
+        else:
+            _copy(out, lb - s, s)
     return out
 
 

@@ -22,12 +22,16 @@ import hashlib
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import closing
 from typing import Final, NamedTuple
+from zlib import adler32
 
 from govc_db.errors import GovcError
 from govc_db.interop.packfmt import (
     OFS_DELTA,
     REF_DELTA,
+    STORE_BELOW,
+    STORED_HEADERS,
     deflate,
     delta_within,
     entry_header,
@@ -126,6 +130,18 @@ class TreeEntries:
                         )
                         if len(d) <= size >> 1:
                             delta, base_oid = d, splice.base
+                            if self._ofs and len(d) < STORE_BELOW:  # the common case
+                                self.depth[oid] = level_
+                                body += entry_header(OFS_DELTA, len(d))
+                                body += ofs_offset(at - base_at)
+                                body += STORED_HEADERS[len(d)]
+                                body += d
+                                body += adler32(d).to_bytes(4, "big")
+                                offsets[oid] = at
+                                self.sizes[oid] = size
+                                self.count += 1
+                                self._remember(oid, data)
+                                return
             if delta is None and base is not None and size <= DELTA_MAX:
                 base_at = offsets.get(base)
                 source = self._recent.get(base)
@@ -149,9 +165,12 @@ class TreeEntries:
         offsets[oid] = at
         self.sizes[oid] = size
         self.count += 1
+        self._remember(oid, data)
+
+    def _remember(self, oid: ObjectId, data: bytes) -> None:
         recent = self._recent
         recent[oid] = data
-        self._recent_bytes += size
+        self._recent_bytes += len(data)
         while self._recent_bytes > RECENT_BYTES:
             _, old = recent.popitem(last=False)
             self._recent_bytes -= len(old)
@@ -224,17 +243,17 @@ def write_fetch_pack(
     numbers = TYPE_NUMBERS
     # Commits and tags: whole (never a delta base), in batches of pack order.
     plain = [*plan.commits, *plan.tags]
-    for i in range(0, len(plain), BATCH):
-        chunk = plain[i : i + BATCH]
-        got = unit.objects.get_bulk(chunk)
-        for oid in chunk:
-            item = got.get(oid)
-            if item is None:
-                raise GovcError(f"object {oid.hex()} is missing")
-            out += header(numbers[item.type], len(item.data))
-            out += deflate(item.data, level)
-        if len(out) >= PIECE:
-            flush()
+    chunks = [plain[i : i + BATCH] for i in range(0, len(plain), BATCH)]
+    with closing(unit.objects.iter_bulk(chunks)) as reads:
+        for chunk, got in zip(chunks, reads, strict=True):
+            for oid in chunk:
+                item = got.get(oid)
+                if not isinstance(item, RawObject):
+                    raise GovcError(f"object {oid.hex()} is missing")
+                out += header(numbers[item.type], len(item.data))
+                out += deflate(item.data, level)
+            if len(out) >= PIECE:
+                flush()
     # Trees and blobs: a delta against the base the store splices them from when that
     # went out earlier (the delta is the splice, nothing decoded), else against the
     # planned base when that went out earlier.
@@ -269,9 +288,9 @@ def write_fetch_pack(
     kept = 0
     keep_max = RECENT_BYTES // 8
     rest = [*trees, *plan.blobs]
-    for i in range(0, len(rest), BATCH):
-        chunk = rest[i : i + BATCH]
-        found = unit.objects.get_bulk_spliced(chunk)
+    chunks = [rest[i : i + BATCH] for i in range(0, len(rest), BATCH)]
+    reads = unit.objects.iter_bulk(chunks, spliced=True)
+    for chunk, found in zip(chunks, reads, strict=True):
         # Whole contents to read: of a splice whose base's content is not at hand and
         # that cannot go as a delta of it (its base is not sent before it), and of a
         # planned base evicted from ``recent``.
@@ -357,6 +376,7 @@ def write_fetch_pack(
                     kept -= len(old)
             if len(out) >= PIECE:
                 flush()
+    reads.close()
     flush()
     write(sha.digest())
     whole = b"".join(kept_body) if kept_body is not None else None

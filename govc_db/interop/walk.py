@@ -19,13 +19,14 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from typing import Protocol, cast
 
 from govc_db.core.trees import EMPTY_TREE
 from govc_db.errors import GovcError
 from govc_db.objects import ObjectId
 from govc_db.objects.lenient import lenient_tag_target
-from govc_db.store.ports import IndexEntry, Splice, Unit
+from govc_db.store.ports import IndexEntry, RawObject, Splice, Unit
 
 __all__ = [
     "Entries",
@@ -181,30 +182,33 @@ class _Trees:
 
     def load(self, oids: Iterable[ObjectId]) -> None:
         need = [o for o in dict.fromkeys(oids) if o not in self.parsed]
+        chunks = [need[i : i + _BATCH] for i in range(0, len(need), _BATCH)]
+        with closing(self._unit.objects.iter_bulk(chunks, spliced=True)) as reads:
+            for chunk, found in zip(chunks, reads, strict=True):
+                self._take(chunk, found)
+
+    def _take(self, chunk: list[ObjectId], found: dict[ObjectId, RawObject | Splice]) -> None:
         data = self.data
-        for i in range(0, len(need), _BATCH):
-            chunk = need[i : i + _BATCH]
-            found = self._unit.objects.get_bulk_spliced(chunk)
-            later: list[ObjectId] = []
-            for oid in chunk:
-                raw = found.get(oid)
-                if raw is None or raw.type != b"tree":
+        later: list[ObjectId] = []
+        for oid in chunk:
+            raw = found.get(oid)
+            if raw is None or raw.type != b"tree":
+                raise GovcError(f"tree {oid.hex()} is missing")
+            if isinstance(raw, Splice):
+                base = data.get(raw.base)
+                if base is None:
+                    later.append(oid)
+                    continue
+                self._add(oid, raw.apply(base[0]), raw)
+            else:
+                self._add(oid, raw.data, None)
+        if later:  # bases not at hand: the store rebuilds them
+            again = self._unit.objects.get_bulk(later)
+            for oid in later:
+                whole = again.get(oid)
+                if whole is None or whole.type != b"tree":
                     raise GovcError(f"tree {oid.hex()} is missing")
-                if isinstance(raw, Splice):
-                    base = data.get(raw.base)
-                    if base is None:
-                        later.append(oid)
-                        continue
-                    self._add(oid, raw.apply(base[0]), raw)
-                else:
-                    self._add(oid, raw.data, None)
-            if later:  # bases not at hand: the store rebuilds them
-                again = self._unit.objects.get_bulk(later)
-                for oid in later:
-                    whole = again.get(oid)
-                    if whole is None or whole.type != b"tree":
-                        raise GovcError(f"tree {oid.hex()} is missing")
-                    self._add(oid, whole.data, cast(Splice, found[oid]))
+                self._add(oid, whole.data, cast(Splice, found[oid]))
 
     def _add(self, oid: ObjectId, content: bytes, splice: Splice | None) -> None:
         self.parsed[oid] = frozenset(raw_entries(content))
@@ -216,6 +220,14 @@ class _Trees:
             self._bytes -= len(old[0])
 
 
+def _split(entries: Iterable[bytes]) -> Entries:
+    out: Entries = {}
+    for e in entries:
+        sp = e.index(b" ")
+        out[e[sp + 1 : -21]] = (e[:sp], ObjectId(e[-20:]))
+    return out
+
+
 def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan: Plan) -> None:
     """Add every tree/blob of each ``new`` tree that is not at the same place in ``old``."""
     trees = _Trees(unit)
@@ -223,13 +235,20 @@ def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan
     frontier = [(new, old) for new, old in pairs if new != old]
     bases = plan.bases
     seen = plan.seen
+    planned_trees = plan.trees
+    planned_blobs = plan.blobs
+    parsed = trees.parsed
+    data = trees.data
     successor: dict[ObjectId, ObjectId] = {}
+    empty: Entries = {}
     while frontier:
         trees.load(t for pair in frontier for t in pair if t is not None)
         nxt: list[tuple[ObjectId, ObjectId | None]] = []
         for new, old in frontier:
-            if not plan.add(plan.trees, new):
+            if new in seen:
                 continue
+            seen.add(new)
+            planned_trees.append(new)
             # The base of a version is the one that replaced it, planned before it (the
             # walk goes newest first): recent versions go whole, as git packs them, so a
             # clone reads its tip without applying delta chains. No cycles: a base is
@@ -237,23 +256,25 @@ def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan
             later = successor.get(new)
             if later is not None and later in seen:
                 bases[new] = later
+            else:
+                later = None
             if sink is not None:
-                got = trees.data.get(new)
+                got = data.get(new)
                 if got is None:
                     sink.add(new, None, None, None)
                 else:
-                    sink.add(new, got[0], got[1], bases.get(new))
-            now = trees.parsed[new]
+                    sink.add(new, got[0], got[1], later)
+            now = parsed[new]
             # Whole entries compared in C: only the entries that differ are split.
             if old is not None:
-                then = trees.parsed[old]
-                added = split_entries(now - then)
-                before = split_entries(then - now)
+                then = parsed[old]
+                added = _split(now - then)
+                before = _split(then - now)
                 successor.setdefault(old, new)
             else:
-                added, before = split_entries(now), {}
+                added, before = _split(now), empty
             sibling: ObjectId | None = None  # new files: a delta against the previous one
-            for name in sorted(added):
+            for name in sorted(added) if len(added) > 1 else added:
                 mode, oid = added[name]
                 prior = before.get(name)
                 if mode == _GITLINK or (prior is not None and prior[1] == oid):
@@ -270,7 +291,9 @@ def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan
                     continue
                 if base is not None:
                     successor.setdefault(base, oid)
-                if plan.add(plan.blobs, oid):
+                if oid not in seen:
+                    seen.add(oid)
+                    planned_blobs.append(oid)
                     later = successor.get(oid)
                     if later is not None and later in seen and later != oid:
                         bases[oid] = later

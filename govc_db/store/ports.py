@@ -11,7 +11,7 @@ one transaction), so a commit's objects, index rows and ref move land together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -129,6 +129,14 @@ class ObjectStore(Protocol):
     def get_bulk_spliced(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject | Splice]:
         """As :meth:`get_bulk`, except that an object stored as a splice of another is
         returned as that :class:`Splice`, not rebuilt (its base is not read for it)."""
+        ...
+
+    def iter_bulk(
+        self, chunks: Iterable[Sequence[ObjectId]], *, spliced: bool = False
+    ) -> Generator[dict[ObjectId, RawObject | Splice], None, None]:
+        """:meth:`get_bulk` (with ``spliced``, :meth:`get_bulk_spliced`) of each chunk,
+        in order; the store may read the next chunk while the caller works on this one.
+        Close the iterator if it is left before its end."""
         ...
 
     def put_bulk(

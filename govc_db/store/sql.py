@@ -8,10 +8,12 @@ are translated into :mod:`govc_db.errors` here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from hashlib import sha1
 from typing import Any, TypeVar
@@ -360,26 +362,82 @@ class SqlObjects:
         no decode for it (a clone's pack sends most trees that way, see the port)."""
         found, wanted = self._buffered(oids)
         out: dict[ObjectId, RawObject | Splice] = dict(found)
-        hits = len(out)
-        if not wanted:
-            self._ex.count_read(statements=0, ids=hits, from_buffer=hits)
-            return out
-        rows, statements = self._bulk_rows(wanted)
+        if wanted:
+            rows, statements = self._bulk_rows(wanted)
+            self._spliced(wanted, rows, out)
+        else:
+            statements = 0
+        self._ex.count_read(statements=statements, ids=len(out), from_buffer=len(found))
+        return out
+
+    def iter_bulk(
+        self, chunks: Iterable[Sequence[ObjectId]], *, spliced: bool = False
+    ) -> Generator[dict[ObjectId, RawObject | Splice], None, None]:
+        """:meth:`get_bulk` (or, with ``spliced``, :meth:`get_bulk_spliced`) of each
+        chunk, in order. On PostgreSQL the rows of the next chunk are read on a helper
+        thread while the caller works on this one: the same connection and transaction
+        (psycopg serializes its use), so the database's time and the round trips overlap
+        the caller's. Close the iterator (``contextlib.closing``) if it is left early:
+        that waits for the read in flight."""
+        todo = [self._buffered(c) for c in chunks]
+        if not self._pg or len(todo) < 2:
+            for found, wanted in todo:
+                out: dict[ObjectId, RawObject | Splice] = dict(found)
+                if wanted:
+                    rows, statements = self._bulk_rows(wanted)
+                    self._decode_into(wanted, rows, out, spliced)
+                    self._ex.count_read(statements=statements, ids=len(out), from_buffer=0)
+                yield out
+            return
+        pool = ThreadPoolExecutor(1, thread_name_prefix="govc-prefetch")
+        ahead: Future[tuple[list[Any], int]] | None = None
+        try:
+            if todo[0][1]:
+                ahead = pool.submit(self._bulk_rows, todo[0][1])
+            for i, (found, wanted) in enumerate(todo):
+                got = ahead.result() if wanted and ahead is not None else ([], 0)
+                ahead = None
+                if i + 1 < len(todo) and todo[i + 1][1]:
+                    ahead = pool.submit(self._bulk_rows, todo[i + 1][1])
+                out = dict(found)
+                if wanted:
+                    self._decode_into(wanted, got[0], out, spliced)
+                    self._ex.count_read(statements=got[1], ids=len(out), from_buffer=0)
+                yield out
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(Exception):
+                    ahead.result()
+            pool.shutdown(wait=True)
+
+    def _decode_into(
+        self,
+        wanted: Sequence[ObjectId],
+        rows: list[Any],
+        out: dict[ObjectId, RawObject | Splice],
+        spliced: bool,
+    ) -> None:
+        if spliced:
+            self._spliced(wanted, rows, out)
+        else:
+            decoded: dict[ObjectId, RawObject] = {}
+            self._bulk_decode(wanted, rows, decoded)
+            out.update(decoded)
+
+    def _spliced(
+        self, wanted: Sequence[ObjectId], rows: list[Any], out: dict[ObjectId, RawObject | Splice]
+    ) -> None:
+        """Decode ``rows`` of ``wanted`` into ``out``, splice rows as :class:`Splice`."""
         rest: list[Any] = []
         names = TYPE_NAMES
         for row in rows:
             if row[3] == ENC_SPLICE:
-                data = row[4]
                 name = names.get(row[1]) or type_name_of(row[1], row[0])
-                if len(data) > 21 and data[20] < 0x80 and data[21] < 0x80:  # one-byte varints
-                    out[ObjectId(bytes(row[0]))] = Splice(
-                        name, row[2], ObjectId(data[:20]), data[20], data[21], data[22:]
-                    )
-                else:
-                    base, prefix, suffix, middle = parse_splice(data)
-                    out[ObjectId(bytes(row[0]))] = Splice(
-                        name, row[2], ObjectId(base), prefix, suffix, middle
-                    )
+                base, prefix, suffix, middle = parse_splice(row[4])
+                out[ObjectId(bytes(row[0]))] = Splice(
+                    name, row[2], ObjectId(base), prefix, suffix, middle
+                )
             else:
                 rest.append(row)
         if len(rest) < len(rows):
@@ -387,8 +445,6 @@ class SqlObjects:
         decoded: dict[ObjectId, RawObject] = {}
         self._bulk_decode(wanted, rest, decoded)
         out.update(decoded)
-        self._ex.count_read(statements=statements, ids=hits + len(rows), from_buffer=hits)
-        return out
 
     def _bulk_rows(self, wanted: Sequence[ObjectId]) -> tuple[list[Any], int]:
         """The stored rows of ``wanted`` (those in ``govc_objects``) read through the
