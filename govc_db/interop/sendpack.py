@@ -3,10 +3,15 @@
 :func:`govc_db.interop.walk.plan_fetch` lists the objects in pack order (commits, tags,
 trees, blobs; history newest first) and, for a tree or blob, the version that replaced it at the
 same path when that one is sent too. Here the objects are read in batches of that order
-(``get_bulk``; the trees the planner already read are reused), each tree or blob whose
-base went out earlier is sent as a delta against it (``ofs-delta`` when the client
-accepts it, else ``ref-delta``) if the delta is at most half the object and the chain
-stays within ``Settings.fetch_delta_depth``; everything is deflated with a zlib state
+(``iter_bulk``, which on PostgreSQL reads the next batch while this one is written). An
+object the store keeps as a splice of another (a :class:`~govc_db.store.ports.Splice`)
+goes as the git delta that splice is, when its base went out earlier: nothing is decoded
+or diffed for it. Otherwise a tree or blob whose planned base went out earlier is sent as
+a delta against it (``ofs-delta`` when the client accepts it, else ``ref-delta``) if the
+delta is at most half the object; chains stay within ``Settings.fetch_delta_depth``. The
+trees are mostly encoded while the planner reads them (:class:`TreeEntries`, handed to
+:func:`~govc_db.interop.walk.plan_fetch` as its sink): their entries are copied into the
+pack as they are. Everything is deflated with a zlib state
 sized to the object (:mod:`govc_db.interop.packfmt`). Contents of recent objects are kept,
 bounded by bytes, as the next deltas' bases; a base evicted from them is read again with
 its batch. The pack goes out in side-band-sized pieces as it is produced; its SHA-1
@@ -290,93 +295,95 @@ def write_fetch_pack(
     rest = [*trees, *plan.blobs]
     chunks = [rest[i : i + BATCH] for i in range(0, len(rest), BATCH)]
     reads = unit.objects.iter_bulk(chunks, spliced=True)
-    for chunk, found in zip(chunks, reads, strict=True):
-        # Whole contents to read: of a splice whose base's content is not at hand and
-        # that cannot go as a delta of it (its base is not sent before it), and of a
-        # planned base evicted from ``recent``.
-        reread: list[ObjectId] = []
-        ahead = set(offsets)
-        for oid in chunk:
-            raw = found.get(oid)
-            sp = raw if isinstance(raw, Splice) else None
-            if (
-                sp is not None
-                and sp.base not in recent
-                and not isinstance(found.get(sp.base), RawObject)
-                and (not deltas or sp.base not in ahead)
-            ):
-                reread.append(oid)
-            ahead.add(oid)
-            base = bases.get(oid)
-            if base is not None and base in offsets and base not in recent:
-                reread.append(base)  # evicted: read again with the batch
-        if reread:
-            found.update(unit.objects.get_bulk(reread))
-        for oid in chunk:
-            at = written + len(out)
-            raw = found.get(oid)
-            sp = None
-            if isinstance(raw, Splice):
-                sp, raw = raw, None
-            if raw is None and sp is not None:
-                source = recent.get(sp.base)
-                if source is None:
-                    hit = found.get(sp.base)
-                    source = hit.data if isinstance(hit, RawObject) else None
-                if source is not None:
-                    raw = RawObject(sp.type, sp.apply(source))
-            delta: bytes | None = None
-            base_at: int | None = None
-            base_oid = oid
-            level_ = 0
-            if sp is not None and deltas:
-                base_at = offsets.get(sp.base)
-                level_ = depth.get(sp.base, 0) + 1
-                if base_at is not None and level_ <= max_depth:
-                    d = splice_delta(sizes[sp.base], sp.size, sp.prefix, sp.suffix, sp.middle)
-                    if len(d) <= sp.size >> 1:
-                        delta, base_oid = d, sp.base
-            if raw is None and delta is None:
-                raw = _read_whole(unit, oid)  # rare: its base went out undecoded
-            data = raw.data if raw is not None else None
-            size = len(data) if data is not None else sp.size if sp is not None else 0
-            if delta is None and data is not None:
+    try:
+        for chunk, found in zip(chunks, reads, strict=True):
+            # Whole contents to read: of a splice whose base's content is not at hand and
+            # that cannot go as a delta of it (its base is not sent before it), and of a
+            # planned base evicted from ``recent``.
+            reread: list[ObjectId] = []
+            ahead: set[ObjectId] = set()  # this chunk's objects before this one
+            for oid in chunk:
+                raw = found.get(oid)
+                sp = raw if isinstance(raw, Splice) else None
+                if (
+                    sp is not None
+                    and sp.base not in recent
+                    and not isinstance(found.get(sp.base), RawObject)
+                    and (not deltas or (sp.base not in offsets and sp.base not in ahead))
+                ):
+                    reread.append(oid)
+                ahead.add(oid)
                 base = bases.get(oid)
-                if base is not None and size <= DELTA_MAX:
-                    base_at = offsets.get(base)
-                    level_ = depth.get(base, 0) + 1
+                if base is not None and base in offsets and base not in recent:
+                    reread.append(base)  # evicted: read again with the batch
+            if reread:
+                found.update(unit.objects.get_bulk(reread))
+            for oid in chunk:
+                at = written + len(out)
+                raw = found.get(oid)
+                sp = None
+                if isinstance(raw, Splice):
+                    sp, raw = raw, None
+                if raw is None and sp is not None:
+                    source = recent.get(sp.base)
+                    if source is None:
+                        hit = found.get(sp.base)
+                        source = hit.data if isinstance(hit, RawObject) else None
+                    if source is not None:
+                        raw = RawObject(sp.type, sp.apply(source))
+                delta: bytes | None = None
+                base_at: int | None = None
+                base_oid = oid
+                level_ = 0
+                if sp is not None and deltas:
+                    base_at = offsets.get(sp.base)
+                    level_ = depth.get(sp.base, 0) + 1
                     if base_at is not None and level_ <= max_depth:
-                        source = recent.get(base)
-                        if source is None:
-                            hit = found.get(base)
-                            source = hit.data if isinstance(hit, RawObject) else None
-                        if source is not None:
-                            delta = delta_within(source, data, size >> 1)
-                            base_oid = base
-            if delta is not None:
-                depth[oid] = level_
-                if ofs:
-                    out += header(OFS_DELTA, len(delta))
-                    out += ofs_offset(at - base_at)  # type: ignore[operator]
+                        d = splice_delta(sizes[sp.base], sp.size, sp.prefix, sp.suffix, sp.middle)
+                        if len(d) <= sp.size >> 1:
+                            delta, base_oid = d, sp.base
+                if raw is None and delta is None:
+                    raw = _read_whole(unit, oid)  # rare: its base went out undecoded
+                data = raw.data if raw is not None else None
+                size = len(data) if data is not None else sp.size if sp is not None else 0
+                if delta is None and data is not None:
+                    base = bases.get(oid)
+                    if base is not None and size <= DELTA_MAX:
+                        base_at = offsets.get(base)
+                        level_ = depth.get(base, 0) + 1
+                        if base_at is not None and level_ <= max_depth:
+                            source = recent.get(base)
+                            if source is None:
+                                hit = found.get(base)
+                                source = hit.data if isinstance(hit, RawObject) else None
+                            if source is not None:
+                                delta = delta_within(source, data, size >> 1)
+                                base_oid = base
+                if delta is not None:
+                    depth[oid] = level_
+                    if ofs:
+                        out += header(OFS_DELTA, len(delta))
+                        out += ofs_offset(at - base_at)  # type: ignore[operator]
+                    else:
+                        out += header(REF_DELTA, len(delta))
+                        out += base_oid
+                    out += deflate(delta, level)
                 else:
-                    out += header(REF_DELTA, len(delta))
-                    out += base_oid
-                out += deflate(delta, level)
-            else:
-                assert raw is not None and data is not None
-                out += header(numbers[raw.type], size)
-                out += deflate(data, level)
-            offsets[oid] = at
-            sizes[oid] = size
-            if data is not None and size <= keep_max:
-                recent[oid] = data
-                kept += size
-                while kept > RECENT_BYTES:
-                    _, old = recent.popitem(last=False)
-                    kept -= len(old)
-            if len(out) >= PIECE:
-                flush()
-    reads.close()
+                    assert raw is not None and data is not None
+                    out += header(numbers[raw.type], size)
+                    out += deflate(data, level)
+                offsets[oid] = at
+                sizes[oid] = size
+                if data is not None and size <= keep_max:
+                    recent[oid] = data
+                    kept += size
+                    while kept > RECENT_BYTES:
+                        _, old = recent.popitem(last=False)
+                        kept -= len(old)
+                if len(out) >= PIECE:
+                    flush()
+    finally:
+        reads.close()
     flush()
     write(sha.digest())
     whole = b"".join(kept_body) if kept_body is not None else None

@@ -9,7 +9,10 @@ for a shallow request, a breadth-first walk that stops at the shallow boundary.
 Trees and blobs: for a commit whose first parent the client has (or that we send too),
 only the entries that differ from that parent's tree, descending only into subtrees whose
 ids differ; for a root commit or a shallow boundary commit, its whole tree. Trees are read
-level by level with one ``get_many`` per level and parsed once per request. The result
+level by level in batches (``iter_bulk``, splices returned as such and rebuilt here from
+their base when it was read just before, as the newer version at the same path mostly
+is) and parsed once per request; each planned tree is handed to the plan's sink (the
+pack writer's :class:`~govc_db.interop.sendpack.TreeEntries`) as it is planned. The result
 can hold an object the client already has (a file reverted to an old version), never miss
 one it needs.
 """
