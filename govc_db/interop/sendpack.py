@@ -56,6 +56,9 @@ RECENT_BYTES: Final = 64 * 1024 * 1024
 #: Objects larger than this go whole (as git's ``core.bigFileThreshold``: a delta search
 #: over them costs more than it saves, and holds both versions at once).
 DELTA_MAX: Final = 16 * 1024 * 1024
+#: Tree contents :class:`TreeEntries` keeps as delta bases (a tree's planned base, the
+#: newer version at its path, is planned just before it, at the same level of the walk).
+TREE_BASE_BYTES: Final = 16 * 1024 * 1024
 #: Bytes of tree entries written while planning (:class:`TreeEntries`).
 SECTION_BYTES: Final = 64 * 1024 * 1024
 #: Bytes handed to ``write`` at a time (one side-band packet).
@@ -176,7 +179,7 @@ class TreeEntries:
         recent = self._recent
         recent[oid] = data
         self._recent_bytes += len(data)
-        while self._recent_bytes > RECENT_BYTES:
+        while self._recent_bytes > TREE_BASE_BYTES:
             _, old = recent.popitem(last=False)
             self._recent_bytes -= len(old)
 
