@@ -214,7 +214,23 @@ def splice_delta(base_size: int, size: int, prefix: int, suffix: int, middle: by
     """The git delta of an object that is ``base[:prefix] + middle + base[-suffix:]``
     (a store's splice, :class:`govc_db.store.ports.Splice`): copy, insert, copy, built
     without the base's content (only its size)."""
+    if 0 < prefix < _COPY_MAX and 0 < suffix < _COPY_MAX and 0 < len(middle) <= 127:
+        # A tree with one entry changed: one instruction of each kind.
+        return b"".join(
+            (
+                _varint(base_size),
+                _varint(size),
+                _copy_op(0, prefix),
+                _LENGTH[len(middle)],
+                middle,
+                _copy_op(base_size - suffix, suffix),
+            )
+        )
     return bytes(_spliced(base_size, size, prefix, suffix, middle))
+
+
+#: The insert instruction of each length (1 to 127 bytes).
+_LENGTH: Final = [bytes((n,)) for n in range(128)]
 
 
 def _spliced(lb: int, lt: int, p: int, s: int, middle: bytes) -> bytearray:

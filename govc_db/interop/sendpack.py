@@ -136,19 +136,28 @@ class TreeEntries:
                             splice.suffix,
                             splice.middle,
                         )
-                        if len(d) <= size >> 1:
+                        n = len(d)
+                        if n <= size >> 1:
                             delta, base_oid = d, splice.base
-                            if self._ofs and len(d) < STORE_BELOW:  # the common case
+                            if self._ofs and n < STORE_BELOW:  # the common case, inline
                                 self.depth[oid] = level_
-                                body += entry_header(OFS_DELTA, len(d))
-                                body += ofs_offset(at - base_at)
-                                body += STORED_HEADERS[len(d)]
-                                body += d
-                                body += adler32(d).to_bytes(4, "big")
+                                body += b"".join(
+                                    (
+                                        entry_header(OFS_DELTA, n),
+                                        ofs_offset(at - base_at),
+                                        STORED_HEADERS[n],
+                                        d,
+                                        adler32(d).to_bytes(4, "big"),
+                                    )
+                                )
                                 offsets[oid] = at
                                 self.sizes[oid] = size
                                 self.count += 1
-                                self._remember(oid, data)
+                                recent = self._recent
+                                recent[oid] = data
+                                self._recent_bytes += size
+                                if self._recent_bytes > TREE_BASE_BYTES:
+                                    self._remember(oid, data)
                                 return
             if delta is None and base is not None and size <= DELTA_MAX:
                 base_at = offsets.get(base)
@@ -177,8 +186,9 @@ class TreeEntries:
 
     def _remember(self, oid: ObjectId, data: bytes) -> None:
         recent = self._recent
-        recent[oid] = data
-        self._recent_bytes += len(data)
+        if oid not in recent:
+            recent[oid] = data
+            self._recent_bytes += len(data)
         while self._recent_bytes > TREE_BASE_BYTES:
             _, old = recent.popitem(last=False)
             self._recent_bytes -= len(old)
