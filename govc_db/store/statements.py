@@ -300,31 +300,25 @@ S_IDX_WINDOW = _window_statement()
 
 
 def group_index_rows(rows: Iterable[Any]) -> dict[ObjectId, IndexEntry]:
-    """Fold rows of (commit columns, position, parent), ordered by oid, into entries."""
+    """Fold rows of (commit columns, position, parent), ordered by oid, into entries
+    (positional: ``oid, tree, generation, author_time, committer_time, position, parent``,
+    the columns of :func:`_index_rows` and :func:`_index_with_parents`; a loop without a
+    call per row, as a clone reads every commit of a history through it)."""
     out: dict[ObjectId, IndexEntry] = {}
-    first: Any = None
+    key: bytes | None = None
+    head: tuple[Any, ...] = ()
     parents: list[ObjectId] = []
-
-    def flush() -> None:
-        oid = ObjectId(bytes(first.oid))
-        out[oid] = IndexEntry(
-            oid,
-            ObjectId(bytes(first.tree)),
-            tuple(parents),
-            first.generation,
-            first.author_time,
-            first.committer_time,
-        )
-
-    for row in rows:
-        if first is None or bytes(row.oid) != bytes(first.oid):
-            if first is not None:
-                flush()
-            first, parents = row, []
-        if row.parent is not None:
-            parents.append(ObjectId(bytes(row.parent)))
-    if first is not None:
-        flush()
+    for oid, tree, generation, author_time, committer_time, _position, parent in rows:
+        oid = bytes(oid)
+        if oid != key:
+            if key is not None:
+                out[ObjectId(key)] = IndexEntry(ObjectId(key), head[0], tuple(parents), *head[1:])
+            key, parents = oid, []
+            head = (ObjectId(bytes(tree)), generation, author_time, committer_time)
+        if parent is not None:
+            parents.append(ObjectId(bytes(parent)))
+    if key is not None:
+        out[ObjectId(key)] = IndexEntry(ObjectId(key), head[0], tuple(parents), *head[1:])
     return out
 
 
