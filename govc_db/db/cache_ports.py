@@ -197,9 +197,7 @@ class CachedObjects(_Wrapper):
                 got.update(more)
                 yield got
         finally:
-            close = getattr(inner, "close", None)
-            if close is not None:
-                close()
+            inner.close()
 
     def put_bulk(
         self,

@@ -223,14 +223,6 @@ class _Trees:
             self._bytes -= len(old[0])
 
 
-def _split(entries: Iterable[bytes]) -> Entries:
-    out: Entries = {}
-    for e in entries:
-        sp = e.index(b" ")
-        out[e[sp + 1 : -21]] = (e[:sp], ObjectId(e[-20:]))
-    return out
-
-
 def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan: Plan) -> None:
     """Add every tree/blob of each ``new`` tree that is not at the same place in ``old``."""
     trees = _Trees(unit)
@@ -271,11 +263,11 @@ def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan
             # Whole entries compared in C: only the entries that differ are split.
             if old is not None:
                 then = parsed[old]
-                added = _split(now - then)
-                before = _split(then - now)
+                added = split_entries(now - then)
+                before = split_entries(then - now)
                 successor.setdefault(old, new)
             else:
-                added, before = _split(now), empty
+                added, before = split_entries(now), empty
             sibling: ObjectId | None = None  # new files: a delta against the previous one
             for name in sorted(added) if len(added) > 1 else added:
                 mode, oid = added[name]
