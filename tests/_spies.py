@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 
 from govc_db.objects import ObjectId
-from govc_db.store.ports import ObjectStore, RawObject
+from govc_db.store.ports import ObjectStore, RawObject, Splice
 
 
 class CountingObjects:
@@ -34,6 +34,18 @@ class CountingObjects:
         self.read_calls += 1
         self.read_ids.extend(wanted)
         return self.inner.get_bulk(wanted)
+
+    def get_bulk_spliced(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject | Splice]:
+        wanted = list(oids)
+        self.read_calls += 1
+        self.read_ids.extend(wanted)
+        return self.inner.get_bulk_spliced(wanted)
+
+    def iter_bulk(
+        self, chunks: Iterable[Sequence[ObjectId]], *, spliced: bool = False
+    ) -> Generator[dict[ObjectId, RawObject | Splice], None, None]:
+        for chunk in chunks:
+            yield self.get_bulk_spliced(chunk) if spliced else dict(self.get_bulk(chunk))
 
     def has(self, oid: ObjectId) -> bool:
         return self.inner.has(oid)

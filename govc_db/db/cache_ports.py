@@ -10,7 +10,7 @@ Anything a wrapper does not override (the batch executor's ``flush`` ...) is for
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from govc_db.db.cache import QueryCache
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         RawObject,
         RefLogEntry,
         RefStore,
+        Splice,
     )
 
 __all__ = [
@@ -166,6 +167,37 @@ class CachedObjects(_Wrapper):
         if len(out) < len(wanted):
             out.update(self._inner.get_bulk([o for o in wanted if o not in out]))
         return out
+
+    def get_bulk_spliced(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject | Splice]:
+        """As :meth:`get_bulk`; objects stored as splices come as :class:`Splice`."""
+        wanted = list(dict.fromkeys(oids))
+        out: dict[ObjectId, RawObject | Splice] = dict(
+            self._cache.get_objects(self._repo_id, wanted)
+        )
+        if len(out) < len(wanted):
+            out.update(self._inner.get_bulk_spliced([o for o in wanted if o not in out]))
+        return out
+
+    def iter_bulk(
+        self, chunks: Iterable[Sequence[ObjectId]], *, spliced: bool = False
+    ) -> Generator[dict[ObjectId, RawObject | Splice], None, None]:
+        """As the inner store's, cached objects answered first."""
+        hits: list[dict[ObjectId, RawObject | Splice]] = []
+        rest: list[list[ObjectId]] = []
+        for chunk in chunks:
+            wanted = list(dict.fromkeys(chunk))
+            cached: dict[ObjectId, RawObject | Splice] = dict(
+                self._cache.get_objects(self._repo_id, wanted)
+            )
+            hits.append(cached)
+            rest.append([o for o in wanted if o not in cached])
+        inner = self._inner.iter_bulk(rest, spliced=spliced)
+        try:
+            for got, more in zip(hits, inner, strict=True):
+                got.update(more)
+                yield got
+        finally:
+            inner.close()
 
     def put_bulk(
         self,

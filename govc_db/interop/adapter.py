@@ -20,7 +20,7 @@ from dulwich.refs import Ref
 
 from govc_db.errors import GovcError, NotFound
 from govc_db.interop.packcache import REBUILD_RATIO, Key, PackCache, PackPart, peel, usable
-from govc_db.interop.sendpack import write_fetch_pack
+from govc_db.interop.sendpack import TreeEntries, write_fetch_pack
 from govc_db.interop.walk import Plan, plan_fetch
 from govc_db.objects import TYPE_NUMBERS, ObjectId
 from govc_db.objects.lenient import lenient_tag_target
@@ -216,10 +216,16 @@ class GovcBackendRepo:
                 [_raw(h) for h in haves],
                 {_raw(s) for s in shallow},
                 tags,
+                sink=self._tree_entries(),
             )
         except NotFound as exc:
             raise KeyError(str(exc)) from None
         return len(self.plan.ids())
+
+    def _tree_entries(self) -> TreeEntries:
+        """Where the planner writes the pack entries of the trees it reads."""
+        store = self.object_store
+        return TreeEntries(deltas=store.deltas, max_depth=store.max_depth, ofs=self.ofs)
 
     def _key(self) -> Key:
         store = self.object_store
@@ -250,7 +256,7 @@ class GovcBackendRepo:
                     self._keep = (commits, [*others, *part.others])
                 return part.count + extra
         cache.count(False)
-        plan = plan_fetch(self._unit, wants, [], set(), tags)
+        plan = plan_fetch(self._unit, wants, [], set(), tags, sink=self._tree_entries())
         self.plan, self.part = plan, None
         self._keep = (commits, others)
         return len(plan.ids())

@@ -38,6 +38,8 @@ __all__ = [
     "OFS_DELTA",
     "PackObject",
     "REF_DELTA",
+    "STORED_HEADERS",
+    "STORE_BELOW",
     "deflate",
     "delta_within",
     "entry_header",
@@ -45,6 +47,7 @@ __all__ = [
     "iter_pack_deltas",
     "make_delta",
     "ofs_offset",
+    "splice_delta",
 ]
 
 OFS_DELTA: Final = 6
@@ -60,7 +63,9 @@ _RUST_MIN: Final = 1024
 
 
 #: zlib header and stored-block header of a payload of each length below STORE_BELOW.
-_STORED: Final = [b"\x78\x01\x01" + struct.pack("<HH", n, n ^ 0xFFFF) for n in range(STORE_BELOW)]
+STORED_HEADERS: Final = [
+    b"\x78\x01\x01" + struct.pack("<HH", n, n ^ 0xFFFF) for n in range(STORE_BELOW)
+]
 
 
 def deflate(data: bytes, level: int = 1) -> bytes:
@@ -69,7 +74,7 @@ def deflate(data: bytes, level: int = 1) -> bytes:
     one stored block, built without zlib: deflating that little gains nothing."""
     n = len(data)
     if n < STORE_BELOW:
-        return _STORED[n] + data + zlib.adler32(data).to_bytes(4, "big")
+        return STORED_HEADERS[n] + data + zlib.adler32(data).to_bytes(4, "big")
     wbits = min(15, max(9, (n + 262).bit_length()))
     c = zlib.compressobj(level, zlib.DEFLATED, wbits, 1 if n < 16384 else 8)
     return c.compress(data) + c.flush()
@@ -194,21 +199,7 @@ def delta_within(base: bytes, target: bytes, limit: int) -> bytes | None:
     rust = mid * 2 > lt and lt >= _RUST_MIN and _create_delta is not None
     if 0 <= limit < mid and not rust:
         return None  # the inserted middle alone is over the limit
-    out = bytearray(_varint(lb))
-    out += _varint(lt)
-    if p:
-        _copy(out, 0, p)
-    if mid:
-        if mid <= 127:
-            out.append(mid)
-            out += target[p : p + mid]
-        else:
-            for i in range(p, lt - s, 127):
-                piece = target[i : min(i + 127, lt - s)]
-                out.append(len(piece))
-                out += piece
-    if s:
-        _copy(out, lb - s, s)
+    out = _spliced(lb, lt, p, s, target[p : lt - s])
     if rust:
         assert _create_delta is not None
         other: bytes = _create_delta(base, target)
@@ -217,6 +208,55 @@ def delta_within(base: bytes, target: bytes, limit: int) -> bytes | None:
     if 0 <= limit < len(out):
         return None
     return bytes(out)
+
+
+def splice_delta(base_size: int, size: int, prefix: int, suffix: int, middle: bytes) -> bytes:
+    """The git delta of an object that is ``base[:prefix] + middle + base[-suffix:]``
+    (a store's splice, :class:`govc_db.store.ports.Splice`): copy, insert, copy, built
+    without the base's content (only its size)."""
+    if 0 < prefix < _COPY_MAX and 0 < suffix < _COPY_MAX and 0 < len(middle) <= 127:
+        # A tree with one entry changed: one instruction of each kind.
+        return b"".join(
+            (
+                _varint(base_size),
+                _varint(size),
+                _copy_op(0, prefix),
+                _LENGTH[len(middle)],
+                middle,
+                _copy_op(base_size - suffix, suffix),
+            )
+        )
+    return bytes(_spliced(base_size, size, prefix, suffix, middle))
+
+
+#: The insert instruction of each length (1 to 127 bytes).
+_LENGTH: Final = [bytes((n,)) for n in range(128)]
+
+
+def _spliced(lb: int, lt: int, p: int, s: int, middle: bytes) -> bytearray:
+    out = bytearray(_varint(lb))
+    out += _varint(lt)
+    if p:
+        if p < _COPY_MAX:
+            out += _copy_op(0, p)
+        else:
+            _copy(out, 0, p)
+    mid = len(middle)
+    if mid:
+        if mid <= 127:
+            out.append(mid)
+            out += middle
+        else:
+            for i in range(0, mid, 127):
+                piece = middle[i : i + 127]
+                out.append(len(piece))
+                out += piece
+    if s:
+        if s < _COPY_MAX:
+            out += _copy_op(lb - s, s)
+        else:
+            _copy(out, lb - s, s)
+    return out
 
 
 def _apply() -> Callable[[bytes, bytes], list[bytes] | bytes]:

@@ -9,7 +9,10 @@ for a shallow request, a breadth-first walk that stops at the shallow boundary.
 Trees and blobs: for a commit whose first parent the client has (or that we send too),
 only the entries that differ from that parent's tree, descending only into subtrees whose
 ids differ; for a root commit or a shallow boundary commit, its whole tree. Trees are read
-level by level with one ``get_many`` per level and parsed once per request. The result
+level by level in batches (``iter_bulk``, splices returned as such and rebuilt here from
+their base when it was read just before, as the newer version at the same path mostly
+is) and parsed once per request; each planned tree is handed to the plan's sink (the
+pack writer's :class:`~govc_db.interop.sendpack.TreeEntries`) as it is planned. The result
 can hold an object the client already has (a file reverted to an old version), never miss
 one it needs.
 """
@@ -17,17 +20,21 @@ one it needs.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from contextlib import closing
+from typing import Protocol, cast
 
 from govc_db.core.trees import EMPTY_TREE
 from govc_db.errors import GovcError
 from govc_db.objects import ObjectId
 from govc_db.objects.lenient import lenient_tag_target
-from govc_db.store.ports import IndexEntry, Unit
+from govc_db.store.ports import IndexEntry, RawObject, Splice, Unit
 
 __all__ = [
     "Entries",
     "Plan",
+    "TreeSink",
     "plan_fetch",
     "raw_entries",
     "raw_entries_between",
@@ -36,6 +43,17 @@ __all__ = [
 
 _BATCH = 500
 _KEEP_BYTES = 64 * 1024 * 1024
+
+
+class TreeSink(Protocol):
+    """Takes each tree as the planner adds it to ``Plan.trees``, in that order."""
+
+    def add(
+        self, oid: ObjectId, data: bytes | None, splice: Splice | None, base: ObjectId | None
+    ) -> None:
+        """Tree ``oid``: its content (None if no longer at hand), how the store keeps it
+        (a splice of another tree, or None), and its planned delta base."""
+        ...
 
 
 class Plan:
@@ -50,8 +68,9 @@ class Plan:
         self.blobs: list[ObjectId] = []
         self.seen: set[ObjectId] = set()
         self.bases: dict[ObjectId, ObjectId] = {}
-        self.tree_data: dict[ObjectId, bytes] = {}
-        """Raw trees read while planning (up to ``_KEEP_BYTES``), reused by the pack writer."""
+        self.sink: TreeSink | None = None
+        """What the planned trees were handed to as they were read (their pack entries
+        are written then, see :class:`govc_db.interop.sendpack.TreeEntries`)."""
 
     def add(self, bucket: list[ObjectId], oid: ObjectId) -> bool:
         """Add ``oid`` to ``bucket`` unless already planned; whether it was new."""
@@ -153,40 +172,78 @@ _GITLINK = b"160000"
 
 
 class _Trees:
-    def __init__(self, unit: Unit, keep: dict[ObjectId, bytes]) -> None:
+    """Trees read while planning: their entries (parsed once) and, for the trees read
+    last (``_KEEP_BYTES``), their content and how the store keeps them. A tree stored as
+    a splice of another is rebuilt from that one's content when it is at hand, as the
+    newer version at the same path mostly is (read just before it, at the same level)."""
+
+    def __init__(self, unit: Unit) -> None:
         self._unit = unit
         self.parsed: dict[ObjectId, frozenset[bytes]] = {EMPTY_TREE: frozenset()}
-        self._keep = keep
-        self._kept = 0
+        self.data: OrderedDict[ObjectId, tuple[bytes, Splice | None]] = OrderedDict()
+        self._bytes = 0
 
     def load(self, oids: Iterable[ObjectId]) -> None:
         need = [o for o in dict.fromkeys(oids) if o not in self.parsed]
-        for i in range(0, len(need), _BATCH):
-            chunk = need[i : i + _BATCH]
-            found = self._unit.objects.get_bulk(chunk)
-            for oid in chunk:
-                raw = found.get(oid)
-                if raw is None or raw.type != b"tree":
+        chunks = [need[i : i + _BATCH] for i in range(0, len(need), _BATCH)]
+        with closing(self._unit.objects.iter_bulk(chunks, spliced=True)) as reads:
+            for chunk, found in zip(chunks, reads, strict=True):
+                self._take(chunk, found)
+
+    def _take(self, chunk: list[ObjectId], found: dict[ObjectId, RawObject | Splice]) -> None:
+        data = self.data
+        later: list[ObjectId] = []
+        for oid in chunk:
+            raw = found.get(oid)
+            if raw is None or raw.type != b"tree":
+                raise GovcError(f"tree {oid.hex()} is missing")
+            if isinstance(raw, Splice):
+                base = data.get(raw.base)
+                if base is None:
+                    later.append(oid)
+                    continue
+                self._add(oid, raw.apply(base[0]), raw)
+            else:
+                self._add(oid, raw.data, None)
+        if later:  # bases not at hand: the store rebuilds them
+            again = self._unit.objects.get_bulk(later)
+            for oid in later:
+                whole = again.get(oid)
+                if whole is None or whole.type != b"tree":
                     raise GovcError(f"tree {oid.hex()} is missing")
-                self.parsed[oid] = frozenset(raw_entries(raw.data))
-                if self._kept < _KEEP_BYTES:
-                    self._keep[oid] = raw.data
-                    self._kept += len(raw.data)
+                self._add(oid, whole.data, cast(Splice, found[oid]))
+
+    def _add(self, oid: ObjectId, content: bytes, splice: Splice | None) -> None:
+        self.parsed[oid] = frozenset(raw_entries(content))
+        data = self.data
+        data[oid] = (content, splice)
+        self._bytes += len(content)
+        while self._bytes > _KEEP_BYTES:
+            _, old = data.popitem(last=False)
+            self._bytes -= len(old[0])
 
 
 def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan: Plan) -> None:
     """Add every tree/blob of each ``new`` tree that is not at the same place in ``old``."""
-    trees = _Trees(unit, plan.tree_data)
+    trees = _Trees(unit)
+    sink = plan.sink
     frontier = [(new, old) for new, old in pairs if new != old]
     bases = plan.bases
     seen = plan.seen
+    planned_trees = plan.trees
+    planned_blobs = plan.blobs
+    parsed = trees.parsed
+    data = trees.data
     successor: dict[ObjectId, ObjectId] = {}
+    empty: Entries = {}
     while frontier:
         trees.load(t for pair in frontier for t in pair if t is not None)
         nxt: list[tuple[ObjectId, ObjectId | None]] = []
         for new, old in frontier:
-            if not plan.add(plan.trees, new):
+            if new in seen:
                 continue
+            seen.add(new)
+            planned_trees.append(new)
             # The base of a version is the one that replaced it, planned before it (the
             # walk goes newest first): recent versions go whole, as git packs them, so a
             # clone reads its tip without applying delta chains. No cycles: a base is
@@ -194,17 +251,25 @@ def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan
             later = successor.get(new)
             if later is not None and later in seen:
                 bases[new] = later
-            now = trees.parsed[new]
+            else:
+                later = None
+            if sink is not None:
+                got = data.get(new)
+                if got is None:
+                    sink.add(new, None, None, None)
+                else:
+                    sink.add(new, got[0], got[1], later)
+            now = parsed[new]
             # Whole entries compared in C: only the entries that differ are split.
             if old is not None:
-                then = trees.parsed[old]
+                then = parsed[old]
                 added = split_entries(now - then)
                 before = split_entries(then - now)
                 successor.setdefault(old, new)
             else:
-                added, before = split_entries(now), {}
+                added, before = split_entries(now), empty
             sibling: ObjectId | None = None  # new files: a delta against the previous one
-            for name in sorted(added):
+            for name in sorted(added) if len(added) > 1 else added:
                 mode, oid = added[name]
                 prior = before.get(name)
                 if mode == _GITLINK or (prior is not None and prior[1] == oid):
@@ -221,7 +286,9 @@ def _new_objects(unit: Unit, pairs: list[tuple[ObjectId, ObjectId | None]], plan
                     continue
                 if base is not None:
                     successor.setdefault(base, oid)
-                if plan.add(plan.blobs, oid):
+                if oid not in seen:
+                    seen.add(oid)
+                    planned_blobs.append(oid)
                     later = successor.get(oid)
                     if later is not None and later in seen and later != oid:
                         bases[oid] = later
@@ -238,12 +305,16 @@ def plan_fetch(
     haves: Sequence[ObjectId],
     shallow: set[ObjectId],
     tags: dict[ObjectId, ObjectId],
+    *,
+    sink: TreeSink | None = None,
 ) -> Plan:
     """The objects to send for ``wants`` to a client holding ``haves``.
 
-    ``tags`` maps peeled commit -> annotated tag id, for include-tag.
+    ``tags`` maps peeled commit -> annotated tag id, for include-tag. ``sink`` is
+    handed every planned tree as it is planned (``Plan.sink``).
     """
     plan = Plan()
+    plan.sink = sink
     commit_wants: list[ObjectId] = []
     extra_trees: list[tuple[ObjectId, ObjectId | None]] = []
     pending = list(wants)

@@ -54,6 +54,7 @@ __all__ = [
     "Codec",
     "DecodedCache",
     "StoredRow",
+    "parse_splice",
     "resolve_rows",
 ]
 
@@ -123,6 +124,31 @@ def _read_varint(data: bytes, i: int) -> tuple[int, int]:
         if b < 0x80:
             return n, i
         shift += 7
+
+
+def parse_splice(stored: bytes) -> tuple[bytes, int, int, bytes]:
+    """``(base id, prefix, suffix, middle)`` of a splice row's ``data`` (encoding 6),
+    without its base: a reader that holds the base (or sends the object as a git delta
+    against it) needs no more. ``GovcError`` when the header is corrupt."""
+    n = len(stored)
+    if type(stored) is bytes and n > OID_LEN + 2:
+        # Lengths of one or two bytes each (below 16 KiB), as a tree's are: read here.
+        a = stored[OID_LEN]
+        i = OID_LEN + 1
+        if a >= 0x80:
+            c = stored[i]
+            a, i = ((a & 0x7F) | (c << 7), i + 1) if c < 0x80 else (-1, 0)
+        if i and i < n:
+            b = stored[i]
+            if b < 0x80:
+                return stored[:OID_LEN], a, b, stored[i + 1 :]
+            if i + 1 < n and stored[i + 1] < 0x80:
+                return stored[:OID_LEN], a, (b & 0x7F) | (stored[i + 1] << 7), stored[i + 2 :]
+    if n < OID_LEN + 2:
+        raise GovcError("stored object data is corrupt (bad splice header)")
+    prefix, i = _read_varint(stored, OID_LEN)
+    suffix, i = _read_varint(stored, i)
+    return bytes(stored[:OID_LEN]), prefix, suffix, bytes(stored[i:])
 
 
 _XOR_SPAN: Final = 512
@@ -383,6 +409,12 @@ class Codec:
         if c is None:
             c = cs[level] = zstandard.ZstdCompressor(compression_params=_params(level, SMALL_REUSE))
         return c
+
+    def small_decompressor(self) -> zstandard.ZstdDecompressor:
+        """The decompressor of encoding 4 for this thread (``decompress(stored,
+        max_output_size=size)``), for a reader decoding many rows in a loop of its own;
+        it raises ``zstandard.ZstdError`` on corrupt data."""
+        return self._small_d()
 
     def _small_d(self) -> zstandard.ZstdDecompressor:
         d: zstandard.ZstdDecompressor | None = getattr(self._local, "sd", None)

@@ -11,11 +11,12 @@ one transaction), so a commit's objects, index rows and ref move land together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from govc_db.errors import GovcError
 from govc_db.objects import ObjectId
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "RawObject",
     "RefLogEntry",
     "RefStore",
+    "Splice",
     "Unit",
 ]
 
@@ -34,6 +36,27 @@ class RawObject(NamedTuple):
 
     type: bytes
     data: bytes
+
+
+class Splice(NamedTuple):
+    """An object the store keeps as a *splice* of another one, its ``base`` (same
+    repository): its content is ``base[:prefix] + middle + base[len(base) - suffix:]``.
+    A reader holding the base rebuilds it with two slices; a pack writer that sent the
+    base already sends it as a git delta (copy, insert, copy) without rebuilding it."""
+
+    type: bytes
+    size: int
+    base: ObjectId
+    prefix: int
+    suffix: int
+    middle: bytes
+
+    def apply(self, base: bytes) -> bytes:
+        """The object's content, given its base's; ``GovcError`` if they do not fit."""
+        cut = len(base) - self.suffix
+        if self.prefix > cut or self.prefix + len(self.middle) + self.suffix != self.size:
+            raise GovcError("stored object data is corrupt (splice size mismatch)")
+        return b"".join((base[: self.prefix], self.middle, base[cut:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +124,19 @@ class ObjectStore(Protocol):
         """As :meth:`get_many`, for reading many objects once (the pack of a clone or a
         fetch): the same contents, read the cheapest way the store has, and nothing read
         is remembered in a cache. The caller bounds memory by the size of ``oids``."""
+        ...
+
+    def get_bulk_spliced(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject | Splice]:
+        """As :meth:`get_bulk`, except that an object stored as a splice of another is
+        returned as that :class:`Splice`, not rebuilt (its base is not read for it)."""
+        ...
+
+    def iter_bulk(
+        self, chunks: Iterable[Sequence[ObjectId]], *, spliced: bool = False
+    ) -> Generator[dict[ObjectId, RawObject | Splice], None, None]:
+        """:meth:`get_bulk` (with ``spliced``, :meth:`get_bulk_spliced`) of each chunk,
+        in order; the store may read the next chunk while the caller works on this one.
+        Close the iterator if it is left before its end."""
         ...
 
     def put_bulk(
