@@ -165,6 +165,41 @@ def test_splice_and_zstd_deltas_round_trip_and_the_smaller_is_kept() -> None:
         codec.decode(ENC_SPLICE, stored, len(base) + 1, base)
 
 
+def test_native_and_python_zstd_deltas_are_one_format() -> None:
+    """Encoding-3 rows made through libzstd's prefix API (where it loads) and through
+    python-zstandard's raw dictionaries decode either way, byte-identical; a corrupt or
+    mis-sized frame is a GovcError on both paths."""
+    native, python = Codec(optimizer=True), Codec(optimizer=True, native=False)
+    assert python.native is None
+    if native.native is None:
+        pytest.skip("libzstd (shared library) is not loadable here")
+    rng = random.Random(16)
+    base_id = b"\x02" * OID_LEN
+    sizes = [17, 300, 5000, 70_000, 600_000, 1_300_000]  # the last two outgrow a kept buffer
+    for i, n in enumerate(sizes * 3):
+        words = [rng.randbytes(6).hex().encode() for _ in range(64)]
+        base = b" ".join(rng.choice(words) for _ in range(n // 13 + 2))[:n]
+        data = bytearray(base)
+        for _ in range(1 + i % 5):  # scattered edits: zstd beats a splice
+            at = rng.randrange(len(data))
+            data[at : at + 3] = rng.randbytes(rng.randint(1, 9))
+        new = bytes(data)
+        frames = [
+            (native.native.compress(new, base, 3), "native"),
+            (python._delta_frame(new, base, 3), "python"),
+        ]
+        for frame, _who in frames:
+            stored = base_id + frame
+            for codec in (native, python):
+                assert codec.decode(ENC_DELTA, stored, len(new), base) == new
+        for codec in (native, python):
+            with pytest.raises(GovcError):  # decodes to another size
+                codec.decode(ENC_DELTA, base_id + frames[0][0], len(new) + 1, base)
+            with pytest.raises(GovcError):  # damaged frame
+                bad = frames[0][0][:-2] + bytes([frames[0][0][-2] ^ 0xFF]) + b"\x00"
+                codec.decode(ENC_DELTA, base_id + bad[: len(bad) // 2], len(new), base)
+
+
 def test_settings_validation() -> None:
     with pytest.raises(InvalidInput):
         Settings(delta_max_depth=0)
