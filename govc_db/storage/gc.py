@@ -45,12 +45,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, select, text
+from sqlalchemy import LargeBinary, and_, bindparam, case, delete, func, insert, select, text
+from sqlalchemy.dialects import postgresql
 
 from govc_db.errors import GovcError
 from govc_db.objects import TYPE_NAMES, TYPE_NUMBERS, ObjectId, hash_object
 from govc_db.storage.chunks import ENC_CHUNKED
-from govc_db.store.codec import DELTA_ENCODINGS, OID_LEN, StoredRow, resolve_rows
+from govc_db.store.codec import DELTA_ENCODINGS, ENC_RAW, OID_LEN, Codec, StoredRow
 from govc_db.store.packs import (
     PACK_OBJECT_MAX,
     PACK_TARGET,
@@ -101,8 +102,10 @@ S_PACKS = select(T_PACK.c.pack_id, T_PACK.c.ids, T_PACK.c.meta, T_PACK.c.data).w
     T_PACK.c.repo_id == _R
 )
 S_PACK_ADD = insert(T_PACK)
-S_LOOSE_DEL = delete(T_OBJ).where(
-    T_OBJ.c.repo_id == _R, T_OBJ.c.oid.in_(bindparam("oids", expanding=True))
+S_LOOSE_DEL = delete(T_OBJ).where(T_OBJ.c.repo_id == _R, T_OBJ.c.oid == bindparam("oid"))
+S_LOOSE_DEL_ANY = delete(T_OBJ).where(
+    T_OBJ.c.repo_id == _R,
+    T_OBJ.c.oid == func.any(bindparam("oids", type_=postgresql.ARRAY(LargeBinary))),
 )
 S_PACKS_DEL = delete(T_PACK).where(T_PACK.c.repo_id == _R, T_PACK.c.pack_id <= bindparam("upto"))
 _LOCKS: dict[int, threading.Lock] = {}
@@ -198,6 +201,60 @@ def _order(contents: dict[bytes, tuple[int, bytes]], links: dict[bytes, bytes]) 
     return out
 
 
+def _decode_into(
+    codec: Codec,
+    rows: dict[bytes, StoredRow],
+    contents: dict[bytes, tuple[int, bytes]],
+    fetch: Callable[[Sequence[bytes]], Sequence[StoredRow]],
+) -> None:
+    """Decode every one of ``rows`` into ``contents`` (``oid -> (type, content)``, which
+    holds the entries of the old packs already): each chain walked down to the first
+    object decoded already or stored whole, then decoded back up, every layer once.
+
+    Bases in neither (rows that stay loose, read whole through the store) come from one
+    ``fetch`` call. Unlike :func:`govc_db.store.codec.resolve_rows` nothing goes to the
+    shared decoded cache (a run decodes every object once; it would only evict what
+    readers use) and nothing is looked up there.
+    """
+    decode = codec.decode
+    outside = {
+        r[4][:OID_LEN]
+        for r in rows.values()
+        if r[3] in DELTA_ENCODINGS and r[4][:OID_LEN] not in rows
+    }
+    outside.difference_update(contents)
+    extra: dict[bytes, bytes] = {}
+    if outside:
+        extra = {r[0]: r[4] for r in fetch(list(outside)) if r[3] == ENC_RAW}
+    for oid, row in rows.items():
+        if oid in contents:
+            continue
+        chain: list[StoredRow] = []
+        content: bytes | None = None
+        while row[3] in DELTA_ENCODINGS:
+            chain.append(row)
+            if len(chain) > 1000:
+                raise GovcError("stored delta chain is corrupt (too deep or a cycle)")
+            base = row[4][:OID_LEN]
+            hit = contents.get(base)
+            if hit is not None:
+                content = hit[1]
+                break
+            below = rows.get(base)
+            if below is None:
+                content = extra.get(base)
+                if content is None:
+                    raise GovcError(f"delta base {base.hex()} is missing from the store")
+                break
+            row = below
+        if content is None:
+            content = decode(row[3], row[4], row[2])
+            contents[row[0]] = (row[1], content)
+        for above in reversed(chain):
+            content = decode(above[3], above[4], above[2], content)
+            contents[above[0]] = (above[1], content)
+
+
 def _repo_lock(repo_id: int) -> threading.Lock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(repo_id, threading.Lock())
@@ -291,14 +348,20 @@ def _pack(
     pack_target: int,
 ) -> None:
     codec = backend.codec
+    pg = backend.dialect == "postgresql"
     with backend.unit(repo_id, what="gc") as u:
         _n, loose_bytes = u.execute(S_BYTES).one()
         _p, packed_bytes = u.execute(S_PACK_BYTES).one()
         report.bytes_before = int(loose_bytes) + int(packed_bytes)
         loose: dict[bytes, StoredRow] = {}
-        for r in u.execute(S_LOOSE):
-            loose[bytes(r[0])] = (bytes(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4]))
-        old = [(int(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3])) for r in u.execute(S_PACKS)]
+        # fetchall(): one driver call, not one per row through the result's iterator.
+        for r in u.execute(S_LOOSE).fetchall():
+            oid = bytes(r[0])
+            loose[oid] = (oid, r[1], r[2], r[3], bytes(r[4]))
+        old = [
+            (int(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3]))
+            for r in u.execute(S_PACKS).fetchall()
+        ]
     old_max = max((p[0] for p in old), default=0)
     contents: dict[bytes, tuple[int, bytes]] = {}
     for _pid, _ids, meta, data in old:
@@ -348,7 +411,7 @@ def _pack(
         return out
 
     links = {r[0]: r[4][:OID_LEN] for r in small if r[3] in DELTA_ENCODINGS}
-    decoded = resolve_rows(codec, repo_id, small, chains, [])
+    _decode_into(codec, {r[0]: r for r in small}, contents, chains)
     depths: dict[int, int] = {}
     for oid in stay:
         row: StoredRow | None = loose[oid]
@@ -361,10 +424,7 @@ def _pack(
     if depths:
         report.max_depth = max(depths)
         report.mean_depth = round(sum(d * n for d, n in depths.items()) / len(stay), 2)
-    for oid, (kind, content, _d) in decoded.items():
-        if oid not in stay and oid not in contents:
-            contents[oid] = (kind, content)
-    del decoded, small
+    del small
     report.objects = len(contents) + len(stay)
     report.visited = report.objects
     order = _order(contents, links)
@@ -379,8 +439,13 @@ def _pack(
         with backend.unit(repo_id, write=True, what="gc") as w:
             w.conn.execute(S_PACK_ADD, pending)
             gone = [o for o in pending_ids if o in loose]
-            for i in range(0, len(gone), 500):
-                w.execute(S_LOOSE_DEL, {"oids": gone[i : i + 500]})
+            if gone and pg:
+                # One statement with an array parameter: the server looks every id up.
+                w.execute(S_LOOSE_DEL_ANY, {"oids": gone})
+            elif gone:
+                # One prepared DELETE, executed many times by the driver in C (an IN list
+                # of hundreds of ids is compiled and converted anew each time).
+                w.conn.execute(S_LOOSE_DEL, [{"repo_id": repo_id, "oid": o} for o in gone])
         report.packs += len(pending)
         report.rewritten += len(pending_ids)
         done += len(pending_ids)
