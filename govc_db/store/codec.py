@@ -222,6 +222,8 @@ class DecodedCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._lru: OrderedDict[tuple[int, bytes], tuple[bytes, int]] = OrderedDict()
+        #: The type number of entries put with one (whole objects, not pack parts).
+        self._kinds: dict[tuple[int, bytes], int] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -241,27 +243,48 @@ class DecodedCache:
                 self._lru.move_to_end(key)
             return hit
 
-    def put(self, repo_id: int, oid: bytes, content: bytes, depth: int) -> None:
-        """Remember a decoded object (ignored when larger than the whole cache)."""
+    def lookup(self, repo_id: int, oid: bytes) -> tuple[int, bytes] | None:
+        """``(type number, content)`` of an object put with its type, or None."""
+        if not self.max_bytes:
+            return None
+        key = (repo_id, oid)
+        with self._lock:
+            kind = self._kinds.get(key)
+            hit = None if kind is None else self._lru.get(key)
+            if hit is None or kind is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._lru.move_to_end(key)
+            return kind, hit[0]
+
+    def put(self, repo_id: int, oid: bytes, content: bytes, depth: int, kind: int = 0) -> None:
+        """Remember a decoded object (ignored when larger than the whole cache); with
+        its ``kind`` (type number), :meth:`lookup` answers for it too."""
         size = len(content) + self.OVERHEAD
         if size > self.max_bytes:
             return
         key = (repo_id, oid)
         lru = self._lru
+        kinds = self._kinds
         with self._lock:
             old = lru.pop(key, None)
             if old is not None:
                 self._bytes -= len(old[0]) + self.OVERHEAD
             lru[key] = (content, depth)
+            if kind:
+                kinds[key] = kind
             self._bytes += size
             while self._bytes > self.max_bytes:
-                _, gone = lru.popitem(last=False)
+                gone_key, gone = lru.popitem(last=False)
                 self._bytes -= len(gone[0]) + self.OVERHEAD
+                kinds.pop(gone_key, None)
 
     def clear(self) -> None:
         """Forget everything (tests measure cold reads with it)."""
         with self._lock:
             self._lru.clear()
+            self._kinds.clear()
             self._bytes = 0
 
     def get_stats(self) -> dict[str, Any]:
@@ -536,7 +559,7 @@ def resolve_rows(
     repo_id: int,
     rows: Iterable[StoredRow],
     fetch_chains: Callable[[Sequence[bytes]], Iterable[StoredRow]],
-    deferred: list[tuple[bytes, bytes, int]] | None = None,
+    deferred: list[tuple[bytes, bytes, int, int]] | None = None,
 ) -> dict[bytes, tuple[int, bytes, int]]:
     """Decode ``rows`` into ``{oid: (type, content, depth)}``.
 
@@ -616,9 +639,9 @@ def resolve_rows(
                 above = bytes(link[0])
                 known[above] = value = (content, depth)
                 if put is not None:
-                    put(repo_id, above, content, depth)
+                    put(repo_id, above, content, depth, link[1])
                 else:
                     assert deferred is not None
-                    deferred.append((above, content, depth))
+                    deferred.append((above, content, depth, link[1]))
         out[top] = (deltas[top][1], value[0], value[1])
     return out
