@@ -74,6 +74,10 @@ BATCH: Final = 4000
 #: the 501-commit realistic one: level 3 377 / 1,155 KB, 7 368 / 1,123 KB, 12 357 /
 #: 1,104 KB, at about 0.1, 0.3 and 1.1 s per 15 MB of contents.
 PACK_LEVEL: Final = 7
+#: A run repacks everything once the loose rows are 1/REPACK_LOOSE of the packed objects.
+REPACK_LOOSE: Final = 4
+#: Packs beyond twice what a repack would write before a run repacks everything.
+REPACK_SLACK: Final = 4
 #: Bytes of a chain root's content that order the roots (see :func:`_order`).
 ROOT_KEY: Final = 64
 _R: Any = bindparam("repo_id")
@@ -100,9 +104,8 @@ S_LOOSE = select(
         else_=func.substr(T_OBJ.c.data, 1, OID_LEN),
     ),
 ).where(T_OBJ.c.repo_id == _R)
-S_PACKS = select(T_PACK.c.pack_id, T_PACK.c.ids, T_PACK.c.meta, T_PACK.c.data).where(
-    T_PACK.c.repo_id == _R
-)
+S_PACK_META = select(T_PACK.c.pack_id, T_PACK.c.count, T_PACK.c.meta).where(T_PACK.c.repo_id == _R)
+S_PACKS_DATA = select(T_PACK.c.pack_id, T_PACK.c.data).where(T_PACK.c.repo_id == _R)
 S_PACK_ADD = insert(T_PACK)
 S_LOOSE_DEL = delete(T_OBJ).where(T_OBJ.c.repo_id == _R, T_OBJ.c.oid == bindparam("oid"))
 S_LOOSE_DEL_ANY = delete(T_OBJ).where(
@@ -146,6 +149,8 @@ class GcReport:
     interrupted: bool = False
     vacuum: str = ""
     """The space-returning statement that ran."""
+    full: bool = True
+    """Whether every object was repacked (else only the loose rows were packed)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serializable."""
@@ -257,6 +262,19 @@ def _decode_into(
             contents[above[0]] = (above[1], content)
 
 
+def _repack_pays(loose: int, packed: int, packs: int, packed_bytes: int, target: int) -> bool:
+    """Whether a run repacks everything rather than packing only the ``loose`` rows that
+    can be packed: on the first run (nothing packed), when the loose rows are a quarter
+    of the packed objects or more, or when the packs are twice as many as a repack would
+    write, plus :data:`REPACK_SLACK` (each incremental run adds at least one, and
+    versions packed apart compress worse). Otherwise the packs are left as they are,
+    neither read nor rewritten: a run after a few hundred commits costs what those
+    commits wrote, not the repository."""
+    if packed == 0 or loose * REPACK_LOOSE >= packed:
+        return True
+    return packs > 2 * (packed_bytes // target + 1) + REPACK_SLACK
+
+
 def _repo_lock(repo_id: int) -> threading.Lock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(repo_id, threading.Lock())
@@ -272,9 +290,12 @@ def run_gc(
     vacuum: bool = True,
     batch: int = BATCH,
     pack_target: int = PACK_TARGET,
+    full: bool | None = None,
 ) -> GcReport:
     """Pack repository ``repo_id``'s objects; see the module docstring. ``max_depth``
-    is the delta bound of the write path (rows left loose keep their chains)."""
+    is the delta bound of the write path (rows left loose keep their chains). ``full``:
+    True repacks everything, False packs only the loose rows, None chooses
+    (:func:`_repack_pays`)."""
     del max_depth  # packed entries are whole; loose rows are left as they are
     local = _repo_lock(repo_id)
     if not local.acquire(blocking=False):
@@ -291,9 +312,9 @@ def run_gc(
             session.commit()
             if not got:
                 raise GcBusy("gc() of this repository is already running")
-        _pack_repository(backend, repo_id, report, progress, should_stop, batch, pack_target)
+        _pack_repository(backend, repo_id, report, progress, should_stop, batch, pack_target, full)
         if vacuum:
-            report.vacuum = _vacuum(backend)
+            report.vacuum = _vacuum(backend, full=report.full)
         with backend.unit(repo_id, what="gc") as u:
             n, loose = u.execute(S_BYTES).one()
             _packed, in_packs = u.execute(S_PACK_BYTES).one()
@@ -324,6 +345,7 @@ def _pack_repository(
     should_stop: Callable[[], bool] | None,
     batch: int,
     pack_target: int,
+    full: bool | None,
 ) -> None:
     """Read everything once, decode, order, compress into packs, and swap them in.
 
@@ -334,7 +356,7 @@ def _pack_repository(
     paused = pygc.isenabled()
     pygc.disable()
     try:
-        _pack(backend, repo_id, report, progress, should_stop, batch, pack_target)
+        _pack(backend, repo_id, report, progress, should_stop, batch, pack_target, full)
     finally:
         if paused:
             pygc.enable()
@@ -348,6 +370,7 @@ def _pack(
     should_stop: Callable[[], bool] | None,
     batch: int,
     pack_target: int,
+    full: bool | None,
 ) -> None:
     codec = backend.codec
     pg = backend.dialect == "postgresql"
@@ -360,13 +383,27 @@ def _pack(
         for r in u.execute(S_LOOSE).fetchall():
             oid = bytes(r[0])
             loose[oid] = (oid, r[1], r[2], r[3], bytes(r[4]))
-        old = [
-            (int(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3]))
-            for r in u.execute(S_PACKS).fetchall()
-        ]
-    old_max = max((p[0] for p in old), default=0)
+        index = [(int(r[0]), int(r[1]), bytes(r[2])) for r in u.execute(S_PACK_META).fetchall()]
+    old_max = max((p[0] for p in index), default=0)
+    packed = sum(p[1] for p in index)
+    # Rows that stay loose: chunked blobs (their row is a manifest) and large objects.
+    stay = {o for o, r in loose.items() if r[3] == ENC_CHUNKED or r[2] > PACK_OBJECT_MAX}
+    small = [r for o, r in loose.items() if o not in stay]
+    if full is None:
+        packed_raw = sum(e[2] for p in index for e in decode_meta(p[2]))
+        full = _repack_pays(len(small), packed, len(index), packed_raw, pack_target)
+    report.full = full
+    old: list[tuple[int, bytes]] = []
+    if full:
+        # Packs change only by gc(), which this run excludes: read after the loose rows.
+        with backend.unit(repo_id, what="gc") as u:
+            old = [(int(r[0]), bytes(r[1])) for r in u.execute(S_PACKS_DATA).fetchall()]
+    metas = {p[0]: p[2] for p in index}
     contents: dict[bytes, tuple[int, bytes]] = {}
-    for _pid, _ids, meta, data in old:
+    for pid, data in old:
+        meta = metas.get(pid)
+        if meta is None:
+            raise GovcError("a pack changed while gc() ran")
         raw = decompress(data)
         for kind, offset, size in decode_meta(meta):
             content = raw[offset : offset + size]
@@ -376,9 +413,6 @@ def _pack(
             # Packs keep only the first bytes of each id: the content gives the rest.
             contents[hash_object(name, content)] = (kind, content)
     del old
-    # Rows that stay loose: chunked blobs (their row is a manifest) and large objects.
-    stay = {o for o, r in loose.items() if r[3] == ENC_CHUNKED or r[2] > PACK_OBJECT_MAX}
-    small = [r for o, r in loose.items() if o not in stay]
 
     def chains(ids: Sequence[bytes]) -> list[StoredRow]:
         """Rows of ``ids`` and of every base below them: loose rows and packed entries
@@ -405,6 +439,8 @@ def _pack(
             hit = contents.get(oid)
             if hit is not None:
                 out.append((oid, hit[0], len(hit[1]), 0, hit[1]))
+            else:  # packed, and the packs were not read (an incremental run)
+                far.append(oid)
         if far:
             with backend.unit(repo_id, what="gc") as r:
                 found = r.objects.get_many([ObjectId(o) for o in far])
@@ -427,8 +463,8 @@ def _pack(
         report.max_depth = max(depths)
         report.mean_depth = round(sum(d * n for d, n in depths.items()) / len(stay), 2)
     del small
-    report.objects = len(contents) + len(stay)
-    report.visited = report.objects
+    report.objects = len(contents) + len(stay) + (0 if full else packed)
+    report.visited = len(contents) + len(stay)
     order = _order(contents, links)
     total = len(order)
     next_id = old_max + 1
@@ -503,7 +539,7 @@ def _pack(
                     report.interrupted = True
                     return
                 flush()
-    if old_max:
+    if old_max and full:
         # Every object of the old packs is in a new one now.
         with backend.unit(repo_id, write=True, what="gc") as w:
             w.execute(S_PACKS_DEL, {"upto": old_max})
@@ -520,7 +556,7 @@ REINDEXED: Final = ("govc_objects", "govc_commits", "govc_commit_parents", "govc
 SQLITE_VACUUM_MAX: Final = 64 * 1024 * 1024
 
 
-def _vacuum(backend: SqlBackend) -> str:
+def _vacuum(backend: SqlBackend, *, full: bool = True) -> str:
     """Return freed space without long exclusive locks; returns what ran.
 
     PostgreSQL: plain ``VACUUM`` of the objects (no exclusive lock), then ``REINDEX
@@ -544,6 +580,8 @@ def _vacuum(backend: SqlBackend) -> str:
             ).scalars()
             for name in list(leftovers):
                 conn.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"'))
+            if not full:
+                return "VACUUM govc_objects, govc_packs"
             for table in REINDEXED:
                 conn.execute(text(f"REINDEX TABLE CONCURRENTLY {table}"))
             return "VACUUM govc_objects, govc_packs; REINDEX TABLE CONCURRENTLY " + ", ".join(
@@ -552,7 +590,8 @@ def _vacuum(backend: SqlBackend) -> str:
         pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
         page_size = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
         conn.commit()
-        if int(pages) * int(page_size) <= SQLITE_VACUUM_MAX and _sqlite_vacuum(backend):
+        small_file = int(pages) * int(page_size) <= SQLITE_VACUUM_MAX
+        if full and small_file and _sqlite_vacuum(backend):
             return "VACUUM"
         conn.exec_driver_sql("PRAGMA incremental_vacuum")
         conn.commit()
