@@ -1,13 +1,16 @@
 """``gc()``: pack a repository's objects into pack rows while others work.
 
-One run reads the repository's ``govc_objects`` rows and its existing packs once (one
-read transaction), decodes every object (delta chains resolved in memory), orders them
-so that each version follows the one it was a delta of (:func:`_order`), cuts the order
+A *full* run reads the repository's ``govc_objects`` rows and then its existing packs
+(nothing but ``gc()`` changes packs, and one runs at a time), decodes every object
+(delta chains resolved in memory), orders them so that each version follows the one it
+was a delta of (:func:`_order`), cuts the order
 into packs of about :data:`govc_db.store.packs.PACK_TARGET` bytes, compresses each as
 one zstd frame, and swaps them in: each write transaction inserts a few packs and
 deletes the ``govc_objects`` rows of exactly the objects they hold; a last one deletes
 the packs of earlier runs (every object of theirs is in a new pack by then). Chunked
-blobs and objects over :data:`govc_db.store.packs.PACK_OBJECT_MAX` stay rows.
+blobs and objects over :data:`govc_db.store.packs.PACK_OBJECT_MAX` stay rows. An
+*incremental* run (:func:`_repack_pays` decides, or ``full=``) reads only the packs'
+index, packs the loose rows alone and leaves the old packs in place.
 
 How it stays safe with readers and writers running:
 
@@ -24,7 +27,7 @@ How it stays safe with readers and writers running:
 * Interrupting it (an exception, ``KeyboardInterrupt``, or ``should_stop`` returning
   True) loses at most the transaction in flight, rolled back: the objects already packed
   are in packs, the rest still rows (some maybe in both, which is harmless); running it
-  again repacks everything.
+  again packs what is left.
 
 Memory: a run holds the decoded content of every object it packs (each at most
 ``PACK_OBJECT_MAX``; rows that stay loose are read as their first 20 bytes), so it grows
@@ -557,7 +560,9 @@ SQLITE_VACUUM_MAX: Final = 64 * 1024 * 1024
 
 
 def _vacuum(backend: SqlBackend, *, full: bool = True) -> str:
-    """Return freed space without long exclusive locks; returns what ran.
+    """Return freed space without long exclusive locks; returns what ran. After an
+    incremental run (``full`` False) only the plain ``VACUUM`` on PostgreSQL and
+    ``PRAGMA incremental_vacuum`` on SQLite.
 
     PostgreSQL: plain ``VACUUM`` of the objects (no exclusive lock), then ``REINDEX
     TABLE CONCURRENTLY`` of the tables keyed by object ids (builds each index anew beside
