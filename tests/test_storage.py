@@ -15,6 +15,7 @@ from govc_db.db import migrate
 from govc_db.errors import GovcError, InvalidInput
 from govc_db.models import Base
 from govc_db.objects import ObjectId, hash_object
+from govc_db.storage.metrics import StorageStats
 from govc_db.store.codec import (
     DELTA_ENCODINGS,
     ENC_DELTA,
@@ -171,8 +172,10 @@ def test_native_and_python_zstd_deltas_are_one_format() -> None:
     mis-sized frame is a GovcError on both paths."""
     native, python = Codec(optimizer=True), Codec(optimizer=True, native=False)
     assert python.native is None
+    assert StorageStats(python).get_stats()["native_zstd"] is None
     if native.native is None:
         pytest.skip("libzstd (shared library) is not loadable here")
+    assert StorageStats(native).get_stats()["native_zstd"] >= 10400
     rng = random.Random(16)
     base_id = b"\x02" * OID_LEN
     sizes = [17, 300, 5000, 70_000, 600_000, 1_300_000]  # the last two outgrow a kept buffer
