@@ -109,6 +109,29 @@ def test_delta_max_depth_bounds_chains(db_url: str) -> None:
     assert depths[16] == 16
 
 
+def test_reads_of_objects_just_written_need_no_statement(db_url: str) -> None:
+    """With the optimizer on, what this process wrote is answered from the decoded cache
+    (with its type); verify() still reads every row; switched off, rows are read."""
+    from govc_db.db.cache import uncached
+
+    for on in (True, False):
+        with govc_db.open(db_url, Settings(storage_optimizer=on, cache_enabled=False)) as s:
+            repo = s.create_repository(f"fresh{int(on)}")
+            history(repo, 6)
+            entry = next(e for e in repo.walk("HEAD") if e.path == "d/f1.txt")
+            oid = ObjectId(bytes.fromhex(entry.oid))
+            batch = s.backend.batch
+            before = batch.get_stats()["bulk_read_statements"]
+            with s.backend.unit(repo._id) as u:
+                got = u.objects.get(oid)
+            assert (got.type, got.data) == (b"blob", text("d/f1.txt", 6))
+            statements = batch.get_stats()["bulk_read_statements"] - before
+            assert statements == (0 if on else 1)
+            with uncached(), s.backend.unit(repo._id) as u:
+                assert u.objects.get(oid).data == text("d/f1.txt", 6)
+            assert batch.get_stats()["bulk_read_statements"] - before == statements + 1
+
+
 def test_delta_cache_bytes_zero_disables_the_decoded_cache(db_url: str) -> None:
     for size, holds in ((0, False), (1 << 20, True)):
         with govc_db.open(db_url, Settings(delta_cache_bytes=size)) as s:
