@@ -50,8 +50,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import LargeBinary, and_, bindparam, case, delete, func, insert, select, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import and_, bindparam, case, delete, func, insert, select, text
 
 from govc_db.errors import GovcError
 from govc_db.objects import TYPE_NAMES, TYPE_NUMBERS, ObjectId, hash_object
@@ -111,10 +110,7 @@ S_PACK_META = select(T_PACK.c.pack_id, T_PACK.c.count, T_PACK.c.meta).where(T_PA
 S_PACKS_DATA = select(T_PACK.c.pack_id, T_PACK.c.data).where(T_PACK.c.repo_id == _R)
 S_PACK_ADD = insert(T_PACK)
 _SQLITE_DEL: Final = f"DELETE FROM {T_OBJ.name} WHERE repo_id = ? AND oid = ?"
-S_LOOSE_DEL_ANY = delete(T_OBJ).where(
-    T_OBJ.c.repo_id == _R,
-    T_OBJ.c.oid == func.any(bindparam("oids", type_=postgresql.ARRAY(LargeBinary))),
-)
+_PG_DEL: Final = f"DELETE FROM {T_OBJ.name} WHERE repo_id = %s AND oid = ANY(%b)"
 S_PACKS_DEL = delete(T_PACK).where(T_PACK.c.repo_id == _R, T_PACK.c.pack_id <= bindparam("upto"))
 _LOCKS: dict[int, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -481,15 +477,17 @@ def _pack(
             w.conn.execute(S_PACK_ADD, pending)
             # In key order: neighbouring b-tree pages, not random ones.
             gone = sorted([o for o in pending_ids if o in loose])
+            # On the unit's own driver connection (same transaction): an IN list of
+            # hundreds of ids is compiled and converted anew each time, SQLAlchemy's
+            # executemany builds a parameter dict per row (a third of a run's time on the
+            # bench history), and psycopg escapes a text bytea[] element by element.
+            driver: Any = w.conn.connection.driver_connection
             if gone and pg:
-                # One statement with an array parameter: the server looks every id up.
-                w.execute(S_LOOSE_DEL_ANY, {"oids": gone})
+                # One statement, the ids as one binary array (%b): the server looks
+                # every id up.
+                with driver.cursor() as cur:
+                    cur.execute(_PG_DEL, (repo_id, gone))
             elif gone:
-                # sqlite3's own executemany on the unit's connection (same transaction):
-                # an IN list of hundreds of ids is compiled and converted anew each time,
-                # and SQLAlchemy's executemany builds a parameter dict per row (a third
-                # of a run's time on the bench history).
-                driver: Any = w.conn.connection.driver_connection
                 cur = driver.cursor()
                 try:
                     cur.executemany(_SQLITE_DEL, [(repo_id, o) for o in gone])
