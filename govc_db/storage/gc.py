@@ -110,6 +110,12 @@ S_PACK_META = select(T_PACK.c.pack_id, T_PACK.c.count, T_PACK.c.meta).where(T_PA
 S_PACKS_DATA = select(T_PACK.c.pack_id, T_PACK.c.data).where(T_PACK.c.repo_id == _R)
 S_PACK_ADD = insert(T_PACK)
 _SQLITE_DEL: Final = f"DELETE FROM {T_OBJ.name} WHERE repo_id = ? AND oid = ?"
+#: :data:`S_LOOSE` for psycopg's binary cursor.
+_PG_LOOSE: Final = (
+    f"SELECT oid, type, size, encoding, CASE WHEN size <= {PACK_OBJECT_MAX} AND encoding <> "
+    f"{ENC_CHUNKED} THEN data ELSE substr(data, 1, {OID_LEN}) END FROM {T_OBJ.name} "
+    "WHERE repo_id = %s"
+)
 _PG_DEL: Final = f"DELETE FROM {T_OBJ.name} WHERE repo_id = %s AND oid = ANY(%b)"
 S_PACKS_DEL = delete(T_PACK).where(T_PACK.c.repo_id == _R, T_PACK.c.pack_id <= bindparam("upto"))
 _LOCKS: dict[int, threading.Lock] = {}
@@ -378,8 +384,14 @@ def _pack(
         _p, packed_bytes = u.execute(S_PACK_BYTES).one()
         report.bytes_before = int(loose_bytes) + int(packed_bytes)
         loose: dict[bytes, StoredRow] = {}
-        # fetchall(): one driver call, not one per row through the result's iterator.
-        for r in u.execute(S_LOOSE).fetchall():
+        if pg:
+            # Binary results on the unit's driver connection: no hex decoding of bytea.
+            driver: Any = u.conn.connection.driver_connection
+            with driver.cursor(binary=True) as cur:
+                found = cur.execute(_PG_LOOSE, (repo_id,)).fetchall()
+        else:  # fetchall(): one driver call, not one per row through the result
+            found = u.execute(S_LOOSE).fetchall()
+        for r in found:
             oid = bytes(r[0])
             loose[oid] = (oid, r[1], r[2], r[3], bytes(r[4]))
         index = [(int(r[0]), int(r[1]), bytes(r[2])) for r in u.execute(S_PACK_META).fetchall()]
