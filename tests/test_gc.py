@@ -153,6 +153,18 @@ def test_incremental_gc_packs_only_new_rows_while_others_commit(db_url: str) -> 
         assert repo.verify().ok
 
 
+def test_when_a_full_repack_pays() -> None:
+    from govc_db.storage.gc import _repack_pays
+
+    mib = 1 << 20
+    assert _repack_pays(10, 0, 0, 0, 2 * mib)  # nothing packed yet
+    assert _repack_pays(250, 1000, 1, 1 * mib, 2 * mib)  # loose: a quarter of the packed
+    assert not _repack_pays(249, 1000, 1, 1 * mib, 2 * mib)
+    assert not _repack_pays(0, 1000, 6, 1 * mib, 2 * mib)  # 6 packs: 2 x 1 + 4
+    assert _repack_pays(0, 1000, 7, 1 * mib, 2 * mib)  # one incremental pack too many
+    assert not _repack_pays(10, 50_000, 24, 20 * mib, 2 * mib)  # 2 x 11 + 4 = 26
+
+
 def test_gc_returns_the_space_it_frees(db_url: str) -> None:
     """SQLite: a whole-file VACUUM leaves no free page; PostgreSQL: the id-keyed
     indexes are rebuilt concurrently, and an invalid index left by an interrupted
