@@ -103,7 +103,7 @@ class _Contexts:
         self.level = -1000
         self.buf: Any = ctypes.create_string_buffer(4096)
         if not self.cctx or not self.dctx:
-            raise MemoryError("libzstd could not allocate a context")
+            raise GovcError("libzstd could not allocate a context")
         for param, value in (
             (_C_CONTENT_SIZE, 0),
             (_C_CHECKSUM, 0),
@@ -116,7 +116,7 @@ class _Contexts:
 
     def _check(self, code: int) -> int:
         if self.lib.ZSTD_isError(code):
-            raise zstandard.ZstdError("libzstd refused a parameter")
+            raise GovcError("libzstd refused a context parameter")
         return code
 
     def buffer(self, size: int) -> Any:
@@ -170,17 +170,17 @@ class PrefixZstd:
         cctx = ctx.cctx
         if level != ctx.level:
             if lib.ZSTD_isError(lib.ZSTD_CCtx_setParameter(cctx, _C_LEVEL, level)):
-                raise zstandard.ZstdError("libzstd refused the compression level")
+                raise GovcError(f"libzstd refused compression level {level}")
             ctx.level = level
         cap = int(self._bound(len(data)))
         out = ctx.buffer(cap)
         if self._c_prefix(cctx, prefix, len(prefix)):
             lib.ZSTD_CCtx_reset(cctx, _RESET_SESSION)
-            raise zstandard.ZstdError("libzstd refused the prefix")
+            raise GovcError("libzstd refused the delta base")
         n = self._compress(cctx, out, cap, data, len(data))
         if n >= _ERROR_MIN:
             lib.ZSTD_CCtx_reset(cctx, _RESET_SESSION)
-            raise zstandard.ZstdError("libzstd could not compress")
+            raise GovcError("libzstd could not compress a delta")
         return ctypes.string_at(out, n)
 
     def decompress(self, frame: bytes, prefix: bytes, size: int) -> bytes:
