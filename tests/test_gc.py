@@ -57,7 +57,9 @@ def test_gc_keeps_every_object_byte_identical(db_url: str) -> None:
         assert [c.oid for c in repo.log("HEAD")] == ids[::-1]
         assert repo.resolve(ids[3][:7]) == ids[3]
         assert repo.verify().ok
-        again = repo.gc()  # a full repack: the same packs again, the old ones deleted
+        assert repo.gc().rewritten == 0  # nothing loose: nothing to do
+        again = repo.gc(full=True)  # a full repack: the same packs again, old ones deleted
+        assert again.full
         assert again.rewritten == len(before)
         assert again.bytes_after == report.bytes_after
         assert packs(s, repo._id) == report.packs
@@ -93,6 +95,74 @@ def test_writes_after_gc_delta_against_packed_objects(db_url: str) -> None:
         other.backend.codec.cache.clear()
         assert snapshot(seen, ids) == files
         assert seen.verify().ok
+
+
+def test_incremental_gc_packs_only_new_rows_while_others_commit(db_url: str) -> None:
+    """After a full gc(), a few new commits are packed on their own (the old packs are
+    neither read nor rewritten), with a writer committing meanwhile; a full repack later
+    folds every pack into fresh ones. Every object stays byte-identical throughout."""
+    ids = plain_history(db_url, "inc", 40)
+    with govc_db.open(db_url) as s, govc_db.open(db_url) as other:
+        repo = s.repository("inc")
+        first = repo.gc()
+        assert first.full and rows(s, repo._id) == []
+        first_packs = packs(s, repo._id)
+        for k in range(41, 45):
+            path = f"d/f{k % 5}.txt"
+            ids.append(repo.commit("main", {path: text(path, k)}, message=f"c{k}\n", author=SIG))
+        new_rows = len(rows(s, repo._id))
+        assert new_rows > 0
+        files = snapshot(repo, ids)
+        before = all_objects(s, repo._id)
+        errors: list[BaseException] = []
+        made: list[str] = []
+
+        def commit_loop() -> None:
+            r = other.repository("inc")
+            try:
+                for k in range(100, 110):
+                    path = f"e/g{k % 3}.txt"
+                    made.append(r.commit("main", {path: text(path, k)}, message="x\n", author=SIG))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        writer = threading.Thread(target=commit_loop)
+        writer.start()
+        try:
+            report = repo.gc()
+        finally:
+            writer.join()
+        assert not errors, errors
+        assert not report.full
+        assert new_rows <= report.rewritten + len(rows(s, repo._id))
+        assert report.rewritten < len(before)  # only the new rows, not the packed ones
+        assert packs(s, repo._id) > first_packs  # the old packs are still there
+        assert "REINDEX" not in report.vacuum
+        s.backend.codec.cache.clear()
+        other.backend.codec.cache.clear()
+        assert all_objects(s, repo._id).items() >= before.items()
+        assert snapshot(repo, ids) == files
+        assert snapshot(other.repository("inc"), ids) == files
+        assert repo.verify().ok
+        full = repo.gc(full=True)
+        assert full.full and packs(s, repo._id) <= first_packs + 1
+        assert rows(s, repo._id) == []
+        s.backend.codec.cache.clear()
+        assert snapshot(repo, ids + made) == snapshot(other.repository("inc"), ids + made)
+        assert all_objects(s, repo._id).items() >= before.items()
+        assert repo.verify().ok
+
+
+def test_when_a_full_repack_pays() -> None:
+    from govc_db.storage.gc import _repack_pays
+
+    mib = 1 << 20
+    assert _repack_pays(10, 0, 0, 0, 2 * mib)  # nothing packed yet
+    assert _repack_pays(250, 1000, 1, 1 * mib, 2 * mib)  # loose: a quarter of the packed
+    assert not _repack_pays(249, 1000, 1, 1 * mib, 2 * mib)
+    assert not _repack_pays(0, 1000, 6, 1 * mib, 2 * mib)  # 6 packs: 2 x 1 + 4
+    assert _repack_pays(0, 1000, 7, 1 * mib, 2 * mib)  # one incremental pack too many
+    assert not _repack_pays(10, 50_000, 24, 20 * mib, 2 * mib)  # 2 x 11 + 4 = 26
 
 
 def test_gc_returns_the_space_it_frees(db_url: str) -> None:

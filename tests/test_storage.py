@@ -15,6 +15,7 @@ from govc_db.db import migrate
 from govc_db.errors import GovcError, InvalidInput
 from govc_db.models import Base
 from govc_db.objects import ObjectId, hash_object
+from govc_db.storage.metrics import StorageStats
 from govc_db.store.codec import (
     DELTA_ENCODINGS,
     ENC_DELTA,
@@ -108,6 +109,29 @@ def test_delta_max_depth_bounds_chains(db_url: str) -> None:
     assert depths[16] == 16
 
 
+def test_reads_of_objects_just_written_need_no_statement(db_url: str) -> None:
+    """With the optimizer on, what this process wrote is answered from the decoded cache
+    (with its type); verify() still reads every row; switched off, rows are read."""
+    from govc_db.db.cache import uncached
+
+    for on in (True, False):
+        with govc_db.open(db_url, Settings(storage_optimizer=on, cache_enabled=False)) as s:
+            repo = s.create_repository(f"fresh{int(on)}")
+            history(repo, 6)
+            entry = next(e for e in repo.walk("HEAD") if e.path == "d/f1.txt")
+            oid = ObjectId(bytes.fromhex(entry.oid))
+            batch = s.backend.batch
+            before = batch.get_stats()["bulk_read_statements"]
+            with s.backend.unit(repo._id) as u:
+                got = u.objects.get(oid)
+            assert (got.type, got.data) == (b"blob", text("d/f1.txt", 6))
+            statements = batch.get_stats()["bulk_read_statements"] - before
+            assert statements == (0 if on else 1)
+            with uncached(), s.backend.unit(repo._id) as u:
+                assert u.objects.get(oid).data == text("d/f1.txt", 6)
+            assert batch.get_stats()["bulk_read_statements"] - before == statements + 1
+
+
 def test_delta_cache_bytes_zero_disables_the_decoded_cache(db_url: str) -> None:
     for size, holds in ((0, False), (1 << 20, True)):
         with govc_db.open(db_url, Settings(delta_cache_bytes=size)) as s:
@@ -163,6 +187,43 @@ def test_splice_and_zstd_deltas_round_trip_and_the_smaller_is_kept() -> None:
         assert enc in DELTA_ENCODINGS and codec.decode(enc, stored, len(edited), base) == edited
     with pytest.raises(GovcError):  # a splice that does not fit its base is corrupt
         codec.decode(ENC_SPLICE, stored, len(base) + 1, base)
+
+
+def test_native_and_python_zstd_deltas_are_one_format() -> None:
+    """Encoding-3 rows made through libzstd's prefix API (where it loads) and through
+    python-zstandard's raw dictionaries decode either way, byte-identical; a corrupt or
+    mis-sized frame is a GovcError on both paths."""
+    native, python = Codec(optimizer=True), Codec(optimizer=True, native=False)
+    assert python.native is None
+    assert StorageStats(python).get_stats()["native_zstd"] is None
+    if native.native is None:
+        pytest.skip("libzstd (shared library) is not loadable here")
+    assert StorageStats(native).get_stats()["native_zstd"] >= 10400
+    rng = random.Random(16)
+    base_id = b"\x02" * OID_LEN
+    sizes = [17, 300, 5000, 70_000, 600_000, 1_300_000]  # the last two outgrow a kept buffer
+    for i, n in enumerate(sizes * 3):
+        words = [rng.randbytes(6).hex().encode() for _ in range(64)]
+        base = b" ".join(rng.choice(words) for _ in range(n // 13 + 2))[:n]
+        data = bytearray(base)
+        for _ in range(1 + i % 5):  # scattered edits: zstd beats a splice
+            at = rng.randrange(len(data))
+            data[at : at + 3] = rng.randbytes(rng.randint(1, 9))
+        new = bytes(data)
+        frames = [
+            (native.native.compress(new, base, 3), "native"),
+            (python._delta_frame(new, base, 3), "python"),
+        ]
+        for frame, _who in frames:
+            stored = base_id + frame
+            for codec in (native, python):
+                assert codec.decode(ENC_DELTA, stored, len(new), base) == new
+        for codec in (native, python):
+            with pytest.raises(GovcError):  # decodes to another size
+                codec.decode(ENC_DELTA, base_id + frames[0][0], len(new) + 1, base)
+            with pytest.raises(GovcError):  # damaged frame
+                bad = frames[0][0][:-2] + bytes([frames[0][0][-2] ^ 0xFF]) + b"\x00"
+                codec.decode(ENC_DELTA, base_id + bad[: len(bad) // 2], len(new), base)
 
 
 def test_settings_validation() -> None:

@@ -970,11 +970,14 @@ class Repository:
         *,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        full: bool | None = None,
     ) -> GcReport:
         """Storage maintenance (git gc): pack this repository's objects into pack rows
         (about 2 MiB of objects compressed together, versions of a file side by side),
         then return freed space. Safe while others commit and read; interruptible and
-        re-runnable. ``progress(done, total)`` is called after each write transaction."""
+        re-runnable. ``progress(done, total)`` is called after each write transaction.
+        ``full``: True repacks every object, False packs only the objects written since
+        (loose rows), None (default) repacks only when that pays."""
         store = self._store
         depth = store.settings.delta_max_depth
 
@@ -985,6 +988,7 @@ class Repository:
                 max_depth=depth,
                 progress=progress,
                 should_stop=should_stop,
+                full=full,
             )
 
         report: GcReport = store.run(Operation("gc", self.name, call, write=True, args={}))

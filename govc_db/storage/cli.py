@@ -23,6 +23,14 @@ def register(app: typer.Typer) -> None:
     def gc(
         ctx: typer.Context,
         name: Annotated[str | None, typer.Argument(help="Repository (default: all).")] = None,
+        full: Annotated[
+            bool | None,
+            typer.Option(
+                "--full/--incremental",
+                help="Repack every object / pack only the objects written since "
+                "(default: repack when that pays).",
+            ),
+        ] = None,
     ) -> None:
         """Pack objects into compressed pack rows (git gc); safe while others commit and read."""
         from rich.console import Console
@@ -53,11 +61,13 @@ def register(app: typer.Typer) -> None:
                 def step(done: int, total: int, task: TaskID = task) -> None:
                     bar.update(task, completed=done, total=total)
 
-                r = repo.gc(progress=step)
+                r = repo.gc(progress=step, full=full)
                 bar.remove_task(task)
                 typer.echo(
                     f"{n}: {r.objects} objects, {r.rewritten} packed in {r.packs} packs, "
                     f"{r.loose} left loose, "
                     f"{r.bytes_before / MIB:.2f} MiB -> {r.bytes_after / MIB:.2f} MiB, "
-                    f"{r.seconds:.2f} s" + (" (interrupted)" if r.interrupted else "")
+                    f"{r.seconds:.2f} s"
+                    + ("" if r.full else " (incremental)")
+                    + (" (interrupted)" if r.interrupted else "")
                 )

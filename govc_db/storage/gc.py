@@ -1,13 +1,16 @@
 """``gc()``: pack a repository's objects into pack rows while others work.
 
-One run reads the repository's ``govc_objects`` rows and its existing packs once (one
-read transaction), decodes every object (delta chains resolved in memory), orders them
-so that each version follows the one it was a delta of (:func:`_order`), cuts the order
+A *full* run reads the repository's ``govc_objects`` rows and then its existing packs
+(nothing but ``gc()`` changes packs, and one runs at a time), decodes every object
+(delta chains resolved in memory), orders them so that each version follows the one it
+was a delta of (:func:`_order`), cuts the order
 into packs of about :data:`govc_db.store.packs.PACK_TARGET` bytes, compresses each as
 one zstd frame, and swaps them in: each write transaction inserts a few packs and
 deletes the ``govc_objects`` rows of exactly the objects they hold; a last one deletes
 the packs of earlier runs (every object of theirs is in a new pack by then). Chunked
-blobs and objects over :data:`govc_db.store.packs.PACK_OBJECT_MAX` stay rows.
+blobs and objects over :data:`govc_db.store.packs.PACK_OBJECT_MAX` stay rows. An
+*incremental* run (:func:`_repack_pays` decides, or ``full=``) reads only the packs'
+index, packs the loose rows alone and leaves the old packs in place.
 
 How it stays safe with readers and writers running:
 
@@ -24,7 +27,7 @@ How it stays safe with readers and writers running:
 * Interrupting it (an exception, ``KeyboardInterrupt``, or ``should_stop`` returning
   True) loses at most the transaction in flight, rolled back: the objects already packed
   are in packs, the rest still rows (some maybe in both, which is harmless); running it
-  again repacks everything.
+  again packs what is left.
 
 Memory: a run holds the decoded content of every object it packs (each at most
 ``PACK_OBJECT_MAX``; rows that stay loose are read as their first 20 bytes), so it grows
@@ -41,7 +44,9 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -50,7 +55,7 @@ from sqlalchemy import and_, bindparam, case, delete, func, insert, select, text
 from govc_db.errors import GovcError
 from govc_db.objects import TYPE_NAMES, TYPE_NUMBERS, ObjectId, hash_object
 from govc_db.storage.chunks import ENC_CHUNKED
-from govc_db.store.codec import DELTA_ENCODINGS, OID_LEN, StoredRow, resolve_rows
+from govc_db.store.codec import DELTA_ENCODINGS, ENC_RAW, OID_LEN, Codec, StoredRow
 from govc_db.store.packs import (
     PACK_OBJECT_MAX,
     PACK_TARGET,
@@ -72,6 +77,10 @@ BATCH: Final = 4000
 #: the 501-commit realistic one: level 3 377 / 1,155 KB, 7 368 / 1,123 KB, 12 357 /
 #: 1,104 KB, at about 0.1, 0.3 and 1.1 s per 15 MB of contents.
 PACK_LEVEL: Final = 7
+#: A run repacks everything once the loose rows are 1/REPACK_LOOSE of the packed objects.
+REPACK_LOOSE: Final = 4
+#: Packs beyond twice what a repack would write before a run repacks everything.
+REPACK_SLACK: Final = 4
 #: Bytes of a chain root's content that order the roots (see :func:`_order`).
 ROOT_KEY: Final = 64
 _R: Any = bindparam("repo_id")
@@ -98,13 +107,17 @@ S_LOOSE = select(
         else_=func.substr(T_OBJ.c.data, 1, OID_LEN),
     ),
 ).where(T_OBJ.c.repo_id == _R)
-S_PACKS = select(T_PACK.c.pack_id, T_PACK.c.ids, T_PACK.c.meta, T_PACK.c.data).where(
-    T_PACK.c.repo_id == _R
-)
+S_PACK_META = select(T_PACK.c.pack_id, T_PACK.c.count, T_PACK.c.meta).where(T_PACK.c.repo_id == _R)
+S_PACKS_DATA = select(T_PACK.c.pack_id, T_PACK.c.data).where(T_PACK.c.repo_id == _R)
 S_PACK_ADD = insert(T_PACK)
-S_LOOSE_DEL = delete(T_OBJ).where(
-    T_OBJ.c.repo_id == _R, T_OBJ.c.oid.in_(bindparam("oids", expanding=True))
+_SQLITE_DEL: Final = f"DELETE FROM {T_OBJ.name} WHERE repo_id = ? AND oid = ?"
+#: :data:`S_LOOSE` for psycopg's binary cursor.
+_PG_LOOSE: Final = (
+    f"SELECT oid, type, size, encoding, CASE WHEN size <= {PACK_OBJECT_MAX} AND encoding <> "
+    f"{ENC_CHUNKED} THEN data ELSE substr(data, 1, {OID_LEN}) END FROM {T_OBJ.name} "
+    "WHERE repo_id = %s"
 )
+_PG_DEL: Final = f"DELETE FROM {T_OBJ.name} WHERE repo_id = %s AND oid = ANY(%b)"
 S_PACKS_DEL = delete(T_PACK).where(T_PACK.c.repo_id == _R, T_PACK.c.pack_id <= bindparam("upto"))
 _LOCKS: dict[int, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -142,6 +155,8 @@ class GcReport:
     interrupted: bool = False
     vacuum: str = ""
     """The space-returning statement that ran."""
+    full: bool = True
+    """Whether every object was repacked (else only the loose rows were packed)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serializable."""
@@ -199,6 +214,73 @@ def _order(contents: dict[bytes, tuple[int, bytes]], links: dict[bytes, bytes]) 
     return out
 
 
+def _decode_into(
+    codec: Codec,
+    rows: dict[bytes, StoredRow],
+    contents: dict[bytes, tuple[int, bytes]],
+    fetch: Callable[[Sequence[bytes]], Sequence[StoredRow]],
+) -> None:
+    """Decode every one of ``rows`` into ``contents`` (``oid -> (type, content)``, which
+    holds the entries of the old packs already): each chain walked down to the first
+    object decoded already or stored whole, then decoded back up, every layer once.
+
+    Bases in neither (rows that stay loose, read whole through the store) come from one
+    ``fetch`` call. Unlike :func:`govc_db.store.codec.resolve_rows` nothing goes to the
+    shared decoded cache (a run decodes every object once; it would only evict what
+    readers use) and nothing is looked up there.
+    """
+    decode = codec.decode
+    outside = {
+        r[4][:OID_LEN]
+        for r in rows.values()
+        if r[3] in DELTA_ENCODINGS and r[4][:OID_LEN] not in rows
+    }
+    outside.difference_update(contents)
+    extra: dict[bytes, bytes] = {}
+    if outside:
+        extra = {r[0]: r[4] for r in fetch(list(outside)) if r[3] == ENC_RAW}
+    for oid, row in rows.items():
+        if oid in contents:
+            continue
+        chain: list[StoredRow] = []
+        content: bytes | None = None
+        while row[3] in DELTA_ENCODINGS:
+            chain.append(row)
+            if len(chain) > 1000:
+                raise GovcError("stored delta chain is corrupt (too deep or a cycle)")
+            base = row[4][:OID_LEN]
+            hit = contents.get(base)
+            if hit is not None:
+                content = hit[1]
+                break
+            below = rows.get(base)
+            if below is None:
+                content = extra.get(base)
+                if content is None:
+                    raise GovcError(f"delta base {base.hex()} is missing from the store")
+                break
+            row = below
+        if content is None:
+            content = decode(row[3], row[4], row[2])
+            contents[row[0]] = (row[1], content)
+        for above in reversed(chain):
+            content = decode(above[3], above[4], above[2], content)
+            contents[above[0]] = (above[1], content)
+
+
+def _repack_pays(loose: int, packed: int, packs: int, packed_bytes: int, target: int) -> bool:
+    """Whether a run repacks everything rather than packing only the ``loose`` rows that
+    can be packed: on the first run (nothing packed), when the loose rows are a quarter
+    of the packed objects or more, or when the packs are twice as many as a repack would
+    write, plus :data:`REPACK_SLACK` (each incremental run adds at least one, and
+    versions packed apart compress worse). Otherwise the packs are left as they are,
+    neither read nor rewritten: a run after a few hundred commits costs what those
+    commits wrote, not the repository."""
+    if packed == 0 or loose * REPACK_LOOSE >= packed:
+        return True
+    return packs > 2 * (packed_bytes // target + 1) + REPACK_SLACK
+
+
 def _repo_lock(repo_id: int) -> threading.Lock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(repo_id, threading.Lock())
@@ -214,9 +296,12 @@ def run_gc(
     vacuum: bool = True,
     batch: int = BATCH,
     pack_target: int = PACK_TARGET,
+    full: bool | None = None,
 ) -> GcReport:
     """Pack repository ``repo_id``'s objects; see the module docstring. ``max_depth``
-    is the delta bound of the write path (rows left loose keep their chains)."""
+    is the delta bound of the write path (rows left loose keep their chains). ``full``:
+    True repacks everything, False packs only the loose rows, None chooses
+    (:func:`_repack_pays`)."""
     del max_depth  # packed entries are whole; loose rows are left as they are
     local = _repo_lock(repo_id)
     if not local.acquire(blocking=False):
@@ -233,10 +318,10 @@ def run_gc(
             session.commit()
             if not got:
                 raise GcBusy("gc() of this repository is already running")
-        _pack_repository(backend, repo_id, report, progress, should_stop, batch, pack_target)
+        _pack_repository(backend, repo_id, report, progress, should_stop, batch, pack_target, full)
         compact_reflog(backend, repo_id)  # the ref moves, many to a row (store/reflog.py)
         if vacuum:
-            report.vacuum = _vacuum(backend)
+            report.vacuum = _vacuum(backend, full=report.full)
         with backend.unit(repo_id, what="gc") as u:
             n, loose = u.execute(S_BYTES).one()
             _packed, in_packs = u.execute(S_PACK_BYTES).one()
@@ -267,6 +352,7 @@ def _pack_repository(
     should_stop: Callable[[], bool] | None,
     batch: int,
     pack_target: int,
+    full: bool | None,
 ) -> None:
     """Read everything once, decode, order, compress into packs, and swap them in.
 
@@ -277,7 +363,7 @@ def _pack_repository(
     paused = pygc.isenabled()
     pygc.disable()
     try:
-        _pack(backend, repo_id, report, progress, should_stop, batch, pack_target)
+        _pack(backend, repo_id, report, progress, should_stop, batch, pack_target, full)
     finally:
         if paused:
             pygc.enable()
@@ -291,19 +377,46 @@ def _pack(
     should_stop: Callable[[], bool] | None,
     batch: int,
     pack_target: int,
+    full: bool | None,
 ) -> None:
     codec = backend.codec
+    pg = backend.dialect == "postgresql"
     with backend.unit(repo_id, what="gc") as u:
         _n, loose_bytes = u.execute(S_BYTES).one()
         _p, packed_bytes = u.execute(S_PACK_BYTES).one()
         report.bytes_before = int(loose_bytes) + int(packed_bytes)
         loose: dict[bytes, StoredRow] = {}
-        for r in u.execute(S_LOOSE):
-            loose[bytes(r[0])] = (bytes(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4]))
-        old = [(int(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3])) for r in u.execute(S_PACKS)]
-    old_max = max((p[0] for p in old), default=0)
+        if pg:
+            # Binary results on the unit's driver connection: no hex decoding of bytea.
+            driver: Any = u.conn.connection.driver_connection
+            with driver.cursor(binary=True) as cur:
+                found = cur.execute(_PG_LOOSE, (repo_id,)).fetchall()
+        else:  # fetchall(): one driver call, not one per row through the result
+            found = u.execute(S_LOOSE).fetchall()
+        for r in found:
+            oid = bytes(r[0])
+            loose[oid] = (oid, r[1], r[2], r[3], bytes(r[4]))
+        index = [(int(r[0]), int(r[1]), bytes(r[2])) for r in u.execute(S_PACK_META).fetchall()]
+    old_max = max((p[0] for p in index), default=0)
+    packed = sum(p[1] for p in index)
+    # Rows that stay loose: chunked blobs (their row is a manifest) and large objects.
+    stay = {o for o, r in loose.items() if r[3] == ENC_CHUNKED or r[2] > PACK_OBJECT_MAX}
+    small = [r for o, r in loose.items() if o not in stay]
+    if full is None:
+        packed_raw = sum(e[2] for p in index for e in decode_meta(p[2]))
+        full = _repack_pays(len(small), packed, len(index), packed_raw, pack_target)
+    report.full = full
+    old: list[tuple[int, bytes]] = []
+    if full:
+        # Packs change only by gc(), which this run excludes: read after the loose rows.
+        with backend.unit(repo_id, what="gc") as u:
+            old = [(int(r[0]), bytes(r[1])) for r in u.execute(S_PACKS_DATA).fetchall()]
+    metas = {p[0]: p[2] for p in index}
     contents: dict[bytes, tuple[int, bytes]] = {}
-    for _pid, _ids, meta, data in old:
+    for pid, data in old:
+        meta = metas.get(pid)
+        if meta is None:
+            raise GovcError("a pack changed while gc() ran")
         raw = decompress(data)
         for kind, offset, size in decode_meta(meta):
             content = raw[offset : offset + size]
@@ -313,9 +426,6 @@ def _pack(
             # Packs keep only the first bytes of each id: the content gives the rest.
             contents[hash_object(name, content)] = (kind, content)
     del old
-    # Rows that stay loose: chunked blobs (their row is a manifest) and large objects.
-    stay = {o for o, r in loose.items() if r[3] == ENC_CHUNKED or r[2] > PACK_OBJECT_MAX}
-    small = [r for o, r in loose.items() if o not in stay]
 
     def chains(ids: Sequence[bytes]) -> list[StoredRow]:
         """Rows of ``ids`` and of every base below them: loose rows and packed entries
@@ -342,6 +452,8 @@ def _pack(
             hit = contents.get(oid)
             if hit is not None:
                 out.append((oid, hit[0], len(hit[1]), 0, hit[1]))
+            else:  # packed, and the packs were not read (an incremental run)
+                far.append(oid)
         if far:
             with backend.unit(repo_id, what="gc") as r:
                 found = r.objects.get_many([ObjectId(o) for o in far])
@@ -350,7 +462,7 @@ def _pack(
         return out
 
     links = {r[0]: r[4][:OID_LEN] for r in small if r[3] in DELTA_ENCODINGS}
-    decoded = resolve_rows(codec, repo_id, small, chains, [])
+    _decode_into(codec, {r[0]: r for r in small}, contents, chains)
     depths: dict[int, int] = {}
     for oid in stay:
         row: StoredRow | None = loose[oid]
@@ -363,12 +475,9 @@ def _pack(
     if depths:
         report.max_depth = max(depths)
         report.mean_depth = round(sum(d * n for d, n in depths.items()) / len(stay), 2)
-    for oid, (kind, content, _d) in decoded.items():
-        if oid not in stay and oid not in contents:
-            contents[oid] = (kind, content)
-    del decoded, small
-    report.objects = len(contents) + len(stay)
-    report.visited = report.objects
+    del small
+    report.objects = len(contents) + len(stay) + (0 if full else packed)
+    report.visited = len(contents) + len(stay)
     order = _order(contents, links)
     total = len(order)
     next_id = old_max + 1
@@ -380,9 +489,24 @@ def _pack(
         nonlocal done
         with backend.unit(repo_id, write=True, what="gc") as w:
             w.conn.execute(S_PACK_ADD, pending)
-            gone = [o for o in pending_ids if o in loose]
-            for i in range(0, len(gone), 500):
-                w.execute(S_LOOSE_DEL, {"oids": gone[i : i + 500]})
+            # In key order: neighbouring b-tree pages, not random ones.
+            gone = sorted([o for o in pending_ids if o in loose])
+            # On the unit's own driver connection (same transaction): an IN list of
+            # hundreds of ids is compiled and converted anew each time, SQLAlchemy's
+            # executemany builds a parameter dict per row (a third of a run's time on the
+            # bench history), and psycopg escapes a text bytea[] element by element.
+            driver: Any = w.conn.connection.driver_connection
+            if gone and pg:
+                # One statement, the ids as one binary array (%b): the server looks
+                # every id up.
+                with driver.cursor() as cur:
+                    cur.execute(_PG_DEL, (repo_id, gone))
+            elif gone:
+                cur = driver.cursor()
+                try:
+                    cur.executemany(_SQLITE_DEL, [(repo_id, o) for o in gone])
+                finally:
+                    cur.close()
         report.packs += len(pending)
         report.rewritten += len(pending_ids)
         done += len(pending_ids)
@@ -391,34 +515,53 @@ def _pack(
         if progress is not None:
             progress(done, total)
 
-    group: list[tuple[bytes, int, bytes]] = []
-    size = 0
-    for i, oid in enumerate(order):
-        kind, content = contents[oid]
-        group.append((oid, kind, content))
-        size += len(content)
-        if size < pack_target and i + 1 < total:
-            continue
-        ids, meta, data = encode_pack(group, PACK_LEVEL)
-        pending.append(
-            {
-                "repo_id": repo_id,
-                "pack_id": next_id,
-                "count": len(group),
-                "ids": ids,
-                "meta": meta,
-                "data": data,
-            }
-        )
-        pending_ids.extend(e[0] for e in group)
-        next_id += 1
-        group, size = [], 0
-        if len(pending_ids) >= batch or i + 1 == total:
-            if should_stop is not None and should_stop():
-                report.interrupted = True
-                return
-            flush()
-    if old_max:
+    def groups() -> Iterator[list[tuple[bytes, int, bytes]]]:
+        group: list[tuple[bytes, int, bytes]] = []
+        size = 0
+        for i, oid in enumerate(order):
+            kind, content = contents[oid]
+            group.append((oid, kind, content))
+            size += len(content)
+            if size >= pack_target or i + 1 == total:
+                yield group
+                group, size = [], 0
+
+    # The next pack is compressed on a worker thread (zstd releases the GIL) while this
+    # thread writes the one before: on the bench history the writes and the compression
+    # take about as long each.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="govc-gc-pack") as pool:
+        todo = groups()
+        ahead: deque[tuple[list[tuple[bytes, int, bytes]], Future[tuple[bytes, bytes, bytes]]]]
+        ahead = deque()
+
+        def submit() -> None:
+            group = next(todo, None)
+            if group is not None:
+                ahead.append((group, pool.submit(encode_pack, group, PACK_LEVEL)))
+
+        submit()
+        while ahead:
+            group, compressing = ahead.popleft()
+            submit()
+            ids, meta, data = compressing.result()
+            pending.append(
+                {
+                    "repo_id": repo_id,
+                    "pack_id": next_id,
+                    "count": len(group),
+                    "ids": ids,
+                    "meta": meta,
+                    "data": data,
+                }
+            )
+            pending_ids.extend(e[0] for e in group)
+            next_id += 1
+            if len(pending_ids) >= batch or not ahead:
+                if should_stop is not None and should_stop():
+                    report.interrupted = True
+                    return
+                flush()
+    if old_max and full:
         # Every object of the old packs is in a new one now.
         with backend.unit(repo_id, write=True, what="gc") as w:
             w.execute(S_PACKS_DEL, {"upto": old_max})
@@ -435,8 +578,10 @@ REINDEXED: Final = ("govc_objects", "govc_commits")
 SQLITE_VACUUM_MAX: Final = 64 * 1024 * 1024
 
 
-def _vacuum(backend: SqlBackend) -> str:
-    """Return freed space without long exclusive locks; returns what ran.
+def _vacuum(backend: SqlBackend, *, full: bool = True) -> str:
+    """Return freed space without long exclusive locks; returns what ran. After an
+    incremental run (``full`` False) only the plain ``VACUUM`` on PostgreSQL and
+    ``PRAGMA incremental_vacuum`` on SQLite.
 
     PostgreSQL: plain ``VACUUM`` of the objects (no exclusive lock), then ``REINDEX
     TABLE CONCURRENTLY`` of the tables keyed by object ids (builds each index anew beside
@@ -459,6 +604,8 @@ def _vacuum(backend: SqlBackend) -> str:
             ).scalars()
             for name in list(leftovers):
                 conn.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"'))
+            if not full:
+                return "VACUUM govc_objects, govc_packs"
             for table in REINDEXED:
                 conn.execute(text(f"REINDEX TABLE CONCURRENTLY {table}"))
             return "VACUUM govc_objects, govc_packs; REINDEX TABLE CONCURRENTLY " + ", ".join(
@@ -467,7 +614,8 @@ def _vacuum(backend: SqlBackend) -> str:
         pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
         page_size = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
         conn.commit()
-        if int(pages) * int(page_size) <= SQLITE_VACUUM_MAX and _sqlite_vacuum(backend):
+        small_file = int(pages) * int(page_size) <= SQLITE_VACUUM_MAX
+        if full and small_file and _sqlite_vacuum(backend):
             return "VACUUM"
         conn.exec_driver_sql("PRAGMA incremental_vacuum")
         conn.commit()

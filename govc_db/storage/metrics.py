@@ -1,7 +1,8 @@
 """``store.metrics()["storage"]``: what the storage optimizer stored and how reads fared.
 
 Counters only (cheap, live): bytes by kind as written (raw and stored), the compression
-ratio, delta objects and chain depths, dedup hits, the decoded-base cache, the pack
+ratio, delta objects and chain depths, dedup hits, whether zstd deltas run through
+libzstd's prefix API (:mod:`govc_db.store.zprefix`), the decoded-base cache, the pack
 index of this process, and the last ``gc()`` report (objects, packs, bytes before and
 after).
 """
@@ -29,6 +30,9 @@ class StorageStats:
         return {
             "optimizer": codec.optimizer,
             "max_depth": codec.max_depth,
+            # libzstd's version number when zstd deltas run through it (else None:
+            # python-zstandard, a context per delta).
+            "native_zstd": codec.native.version if codec.native is not None else None,
             **codec.written.get_stats(),
             "delta_cache": codec.cache.get_stats(),
             "packs": self._packs.get_stats() if self._packs is not None else None,

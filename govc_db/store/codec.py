@@ -42,6 +42,7 @@ import zstandard
 
 from govc_db.errors import GovcError
 from govc_db.settings import Settings
+from govc_db.store import zprefix
 
 __all__ = [
     "DELTA_ENCODINGS",
@@ -247,6 +248,8 @@ class DecodedCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._lru: OrderedDict[tuple[int, bytes], tuple[bytes, int]] = OrderedDict()
+        #: The type number of entries put with one (whole objects, not pack parts).
+        self._kinds: dict[tuple[int, bytes], int] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -266,27 +269,48 @@ class DecodedCache:
                 self._lru.move_to_end(key)
             return hit
 
-    def put(self, repo_id: int, oid: bytes, content: bytes, depth: int) -> None:
-        """Remember a decoded object (ignored when larger than the whole cache)."""
+    def lookup(self, repo_id: int, oid: bytes) -> tuple[int, bytes] | None:
+        """``(type number, content)`` of an object put with its type, or None."""
+        if not self.max_bytes:
+            return None
+        key = (repo_id, oid)
+        with self._lock:
+            kind = self._kinds.get(key)
+            hit = None if kind is None else self._lru.get(key)
+            if hit is None or kind is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._lru.move_to_end(key)
+            return kind, hit[0]
+
+    def put(self, repo_id: int, oid: bytes, content: bytes, depth: int, kind: int = 0) -> None:
+        """Remember a decoded object (ignored when larger than the whole cache); with
+        its ``kind`` (type number), :meth:`lookup` answers for it too."""
         size = len(content) + self.OVERHEAD
         if size > self.max_bytes:
             return
         key = (repo_id, oid)
         lru = self._lru
+        kinds = self._kinds
         with self._lock:
             old = lru.pop(key, None)
             if old is not None:
                 self._bytes -= len(old[0]) + self.OVERHEAD
             lru[key] = (content, depth)
+            if kind:
+                kinds[key] = kind
             self._bytes += size
             while self._bytes > self.max_bytes:
-                _, gone = lru.popitem(last=False)
+                gone_key, gone = lru.popitem(last=False)
                 self._bytes -= len(gone[0]) + self.OVERHEAD
+                kinds.pop(gone_key, None)
 
     def clear(self) -> None:
         """Forget everything (tests measure cold reads with it)."""
         with self._lock:
             self._lru.clear()
+            self._kinds.clear()
             self._bytes = 0
 
     def get_stats(self) -> dict[str, Any]:
@@ -359,6 +383,7 @@ class Codec:
         optimizer: bool = False,
         max_depth: int = 10,
         cache_bytes: int = 32 * 1024 * 1024,
+        native: bool = True,
     ) -> None:
         self.method = method
         self.level = level
@@ -372,6 +397,9 @@ class Codec:
         self.last_gc: dict[str, Any] | None = None
         # zstd contexts are not thread-safe; keep one per thread.
         self._local = threading.local()
+        #: Deltas (encoding 3) through libzstd's prefix API on reused contexts, where it
+        #: loads (:mod:`govc_db.store.zprefix`); else python-zstandard, a context each.
+        self.native = zprefix.load() if native else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Codec:
@@ -476,16 +504,21 @@ class Codec:
         )
         if middle <= SPLICE_TAKE:
             return splice
-        d = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-        lvl = self._level(size, level)
-        c = zstandard.ZstdCompressor(dict_data=d, compression_params=_params(lvl, size, len(base)))
-        best = (ENC_DELTA, base_oid + c.compress(data))
+        best = (ENC_DELTA, base_oid + self._delta_frame(data, base, self._level(size, level)))
         if len(splice[1]) <= len(best[1]):
             best = splice
         if len(best[1]) < 0.8 * size:
             return best
         full = self.encode(data, level=level)
         return full if len(full[1]) <= len(best[1]) else best
+
+    def _delta_frame(self, data: bytes, base: bytes, level: int) -> bytes:
+        """The zstd frame of an encoding-3 row: ``data`` against ``base`` as a prefix."""
+        if self.native is not None:
+            return self.native.compress(data, base, level)
+        d = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        params = _params(level, len(data), len(base))
+        return zstandard.ZstdCompressor(dict_data=d, compression_params=params).compress(data)
 
     def encode_splice(self, data: bytes, base_oid: bytes, base: bytes) -> tuple[int, bytes] | None:
         """``data`` as a splice delta (encoding 6) against ``base`` when the changed middle
@@ -528,6 +561,8 @@ class Codec:
             if encoding == ENC_DELTA:
                 if base is None:
                     raise GovcError("a delta object was read without its base")
+                if self.native is not None:
+                    return self.native.decompress(stored[OID_LEN:], bytes(base), size)
                 d = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
                 dd = zstandard.ZstdDecompressor(
                     dict_data=d,
@@ -556,7 +591,7 @@ def resolve_rows(
     repo_id: int,
     rows: Iterable[StoredRow],
     fetch_chains: Callable[[Sequence[bytes]], Iterable[StoredRow]],
-    deferred: list[tuple[bytes, bytes, int]] | None = None,
+    deferred: list[tuple[bytes, bytes, int, int]] | None = None,
 ) -> dict[bytes, tuple[int, bytes, int]]:
     """Decode ``rows`` into ``{oid: (type, content, depth)}``.
 
@@ -602,37 +637,43 @@ def resolve_rows(
             else:
                 known[oid] = (codec.decode(row[3], row[4], row[2]), 0)
 
-    def content_of(oid: bytes) -> tuple[bytes, int]:
-        # Down the chain to the first base already decoded, then decoded back up. A
-        # chain query brings every row down to the root; a base decoded before (the
-        # cache) stops the walk there. (A loop, not recursion: a recursive closure holds
-        # itself through its cell, a reference cycle only the cyclic collector frees.)
-        chain: list[bytes] = []
-        value = known.get(oid)
-        while value is None:
-            cached = cache.get(repo_id, oid)
-            if cached is not None:
-                known[oid] = value = cached
-                break
-            row = deltas.get(oid)
-            if row is None:
-                raise GovcError(f"delta base {oid.hex()} is missing from the store")
-            if len(chain) > 1000:
-                raise GovcError("stored delta chain is corrupt (too deep or a cycle)")
-            chain.append(oid)
-            oid = bytes(row[4][:OID_LEN])
-            value = known.get(oid)
-        for above in reversed(chain):
-            row = deltas[above]
-            value = (codec.decode(row[3], row[4], row[2], value[0]), value[1] + 1)
-            known[above] = value
-            if deferred is None:
-                cache.put(repo_id, above, value[0], value[1])
-            else:
-                deferred.append((above, value[0], value[1]))
-        return value
-
-    for oid in wanted:
-        content, depth = content_of(oid)
-        out[oid] = (deltas[oid][1], content, depth)
+    # Each wanted object: down its chain to the first base decoded already (known here,
+    # or in the cache), then decoded back up. A chain query brings every row down to the
+    # root; a base decoded before (the cache) stops the walk there. Inlined (no closure
+    # per object: a cold read of a chain is a few dozen microseconds in all).
+    decode = codec.decode
+    cache_get = cache.get
+    put = cache.put if deferred is None else None
+    for top in wanted:
+        value = known.get(top)
+        if value is None:
+            chain: list[StoredRow] = []
+            oid = top
+            while True:
+                cached = cache_get(repo_id, oid)
+                if cached is not None:
+                    known[oid] = value = cached
+                    break
+                link = deltas.get(oid)
+                if link is None:
+                    raise GovcError(f"delta base {oid.hex()} is missing from the store")
+                if len(chain) > 1000:
+                    raise GovcError("stored delta chain is corrupt (too deep or a cycle)")
+                chain.append(link)
+                oid = bytes(link[4][:OID_LEN])
+                value = known.get(oid)
+                if value is not None:
+                    break
+            content, depth = value
+            for link in reversed(chain):
+                content = decode(link[3], link[4], link[2], content)
+                depth += 1
+                above = bytes(link[0])
+                known[above] = value = (content, depth)
+                if put is not None:
+                    put(repo_id, above, content, depth, link[1])
+                else:
+                    assert deferred is not None
+                    deferred.append((above, content, depth, link[1]))
+        out[top] = (deltas[top][1], value[0], value[1])
     return out

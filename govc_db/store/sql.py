@@ -49,6 +49,7 @@ from govc_db.store.codec import (
     ENC_SPLICE,
     OID_LEN,
     Codec,
+    DecodedCache,
     parse_splice,
     resolve_rows,
 )
@@ -151,6 +152,24 @@ class _Speculation(Exception):
     def __init__(self, refs: Sequence[str]) -> None:
         super().__init__(", ".join(refs))
         self.refs = tuple(refs)
+
+
+def decoded_first(
+    cache: DecodedCache, repo_id: int, oids: Sequence[ObjectId], out: dict[ObjectId, RawObject]
+) -> list[ObjectId]:
+    """Put in ``out`` the objects among ``oids`` that the decoded cache holds whole
+    (written or decoded by this process, with their type): a delta object decoded before
+    or just written needs no chain query. Returns the ids still to read. Not under
+    :func:`govc_db.db.cache.uncached` (``verify()`` checks the stored rows)."""
+    rest: list[ObjectId] = []
+    lookup = cache.lookup
+    for oid in oids:
+        hit = lookup(repo_id, oid)
+        if hit is None:
+            rest.append(oid)
+        else:
+            out[oid] = RawObject(type_name_of(hit[0], oid), hit[1])
+    return rest
 
 
 class SqlUnit:
@@ -320,6 +339,9 @@ class SqlObjects:
         """The objects that exist among ``oids``; pending writes answer from the buffer."""
         out, wanted = self._buffered(oids)
         hits = len(out)
+        asked = hits + len(wanted)
+        if self._codec.optimizer and wanted and not uncached_active():
+            wanted = decoded_first(self._codec.cache, self._u.repo_id, wanted, out)
         large = self._u._backend.large_blobs
         statements = 0
         rows: list[Any] = []
@@ -340,7 +362,7 @@ class SqlObjects:
         for key, (number, data, _depth) in self._resolve(rows).items():
             if key in keep:
                 out[ObjectId(key)] = RawObject(type_name_of(number, key), data)
-        self._ex.count_read(statements=statements, ids=hits + len(wanted), from_buffer=hits)
+        self._ex.count_read(statements=statements, ids=asked, from_buffer=hits)
         return out
 
     def get_bulk(self, oids: Sequence[ObjectId]) -> dict[ObjectId, RawObject]:
@@ -525,7 +547,7 @@ class SqlObjects:
             # A chunked blob is never a delta base, and the chunk store reads it.
             rows = [r for r in rows if r[3] != large.encoding]
         write = bool(self._u.conn.get_execution_options().get(WRITE_OPTION, False))
-        deferred: list[tuple[bytes, bytes, int]] | None = [] if write else None
+        deferred: list[tuple[bytes, bytes, int, int]] | None = [] if write else None
         out = resolve_rows(
             self._codec, self._u.repo_id, [tuple(r) for r in rows], self._fetch_chains, deferred
         )
@@ -586,14 +608,14 @@ class SqlObjects:
                     found[key] = (data, depth)
         return found
 
-    def _remember(self, written: list[tuple[bytes, bytes, int]]) -> None:
+    def _remember(self, written: list[tuple[bytes, bytes, int, int]]) -> None:
         """Once committed, the objects just written are the likeliest next bases."""
         cache = self._codec.cache
         repo_id = self._u.repo_id
 
         def fill() -> None:
-            for oid, data, depth in written:
-                cache.put(repo_id, oid, data, depth)
+            for oid, data, depth, kind in written:
+                cache.put(repo_id, oid, data, depth, kind)
 
         self._u.after_commit(fill)
 
@@ -677,7 +699,7 @@ class SqlObjects:
             base = bases[i] if hinted and bases is not None and i < len(bases) else None
             new.append((oid, number, data, base if base != oid else None))
         contents = self._bases(b for *_, b in new if b is not None) if hinted else {}
-        written: list[tuple[bytes, bytes, int]] = []
+        written: list[tuple[bytes, bytes, int, int]] = []
         max_depth = codec.max_depth
         counts: dict[str, int] = {"duplicates": duplicates}
         for oid, number, data, base in new:
@@ -701,7 +723,7 @@ class SqlObjects:
             if codec.optimizer:
                 self._depths[oid] = depth
                 if len(data) <= REMEMBER_MAX:
-                    written.append((oid, data, depth))
+                    written.append((oid, data, depth, number))
             if not buffered:
                 direct[oid] = row
                 continue
@@ -1579,6 +1601,11 @@ class SqlBackend:
         ``CacheMiss`` (the connection dropped if it was lost), and the caller's ordinary
         unit then decides.
         """
+        found: dict[ObjectId, RawObject] = {}
+        if self.codec.optimizer:
+            oids = decoded_first(self.codec.cache, repo_id, oids, found)
+            if not oids:
+                return found
         raw = self.raw_statements()
         pg = self.dialect == "postgresql"
         try:
@@ -1640,7 +1667,7 @@ class SqlBackend:
             pooled.close()
         if chunked:
             raise CacheMiss
-        out: dict[ObjectId, RawObject] = {}
+        out = found
         keep = set(oids)
         for oid, (type_number, data, _depth) in decoded.items():
             key = ObjectId(oid)
