@@ -9,11 +9,13 @@ not one per tree.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter
 from typing import Final, Protocol
 
 from govc_db.errors import GovcError, InvalidInput, NotFound
-from govc_db.objects import MODE_DIR, Blob, ObjectId, Tree, TreeItem, hash_object
+from govc_db.objects import MODE_DIR, Blob, ObjectId, Tree, TreeItem, hash_object, tree_sort_key
 from govc_db.objects.lenient import lenient_tree
 from govc_db.store.ports import ObjectStore, RawObject
 from govc_db.types import File
@@ -22,6 +24,7 @@ __all__ = [
     "EMPTY_TREE",
     "TreeMemo",
     "build_tree",
+    "build_tree_with_paths",
     "decode_path",
     "encode_path",
     "find_entry",
@@ -29,8 +32,11 @@ __all__ = [
     "list_tree",
     "load_tree",
     "load_trees",
+    "merge_items",
     "walk_files",
 ]
+
+_NAME: Final = attrgetter("name")
 
 #: The id of the tree with no entries (``git hash-object -t tree /dev/null``).
 EMPTY_TREE: Final = hash_object(b"tree", b"")
@@ -229,14 +235,42 @@ def _walk(objects: ObjectStore, root: ObjectId, prefix: bytes) -> list[tuple[str
 
 
 class _Dir:
-    """A directory being edited: entries are unloaded TreeItems or loaded ``_Dir``s."""
+    """A directory being edited: entries are unloaded TreeItems or loaded ``_Dir``s.
 
-    __slots__ = ("dirty", "items", "oid")
+    ``base`` is the stored tree's entries (git order) and ``orig`` the stored entry (or
+    None) of every name whose value was ever replaced or deleted: serializing merges
+    just those names into ``base``, and the changed paths come from them, so both cost
+    what the edit touched rather than the size of the directory.
+    """
+
+    __slots__ = ("base", "dirty", "items", "new_oid", "oid", "orig")
 
     def __init__(self, oid: ObjectId | None, tree: Tree) -> None:
         self.oid = oid  # the stored tree this was loaded from; None when new
-        self.items: dict[bytes, TreeItem | _Dir] = {i.name: i for i in tree.items}
+        self.base = tree.items if oid is not None else ()
+        self.items: dict[bytes, TreeItem | _Dir] = dict(
+            zip(map(_NAME, tree.items), tree.items, strict=True)
+        )
+        self.orig: dict[bytes, TreeItem | None] = {}
         self.dirty = oid is None
+        self.new_oid: ObjectId | None = None  # set by _serialize
+
+    def set(self, name: bytes, value: TreeItem | _Dir) -> None:
+        """Replace (or add) entry ``name``, remembering the stored one."""
+        self._remember(name)
+        self.items[name] = value
+
+    def delete(self, name: bytes) -> None:
+        """Remove entry ``name``, remembering the stored one."""
+        self._remember(name)
+        del self.items[name]
+
+    def _remember(self, name: bytes) -> None:
+        if name not in self.orig:
+            cur = self.items.get(name)
+            # Every _Dir value went in through set(), which remembered the name first.
+            assert not isinstance(cur, _Dir)
+            self.orig[name] = cur
 
     def is_empty(self) -> bool:
         """Empty once pruned: no entry except directories that are empty too.
@@ -275,7 +309,7 @@ def _prefetch(objects: ObjectStore, root: _Dir, dir_paths: Iterable[tuple[bytes,
         frontier = []
         for d, name, oid, sub in wanted:
             loaded = _Dir(oid, trees[oid])
-            d.items[name] = loaded
+            d.set(name, loaded)
             if sub:
                 frontier.append((loaded, sub))
 
@@ -287,7 +321,7 @@ def _child_dir(objects: ObjectStore, d: _Dir, name: bytes) -> _Dir | None:
         return item
     if item is not None and item.mode == MODE_DIR:
         loaded = _Dir(item.oid, load_tree(objects, item.oid))
-        d.items[name] = loaded
+        d.set(name, loaded)
         return loaded
     return None
 
@@ -303,7 +337,7 @@ def _delete(objects: ObjectStore, root: _Dir, path: str, parts: tuple[bytes, ...
         chain.append(d)
     if parts[-1] not in d.items:
         raise NotFound(f"cannot delete {path!r}: it does not exist")
-    del d.items[parts[-1]]
+    d.delete(parts[-1])
     for c in chain:
         c.dirty = True
 
@@ -327,7 +361,7 @@ def _write(
                 where = "/".join(path.split("/")[: i + 1])
                 raise InvalidInput(f"cannot write {path!r}: {where!r} is a file")
             sub = _Dir(None, Tree())
-            d.items[name] = sub
+            d.set(name, sub)
         d = sub
         chain.append(d)
     last = d.items.get(parts[-1])
@@ -339,10 +373,52 @@ def _write(
             raise InvalidInput(f"cannot write {path!r}: it is a directory")
         if last.mode == item.mode and last.oid == item.oid:
             return False, None
-    d.items[parts[-1]] = item
+    d.set(parts[-1], item)
     for c in chain:
         c.dirty = True
     return True, last.oid if isinstance(last, TreeItem) else None
+
+
+def _item_key(item: TreeItem) -> bytes:
+    return tree_sort_key(item.name, item.mode)
+
+
+def merge_items(
+    base: tuple[TreeItem, ...], names: Iterable[bytes], added: Iterable[TreeItem]
+) -> tuple[TreeItem, ...]:
+    """``base`` (entries in git order, names unique) without the entries called ``names``
+    and with ``added`` (names unique, each in ``names`` or absent from ``base``), in git
+    order: what ``Tree.of`` would order, at the cost of the edit (a binary search per
+    name and per added entry, then C-level slice copies), not a sort of ``base``."""
+    removed: list[int] = []
+    n = len(base)
+    for name in names:
+        # A name sorts as itself (file) or as name + "/" (directory): try both.
+        for key in (name, name + b"/"):
+            pos = bisect_left(base, key, key=_item_key)
+            if pos < n and base[pos].name == name:
+                removed.append(pos)
+                break
+    # (position, 0 = insert before it / 1 = drop it, key, item)
+    events: list[tuple[int, int, bytes, TreeItem | None]] = [(p, 1, b"", None) for p in removed]
+    for new in added:
+        key = _item_key(new)
+        events.append((bisect_left(base, key, key=_item_key), 0, key, new))
+    if not events:
+        return base
+    events.sort(key=lambda e: e[:3])
+    out: list[TreeItem] = []
+    cur = 0
+    for pos, drop, _, item in events:
+        out.extend(base[cur:pos])
+        cur = pos
+        if drop:
+            cur = pos + 1
+        else:
+            assert item is not None
+            out.append(item)
+    out.extend(base[cur:])
+    return tuple(out)
 
 
 def _serialize(
@@ -353,46 +429,108 @@ def _serialize(
 ) -> ObjectId | None:
     """The id of ``root`` after the edits (None when it ended up empty), queuing new trees
     in ``out`` (children before parents, each with the tree it replaces in ``bases``, a
-    delta hint for the store) and keeping them parsed in ``built``.
+    delta hint for the store) and keeping them parsed in ``built``. Each ``_Dir`` gets its
+    id in ``new_oid``.
 
-    Post-order over an explicit stack rather than recursion: a path within the 4096-byte
-    limit can be ~2000 directories deep, beyond Python's recursion limit.
+    Only the names a directory's edits touched are looked at: they are merged into the
+    stored tree's (sorted) entries. Post-order over an explicit stack rather than
+    recursion: a path within the 4096-byte limit can be ~2000 directories deep, beyond
+    Python's recursion limit.
     """
-    ids: dict[int, ObjectId | None] = {}  # id(_Dir) -> its serialized id
     stack: list[tuple[_Dir, bool]] = [(root, False)]
     while stack:
         d, children_done = stack.pop()
         if not d.dirty:
-            ids[id(d)] = d.oid
+            d.new_oid = d.oid
             continue
         if not children_done:
             stack.append((d, True))
-            stack.extend((c, False) for c in d.items.values() if isinstance(c, _Dir))
+            stack.extend((c, False) for n in d.orig if isinstance(c := d.items.get(n), _Dir))
             continue
-        items: list[TreeItem] = []
-        for name, child in d.items.items():
+        added: list[TreeItem] = []
+        for name in d.orig:
+            child = d.items.get(name)
             if isinstance(child, _Dir):
-                oid = ids[id(child)]
-                if oid is not None:
-                    items.append(TreeItem(name, MODE_DIR, oid))
-            else:
-                items.append(child)
+                if child.new_oid is not None:
+                    added.append(TreeItem(name, MODE_DIR, child.new_oid))
+            elif child is not None:
+                added.append(child)
+        # Names come from a dict (unique) and the merge keeps git order: no re-check.
+        items = merge_items(d.base, d.orig, added)
         if not items:
-            ids[id(d)] = None  # git has no empty directories
+            d.new_oid = None  # git has no empty directories
             continue
-        tree = Tree.of(items)
+        tree = Tree.presorted(items)
         data = tree.serialize()
         out.append((b"tree", data))
         bases.append(d.oid)
         oid = hash_object(b"tree", data)
         built[oid] = tree
-        ids[id(d)] = oid
-    return ids[id(root)]
+        d.new_oid = oid
+    return root.new_oid
+
+
+def _changed_paths(objects: ObjectStore, root: _Dir) -> list[str]:
+    """The non-directory paths whose entry differs between the stored tree ``root`` was
+    loaded from (the empty tree when new) and its serialized result: exactly the paths
+    of ``diff_trees(old, new)``, in the same (path byte) order, found from the names the
+    edits touched. A subtree the edits did not load entry by entry (a deleted directory,
+    a directory rebuilt in place of another) is diffed as a whole."""
+    from govc_db.core.diff import diff_trees  # diff imports this module
+
+    found: list[bytes] = []
+    stack: list[tuple[bytes, _Dir]] = [(b"", root)]
+    while stack:
+        prefix, d = stack.pop()
+        if not d.dirty:
+            continue
+        for name, o in d.orig.items():
+            v = d.items.get(name)
+            path = prefix + name
+            if isinstance(v, _Dir):
+                new_mode, new_oid = (MODE_DIR, v.new_oid) if v.new_oid is not None else (0, None)
+            elif v is not None:
+                new_mode, new_oid = v.mode, v.oid
+            else:
+                new_mode, new_oid = 0, None
+            old_mode, old_oid = (o.mode, o.oid) if o is not None else (0, None)
+            if old_mode == new_mode and old_oid == new_oid:
+                continue
+            old_sub = old_oid if old_mode == MODE_DIR else None
+            new_sub = new_oid if new_mode == MODE_DIR else None
+            if old_sub != new_sub:
+                if isinstance(v, _Dir) and new_sub is not None and v.oid == old_sub:
+                    # Loaded from the old subtree (or new where none was): its own
+                    # touched names are the whole difference.
+                    stack.append((path + b"/", v))
+                else:
+                    found.extend(
+                        path + b"/" + encode_path(c.path)
+                        for c in diff_trees(objects, old_sub, new_sub)
+                    )
+            # The non-directory side(s), as diff_trees reports them.
+            if old_sub is not None:
+                old_mode = 0
+            if new_sub is not None:
+                new_mode = 0
+            if old_mode or new_mode:
+                found.append(path)
+    found.sort()
+    return [decode_path(p) for p in found]
 
 
 def build_tree(
     objects: ObjectStore, base: ObjectId | None, changes: Mapping[str, File | None]
 ) -> ObjectId:
+    """Apply ``changes`` to tree ``base``; see :func:`build_tree_with_paths` (this is its
+    tree id alone, without reading what the changed paths need, e.g. a deleted
+    directory's subtrees)."""
+    return _build(objects, base, changes)[0]
+
+
+def build_tree_with_paths(
+    objects: ObjectStore, base: ObjectId | None, changes: Mapping[str, File | None]
+) -> tuple[ObjectId, list[str]]:
     """Apply ``changes`` (validated paths -> File to write, or None to delete) to tree
     ``base`` (None = empty) and return the new root tree id, writing new blobs and trees.
 
@@ -402,7 +540,18 @@ def build_tree(
     deletions) a directory, is ``InvalidInput``. Directories left empty disappear (git has
     no empty trees); an empty root is the empty tree. Only the trees on changed paths are
     loaded and rewritten.
+
+    Also returns the changed file paths, exactly ``[c.path for c in diff_trees(objects,
+    base, new)]``, derived from the edits (the commit index's rows) rather than by
+    comparing the two trees entry by entry.
     """
+    oid, root = _build(objects, base, changes)
+    return oid, _changed_paths(objects, root)
+
+
+def _build(
+    objects: ObjectStore, base: ObjectId | None, changes: Mapping[str, File | None]
+) -> tuple[ObjectId, _Dir]:
     split = [(path, tuple(encode_path(path).split(b"/")), f) for path, f in changes.items()]
     root = _Dir(base, load_tree(objects, base)) if base is not None else _Dir(None, Tree())
     _prefetch(objects, root, (parts[:-1] for _, parts, _ in split))
@@ -447,4 +596,4 @@ def build_tree(
         memo: TreeMemo | None = getattr(objects, "tree_memo", None)
         if memo is not None and built:
             memo.put_trees(built)
-    return oid
+    return oid, root

@@ -65,6 +65,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
@@ -162,8 +163,13 @@ def _object_size(raw: RawObject) -> int:
     return ENTRY_OVERHEAD + len(raw.data)
 
 
+_NAME = attrgetter("name")
+
+
 def _tree_size(tree: Tree) -> int:
-    return ENTRY_OVERHEAD + sum(TREE_ITEM_OVERHEAD + len(i.name) for i in tree.items)
+    # The same charge as a per-entry sum, counted by C-level map (no Python frame each).
+    items = tree.items
+    return ENTRY_OVERHEAD + TREE_ITEM_OVERHEAD * len(items) + sum(map(len, map(_NAME, items)))
 
 
 def _index_size(entry: IndexEntry) -> int:
