@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from govc_db import File, GovcError, Repository, Signature, Store
 from govc_db.core.diff import diff_trees
-from govc_db.core.trees import build_tree_with_paths, merge_items
+from govc_db.core.trees import _merge, build_tree_with_paths, merge_items
 from govc_db.objects import (
     MODE_DIR,
     MODE_EXEC,
@@ -73,10 +73,17 @@ def test_merge_items_equals_a_full_sort(
     names = dropped | set(fresh)
     kept = {n: v for n, v in base.items() if n not in dropped}
     expected = Tree.of(_items({**kept, **added})).items
-    merged = merge_items(Tree.of(_items(base)).items, names, _items(added))
+    stored = Tree.of(_items(base))
+    merged = merge_items(stored.items, names, _items(added))
     assert merged == expected
     assert Tree.presorted(merged) == Tree.of(merged)
-    assert Tree.presorted(merged).serialize() == Tree.of(_items({**kept, **added})).serialize()
+    full = Tree.of(_items({**kept, **added})).serialize()
+    assert Tree.presorted(merged).serialize() == full
+    # Splicing the stored bytes gives the bytes a full serialization gives.
+    items, spliced = _merge(stored.items, stored.serialize(), names, _items(added))
+    assert items == expected
+    assert spliced == full
+    assert Tree.parse(full).data == full
 
 
 def test_merge_items_in_a_large_directory() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from operator import attrgetter
+from operator import attrgetter, countOf
 from typing import Final, Protocol
 
 from govc_db.errors import GovcError, InvalidInput, NotFound
@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _NAME: Final = attrgetter("name")
+_MODE: Final = attrgetter("mode")
 
 #: The id of the tree with no entries (``git hash-object -t tree /dev/null``).
 EMPTY_TREE: Final = hash_object(b"tree", b"")
@@ -243,11 +244,13 @@ class _Dir:
     what the edit touched rather than the size of the directory.
     """
 
-    __slots__ = ("base", "dirty", "items", "new_oid", "oid", "orig")
+    __slots__ = ("base", "data", "dirty", "items", "new_oid", "oid", "orig")
 
     def __init__(self, oid: ObjectId | None, tree: Tree) -> None:
         self.oid = oid  # the stored tree this was loaded from; None when new
         self.base = tree.items if oid is not None else ()
+        # Canonical bytes only: a lenient tree's ``raw`` is rewritten canonically.
+        self.data = (tree.data if tree.raw is None else None) if oid is not None else b""
         self.items: dict[bytes, TreeItem | _Dir] = dict(
             zip(map(_NAME, tree.items), tree.items, strict=True)
         )
@@ -390,6 +393,24 @@ def merge_items(
     and with ``added`` (names unique, each in ``names`` or absent from ``base``), in git
     order: what ``Tree.of`` would order, at the cost of the edit (a binary search per
     name and per added entry, then C-level slice copies), not a sort of ``base``."""
+    return _merge(base, None, names, added)[0]
+
+
+def _records_len(items: tuple[TreeItem, ...]) -> int:
+    """The canonical serialized length of ``items``: ``<mode> <name>\\0<id>`` each, the
+    mode 5 octal digits for a directory (40000) and 6 for every other mode git stores."""
+    return 28 * len(items) + sum(map(len, map(_NAME, items))) - countOf(map(_MODE, items), MODE_DIR)
+
+
+def _merge(
+    base: tuple[TreeItem, ...],
+    data: bytes | None,
+    names: Iterable[bytes],
+    added: Iterable[TreeItem],
+) -> tuple[tuple[TreeItem, ...], bytes | None]:
+    """:func:`merge_items`, and when ``data`` (``base``'s canonical bytes) is given, the
+    merged tree's canonical bytes spliced from it: the untouched runs of records are
+    copied as byte slices, only the added entries are formatted."""
     removed: list[int] = []
     n = len(base)
     for name in names:
@@ -405,20 +426,33 @@ def merge_items(
         key = _item_key(new)
         events.append((bisect_left(base, key, key=_item_key), 0, key, new))
     if not events:
-        return base
+        return base, data
     events.sort(key=lambda e: e[:3])
     out: list[TreeItem] = []
+    chunks: list[bytes] = []
     cur = 0
+    offset = 0  # byte offset of base[cur] in data
     for pos, drop, _, item in events:
-        out.extend(base[cur:pos])
+        run = base[cur:pos]
+        out.extend(run)
+        if data is not None and run:
+            end = offset + _records_len(run)
+            chunks.append(data[offset:end])
+            offset = end
         cur = pos
         if drop:
+            if data is not None:
+                offset += _records_len(base[pos : pos + 1])
             cur = pos + 1
         else:
             assert item is not None
             out.append(item)
+            if data is not None:
+                chunks.append(b"%o %s\0%s" % (item.mode, item.name, item.oid))
     out.extend(base[cur:])
-    return tuple(out)
+    if data is not None:
+        chunks.append(data[offset:])
+    return tuple(out), b"".join(chunks) if data is not None else None
 
 
 def _serialize(
@@ -456,11 +490,12 @@ def _serialize(
             elif child is not None:
                 added.append(child)
         # Names come from a dict (unique) and the merge keeps git order: no re-check.
-        items = merge_items(d.base, d.orig, added)
+        # The stored tree's canonical bytes, when known, are spliced, not re-formatted.
+        items, data = _merge(d.base, d.data, d.orig, added)
         if not items:
             d.new_oid = None  # git has no empty directories
             continue
-        tree = Tree.presorted(items)
+        tree = Tree.presorted(items, data)
         data = tree.serialize()
         out.append((b"tree", data))
         bases.append(d.oid)

@@ -167,9 +167,13 @@ _NAME = attrgetter("name")
 
 
 def _tree_size(tree: Tree) -> int:
-    # The same charge as a per-entry sum, counted by C-level map (no Python frame each).
+    # The per-entry charge counted by C-level map (no Python frame per entry), plus the
+    # bytes a tree keeps beside its entries (canonical ``data``, a lenient tree's ``raw``).
     items = tree.items
-    return ENTRY_OVERHEAD + TREE_ITEM_OVERHEAD * len(items) + sum(map(len, map(_NAME, items)))
+    kept = len(tree.data or b"") + len(tree.raw or b"")
+    return (
+        ENTRY_OVERHEAD + TREE_ITEM_OVERHEAD * len(items) + sum(map(len, map(_NAME, items))) + kept
+    )
 
 
 def _index_size(entry: IndexEntry) -> int:
