@@ -235,45 +235,62 @@ def _walk(objects: ObjectStore, root: ObjectId, prefix: bytes) -> list[tuple[str
 # -- building ---------------------------------------------------------------------------
 
 
-class _Dir:
-    """A directory being edited: entries are unloaded TreeItems or loaded ``_Dir``s.
+def _lookup(items: tuple[TreeItem, ...], name: bytes) -> TreeItem | None:
+    """The entry called ``name`` among ``items`` (git order): a binary search for each of
+    the two places it can sort (as a file ``name``, as a directory ``name/``)."""
+    n = len(items)
+    for key in (name, name + b"/"):
+        pos = bisect_left(items, key, key=_item_key)
+        if pos < n and items[pos].name == name:
+            return items[pos]
+    return None
 
-    ``base`` is the stored tree's entries (git order) and ``orig`` the stored entry (or
-    None) of every name whose value was ever replaced or deleted: serializing merges
-    just those names into ``base``, and the changed paths come from them, so both cost
-    what the edit touched rather than the size of the directory.
+
+class _Dir:
+    """A directory being edited: its stored entries, and the names edited since.
+
+    ``base`` is the stored tree's entries (git order, never copied into a dict: a
+    lookup is a binary search), ``orig`` the stored entry (or None) of every name whose
+    value was ever replaced or deleted, and ``changed`` those names' current values
+    (unloaded TreeItems or loaded ``_Dir``s; absent when deleted). Serializing merges
+    just those names into ``base`` and the changed paths come from them, so all of it
+    costs what the edit touched rather than the size of the directory.
     """
 
-    __slots__ = ("base", "data", "dirty", "items", "new_oid", "oid", "orig")
+    __slots__ = ("base", "changed", "data", "dirty", "new_oid", "oid", "orig")
 
     def __init__(self, oid: ObjectId | None, tree: Tree) -> None:
         self.oid = oid  # the stored tree this was loaded from; None when new
         self.base = tree.items if oid is not None else ()
         # Canonical bytes only: a lenient tree's ``raw`` is rewritten canonically.
         self.data = (tree.data if tree.raw is None else None) if oid is not None else b""
-        self.items: dict[bytes, TreeItem | _Dir] = dict(
-            zip(map(_NAME, tree.items), tree.items, strict=True)
-        )
         self.orig: dict[bytes, TreeItem | None] = {}
+        self.changed: dict[bytes, TreeItem | _Dir] = {}
         self.dirty = oid is None
         self.new_oid: ObjectId | None = None  # set by _serialize
+
+    def get(self, name: bytes) -> TreeItem | _Dir | None:
+        """The current entry ``name``, or None."""
+        if name in self.orig:
+            return self.changed.get(name)
+        return _lookup(self.base, name)
 
     def set(self, name: bytes, value: TreeItem | _Dir) -> None:
         """Replace (or add) entry ``name``, remembering the stored one."""
         self._remember(name)
-        self.items[name] = value
+        self.changed[name] = value
 
     def delete(self, name: bytes) -> None:
-        """Remove entry ``name``, remembering the stored one."""
+        """Remove entry ``name`` (which exists), remembering the stored one."""
         self._remember(name)
-        del self.items[name]
+        del self.changed[name]
 
     def _remember(self, name: bytes) -> None:
         if name not in self.orig:
-            cur = self.items.get(name)
-            # Every _Dir value went in through set(), which remembered the name first.
-            assert not isinstance(cur, _Dir)
-            self.orig[name] = cur
+            found = _lookup(self.base, name)
+            self.orig[name] = found
+            if found is not None:
+                self.changed[name] = found
 
     def is_empty(self) -> bool:
         """Empty once pruned: no entry except directories that are empty too.
@@ -283,7 +300,11 @@ class _Dir:
         """
         stack: list[_Dir] = [self]
         while stack:
-            for v in stack.pop().items.values():
+            d = stack.pop()
+            # A stored entry no edit touched is a file or an unloaded (non-empty) tree.
+            if len(d.base) > sum(1 for o in d.orig.values() if o is not None):
+                return False
+            for v in d.changed.values():
                 if not isinstance(v, _Dir):
                     return False
                 stack.append(v)
@@ -305,7 +326,7 @@ def _prefetch(objects: ObjectStore, root: _Dir, dir_paths: Iterable[tuple[bytes,
         wanted: list[tuple[_Dir, bytes, ObjectId, _Trie]] = []
         for d, node in frontier:
             for name, sub in node.items():
-                item = d.items.get(name)
+                item = d.get(name)
                 if isinstance(item, TreeItem) and item.mode == MODE_DIR:
                     wanted.append((d, name, item.oid, sub))
         trees = load_trees(objects, (w[2] for w in wanted))
@@ -319,7 +340,7 @@ def _prefetch(objects: ObjectStore, root: _Dir, dir_paths: Iterable[tuple[bytes,
 
 def _child_dir(objects: ObjectStore, d: _Dir, name: bytes) -> _Dir | None:
     """The loaded subdirectory ``name`` of ``d`` (loading it if needed), None if not a dir."""
-    item = d.items.get(name)
+    item = d.get(name)
     if isinstance(item, _Dir):
         return item
     if item is not None and item.mode == MODE_DIR:
@@ -338,7 +359,7 @@ def _delete(objects: ObjectStore, root: _Dir, path: str, parts: tuple[bytes, ...
             raise NotFound(f"cannot delete {path!r}: it does not exist")
         d = sub
         chain.append(d)
-    if parts[-1] not in d.items:
+    if d.get(parts[-1]) is None:
         raise NotFound(f"cannot delete {path!r}: it does not exist")
     d.delete(parts[-1])
     for c in chain:
@@ -357,7 +378,7 @@ def _write(
     d = root
     chain = [root]
     for i, name in enumerate(parts[:-1]):
-        existing = d.items.get(name)
+        existing = d.get(name)
         sub = _child_dir(objects, d, name)
         if sub is None:
             if existing is not None:
@@ -367,7 +388,7 @@ def _write(
             d.set(name, sub)
         d = sub
         chain.append(d)
-    last = d.items.get(parts[-1])
+    last = d.get(parts[-1])
     if isinstance(last, _Dir):
         if not last.is_empty():
             raise InvalidInput(f"cannot write {path!r}: it is a directory")
@@ -479,11 +500,10 @@ def _serialize(
             continue
         if not children_done:
             stack.append((d, True))
-            stack.extend((c, False) for n in d.orig if isinstance(c := d.items.get(n), _Dir))
+            stack.extend((c, False) for c in d.changed.values() if isinstance(c, _Dir))
             continue
         added: list[TreeItem] = []
-        for name in d.orig:
-            child = d.items.get(name)
+        for name, child in d.changed.items():
             if isinstance(child, _Dir):
                 if child.new_oid is not None:
                     added.append(TreeItem(name, MODE_DIR, child.new_oid))
@@ -520,7 +540,7 @@ def _changed_paths(objects: ObjectStore, root: _Dir) -> list[str]:
         if not d.dirty:
             continue
         for name, o in d.orig.items():
-            v = d.items.get(name)
+            v = d.changed.get(name)
             path = prefix + name
             if isinstance(v, _Dir):
                 new_mode, new_oid = (MODE_DIR, v.new_oid) if v.new_oid is not None else (0, None)
