@@ -99,6 +99,33 @@ def test_merge_items_in_a_large_directory() -> None:
     assert merge_items(base, [], []) is base
 
 
+def test_splice_when_another_entry_contains_the_record() -> None:
+    """An entry named ``0 100644 z`` with the same id as ``z`` holds ``z``'s whole record
+    (``100644 z\\0<id>``) inside its own, before it: the splice must still cut at the
+    real one."""
+    same = ObjectId(b"\2" * 20)
+    base = Tree.of(
+        [
+            TreeItem(b"0 100644 z", MODE_FILE, same),
+            TreeItem(b"z", MODE_FILE, same),
+            TreeItem(b"zz", MODE_FILE, same),
+        ]
+    )
+    other = ObjectId(b"\3" * 20)
+    cases: list[tuple[list[bytes], list[TreeItem]]] = [
+        ([b"z"], []),  # delete
+        ([b"z"], [TreeItem(b"z", MODE_EXEC, same)]),  # mode-only change
+        ([b"y"], [TreeItem(b"y", MODE_FILE, other)]),  # insert just before it
+        ([b"z", b"y"], [TreeItem(b"z", MODE_DIR, other), TreeItem(b"y", MODE_FILE, other)]),
+    ]
+    for names, added in cases:
+        kept = [i for i in base.items if i.name not in names]
+        expected = Tree.of(kept + added)
+        items, spliced = _merge(base.items, base.serialize(), names, added)
+        assert items == expected.items
+        assert spliced == expected.serialize()
+
+
 @settings(max_examples=40, deadline=None)
 @given(entries=_entries.filter(bool))
 def test_tree_bytes_equal_git_mktree(

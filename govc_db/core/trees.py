@@ -423,6 +423,34 @@ def _records_len(items: tuple[TreeItem, ...]) -> int:
     return 28 * len(items) + sum(map(len, map(_NAME, items))) - countOf(map(_MODE, items), MODE_DIR)
 
 
+#: Up to this many edits in a directory, each finds its offset in the stored bytes by a
+#: search (one pass over them each) rather than the entries before it being counted.
+_SEARCHED_EDITS: Final = 4
+
+
+def _record(item: TreeItem) -> bytes:
+    return b"%o %s\0%s" % (item.mode, item.name, item.oid)
+
+
+def _record_len(item: TreeItem) -> int:
+    return 27 + len(item.name) + (item.mode != MODE_DIR)
+
+
+def _offset(base: tuple[TreeItem, ...], data: bytes, pos: int) -> int:
+    """The byte offset of ``base[pos]``'s record in ``data`` (``base``'s canonical bytes).
+
+    Its exact bytes (mode, name, NUL, 20-byte id) occur there; when they occur nowhere
+    else (another entry would need the same id and a name ending in `` <mode> <name>``),
+    the one place found is it. Otherwise the entries before it are counted."""
+    if pos == len(base):
+        return len(data)
+    record = _record(base[pos])
+    at = data.find(record)
+    if at >= 0 and data.find(record, at + 1) < 0:
+        return at
+    return _records_len(base[:pos])
+
+
 def _merge(
     base: tuple[TreeItem, ...],
     data: bytes | None,
@@ -449,6 +477,9 @@ def _merge(
     if not events:
         return base, data
     events.sort(key=lambda e: e[:3])
+    # A few edits find their records' offsets with a search of the bytes; many walk
+    # the runs between them (each entry counted once, C-level).
+    search = len(events) <= _SEARCHED_EDITS
     out: list[TreeItem] = []
     chunks: list[bytes] = []
     cur = 0
@@ -457,19 +488,19 @@ def _merge(
         run = base[cur:pos]
         out.extend(run)
         if data is not None and run:
-            end = offset + _records_len(run)
+            end = _offset(base, data, pos) if search else offset + _records_len(run)
             chunks.append(data[offset:end])
             offset = end
         cur = pos
         if drop:
             if data is not None:
-                offset += _records_len(base[pos : pos + 1])
+                offset += _record_len(base[pos])
             cur = pos + 1
         else:
             assert item is not None
             out.append(item)
             if data is not None:
-                chunks.append(b"%o %s\0%s" % (item.mode, item.name, item.oid))
+                chunks.append(_record(item))
     out.extend(base[cur:])
     if data is not None:
         chunks.append(data[offset:])
