@@ -53,7 +53,7 @@ def decode_path(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _parse_tree(oid: ObjectId, raw: RawObject) -> Tree:
+def _parse_tree(oid: ObjectId, raw: RawObject, keep_bytes: bool = False) -> Tree:
     # A tree the store holds but cannot use is corruption, not bad caller input: plain
     # GovcError, never InvalidInput/NotFound that a caller could mistake for its own fault.
     if raw.type != b"tree":
@@ -61,14 +61,19 @@ def _parse_tree(oid: ObjectId, raw: RawObject) -> Tree:
             f"object {oid.hex()} is a {raw.type.decode('ascii', 'replace')}, not a tree"
         )
     try:
-        return lenient_tree(raw.data)
+        tree = lenient_tree(raw.data)
     except InvalidInput as exc:
         raise GovcError(f"tree {oid.hex()} is corrupt: {exc}") from exc
+    if keep_bytes and tree.raw is None:
+        # Parsed strictly (canonical modes, git order): the bytes are its serialization.
+        return Tree.presorted(tree.items, bytes(raw.data))
+    return tree
 
 
-def load_tree(objects: ObjectStore, oid: ObjectId) -> Tree:
-    """Read and parse tree ``oid``; ``GovcError`` if it is missing, not a tree, or corrupt."""
-    return load_trees(objects, [oid])[oid]
+def load_tree(objects: ObjectStore, oid: ObjectId, *, keep_bytes: bool = False) -> Tree:
+    """Read and parse tree ``oid``; ``GovcError`` if it is missing, not a tree, or corrupt.
+    ``keep_bytes``: see :func:`load_trees`."""
+    return load_trees(objects, [oid], keep_bytes=keep_bytes)[oid]
 
 
 class TreeMemo(Protocol):
@@ -86,8 +91,14 @@ class TreeMemo(Protocol):
         ...
 
 
-def load_trees(objects: ObjectStore, oids: Iterable[ObjectId]) -> dict[ObjectId, Tree]:
-    """Read and parse several trees with one ``get_many``; ``GovcError`` as ``load_tree``."""
+def load_trees(
+    objects: ObjectStore, oids: Iterable[ObjectId], *, keep_bytes: bool = False
+) -> dict[ObjectId, Tree]:
+    """Read and parse several trees with one ``get_many``; ``GovcError`` as ``load_tree``.
+
+    ``keep_bytes``: a canonical tree read from the store keeps its bytes (``Tree.data``),
+    for trees about to be edited (a commit splices them); a remembered tree is returned
+    as it was remembered."""
     wanted = list(dict.fromkeys(oids))
     out: dict[ObjectId, Tree] = {}
     fetch = [o for o in wanted if o != EMPTY_TREE]
@@ -105,7 +116,7 @@ def load_trees(objects: ObjectStore, oids: Iterable[ObjectId]) -> dict[ObjectId,
             raw = found.get(oid)
             if raw is None:
                 raise GovcError(f"tree {oid.hex()} is missing from the store")
-            parsed[oid] = _parse_tree(oid, raw)
+            parsed[oid] = _parse_tree(oid, raw, keep_bytes)
         out.update(parsed)
         if memo is not None:
             memo.put_trees(parsed)
@@ -329,7 +340,7 @@ def _prefetch(objects: ObjectStore, root: _Dir, dir_paths: Iterable[tuple[bytes,
                 item = d.get(name)
                 if isinstance(item, TreeItem) and item.mode == MODE_DIR:
                     wanted.append((d, name, item.oid, sub))
-        trees = load_trees(objects, (w[2] for w in wanted))
+        trees = load_trees(objects, (w[2] for w in wanted), keep_bytes=True)
         frontier = []
         for d, name, oid, sub in wanted:
             loaded = _Dir(oid, trees[oid])
@@ -344,7 +355,7 @@ def _child_dir(objects: ObjectStore, d: _Dir, name: bytes) -> _Dir | None:
     if isinstance(item, _Dir):
         return item
     if item is not None and item.mode == MODE_DIR:
-        loaded = _Dir(item.oid, load_tree(objects, item.oid))
+        loaded = _Dir(item.oid, load_tree(objects, item.oid, keep_bytes=True))
         d.set(name, loaded)
         return loaded
     return None
@@ -639,7 +650,11 @@ def _build(
     objects: ObjectStore, base: ObjectId | None, changes: Mapping[str, File | None]
 ) -> tuple[ObjectId, _Dir]:
     split = [(path, tuple(encode_path(path).split(b"/")), f) for path, f in changes.items()]
-    root = _Dir(base, load_tree(objects, base)) if base is not None else _Dir(None, Tree())
+    root = (
+        _Dir(base, load_tree(objects, base, keep_bytes=True))
+        if base is not None
+        else _Dir(None, Tree())
+    )
     _prefetch(objects, root, (parts[:-1] for _, parts, _ in split))
 
     # Deepest deletions first, and no pruning until the end: every deletion is then

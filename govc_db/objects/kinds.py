@@ -125,9 +125,10 @@ class Tree:
     raw: bytes | None = field(default=None, compare=False, repr=False)
     """The exact bytes of a non-canonical tree read leniently (:func:`parse_lenient`)."""
     data: bytes | None = field(default=None, compare=False, repr=False, kw_only=True)
-    """The canonical bytes (what :meth:`serialize` gives), when known at construction
-    (:meth:`parse`, :meth:`presorted`): an edit of a few entries splices them instead of
-    formatting every entry again. Trusted: never checked against ``items``."""
+    """The canonical bytes (what :meth:`serialize` gives), when kept at construction
+    (:meth:`presorted`: the trees a commit builds or edits): an edit of a few entries
+    splices them instead of formatting every entry again. Trusted: never checked against
+    ``items``."""
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.items, key=lambda i: tree_sort_key(i.name, i.mode)))
@@ -183,8 +184,6 @@ class Tree:
         if tree.items != items:
             # Reordering would change the bytes and so the id: refuse (git fsck: treeNotSorted).
             raise InvalidInput("malformed tree object: entries are not in git order")
-        # Strict modes and git order: ``raw`` is exactly the canonical serialization.
-        object.__setattr__(tree, "data", bytes(raw))
         return tree
 
 
