@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from govc_db.core.diff import diff_trees
 from govc_db.core.indexing import index_commit
-from govc_db.core.trees import EMPTY_TREE, build_tree
+from govc_db.core.trees import EMPTY_TREE, build_tree_with_paths
 from govc_db.errors import GovcError, InvalidInput, NotFound, NothingToCommit, RefConflict
 from govc_db.objects import Commit, ObjectId, Signature, hash_object
 from govc_db.objects.lenient import parse_lenient
@@ -102,7 +102,7 @@ def commit_changes(
         # (as in git) should the race be lost. The commit object and its index rows are
         # written only once the branch points at it, so a lost race leaves no commit
         # behind, and no savepoint (two round trips) is needed.
-        tree = build_tree(unit.objects, base_tree, changes)
+        tree, paths = build_tree_with_paths(unit.objects, base_tree, changes)
         if not allow_empty and tree == (base_tree or EMPTY_TREE):
             raise NothingToCommit(
                 "nothing to commit: the tree equals the parent's (pass allow_empty=True)"
@@ -112,7 +112,7 @@ def commit_changes(
         oid = hash_object(b"commit", raw)
         if unit.refs.set_if_equals(ref, head, oid, reflog_message):
             unit.objects.put(b"commit", raw, head)  # the parent: a delta hint
-            index_commit(unit.objects, unit.index, oid, commit)
+            index_commit(unit.objects, unit.index, oid, commit, paths)
             return CommitResult(oid, head)
         # Lost the race: someone else moved the branch after we read it.
         current = unit.refs.get(ref)
@@ -149,7 +149,7 @@ def _commit_with_parents(
             "a branch forward)"
         )
     base_tree = rows[parents[0]].tree if parents else None
-    tree = build_tree(unit.objects, base_tree, changes)
+    tree, paths = build_tree_with_paths(unit.objects, base_tree, changes)
     if not allow_empty and len(parents) < 2 and tree == (base_tree or EMPTY_TREE):
         raise NothingToCommit(
             "nothing to commit: the tree equals the parent's (pass allow_empty=True)"
@@ -162,5 +162,6 @@ def _commit_with_parents(
     if not unit.refs.set_if_equals(ref, head, oid, kind + summary):
         raise RefConflict(f"{ref} moved during the commit")
     unit.objects.put(b"commit", raw)
-    index_commit(unit.objects, unit.index, oid, commit)
+    # The change set applies to the first parent's tree (the empty tree for a root).
+    index_commit(unit.objects, unit.index, oid, commit, paths)
     return CommitResult(oid, head)

@@ -9,11 +9,13 @@ not one per tree.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter, countOf
 from typing import Final, Protocol
 
 from govc_db.errors import GovcError, InvalidInput, NotFound
-from govc_db.objects import MODE_DIR, Blob, ObjectId, Tree, TreeItem, hash_object
+from govc_db.objects import MODE_DIR, Blob, ObjectId, Tree, TreeItem, hash_object, tree_sort_key
 from govc_db.objects.lenient import lenient_tree
 from govc_db.store.ports import ObjectStore, RawObject
 from govc_db.types import File
@@ -22,6 +24,7 @@ __all__ = [
     "EMPTY_TREE",
     "TreeMemo",
     "build_tree",
+    "build_tree_with_paths",
     "decode_path",
     "encode_path",
     "find_entry",
@@ -29,8 +32,12 @@ __all__ = [
     "list_tree",
     "load_tree",
     "load_trees",
+    "merge_items",
     "walk_files",
 ]
+
+_NAME: Final = attrgetter("name")
+_MODE: Final = attrgetter("mode")
 
 #: The id of the tree with no entries (``git hash-object -t tree /dev/null``).
 EMPTY_TREE: Final = hash_object(b"tree", b"")
@@ -46,7 +53,7 @@ def decode_path(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _parse_tree(oid: ObjectId, raw: RawObject) -> Tree:
+def _parse_tree(oid: ObjectId, raw: RawObject, keep_bytes: bool = False) -> Tree:
     # A tree the store holds but cannot use is corruption, not bad caller input: plain
     # GovcError, never InvalidInput/NotFound that a caller could mistake for its own fault.
     if raw.type != b"tree":
@@ -54,14 +61,19 @@ def _parse_tree(oid: ObjectId, raw: RawObject) -> Tree:
             f"object {oid.hex()} is a {raw.type.decode('ascii', 'replace')}, not a tree"
         )
     try:
-        return lenient_tree(raw.data)
+        tree = lenient_tree(raw.data)
     except InvalidInput as exc:
         raise GovcError(f"tree {oid.hex()} is corrupt: {exc}") from exc
+    if keep_bytes and tree.raw is None:
+        # Parsed strictly (canonical modes, git order): the bytes are its serialization.
+        return Tree.presorted(tree.items, bytes(raw.data))
+    return tree
 
 
-def load_tree(objects: ObjectStore, oid: ObjectId) -> Tree:
-    """Read and parse tree ``oid``; ``GovcError`` if it is missing, not a tree, or corrupt."""
-    return load_trees(objects, [oid])[oid]
+def load_tree(objects: ObjectStore, oid: ObjectId, *, keep_bytes: bool = False) -> Tree:
+    """Read and parse tree ``oid``; ``GovcError`` if it is missing, not a tree, or corrupt.
+    ``keep_bytes``: see :func:`load_trees`."""
+    return load_trees(objects, [oid], keep_bytes=keep_bytes)[oid]
 
 
 class TreeMemo(Protocol):
@@ -79,8 +91,14 @@ class TreeMemo(Protocol):
         ...
 
 
-def load_trees(objects: ObjectStore, oids: Iterable[ObjectId]) -> dict[ObjectId, Tree]:
-    """Read and parse several trees with one ``get_many``; ``GovcError`` as ``load_tree``."""
+def load_trees(
+    objects: ObjectStore, oids: Iterable[ObjectId], *, keep_bytes: bool = False
+) -> dict[ObjectId, Tree]:
+    """Read and parse several trees with one ``get_many``; ``GovcError`` as ``load_tree``.
+
+    ``keep_bytes``: a canonical tree read from the store keeps its bytes (``Tree.data``),
+    for trees about to be edited (a commit splices them); a remembered tree is returned
+    as it was remembered."""
     wanted = list(dict.fromkeys(oids))
     out: dict[ObjectId, Tree] = {}
     fetch = [o for o in wanted if o != EMPTY_TREE]
@@ -98,7 +116,7 @@ def load_trees(objects: ObjectStore, oids: Iterable[ObjectId]) -> dict[ObjectId,
             raw = found.get(oid)
             if raw is None:
                 raise GovcError(f"tree {oid.hex()} is missing from the store")
-            parsed[oid] = _parse_tree(oid, raw)
+            parsed[oid] = _parse_tree(oid, raw, keep_bytes)
         out.update(parsed)
         if memo is not None:
             memo.put_trees(parsed)
@@ -228,15 +246,62 @@ def _walk(objects: ObjectStore, root: ObjectId, prefix: bytes) -> list[tuple[str
 # -- building ---------------------------------------------------------------------------
 
 
-class _Dir:
-    """A directory being edited: entries are unloaded TreeItems or loaded ``_Dir``s."""
+def _lookup(items: tuple[TreeItem, ...], name: bytes) -> TreeItem | None:
+    """The entry called ``name`` among ``items`` (git order): a binary search for each of
+    the two places it can sort (as a file ``name``, as a directory ``name/``)."""
+    n = len(items)
+    for key in (name, name + b"/"):
+        pos = bisect_left(items, key, key=_item_key)
+        if pos < n and items[pos].name == name:
+            return items[pos]
+    return None
 
-    __slots__ = ("dirty", "items", "oid")
+
+class _Dir:
+    """A directory being edited: its stored entries, and the names edited since.
+
+    ``base`` is the stored tree's entries (git order, never copied into a dict: a
+    lookup is a binary search), ``orig`` the stored entry (or None) of every name whose
+    value was ever replaced or deleted, and ``changed`` those names' current values
+    (unloaded TreeItems or loaded ``_Dir``s; absent when deleted). Serializing merges
+    just those names into ``base`` and the changed paths come from them, so all of it
+    costs what the edit touched rather than the size of the directory.
+    """
+
+    __slots__ = ("base", "changed", "data", "dirty", "new_oid", "oid", "orig")
 
     def __init__(self, oid: ObjectId | None, tree: Tree) -> None:
         self.oid = oid  # the stored tree this was loaded from; None when new
-        self.items: dict[bytes, TreeItem | _Dir] = {i.name: i for i in tree.items}
+        self.base = tree.items if oid is not None else ()
+        # Canonical bytes only: a lenient tree's ``raw`` is rewritten canonically.
+        self.data = (tree.data if tree.raw is None else None) if oid is not None else b""
+        self.orig: dict[bytes, TreeItem | None] = {}
+        self.changed: dict[bytes, TreeItem | _Dir] = {}
         self.dirty = oid is None
+        self.new_oid: ObjectId | None = None  # set by _serialize
+
+    def get(self, name: bytes) -> TreeItem | _Dir | None:
+        """The current entry ``name``, or None."""
+        if name in self.orig:
+            return self.changed.get(name)
+        return _lookup(self.base, name)
+
+    def set(self, name: bytes, value: TreeItem | _Dir) -> None:
+        """Replace (or add) entry ``name``, remembering the stored one."""
+        self._remember(name)
+        self.changed[name] = value
+
+    def delete(self, name: bytes) -> None:
+        """Remove entry ``name`` (which exists), remembering the stored one."""
+        self._remember(name)
+        del self.changed[name]
+
+    def _remember(self, name: bytes) -> None:
+        if name not in self.orig:
+            found = _lookup(self.base, name)
+            self.orig[name] = found
+            if found is not None:
+                self.changed[name] = found
 
     def is_empty(self) -> bool:
         """Empty once pruned: no entry except directories that are empty too.
@@ -246,7 +311,11 @@ class _Dir:
         """
         stack: list[_Dir] = [self]
         while stack:
-            for v in stack.pop().items.values():
+            d = stack.pop()
+            # A stored entry no edit touched is a file or an unloaded (non-empty) tree.
+            if len(d.base) > sum(1 for o in d.orig.values() if o is not None):
+                return False
+            for v in d.changed.values():
                 if not isinstance(v, _Dir):
                     return False
                 stack.append(v)
@@ -268,26 +337,26 @@ def _prefetch(objects: ObjectStore, root: _Dir, dir_paths: Iterable[tuple[bytes,
         wanted: list[tuple[_Dir, bytes, ObjectId, _Trie]] = []
         for d, node in frontier:
             for name, sub in node.items():
-                item = d.items.get(name)
+                item = d.get(name)
                 if isinstance(item, TreeItem) and item.mode == MODE_DIR:
                     wanted.append((d, name, item.oid, sub))
-        trees = load_trees(objects, (w[2] for w in wanted))
+        trees = load_trees(objects, (w[2] for w in wanted), keep_bytes=True)
         frontier = []
         for d, name, oid, sub in wanted:
             loaded = _Dir(oid, trees[oid])
-            d.items[name] = loaded
+            d.set(name, loaded)
             if sub:
                 frontier.append((loaded, sub))
 
 
 def _child_dir(objects: ObjectStore, d: _Dir, name: bytes) -> _Dir | None:
     """The loaded subdirectory ``name`` of ``d`` (loading it if needed), None if not a dir."""
-    item = d.items.get(name)
+    item = d.get(name)
     if isinstance(item, _Dir):
         return item
     if item is not None and item.mode == MODE_DIR:
-        loaded = _Dir(item.oid, load_tree(objects, item.oid))
-        d.items[name] = loaded
+        loaded = _Dir(item.oid, load_tree(objects, item.oid, keep_bytes=True))
+        d.set(name, loaded)
         return loaded
     return None
 
@@ -301,9 +370,9 @@ def _delete(objects: ObjectStore, root: _Dir, path: str, parts: tuple[bytes, ...
             raise NotFound(f"cannot delete {path!r}: it does not exist")
         d = sub
         chain.append(d)
-    if parts[-1] not in d.items:
+    if d.get(parts[-1]) is None:
         raise NotFound(f"cannot delete {path!r}: it does not exist")
-    del d.items[parts[-1]]
+    d.delete(parts[-1])
     for c in chain:
         c.dirty = True
 
@@ -320,17 +389,17 @@ def _write(
     d = root
     chain = [root]
     for i, name in enumerate(parts[:-1]):
-        existing = d.items.get(name)
+        existing = d.get(name)
         sub = _child_dir(objects, d, name)
         if sub is None:
             if existing is not None:
                 where = "/".join(path.split("/")[: i + 1])
                 raise InvalidInput(f"cannot write {path!r}: {where!r} is a file")
             sub = _Dir(None, Tree())
-            d.items[name] = sub
+            d.set(name, sub)
         d = sub
         chain.append(d)
-    last = d.items.get(parts[-1])
+    last = d.get(parts[-1])
     if isinstance(last, _Dir):
         if not last.is_empty():
             raise InvalidInput(f"cannot write {path!r}: it is a directory")
@@ -339,10 +408,114 @@ def _write(
             raise InvalidInput(f"cannot write {path!r}: it is a directory")
         if last.mode == item.mode and last.oid == item.oid:
             return False, None
-    d.items[parts[-1]] = item
+    d.set(parts[-1], item)
     for c in chain:
         c.dirty = True
     return True, last.oid if isinstance(last, TreeItem) else None
+
+
+def _item_key(item: TreeItem) -> bytes:
+    return tree_sort_key(item.name, item.mode)
+
+
+def merge_items(
+    base: tuple[TreeItem, ...], names: Iterable[bytes], added: Iterable[TreeItem]
+) -> tuple[TreeItem, ...]:
+    """``base`` (entries in git order, names unique) without the entries called ``names``
+    and with ``added`` (names unique, each in ``names`` or absent from ``base``), in git
+    order: what ``Tree.of`` would order, at the cost of the edit (a binary search per
+    name and per added entry, then C-level slice copies), not a sort of ``base``."""
+    return _merge(base, None, names, added)[0]
+
+
+def _records_len(items: tuple[TreeItem, ...]) -> int:
+    """The canonical serialized length of ``items``: ``<mode> <name>\\0<id>`` each, the
+    mode 5 octal digits for a directory (40000) and 6 for every other mode git stores."""
+    return 28 * len(items) + sum(map(len, map(_NAME, items))) - countOf(map(_MODE, items), MODE_DIR)
+
+
+#: Up to this many edits in a directory, each finds its offset in the stored bytes by a
+#: search (one pass over them each) rather than the entries before it being counted.
+_SEARCHED_EDITS: Final = 4
+
+
+def _record(item: TreeItem) -> bytes:
+    return b"%o %s\0%s" % (item.mode, item.name, item.oid)
+
+
+def _record_len(item: TreeItem) -> int:
+    return 27 + len(item.name) + (item.mode != MODE_DIR)
+
+
+def _offset(base: tuple[TreeItem, ...], data: bytes, pos: int) -> int:
+    """The byte offset of ``base[pos]``'s record in ``data`` (``base``'s canonical bytes).
+
+    Its exact bytes (mode, name, NUL, 20-byte id) occur there; when they occur nowhere
+    else (another entry would need the same id and a name ending in `` <mode> <name>``),
+    the one place found is it. Otherwise the entries before it are counted."""
+    if pos == len(base):
+        return len(data)
+    record = _record(base[pos])
+    at = data.find(record)
+    if at >= 0 and data.find(record, at + 1) < 0:
+        return at
+    return _records_len(base[:pos])
+
+
+def _merge(
+    base: tuple[TreeItem, ...],
+    data: bytes | None,
+    names: Iterable[bytes],
+    added: Iterable[TreeItem],
+) -> tuple[tuple[TreeItem, ...], bytes | None]:
+    """:func:`merge_items`, and when ``data`` (``base``'s canonical bytes) is given, the
+    merged tree's canonical bytes spliced from it: the untouched runs of records are
+    copied as byte slices, only the added entries are formatted."""
+    removed: list[int] = []
+    n = len(base)
+    for name in names:
+        # A name sorts as itself (file) or as name + "/" (directory): try both.
+        for key in (name, name + b"/"):
+            pos = bisect_left(base, key, key=_item_key)
+            if pos < n and base[pos].name == name:
+                removed.append(pos)
+                break
+    # (position, 0 = insert before it / 1 = drop it, key, item)
+    events: list[tuple[int, int, bytes, TreeItem | None]] = [(p, 1, b"", None) for p in removed]
+    for new in added:
+        key = _item_key(new)
+        events.append((bisect_left(base, key, key=_item_key), 0, key, new))
+    if not events:
+        return base, data
+    events.sort(key=lambda e: e[:3])
+    # A few edits find their records' offsets with a search of the bytes; many walk
+    # the runs between them (each entry counted once, C-level).
+    search = len(events) <= _SEARCHED_EDITS
+    out: list[TreeItem] = []
+    chunks: list[bytes] = []
+    cur = 0
+    offset = 0  # byte offset of base[cur] in data
+    for pos, drop, _, item in events:
+        run = base[cur:pos]
+        out.extend(run)
+        if data is not None and run:
+            end = _offset(base, data, pos) if search else offset + _records_len(run)
+            chunks.append(data[offset:end])
+            offset = end
+        cur = pos
+        if drop:
+            if data is not None:
+                offset += _record_len(base[pos])
+            cur = pos + 1
+        else:
+            assert item is not None
+            out.append(item)
+            if data is not None:
+                chunks.append(_record(item))
+    out.extend(base[cur:])
+    if data is not None:
+        chunks.append(data[offset:])
+    return tuple(out), b"".join(chunks) if data is not None else None
 
 
 def _serialize(
@@ -353,46 +526,108 @@ def _serialize(
 ) -> ObjectId | None:
     """The id of ``root`` after the edits (None when it ended up empty), queuing new trees
     in ``out`` (children before parents, each with the tree it replaces in ``bases``, a
-    delta hint for the store) and keeping them parsed in ``built``.
+    delta hint for the store) and keeping them parsed in ``built``. Each ``_Dir`` gets its
+    id in ``new_oid``.
 
-    Post-order over an explicit stack rather than recursion: a path within the 4096-byte
-    limit can be ~2000 directories deep, beyond Python's recursion limit.
+    Only the names a directory's edits touched are looked at: they are merged into the
+    stored tree's (sorted) entries. Post-order over an explicit stack rather than
+    recursion: a path within the 4096-byte limit can be ~2000 directories deep, beyond
+    Python's recursion limit.
     """
-    ids: dict[int, ObjectId | None] = {}  # id(_Dir) -> its serialized id
     stack: list[tuple[_Dir, bool]] = [(root, False)]
     while stack:
         d, children_done = stack.pop()
         if not d.dirty:
-            ids[id(d)] = d.oid
+            d.new_oid = d.oid
             continue
         if not children_done:
             stack.append((d, True))
-            stack.extend((c, False) for c in d.items.values() if isinstance(c, _Dir))
+            stack.extend((c, False) for c in d.changed.values() if isinstance(c, _Dir))
             continue
-        items: list[TreeItem] = []
-        for name, child in d.items.items():
+        added: list[TreeItem] = []
+        for name, child in d.changed.items():
             if isinstance(child, _Dir):
-                oid = ids[id(child)]
-                if oid is not None:
-                    items.append(TreeItem(name, MODE_DIR, oid))
-            else:
-                items.append(child)
+                if child.new_oid is not None:
+                    added.append(TreeItem(name, MODE_DIR, child.new_oid))
+            elif child is not None:
+                added.append(child)
+        # Names come from a dict (unique) and the merge keeps git order: no re-check.
+        # The stored tree's canonical bytes, when known, are spliced, not re-formatted.
+        items, data = _merge(d.base, d.data, d.orig, added)
         if not items:
-            ids[id(d)] = None  # git has no empty directories
+            d.new_oid = None  # git has no empty directories
             continue
-        tree = Tree.of(items)
+        tree = Tree.presorted(items, data)
         data = tree.serialize()
         out.append((b"tree", data))
         bases.append(d.oid)
         oid = hash_object(b"tree", data)
         built[oid] = tree
-        ids[id(d)] = oid
-    return ids[id(root)]
+        d.new_oid = oid
+    return root.new_oid
+
+
+def _changed_paths(objects: ObjectStore, root: _Dir) -> list[str]:
+    """The non-directory paths whose entry differs between the stored tree ``root`` was
+    loaded from (the empty tree when new) and its serialized result: exactly the paths
+    of ``diff_trees(old, new)``, in the same (path byte) order, found from the names the
+    edits touched. A subtree the edits did not load entry by entry (a deleted directory,
+    a directory rebuilt in place of another) is diffed as a whole."""
+    from govc_db.core.diff import diff_trees  # diff imports this module
+
+    found: list[bytes] = []
+    stack: list[tuple[bytes, _Dir]] = [(b"", root)]
+    while stack:
+        prefix, d = stack.pop()
+        if not d.dirty:
+            continue
+        for name, o in d.orig.items():
+            v = d.changed.get(name)
+            path = prefix + name
+            if isinstance(v, _Dir):
+                new_mode, new_oid = (MODE_DIR, v.new_oid) if v.new_oid is not None else (0, None)
+            elif v is not None:
+                new_mode, new_oid = v.mode, v.oid
+            else:
+                new_mode, new_oid = 0, None
+            old_mode, old_oid = (o.mode, o.oid) if o is not None else (0, None)
+            if old_mode == new_mode and old_oid == new_oid:
+                continue
+            old_sub = old_oid if old_mode == MODE_DIR else None
+            new_sub = new_oid if new_mode == MODE_DIR else None
+            if old_sub != new_sub:
+                if isinstance(v, _Dir) and new_sub is not None and v.oid == old_sub:
+                    # Loaded from the old subtree (or new where none was): its own
+                    # touched names are the whole difference.
+                    stack.append((path + b"/", v))
+                else:
+                    found.extend(
+                        path + b"/" + encode_path(c.path)
+                        for c in diff_trees(objects, old_sub, new_sub)
+                    )
+            # The non-directory side(s), as diff_trees reports them.
+            if old_sub is not None:
+                old_mode = 0
+            if new_sub is not None:
+                new_mode = 0
+            if old_mode or new_mode:
+                found.append(path)
+    found.sort()
+    return [decode_path(p) for p in found]
 
 
 def build_tree(
     objects: ObjectStore, base: ObjectId | None, changes: Mapping[str, File | None]
 ) -> ObjectId:
+    """Apply ``changes`` to tree ``base``; see :func:`build_tree_with_paths` (this is its
+    tree id alone, without reading what the changed paths need, e.g. a deleted
+    directory's subtrees)."""
+    return _build(objects, base, changes)[0]
+
+
+def build_tree_with_paths(
+    objects: ObjectStore, base: ObjectId | None, changes: Mapping[str, File | None]
+) -> tuple[ObjectId, list[str]]:
     """Apply ``changes`` (validated paths -> File to write, or None to delete) to tree
     ``base`` (None = empty) and return the new root tree id, writing new blobs and trees.
 
@@ -402,9 +637,24 @@ def build_tree(
     deletions) a directory, is ``InvalidInput``. Directories left empty disappear (git has
     no empty trees); an empty root is the empty tree. Only the trees on changed paths are
     loaded and rewritten.
+
+    Also returns the changed file paths, exactly ``[c.path for c in diff_trees(objects,
+    base, new)]``, derived from the edits (the commit index's rows) rather than by
+    comparing the two trees entry by entry.
     """
+    oid, root = _build(objects, base, changes)
+    return oid, _changed_paths(objects, root)
+
+
+def _build(
+    objects: ObjectStore, base: ObjectId | None, changes: Mapping[str, File | None]
+) -> tuple[ObjectId, _Dir]:
     split = [(path, tuple(encode_path(path).split(b"/")), f) for path, f in changes.items()]
-    root = _Dir(base, load_tree(objects, base)) if base is not None else _Dir(None, Tree())
+    root = (
+        _Dir(base, load_tree(objects, base, keep_bytes=True))
+        if base is not None
+        else _Dir(None, Tree())
+    )
     _prefetch(objects, root, (parts[:-1] for _, parts, _ in split))
 
     # Deepest deletions first, and no pruning until the end: every deletion is then
@@ -447,4 +697,4 @@ def build_tree(
         memo: TreeMemo | None = getattr(objects, "tree_memo", None)
         if memo is not None and built:
             memo.put_trees(built)
-    return oid
+    return oid, root

@@ -65,6 +65,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
@@ -162,8 +163,21 @@ def _object_size(raw: RawObject) -> int:
     return ENTRY_OVERHEAD + len(raw.data)
 
 
+_NAME = attrgetter("name")
+
+
 def _tree_size(tree: Tree) -> int:
-    return ENTRY_OVERHEAD + sum(TREE_ITEM_OVERHEAD + len(i.name) for i in tree.items)
+    # Per entry its overhead and name, plus the bytes a tree keeps beside its entries
+    # (canonical ``data``, a lenient tree's ``raw``). With ``data`` known the names need
+    # no count: each record is at least 27 bytes besides its name (``40000 name\0`` and a
+    # 20-byte id), so ``len(data) - 27 * n`` bounds their total from above.
+    items = tree.items
+    n = len(items)
+    data = tree.data
+    # (Without ``data``, a C-level map: no Python frame per entry.)
+    names = len(data) - 27 * n if data is not None else sum(map(len, map(_NAME, items)))
+    kept = len(data or b"") + len(tree.raw or b"")
+    return ENTRY_OVERHEAD + TREE_ITEM_OVERHEAD * n + names + kept
 
 
 def _index_size(entry: IndexEntry) -> int:
