@@ -335,9 +335,14 @@ class ObjectBatch:
     def wait(self, *, raise_error: bool = True) -> None:
         """Wait for the write in flight (:meth:`flush_behind`), if any; raise its error
         (``raise_error``)."""
-        behind, self._behind = self._behind, None
+        behind = self._behind
         if behind is not None:
-            behind.join(raise_error=raise_error)
+            try:
+                # Returns or raises (an interrupt, the write's error) only once the thread
+                # ended: a rollback never runs on the connection while the COPY uses it.
+                behind.join(raise_error=raise_error)
+            finally:
+                self._behind = None
 
     def take(self, reason: str) -> list[Row]:
         """Hand every pending row, in id order (the lock order), to the caller, which
@@ -390,8 +395,21 @@ class _WriteBehind:
             self._error = exc
 
     def join(self, *, raise_error: bool = True) -> None:
-        """Wait for the write; raise what it raised (``raise_error``)."""
-        self._thread.join()
+        """Wait for the write; raise what it raised (``raise_error``). An interrupt
+        during the wait is raised only after the thread ended (it uses the connection)."""
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                self._thread.join()
+                break
+            except BaseException as exc:  # KeyboardInterrupt: wait on, then raise it
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+        self.raise_error(raise_error)
+
+    def raise_error(self, raise_error: bool = True) -> None:
+        """Raise the write's error, once (``raise_error``; otherwise drop it)."""
         error, self._error = self._error, None
         if error is not None and raise_error:
             raise error

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import StaticPool
 
 from govc_db.db.engine import WRITE_OPTION
 from govc_db.db.errors import schema_mismatch, sqlstate, translate
@@ -193,6 +194,8 @@ class TransactionManager:
         self._stats: Counter[str] = Counter()
         self._backoff_total = 0.0
         self._lock = threading.Lock()
+        self._schema_at_head = False
+        """Set once an error of the kind that may mean an old schema found it at head."""
         # --- http: read replicas (govc_db/db/replicas.py); None: everything on `engine` ---
         self.router: ReplicaRouter | None = None
 
@@ -535,13 +538,26 @@ class TransactionManager:
     def _translate(self, exc: BaseException, what: str, readonly: bool) -> GovcError:
         if readonly and is_read_only_error(exc):
             return GovcError(f"{what} failed: the transaction is read-only")
-        if schema_mismatch(exc):
+        if schema_mismatch(exc) and self._schema_unchecked():
             from govc_db.db.migrate import schema_problem  # Alembic: only on this path
 
             problem = schema_problem(self.engine)
-            if problem is not None:
+            if problem is None:
+                self._schema_at_head = True  # other errors of the kind: checked once
+            else:
                 return SchemaNotReady(f"{what} failed: {problem}")
         return translate(exc, what)
+
+    def _schema_unchecked(self) -> bool:
+        """Whether the schema revision may be read to explain an error: not once it was
+        found at head, not inside an open transaction (a second connection could wait for
+        the pool; with a single shared connection -- in-memory SQLite -- its use would end
+        the caller's transaction), and not on a single-connection pool."""
+        return (
+            not self._schema_at_head
+            and self.current() is None
+            and not isinstance(self.engine.pool, StaticPool)
+        )
 
     @contextmanager
     def _translating(self, what: str, readonly: bool) -> Iterator[None]:

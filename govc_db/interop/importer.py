@@ -568,7 +568,9 @@ def _store_objects(
     # beside the remaining slices (see _EarlyIndex).
     early: _EarlyIndex | None = None
     past_commits = False
-    concurrent = repo._store.dialect == "postgresql"
+    # Not inside the caller's store.transaction(): the thread would join that transaction
+    # (its context is copied) and use its connection beside this one's statements.
+    concurrent = repo._store.dialect == "postgresql" and repo._store.backend.txn.current() is None
 
     def flush() -> None:
         nonlocal slices, batch, bases

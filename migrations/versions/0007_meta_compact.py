@@ -170,8 +170,14 @@ def _copy_commits() -> None:
                 "changed": bytes(changed),
             }
 
-    for batch in _batches(rows()):
-        conn.execute(sa.insert(new), batch)
+    try:
+        for batch in _batches(rows()):
+            conn.execute(sa.insert(new), batch)
+    finally:
+        # Rows of the parent and path streams past the last commit (orphans) would keep
+        # their cursors open, and the tables they read could not be dropped next.
+        for result in (commits, parents, paths):
+            result.close()
 
 
 class _Cursor:
