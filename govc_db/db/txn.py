@@ -47,8 +47,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, RootTransaction
@@ -157,6 +157,20 @@ _REASON_KEYS = ("serialization", "deadlock", "disconnect", "prepared")
 _OPEN: ContextVar[tuple[Transaction, ...]] = ContextVar("govc_db_transactions", default=())
 
 
+class _Opened:
+    """What :meth:`TransactionManager._root` opened, kept by its caller: a
+    ``KeyboardInterrupt`` raised as the generator yields (a signal handled right at that
+    instant) ends the generator's frame without running its handlers, so the caller
+    ends what is left open (:meth:`TransactionManager._recover`)."""
+
+    __slots__ = ("conn", "ended", "token")
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+        self.token: Token[tuple[Transaction, ...]] | None = None
+        self.ended = False
+
+
 class TransactionManager:
     """Runs units of work in transactions with retry, savepoint nesting and hooks.
 
@@ -258,10 +272,14 @@ class TransactionManager:
                 yield tx
             return
         with self._translating(what, readonly):
+            opened = _Opened()
             try:
-                with self._root(write, iso, readonly) as tx:
+                with self._root(write, iso, readonly, opened=opened) as tx:
                     yield tx
-            except _CommitUnknown as exc:
+            except BaseException as exc:
+                self._recover(opened)
+                if not isinstance(exc, _CommitUnknown):
+                    raise
                 self._count("commit_unknown")
                 raise StoreUnavailable(
                     f"{what} failed: the connection was lost during COMMIT, so whether it "
@@ -310,8 +328,13 @@ class TransactionManager:
                     self._count("commit_unknown_retried")
                     pending = None
                 out: list[T] = []
-                with self._root(write, iso, readonly, retry=attempt > 0) as tx:
-                    out.append(fn(tx.connection))
+                opened = _Opened()
+                try:
+                    with self._root(write, iso, readonly, retry=attempt > 0, opened=opened) as tx:
+                        out.append(fn(tx.connection))
+                except BaseException:
+                    self._recover(opened)
+                    raise
             except _CommitUnknown as exc:
                 self._count("commit_unknown")
                 cause: BaseException = exc.__cause__ or exc
@@ -390,9 +413,33 @@ class TransactionManager:
         """The COMMIT step (a seam for fault tests: the database stays real)."""
         trans.commit()
 
+    def _recover(self, opened: _Opened) -> None:
+        """End what :meth:`_root` left open when its generator was cut at its ``yield``
+        (see :class:`_Opened`); nothing when it ended normally. Every step is guarded:
+        it runs while an interrupt is already on its way to the caller."""
+        if opened.ended or opened.conn is None:
+            return
+        opened.ended = True
+        self._count("rollbacks")
+        if opened.token is not None:
+            with suppress(ValueError, RuntimeError):  # reset already, or another context
+                _OPEN.reset(opened.token)
+        # Dropped, not returned to the pool: closing the driver's connection ends its
+        # transaction, and no per-transaction setting (SQLite's query_only) outlives it.
+        try:
+            opened.conn.invalidate()
+        finally:
+            opened.conn.close()
+
     @contextmanager
     def _root(
-        self, write: bool, isolation: str | None, readonly: bool, *, retry: bool = False
+        self,
+        write: bool,
+        isolation: str | None,
+        readonly: bool,
+        *,
+        retry: bool = False,
+        opened: _Opened | None = None,
     ) -> Iterator[Transaction]:
         # --- http: a read may run on a replica; a retried one runs on the primary ---
         router = self.router
@@ -400,45 +447,55 @@ class TransactionManager:
             connecting = self.engine.connect()
         else:
             connecting = router.connect(primary=retry or isolation is not None)
-        with connecting as conn:
-            self._count("transactions")
-            if write:
-                # SQLite: BEGIN IMMEDIATE (see db.engine), so writers queue on the lock
-                # instead of failing to upgrade a read transaction.
-                conn = conn.execution_options(**{WRITE_OPTION: True})
-            tx = Transaction(
-                self, conn, write=write, isolation=isolation, readonly=readonly, parent=None
-            )
-            token = _OPEN.set((*_OPEN.get(), tx))
-            try:
-                trans = conn.begin()
+        try:
+            with connecting as conn:
+                self._count("transactions")
+                if write:
+                    # SQLite: BEGIN IMMEDIATE (see db.engine), so writers queue on the lock
+                    # instead of failing to upgrade a read transaction.
+                    conn = conn.execution_options(**{WRITE_OPTION: True})
+                tx = Transaction(
+                    self, conn, write=write, isolation=isolation, readonly=readonly, parent=None
+                )
+                token = _OPEN.set((*_OPEN.get(), tx))
                 try:
-                    self._configure(conn, isolation, readonly)
-                    yield tx
-                except (NotFound, InvalidInput) as exc:
-                    if write:
+                    trans = conn.begin()
+                    if opened is not None:
+                        opened.conn, opened.token = conn, token
+                    try:
+                        self._configure(conn, isolation, readonly)
+                        yield tx
+                    except (NotFound, InvalidInput) as exc:
+                        if write:
+                            self._abandon(conn, trans, exc)
+                        else:
+                            self._end_read(conn, trans, exc)
+                        raise
+                    except BaseException as exc:
                         self._abandon(conn, trans, exc)
-                    else:
-                        self._end_read(conn, trans, exc)
-                    raise
-                except BaseException as exc:
-                    self._abandon(conn, trans, exc)
-                    raise
-                try:
-                    self._commit(trans)
-                except Exception as exc:
-                    self._count("rollbacks")
-                    if is_disconnect(exc):
-                        self._count("disconnects")
-                        raise _CommitUnknown() from exc
-                    raise
-                self._count("commits")
-                if write and router is not None:
-                    router.note_write(conn)  # --- http: read-your-writes position ---
-            finally:
-                _OPEN.reset(token)
-                if readonly and self._sqlite:
-                    self._sqlite_query_only_off(conn)
+                        raise
+                    try:
+                        self._commit(trans)
+                    except Exception as exc:
+                        self._count("rollbacks")
+                        if is_disconnect(exc):
+                            self._count("disconnects")
+                            raise _CommitUnknown() from exc
+                        raise
+                    self._count("commits")
+                    if write and router is not None:
+                        router.note_write(conn)  # --- http: read-your-writes position ---
+                finally:
+                    _OPEN.reset(token)
+                    if opened is not None:
+                        opened.token = None
+                    if readonly and self._sqlite:
+                        self._sqlite_query_only_off(conn)
+        finally:
+            # Not run when the generator is cut at its yield (see _Opened): then the
+            # caller's _recover() ends what is open.
+            if opened is not None:
+                opened.ended = True
 
     @contextmanager
     def _savepoint(
