@@ -301,11 +301,17 @@ class _PathDiffs:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.kill()
+        for proc in self._procs:
+            proc.wait()
+        self._out.close()
+
+    def kill(self) -> None:
+        """Stop git's diff where it is (an import that failed or was interrupted does not
+        wait for it); :meth:`result` then answers nothing."""
         for proc in self._procs:
             if proc.poll() is None:
                 proc.kill()
-            proc.wait()
-        self._out.close()
 
     def result(self) -> dict[ObjectId, list[str]]:
         """``commit -> changed paths`` (empty if git failed: the indexer diffs itself);
@@ -665,6 +671,7 @@ class _EarlyIndex:
         self.slices = 0
         self._error: BaseException | None = None
         self._stop = threading.Event()
+        self._diffs = diffs
         ctx = contextvars.copy_context()
         self._thread = threading.Thread(
             target=ctx.run,
@@ -692,6 +699,8 @@ class _EarlyIndex:
             except InvalidInput:
                 return
             the_plan = box[0]
+            if self._stop.is_set():
+                return
             known = diffs.result()
             ids = [o for o in the_plan.order if o in known and len(commits[o].parents) <= 1]
             for i in range(0, len(ids), slice_size):
@@ -714,6 +723,7 @@ class _EarlyIndex:
         ``raise_error`` (the import failed), no further slice is started."""
         if not raise_error:
             self._stop.set()
+            self._diffs.kill()  # else the thread waits for git's diff of the whole history
         self._thread.join()
         error, self._error = self._error, None
         if error is not None and raise_error:
