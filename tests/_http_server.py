@@ -53,6 +53,14 @@ def serving(app: ASGIApp, **config: object) -> Iterator[tuple[str, uvicorn.Serve
         thread.join(30)
 
 
+@contextmanager
+def serving_url(app: ASGIApp, suffix: str = "") -> Iterator[str]:
+    """:func:`serving`, yielding only the base URL with ``suffix`` (a repository's
+    ``/<name>.git``) appended."""
+    with serving(app) as (base, _server):
+        yield base + suffix
+
+
 class ServeProcess:
     """A ``govc-db serve`` process started by :func:`serve_process`."""
 

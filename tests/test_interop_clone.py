@@ -6,14 +6,9 @@ rebuilt when the history has outgrown it."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
+from _http_server import serving_url
 from interop_git import all_objects, fsck, git, refs_of
 
 from govc_db import Signature, Store
@@ -21,28 +16,6 @@ from govc_db.interop.packcache import REBUILD_RATIO, PackCache
 from govc_db.interop.smart_http import make_git_app
 
 SIG = Signature("Ada", "ada@example.com", 1_700_000_000, 60)
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/demo.git"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _history(store: Store, commits: int) -> None:
@@ -78,7 +51,7 @@ def _check(store: Store, clone: Path) -> None:
 def test_a_second_clone_is_served_from_the_kept_pack(store: Store, tmp_path: Path) -> None:
     _history(store, 12)
     cache = PackCache(64 * 1024 * 1024)
-    with serving(make_git_app(store, pack_cache=cache)) as url:
+    with serving_url(make_git_app(store, pack_cache=cache), "/demo.git") as url:
         first = _clone(url, tmp_path / "a")
         assert cache.stats()["parts"] == 1 and cache.stats()["misses"] == 1
         second = _clone(url, tmp_path / "b")
@@ -104,7 +77,7 @@ def test_a_second_clone_is_served_from_the_kept_pack(store: Store, tmp_path: Pat
 def test_objects_committed_since_are_added_once(store: Store, tmp_path: Path) -> None:
     _history(store, 12)
     cache = PackCache(64 * 1024 * 1024)
-    with serving(make_git_app(store, pack_cache=cache)) as url:
+    with serving_url(make_git_app(store, pack_cache=cache), "/demo.git") as url:
         _clone(url, tmp_path / "a")
         repo = store.repository("demo")
         repo.commit(
@@ -128,7 +101,7 @@ def test_a_kept_pack_the_wants_cannot_reach_is_not_used(store: Store, tmp_path: 
     repo = store.repository("demo")
     secret = repo.commit("main", {"secret.txt": b"s3cret\n"}, message="oops\n", author=SIG)
     cache = PackCache(64 * 1024 * 1024)
-    with serving(make_git_app(store, pack_cache=cache)) as url:
+    with serving_url(make_git_app(store, pack_cache=cache), "/demo.git") as url:
         _clone(url, tmp_path / "a")
         repo.move_branch("main", "main~1", force=True)  # the secret is unreachable now
         clone = _clone(url, tmp_path / "b")
@@ -145,7 +118,7 @@ def test_a_kept_pack_the_wants_cannot_reach_is_not_used(store: Store, tmp_path: 
 def test_the_kept_pack_is_rebuilt_when_outgrown(store: Store, tmp_path: Path) -> None:
     _history(store, 3)
     cache = PackCache(64 * 1024 * 1024)
-    with serving(make_git_app(store, pack_cache=cache)) as url:
+    with serving_url(make_git_app(store, pack_cache=cache), "/demo.git") as url:
         _clone(url, tmp_path / "a")
         before = cache.stats()["bytes"]
         repo = store.repository("demo")
@@ -162,7 +135,7 @@ def test_the_kept_pack_is_rebuilt_when_outgrown(store: Store, tmp_path: Path) ->
 def test_no_pack_is_kept_when_switched_off(store: Store, tmp_path: Path) -> None:
     _history(store, 4)
     cache = PackCache(0)
-    with serving(make_git_app(store, pack_cache=cache)) as url:
+    with serving_url(make_git_app(store, pack_cache=cache), "/demo.git") as url:
         for name in ("a", "b"):
             _check(store, _clone(url, tmp_path / name))
     assert cache.stats() == {"parts": 0, "bytes": 0, "hits": 0, "misses": 0}

@@ -8,15 +8,12 @@ every format the writer has (ofs or ref deltas, chain bounds, no deltas)."""
 from __future__ import annotations
 
 import random
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _http_server import serving_url
 from dulwich.pack import apply_delta
 from interop_git import all_objects, fsck, git, refs_of
 
@@ -29,28 +26,6 @@ from govc_db.interop.walk import plan_fetch
 from govc_db.objects import ObjectId
 from govc_db.store.codec import Codec, _varint, parse_splice
 from govc_db.store.ports import RawObject, Splice
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/demo.git"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _source(root: Path, commits: int = 30) -> Path:
@@ -101,7 +76,7 @@ def test_a_clone_of_an_imported_history_sends_its_splices_as_deltas(
 ) -> None:
     src, repo = _imported(store, tmp_path)
     assert _spliced_trees(repo, src) > 20  # what this test is about: trees kept as splices
-    with serving(make_git_app(store, pack_cache=PackCache(0))) as url:
+    with serving_url(make_git_app(store, pack_cache=PackCache(0)), "/demo.git") as url:
         dest = tmp_path / "clone.git"
         git(tmp_path, "clone", "-q", "--bare", "-c", "transfer.fsckObjects=true", url, str(dest))
     assert fsck(dest)[0] == 0
@@ -119,7 +94,7 @@ def test_splices_whose_base_the_pack_lacks_are_sent_whole_then_fetched(
     """The older branch's trees are splices of newer trees that branch cannot reach: the
     clone of it alone reads them whole; the fetch of main then adds the rest."""
     src, _ = _imported(store, tmp_path)
-    with serving(make_git_app(store, pack_cache=PackCache(0))) as url:
+    with serving_url(make_git_app(store, pack_cache=PackCache(0)), "/demo.git") as url:
         dest = tmp_path / "old.git"
         git(
             tmp_path,

@@ -8,16 +8,14 @@ from __future__ import annotations
 import gzip
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from _http_server import serving_url
 from interop_git import ENV, all_objects, commit_file, fsck, git, git_run, refs_of
 
 import govc_db
@@ -28,28 +26,6 @@ from govc_db.types import RefUpdated
 
 SIG = Signature("Ada", "ada@example.com", 1_700_000_000, 60)
 ZERO = "0" * 40
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture
@@ -66,7 +42,7 @@ def seeded(store: Store) -> Store:
 
 @pytest.fixture
 def url(seeded: Store) -> Iterator[str]:
-    with serving(make_git_app(seeded, allow_push=True)) as base:
+    with serving_url(make_git_app(seeded, allow_push=True)) as base:
         yield base
 
 
@@ -345,7 +321,7 @@ def test_a_new_tree_entry_naming_another_repositorys_blob_is_refused(
 
 
 def test_access_rules(seeded: Store, tmp_path: Path) -> None:
-    with serving(make_git_app(seeded)) as base:  # pushing off by default
+    with serving_url(make_git_app(seeded)) as base:  # pushing off by default
         clone = _clone(f"{base}/demo.git", tmp_path / "c")
         commit_file(clone, "n.txt", "n\n", "n")
         done = git_run(clone, "push", "origin", "HEAD:main")
@@ -365,7 +341,7 @@ def test_access_rules(seeded: Store, tmp_path: Path) -> None:
             return None
         return 401 if b"authorization" not in headers else 403
 
-    with serving(make_git_app(seeded, allow_push=True, check_access=check)) as base:
+    with serving_url(make_git_app(seeded, allow_push=True, check_access=check)) as base:
         done = git_run(tmp_path, "ls-remote", f"{base}/demo.git")
         assert done.returncode != 0
         resp = httpx.get(f"{base}/demo.git/info/refs?service=git-upload-pack")
@@ -403,7 +379,7 @@ def test_pack_size_limit_setting(db_url: str, tmp_path: Path) -> None:
         with govc_db.open(db_url, Settings(push_max_pack_bytes=limit)) as store:
             name = f"lim{limit}"
             store.create_repository(name).commit("main", {"a": b"a"}, message="a\n", author=SIG)
-            with serving(make_git_app(store, allow_push=True)) as base:
+            with serving_url(make_git_app(store, allow_push=True)) as base:
                 clone = _clone(f"{base}/{name}.git", tmp_path / name)
                 (clone / "blob.bin").write_bytes(os.urandom(100_000))  # incompressible
                 git(clone, "add", "blob.bin")
@@ -432,7 +408,7 @@ def test_fetch_deltas_settings_change_the_pack(db_url: str, tmp_path: Path) -> N
             for k in range(30):
                 body = f"# module {k}\nvalue = {k + 2}\n".encode() * 20
                 repo.commit("main", {f"pkg/m{k:02d}.py": body}, message=f"{k}\n", author=SIG)
-            with serving(make_git_app(store)) as base:
+            with serving_url(make_git_app(store)) as base:
                 clone = tmp_path / name
                 git(tmp_path, "clone", "-q", "--bare", f"{base}/{name}.git", str(clone))
             assert fsck(clone)[0] == 0
@@ -455,7 +431,7 @@ def test_fetch_deltas_settings_change_the_pack(db_url: str, tmp_path: Path) -> N
 
 def test_empty_repository_clone_then_first_push(store: Store, tmp_path: Path) -> None:
     store.create_repository("empty")
-    with serving(make_git_app(store, allow_push=True)) as base:
+    with serving_url(make_git_app(store, allow_push=True)) as base:
         done = git_run(tmp_path, "clone", f"{base}/empty.git", str(tmp_path / "e"))
         assert done.returncode == 0, done.stderr
         clone = tmp_path / "e"
@@ -473,6 +449,6 @@ def test_mounted_under_a_starlette_app(seeded: Store, tmp_path: Path) -> None:
     from starlette.routing import Mount
 
     outer = Starlette(routes=[Mount("/git", app=make_git_app(seeded))])
-    with serving(outer) as base:
+    with serving_url(outer) as base:
         clone = _clone(f"{base}/git/demo.git", tmp_path / "m")
         assert git(clone, "rev-parse", "HEAD").strip() == seeded.repository("demo").resolve("main")
