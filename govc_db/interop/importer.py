@@ -28,14 +28,14 @@ git's diff covers are written on a thread of their own, in their own transaction
 the remaining object slices are stored (:class:`_EarlyIndex`); only the merges are left
 for the index slices at the end. Not on SQLite: one writer at a time, and its driver
 hands the GIL over for every row it steps. On both, Python's cyclic collector is paused
-during the import (:func:`_collector_paused`).
+during the import (:func:`govc_db.perf.memory.collector_paused`: about a seventh of
+the import's CPU time on the bench history went to collections).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import gc
 import os
 import queue
 import subprocess
@@ -62,6 +62,7 @@ from govc_db.interop.indexer import (
 )
 from govc_db.interop.types import ImportReport
 from govc_db.objects import ObjectId, check_ref_name, check_repository_name
+from govc_db.perf.memory import collector_paused
 from govc_db.store.ports import Unit
 
 if TYPE_CHECKING:
@@ -216,7 +217,7 @@ def import_git(
         return ImportReport(name, 0, 0, {}, 0, time.perf_counter() - started)
     exclude = _known_to_source(path, ours.values())
     revs = [n.hex() for _, n in moves.values()] + ["^" + o.hex() for o in sorted(exclude)]
-    with _collector_paused(), _PathDiffs(path, revs) as diffs:
+    with collector_paused(), _PathDiffs(path, revs) as diffs:
         objects, indexed, slices = _store_objects(
             repo, _source_objects(path, revs), progress, diffs
         )
@@ -229,22 +230,6 @@ def import_git(
         slices + 1,
         time.perf_counter() - started,
     )
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic collector paused while the objects and the index are stored (as
-    ``storage.gc`` does while it packs): the import allocates tens of thousands of tuples
-    that live until its end, and each of the hundreds of collections they would trigger
-    walks them again (about a seventh of the import's CPU time on the bench history). The
-    import makes next to no cyclic garbage; what it holds is bounded by the slices."""
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
 
 
 class _PathDiffs:

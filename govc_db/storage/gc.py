@@ -39,7 +39,6 @@ Space: see :func:`_vacuum`.
 
 from __future__ import annotations
 
-import gc as pygc
 import hashlib
 import sqlite3
 import threading
@@ -54,6 +53,7 @@ from sqlalchemy import and_, bindparam, case, delete, func, insert, select, text
 
 from govc_db.errors import GovcError
 from govc_db.objects import TYPE_NAMES, TYPE_NUMBERS, ObjectId, hash_object
+from govc_db.perf.memory import collector_paused
 from govc_db.storage.chunks import ENC_CHUNKED
 from govc_db.store.codec import DELTA_ENCODINGS, ENC_RAW, OID_LEN, Codec, StoredRow
 from govc_db.store.packs import (
@@ -360,13 +360,8 @@ def _pack_repository(
     of row tuples that are garbage only at its end, and each collection it would trigger
     meanwhile walks them all (hundreds of collections on the bench history).
     """
-    paused = pygc.isenabled()
-    pygc.disable()
-    try:
+    with collector_paused():
         _pack(backend, repo_id, report, progress, should_stop, batch, pack_target, full)
-    finally:
-        if paused:
-            pygc.enable()
 
 
 def _pack(
