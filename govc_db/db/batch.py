@@ -55,7 +55,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, Final
 
@@ -66,6 +66,7 @@ from govc_db.settings import Settings
 
 __all__ = [
     "COPY_MIN_ROWS",
+    "BackgroundCall",
     "FLUSH_REASONS",
     "PG_READ_CHUNK",
     "SQLITE_READ_CHUNK",
@@ -276,7 +277,7 @@ class ObjectBatch:
         # oid -> (row, uncompressed content); the content answers reads from the buffer.
         self._pending: dict[bytes, tuple[Row, bytes]] = {}
         self._nbytes = 0
-        self._behind: _WriteBehind | None = None
+        self._behind: BackgroundCall | None = None
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -330,7 +331,7 @@ class ObjectBatch:
         rows = [row for row, _ in self._pending.values()]
         self._pending.clear()
         self._nbytes = 0
-        self._behind = _WriteBehind(ex, self._conn, rows, reason)
+        self._behind = BackgroundCall("govc-write-behind", ex.write, self._conn, rows, reason)
 
     def wait(self, *, raise_error: bool = True) -> None:
         """Wait for the write in flight (:meth:`flush_behind`), if any; raise its error
@@ -369,34 +370,28 @@ class ObjectBatch:
         self._nbytes = 0
 
 
-class _WriteBehind:
-    """One flush running on a thread of its own (:meth:`ObjectBatch.flush_behind`), in
-    the caller's context (its context variables: tracing, metrics)."""
+class BackgroundCall:
+    """``fn(*args)`` on a daemon thread of its own, in the caller's context (its context
+    variables: tracing, metrics); what it raised is handed over by :meth:`join`."""
 
-    def __init__(
-        self, executor: BatchExecutor, conn: Connection, rows: Sequence[Row], reason: str
-    ) -> None:
+    def __init__(self, name: str, fn: Callable[..., object], *args: object) -> None:
         self._error: BaseException | None = None
         ctx = contextvars.copy_context()
         self._thread = threading.Thread(
-            target=ctx.run,
-            args=(self._run, executor, conn, rows, reason),
-            name="govc-write-behind",
-            daemon=True,
+            target=ctx.run, args=(self._run, fn, *args), name=name, daemon=True
         )
         self._thread.start()
 
-    def _run(
-        self, executor: BatchExecutor, conn: Connection, rows: Sequence[Row], reason: str
-    ) -> None:
+    def _run(self, fn: Callable[..., object], *args: object) -> None:
         try:
-            executor.write(conn, rows, reason)
+            fn(*args)
         except BaseException as exc:  # handed to the caller by join()
             self._error = exc
 
     def join(self, *, raise_error: bool = True) -> None:
-        """Wait for the write; raise what it raised (``raise_error``). An interrupt
-        during the wait is raised only after the thread ended (it uses the connection)."""
+        """Wait for the call; raise what it raised (``raise_error``; otherwise drop it).
+        An interrupt during the wait is raised only after the thread ended (it may be
+        using a connection the caller is about to roll back)."""
         interrupted: BaseException | None = None
         while True:
             try:
@@ -406,10 +401,6 @@ class _WriteBehind:
                 interrupted = exc
         if interrupted is not None:
             raise interrupted
-        self.raise_error(raise_error)
-
-    def raise_error(self, raise_error: bool = True) -> None:
-        """Raise the write's error, once (``raise_error``; otherwise drop it)."""
         error, self._error = self._error, None
         if error is not None and raise_error:
             raise error

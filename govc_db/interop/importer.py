@@ -35,7 +35,6 @@ the import's CPU time on the bench history went to collections).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
 import queue
 import subprocess
@@ -51,6 +50,7 @@ try:
 except ImportError:  # pragma: no cover - not on Linux: the pipe keeps its size
     fcntl = None  # type: ignore[assignment]
 
+from govc_db.db.batch import BackgroundCall
 from govc_db.errors import GovcError, InvalidInput, NotFound, RefConflict
 from govc_db.interop.indexer import (
     IndexCommit,
@@ -654,17 +654,11 @@ class _EarlyIndex:
         self.indexed: set[ObjectId] = set()
         """The commits indexed (committed) by the thread."""
         self.slices = 0
-        self._error: BaseException | None = None
         self._stop = threading.Event()
         self._diffs = diffs
-        ctx = contextvars.copy_context()
-        self._thread = threading.Thread(
-            target=ctx.run,
-            args=(self._run, repo, commits, diffs, slice_size),
-            name="govc-import-index",
-            daemon=True,
+        self._call = BackgroundCall(
+            "govc-import-index", self._run, repo, commits, diffs, slice_size
         )
-        self._thread.start()
 
     def _run(
         self,
@@ -673,35 +667,32 @@ class _EarlyIndex:
         diffs: _PathDiffs,
         slice_size: int,
     ) -> None:
+        box: list[IndexPlan] = []
+
+        def plan(u: Unit) -> None:
+            box[:] = [plan_index(u, commits)]
+
         try:
-            box: list[IndexPlan] = []
-
-            def plan(u: Unit) -> None:
-                box[:] = [plan_index(u, commits)]
-
-            try:
-                repo._run("import_plan", plan)
-            except InvalidInput:
-                return
-            the_plan = box[0]
+            repo._run("import_plan", plan)
+        except InvalidInput:
+            return
+        the_plan = box[0]
+        if self._stop.is_set():
+            return
+        known = diffs.result()
+        ids = [o for o in the_plan.order if o in known and len(commits[o].parents) <= 1]
+        for i in range(0, len(ids), slice_size):
             if self._stop.is_set():
                 return
-            known = diffs.result()
-            ids = [o for o in the_plan.order if o in known and len(commits[o].parents) <= 1]
-            for i in range(0, len(ids), slice_size):
-                if self._stop.is_set():
-                    return
-                part = ids[i : i + slice_size]
+            part = ids[i : i + slice_size]
 
-                def index(u: Unit, part: list[ObjectId] = part) -> None:
-                    # Every commit here has its changed paths: no tree is read.
-                    write_index(u, the_plan, part, TreeSource({}, u.objects), known)
+            def index(u: Unit, part: list[ObjectId] = part) -> None:
+                # Every commit here has its changed paths: no tree is read.
+                write_index(u, the_plan, part, TreeSource({}, u.objects), known)
 
-                repo._run("import_index", index, write=True)
-                self.slices += 1
-                self.indexed.update(part)
-        except BaseException as exc:  # handed to the importer by join()
-            self._error = exc
+            repo._run("import_index", index, write=True)
+            self.slices += 1
+            self.indexed.update(part)
 
     def join(self, *, raise_error: bool = True) -> None:
         """Wait for the thread; raise what it raised (``raise_error``). Without
@@ -709,10 +700,7 @@ class _EarlyIndex:
         if not raise_error:
             self._stop.set()
             self._diffs.kill()  # else the thread waits for git's diff of the whole history
-        self._thread.join()
-        error, self._error = self._error, None
-        if error is not None and raise_error:
-            raise error
+        self._call.join(raise_error=raise_error)
 
 
 def _move_refs(
