@@ -243,12 +243,14 @@ def write_fetch_pack(
         for i in range(0, len(data), PIECE):
             write(data[i : i + PIECE])
 
-    if prefix is not None:
-        flush()  # the header
-        body = prefix[0]
+    def send(body: bytes | bytearray) -> None:
+        """Entries encoded before (a kept pack's, the trees' written while planning),
+        sent after what ``out`` holds, in pieces of ``PIECE`` bytes."""
+        nonlocal written, kept_body, captured
+        flush()
         sha.update(body)
         if kept_body is not None:
-            kept_body.append(body)
+            kept_body.append(bytes(body))
             captured += len(body)
             if captured > capture:
                 kept_body = None
@@ -256,6 +258,10 @@ def write_fetch_pack(
         view = memoryview(body)
         for i in range(0, len(body), PIECE):
             write(bytes(view[i : i + PIECE]))
+        view.release()
+
+    if prefix is not None:
+        send(prefix[0])  # after the header
 
     header = entry_header
     numbers = TYPE_NUMBERS
@@ -283,19 +289,7 @@ def write_fetch_pack(
     if isinstance(entries, TreeEntries) and entries.count:
         # The trees' entries written while planning, then the trees left and the blobs.
         start = written + len(out)
-        flush()
-        section = entries.body
-        sha.update(section)
-        if kept_body is not None:
-            kept_body.append(bytes(section))
-            captured += len(section)
-            if captured > capture:
-                kept_body = None
-        written += len(section)
-        view = memoryview(section)
-        for i in range(0, len(section), PIECE):
-            write(bytes(view[i : i + PIECE]))
-        view.release()
+        send(entries.body)
         trees = trees[entries.count :]
         if trees:  # their bases may be among the trees written
             offsets = {oid: start + at for oid, at in entries.offsets.items()}
