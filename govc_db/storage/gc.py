@@ -318,7 +318,10 @@ def run_gc(
             session.commit()
             if not got:
                 raise GcBusy("gc() of this repository is already running")
-        _pack_repository(backend, repo_id, report, progress, should_stop, batch, pack_target, full)
+        with collector_paused():
+            _pack_repository(
+                backend, repo_id, report, progress, should_stop, batch, pack_target, full
+            )
         compact_reflog(backend, repo_id)  # the ref moves, many to a row (store/reflog.py)
         if vacuum:
             report.vacuum = _vacuum(backend, full=report.full)
@@ -356,24 +359,10 @@ def _pack_repository(
 ) -> None:
     """Read everything once, decode, order, compress into packs, and swap them in.
 
-    Python's cyclic collector is paused meanwhile: the run allocates tens of thousands
-    of row tuples that are garbage only at its end, and each collection it would trigger
-    meanwhile walks them all (hundreds of collections on the bench history).
+    Run with Python's cyclic collector paused (:func:`collector_paused`, by the caller):
+    the run allocates tens of thousands of row tuples that are garbage only at its end,
+    and each collection would walk them all (hundreds on the bench history).
     """
-    with collector_paused():
-        _pack(backend, repo_id, report, progress, should_stop, batch, pack_target, full)
-
-
-def _pack(
-    backend: SqlBackend,
-    repo_id: int,
-    report: GcReport,
-    progress: Callable[[int, int], None] | None,
-    should_stop: Callable[[], bool] | None,
-    batch: int,
-    pack_target: int,
-    full: bool | None,
-) -> None:
     codec = backend.codec
     pg = backend.dialect == "postgresql"
     with backend.unit(repo_id, what="gc") as u:
