@@ -6,8 +6,6 @@ unit's. On SQLite the same calls flush in place. Both backends, real databases."
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +20,6 @@ from govc_db.objects import hash_object
 from govc_db.store.sql import BULK_BEHIND_ROWS, BULK_ROWS
 
 T_OBJ: sa.Table = ObjectRow.__table__  # type: ignore[assignment]
-
-
-@contextmanager
-def opened(url: str, **settings: Any) -> Iterator[Store]:
-    store = govc_db.open(url, settings=Settings(**settings))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def repo_id(store: Store) -> int:
@@ -59,7 +48,7 @@ def visible_in_unit(u: Any) -> int:
 def test_put_bulk_waits_for_what_it_wrote_behind(db_url: str, backend: str) -> None:
     n = 2 * BULK_BEHIND_ROWS + 7
     rows = blobs(n, seed=1)
-    with opened(db_url) as store:
+    with govc_db.open(db_url, Settings()) as store:
         rid = repo_id(store)
         with store.backend.unit(rid, write=True, what="test") as u:
             ids = u.objects.put_bulk(rows)
@@ -80,7 +69,7 @@ def test_put_bulk_waits_for_what_it_wrote_behind(db_url: str, backend: str) -> N
 
 
 def test_an_error_in_a_write_behind_is_the_units(pg_url: str) -> None:
-    with opened(pg_url) as store:
+    with govc_db.open(pg_url, Settings()) as store:
         rid = repo_id(store)
         with (
             pytest.raises(GovcError) as info,
@@ -101,7 +90,7 @@ def test_an_error_in_a_write_behind_is_the_units(pg_url: str) -> None:
 
 def test_a_failing_bulk_write_stores_nothing(db_url: str) -> None:
     rows = [*blobs(BULK_BEHIND_ROWS + 10, seed=4), (b"bogus", b"x")]
-    with opened(db_url) as store:
+    with govc_db.open(db_url, Settings()) as store:
         rid = repo_id(store)
         with (
             pytest.raises(GovcError, match="unknown object type"),
@@ -161,7 +150,7 @@ def test_index_written_beside_small_slices_is_the_same(
     src = make_history(tmp_path)
     for i in range(12):  # past the merges: more commits than a slice holds
         commit_file(src, f"more/f{i % 3}.txt", f"{i}\n", f"more {i}")
-    with opened(db_url, import_slice_objects=4) as small:
+    with govc_db.open(db_url, Settings(import_slice_objects=4)) as small:
         report = small.import_git("p", src)
         small_index = _index_of(small, "p")
         repo = small.repository("p")
@@ -181,6 +170,6 @@ def test_index_written_beside_small_slices_is_the_same(
         # Again with one more commit: only it is indexed.
         commit_file(src, "more/f0.txt", "last\n", "last")
         assert small.import_git("p", src).commits_indexed == 1
-    with opened(db_url, import_slice_objects=100_000) as whole:
+    with govc_db.open(db_url, Settings(import_slice_objects=100_000)) as whole:
         whole.import_git("q", src)
         assert _index_of(whole, "q") == _index_of(whole, "p")
